@@ -1,0 +1,91 @@
+"""The AnimeGANv2 generator.
+
+Tensor names and shapes match the public PyTorch checkpoints (bryandlee/animegan2-pytorch), so
+``Generator().load_state_dict(torch.load(path), strict=True)`` works on them.
+
+Input and output are RGB, NCHW, float in [-1, 1]. Every normalisation is a single-group GroupNorm,
+so results do not depend on the batch size. ``width`` and ``blocks`` shrink the network for the
+``-lite`` styles; the defaults are the official architecture (2,143,552 parameters).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+LEAKY_SLOPE = 0.2
+
+
+class ConvNormLReLU(nn.Sequential):
+    """pad -> conv -> GroupNorm(1 group) -> LeakyReLU(0.2): keys ``1.weight``, ``2.weight``, ``2.bias``."""
+
+    def __init__(self, in_ch: int, out_ch: int, kernel_size: int = 3, stride: int = 1,
+                 padding: int | tuple[int, int, int, int] = 1, groups: int = 1, bias: bool = False):
+        super().__init__(
+            nn.ReflectionPad2d(padding),
+            nn.Conv2d(in_ch, out_ch, kernel_size, stride=stride, padding=0, groups=groups, bias=bias),
+            nn.GroupNorm(1, out_ch, affine=True),
+            nn.LeakyReLU(LEAKY_SLOPE, inplace=True),
+        )
+
+
+class InvertedResBlock(nn.Module):
+    """MobileNetV2-style block: 1x1 expand, 3x3 depthwise (with bias), 1x1 project, residual if in == out."""
+
+    def __init__(self, in_ch: int, out_ch: int, expansion: int = 2):
+        super().__init__()
+        self.use_residual = in_ch == out_ch
+        hidden = in_ch * expansion
+        self.layers = nn.Sequential(
+            ConvNormLReLU(in_ch, hidden, kernel_size=1, padding=0),
+            ConvNormLReLU(hidden, hidden, groups=hidden, bias=True),
+            nn.Conv2d(hidden, out_ch, kernel_size=1, bias=False),
+            nn.GroupNorm(1, out_ch, affine=True),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.layers(x)
+        if self.use_residual:
+            out = out + x
+        return out
+
+
+class Generator(nn.Module):
+    """AnimeGANv2 generator; ``width`` scales every channel count, ``blocks`` is the inverted-residual count."""
+
+    def __init__(self, width: float = 1.0, blocks: int = 4):
+        super().__init__()
+        c32, c64, c128, c256 = (max(8, int(round(c * width))) for c in (32, 64, 128, 256))
+        self.width = width
+        self.blocks = blocks
+        self.block_a = nn.Sequential(
+            ConvNormLReLU(3, c32, kernel_size=7, padding=3),
+            ConvNormLReLU(c32, c64, stride=2, padding=(0, 1, 0, 1)),
+            ConvNormLReLU(c64, c64),
+        )
+        self.block_b = nn.Sequential(
+            ConvNormLReLU(c64, c128, stride=2, padding=(0, 1, 0, 1)),
+            ConvNormLReLU(c128, c128),
+        )
+        res = [InvertedResBlock(c128 if i == 0 else c256, c256, 2) for i in range(blocks)]
+        self.block_c = nn.Sequential(
+            ConvNormLReLU(c128, c128),
+            *res,
+            ConvNormLReLU(c256 if blocks else c128, c128),
+        )
+        self.block_d = nn.Sequential(ConvNormLReLU(c128, c128), ConvNormLReLU(c128, c128))
+        self.block_e = nn.Sequential(
+            ConvNormLReLU(c128, c64),
+            ConvNormLReLU(c64, c64),
+            ConvNormLReLU(c64, c32, kernel_size=7, padding=3),
+        )
+        self.out_layer = nn.Sequential(nn.Conv2d(c32, 3, kernel_size=1, bias=False), nn.Tanh())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.block_a(x)
+        half_size = out.shape[-2:]
+        out = self.block_c(self.block_b(out))
+        out = F.interpolate(out, size=half_size, mode="bilinear", align_corners=True)
+        out = self.block_d(out)
+        out = F.interpolate(out, size=x.shape[-2:], mode="bilinear", align_corners=True)
+        return self.out_layer(self.block_e(out))
