@@ -1,0 +1,151 @@
+"""The inference engine: one TorchScript generator, run at a capped resolution on reused buffers.
+
+An :class:`Engine` turns an RGB ``uint8`` frame (H x W x 3) into a stylised frame of the same size.
+Frames are resized so their longest side is at most ``max_side`` pixels (aspect ratio kept, sides
+rounded to a multiple of :data:`SIDE_MULTIPLE`), stylised, and resized back. Every tensor and array
+on that path is allocated once per input resolution and reused, so memory stays flat over a stream.
+An engine is not thread-safe: the pipeline calls it from its single inference thread.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from . import weights
+from .errors import AnimestreamError
+
+DEFAULT_MAX_SIDE = 512  # pixels, longest side at inference
+SIDE_MULTIPLE = 4  # pixels; the generator downsamples twice
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def cpu_has_bf16() -> bool:
+    """True when the CPU has native bf16 arithmetic (AVX512-BF16 or AMX)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def resolve_device(device: str) -> torch.device:
+    if device not in DEVICES:
+        raise ValueError(f"device must be one of {', '.join(DEVICES)}, not {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise AnimestreamError("--device cuda: no CUDA GPU is available to this PyTorch build")
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(device)
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto`` is fp16 on CUDA, bf16 on CPUs with native bf16, fp32 otherwise."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    if precision == "auto":
+        if device.type == "cuda":
+            return "fp16"
+        return "bf16" if cpu_has_bf16() else "fp32"
+    if precision == "fp16" and device.type != "cuda":
+        raise AnimestreamError("--precision fp16 needs a CUDA GPU; use bf16 or fp32 on the CPU")
+    return precision
+
+
+def inference_size(width: int, height: int, max_side: int) -> tuple[int, int]:
+    """(width, height) to run the model at: longest side <= ``max_side`` (0 = no cap), aspect kept."""
+    scale = 1.0 if max_side <= 0 else min(1.0, max_side / max(width, height))
+    w = max(SIDE_MULTIPLE, int(round(width * scale / SIDE_MULTIPLE)) * SIDE_MULTIPLE)
+    h = max(SIDE_MULTIPLE, int(round(height * scale / SIDE_MULTIPLE)) * SIDE_MULTIPLE)
+    return w, h
+
+
+@dataclass
+class _Buffers:
+    """Everything the hot path writes into, for one input resolution."""
+
+    small: np.ndarray  # h x w x 3 uint8, the resized input
+    inp: torch.Tensor  # 1 x 3 x h x w, model dtype, channels_last
+    out_f32: torch.Tensor  # 1 x 3 x h x w float32 on the device, the model output
+    out_u8: torch.Tensor  # 1 x h x w x 3 uint8 on the host, the model output
+    full: np.ndarray  # H x W x 3 uint8, the result at the input resolution
+
+
+class Engine:
+    """Stylise frames with one generator.
+
+    ``style`` is a style name or a weights path (see :func:`stream.weights.load_model`).
+    ``max_side`` caps the inference resolution in pixels (0: no cap); ``precision`` is one of
+    :data:`PRECISIONS`; ``device`` one of :data:`DEVICES`.
+    """
+
+    def __init__(self, style: str | os.PathLike = weights.DEFAULT_STYLE, *, max_side: int | None = None,
+                 precision: str = "auto", device: str = "auto", threads: int = 0):
+        if max_side is not None and max_side < 0:
+            raise ValueError(f"max_side must be >= 0 pixels, not {max_side}")
+        if threads:
+            torch.set_num_threads(threads)
+        path, meta = weights.resolve(style)
+        self.style = meta.get("name") or Path(os.fspath(style)).stem
+        self.meta = meta
+        self.max_side = max_side if max_side is not None else meta.get("recommended_max_side", DEFAULT_MAX_SIDE)
+        self.device = resolve_device(device)
+        self.precision = resolve_precision(precision, self.device)
+        self.dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[self.precision]
+        module = weights.load_model(path)
+        self.module = module.to(self.device).to(self.dtype).to(memory_format=torch.channels_last).eval()
+        self._buffers: dict[tuple[int, int], _Buffers] = {}
+        self._lock = threading.Lock()
+
+    def _buffers_for(self, height: int, width: int) -> _Buffers:
+        key = (height, width)
+        buf = self._buffers.get(key)
+        if buf is None:
+            w, h = inference_size(width, height, self.max_side)
+            pin = self.device.type == "cuda"
+            buf = _Buffers(
+                small=np.empty((h, w, 3), np.uint8),
+                inp=torch.empty((1, 3, h, w), dtype=self.dtype, device=self.device)
+                .contiguous(memory_format=torch.channels_last),
+                out_f32=torch.empty((1, 3, h, w), dtype=torch.float32, device=self.device),
+                out_u8=torch.empty((1, h, w, 3), dtype=torch.uint8, pin_memory=pin),
+                full=np.empty((height, width, 3), np.uint8),
+            )
+            self._buffers = {key: buf}  # one resolution at a time: a stream rarely changes size
+        return buf
+
+    def inference_shape(self, width: int, height: int) -> tuple[int, int]:
+        """(width, height) this engine runs the model at for a frame of that size."""
+        return inference_size(width, height, self.max_side)
+
+    @torch.inference_mode()
+    def __call__(self, frame: np.ndarray) -> np.ndarray:
+        """Stylise one RGB uint8 H x W x 3 frame. The returned array is reused by the next call."""
+        if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+            raise ValueError(f"expected an H x W x 3 uint8 RGB frame, got {frame.dtype} {frame.shape}")
+        height, width = frame.shape[:2]
+        with self._lock:
+            buf = self._buffers_for(height, width)
+            h, w = buf.small.shape[:2]
+            if (h, w) == (height, width):
+                np.copyto(buf.small, frame)
+            else:
+                cv2.resize(frame, (w, h), dst=buf.small, interpolation=cv2.INTER_AREA)
+            src = torch.from_numpy(buf.small).permute(2, 0, 1).unsqueeze(0)
+            buf.inp.copy_(src, non_blocking=True)
+            buf.inp.mul_(1 / 127.5).sub_(1.0)
+            buf.out_f32.copy_(self.module(buf.inp))
+            buf.out_f32.add_(1.0).mul_(127.5).clamp_(0, 255).round_()
+            buf.out_u8.copy_(buf.out_f32.permute(0, 2, 3, 1))
+            result = buf.out_u8[0].numpy()
+            if (h, w) == (height, width):
+                np.copyto(buf.full, result)
+            else:
+                cv2.resize(result, (width, height), dst=buf.full, interpolation=cv2.INTER_LINEAR)
+            return buf.full
