@@ -1,0 +1,26 @@
+"""animestream: anime-style video from files, cameras and streams, on a CPU or a GPU.
+
+The Python API in one breath::
+
+    import stream
+    engine = stream.Engine("paprika", max_side=512)          # a style name or a .pt path
+    stats = stream.convert("clip.mp4", "anime.mp4", engine)   # video, image or folder
+    rgb_out = engine(rgb_in)                                   # one H x W x 3 uint8 frame
+"""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .convert import convert, convert_folder, convert_image, convert_video
+from .engine import Engine
+from .errors import (AnimestreamError, DownloadError, SinkError, SourceError, StyleNotFoundError,
+                     WeightsError)
+from .model import Generator
+from .pipeline import Pipeline, Stats
+from .weights import list_styles, load_model
+
+__all__ = [
+    "AnimestreamError", "DownloadError", "Engine", "Generator", "Pipeline", "SinkError", "SourceError",
+    "Stats", "StyleNotFoundError", "WeightsError", "convert", "convert_folder", "convert_image",
+    "convert_video", "list_styles", "load_model",
+]

@@ -1,0 +1,191 @@
+"""The ``animestream`` command line.
+
+``main(argv)`` returns the exit code instead of exiting, so tests call it in-process:
+0 done, 1 an error (one line on stderr), 2 a usage error, 130 interrupted by Ctrl-C.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from . import __version__, weights
+from .convert import convert
+from .engine import DEVICES, PRECISIONS, Engine
+from .errors import AnimestreamError
+from .live import StyleSwitcher, is_camera, is_url
+from .livejob import LiveOptions, run_live
+from .pipeline import Stats
+from .sinks import DEFAULT_CRF, DEFAULT_PRESET, X264_PRESETS
+
+EXIT_ERROR = 1
+EXIT_INTERRUPTED = 130
+
+EPILOG = """\
+examples:
+  animestream clip.mp4 anime.mp4                 stylise a video (audio and timestamps kept)
+  animestream photo.jpg anime.png                stylise an image
+  animestream photos/ anime/                     every image and video in a folder
+  animestream clip.mp4 out.mp4 --max-side 256    4x fewer pixels through the model: ~4x faster
+  animestream weights list                       the styles you can pass to --style
+
+The model runs at most at --max-side pixels on the longest side; the result is scaled back to the
+input's size. Ctrl-C during a video keeps a playable file of the frames done so far.
+"""
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _crf(text: str) -> int:
+    value = _non_negative_int(text)
+    if value > 51:
+        raise argparse.ArgumentTypeError(f"must be in 0..51, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def _size(text: str) -> tuple[int, int]:
+    w, sep, h = text.lower().partition("x")
+    if not sep or not w.isdigit() or not h.isdigit() or int(w) == 0 or int(h) == 0:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT in pixels, e.g. 1280x720, got {text!r}")
+    return int(w), int(h)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="animestream", description="Turn videos, images and folders into anime-style ones.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("input", nargs="?", help="video file, image file, or folder of them")
+    p.add_argument("output", nargs="?", help="where to write the result (same kind as the input)")
+    p.add_argument("--style", default=weights.DEFAULT_STYLE, metavar="NAME|PATH",
+                   help="style name (see 'animestream weights list') or a .pt file (default: %(default)s)")
+    p.add_argument("--max-side", type=_non_negative_int, default=None, metavar="PX",
+                   help="cap the longest side the model sees, in pixels; 0 = no cap "
+                        "(default: the style's recommendation, 512)")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="auto = bf16 on CPUs with AVX512-BF16/AMX, fp16 on CUDA, else fp32 (default: auto)")
+    p.add_argument("--device", choices=DEVICES, default="auto", help="default: cuda when present, else cpu")
+    p.add_argument("--threads", type=_non_negative_int, default=0, metavar="N",
+                   help="CPU threads for inference (default: 0 = PyTorch's choice, one per core)")
+    p.add_argument("--crf", type=_crf, default=DEFAULT_CRF,
+                   help="x264 quality, 0 (lossless) .. 51 (worst) (default: %(default)s)")
+    p.add_argument("--preset", choices=X264_PRESETS, default=DEFAULT_PRESET, metavar="PRESET",
+                   help="x264 speed/size trade-off, ultrafast .. veryslow (default: %(default)s)")
+    live = p.add_argument_group("live", "a camera (0, /dev/video2), a stream URL (rtsp://, http://) or a "
+                                "file with --live; any mix of OUTPUT (recording), --preview and --vcam")
+    live.add_argument("--live", action="store_true",
+                      help="play a file at its own frame rate, as a camera would deliver it")
+    live.add_argument("--preview", action="store_true", help="show a window (keys: q quit, s/1-9 style, "
+                      "m mirror, space split view)")
+    live.add_argument("--vcam", action="store_true", help="send to a virtual camera (OBS, Zoom, browsers)")
+    live.add_argument("--vcam-backend", metavar="NAME", help="pyvirtualcam backend (v4l2loopback, obs, ...)")
+    live.add_argument("--vcam-device", metavar="DEV", help="virtual camera device, e.g. /dev/video10")
+    live.add_argument("--vcam-fps", type=_positive_float, default=0.0, metavar="FPS",
+                      help="virtual camera rate (default: the source's)")
+    live.add_argument("--camera-size", type=_size, default=(0, 0), metavar="WxH",
+                      help="size to ask the camera for, e.g. 1280x720 (default: the camera's)")
+    live.add_argument("--camera-fps", type=_positive_float, default=30.0, metavar="FPS",
+                      help="rate to ask the camera for (default: %(default)s)")
+    p.add_argument("--stats-json", type=Path, metavar="PATH", help="write run statistics as one JSON object")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--list-styles", action="store_true", help="list styles and exit (same as 'weights list')")
+    p.add_argument("--version", action="version", version=f"animestream {__version__}")
+    return p
+
+
+def _print_styles() -> int:
+    rows = [("NAME", "ORIGIN", "QUALITY", "LICENSE")]
+    for s in weights.list_styles():
+        q = s.meta.get("quality", {})
+        quality = (f"{q['psnr_student']:.1f} dB (grade {q['psnr_grade']:.1f})"
+                   if "psnr_student" in q else "-")
+        rows.append((s.name + (" (default)" if s.name == weights.DEFAULT_STYLE else ""),
+                     s.origin, quality, s.meta.get("license", "-")))
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[3])
+    return 0
+
+
+def weights_main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="animestream weights", description="Manage styles.")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="list styles: name, origin, validation quality, license")
+    args = p.parse_args(argv)
+    if args.command == "list":
+        return _print_styles()
+    return EXIT_ERROR
+
+
+def _run_live(args: argparse.Namespace, engine: Engine) -> Stats:
+    others = [s.name for s in weights.list_styles() if s.name != engine.style]
+    switcher = StyleSwitcher([args.style, *others], engine, max_side=args.max_side,
+                             precision=args.precision, device=args.device)
+    options = LiveOptions(
+        output=Path(args.output) if args.output else None, preview=args.preview, vcam=args.vcam,
+        vcam_backend=args.vcam_backend, vcam_device=args.vcam_device, vcam_fps=args.vcam_fps,
+        camera_width=args.camera_size[0], camera_height=args.camera_size[1], camera_fps=args.camera_fps,
+        crf=args.crf, preset=args.preset)
+    say = (lambda _m: None) if args.quiet else (lambda m: print(f"animestream: {m}", file=sys.stderr))
+    return run_live(args.input, switcher, options, announce=say)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["weights"]:
+        return weights_main(argv[1:])
+    parser = build_parser()
+    args = parser.parse_intermixed_args(argv)
+    if args.list_styles:
+        return _print_styles()
+    if args.input is None:
+        parser.error("give an INPUT, e.g. 'animestream clip.mp4 anime.mp4' or 'animestream 0 --preview'")
+    is_live = args.live or args.preview or args.vcam or is_camera(args.input) or is_url(args.input)
+    if not is_live and args.output is None:
+        parser.error("give an OUTPUT, e.g. 'animestream clip.mp4 anime.mp4'")
+    if is_live and not (args.output or args.preview or args.vcam):
+        parser.error("a live source needs an OUTPUT to record to, --preview or --vcam")
+    try:
+        engine = Engine(args.style, max_side=args.max_side, precision=args.precision, device=args.device,
+                        threads=args.threads)
+        if is_live:
+            stats = _run_live(args, engine)
+        else:
+            stats = convert(args.input, args.output, engine, crf=args.crf, preset=args.preset,
+                            progress=not args.quiet)
+    except AnimestreamError as e:
+        print(f"animestream: error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("animestream: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if args.stats_json:
+        args.stats_json.write_text(json.dumps(stats.as_dict()) + "\n")
+    if stats.interrupted:
+        print(f"animestream: interrupted: wrote {stats.frames_out} frames to {args.output or 'the live sinks'}",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if not args.quiet:
+        dropped = f", {stats.dropped} dropped" if stats.dropped else ""
+        where = args.output or "the live sinks"
+        print(f"animestream: wrote {where} ({stats.frames_out} frames{dropped}, {stats.fps:.1f} fps, "
+              f"latency p95 {stats.latency_ms_p95:.0f} ms)", file=sys.stderr)
+    return 0

@@ -1,0 +1,127 @@
+"""File jobs: a video into a video, an image into an image, a folder into a folder.
+
+Video jobs keep every frame, its timestamp, the resolution and the audio. Output goes to a
+temporary file beside the target and is renamed on success; on error nothing is left at the target.
+On Ctrl-C the frames finished so far are flushed into a playable file and ``Stats.interrupted`` is set.
+"""
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from tqdm import tqdm
+
+from .engine import Engine
+from .errors import AnimestreamError, SinkError, SourceError
+from .pipeline import Pipeline, Stats
+from .sinks import DEFAULT_CRF, DEFAULT_PRESET, VIDEO_EXTENSIONS, VideoFileSink, check_output_path, write_image
+from .sources import IMAGE_EXTENSIONS, VideoSource, is_image_path, read_image
+
+Warn = Callable[[str], None]
+
+
+def _stderr(message: str) -> None:
+    print(f"animestream: {message}", file=sys.stderr)
+
+
+def _engine_stats(engine: Engine) -> dict:
+    return {"device": str(engine.device), "precision": engine.precision,
+            "max_side": engine.max_side, "style": engine.style}
+
+
+def convert_video(src: str | Path, dst: str | Path, engine: Engine, *, crf: int = DEFAULT_CRF,
+                  preset: str = DEFAULT_PRESET, progress: bool = True, warn: Warn = _stderr) -> Stats:
+    """Stylise every frame of ``src`` into ``dst`` (same size, timestamps and audio)."""
+    dst = Path(dst)
+    check_output_path(dst, str(src))
+    if dst.suffix.lower() not in VIDEO_EXTENSIONS:
+        raise SinkError(f"{dst}: a video output needs one of {', '.join(sorted(VIDEO_EXTENSIONS))}")
+    source = VideoSource(src)
+    audio_codec = source.audio.codec_context.name if source.audio is not None else None
+    try:
+        sink = VideoFileSink(dst, width=source.width, height=source.height, time_base=source.time_base,
+                             rate=source.rate, audio=source.audio, crf=crf, preset=preset)
+        stats: Stats | None = None
+        try:
+            source.decode_audio = sink.audio_mode == "transcode"
+            with tqdm(total=source.frame_count, unit="frame", desc=Path(str(src)).name, disable=not progress,
+                      file=sys.stderr, dynamic_ncols=True, leave=False) as bar:
+                stats = Pipeline(source, engine, sink).run(on_progress=lambda n: bar.update(n - bar.n))
+        finally:
+            sink.close(keep=stats is not None and stats.frames_out > 0)
+    finally:
+        source.close()
+    if source.truncated:
+        warn(f"warning: {src}: input is damaged after frame {source.frames_read} ({source.truncated}); "
+             f"converted the {stats.frames_out} frames that decoded")
+    stats.extra.update(_engine_stats(engine), audio=sink.audio_mode or "none", audio_codec=audio_codec)
+    return stats
+
+
+def convert_image(src: str | Path, dst: str | Path, engine: Engine) -> Stats:
+    """Stylise one image into ``dst`` (format from its extension)."""
+    dst = Path(dst)
+    check_output_path(dst, str(src))
+    if dst.suffix.lower() not in IMAGE_EXTENSIONS:
+        raise SinkError(f"{dst}: an image output needs one of {', '.join(sorted(IMAGE_EXTENSIONS))}")
+    image = read_image(src)
+    stats = Stats(frames_in=1)
+    write_image(dst, engine(image))
+    stats.frames_out = 1
+    stats.extra.update(_engine_stats(engine))
+    return stats
+
+
+def convert_folder(src: str | Path, dst: str | Path, engine: Engine, *, crf: int = DEFAULT_CRF,
+                   preset: str = DEFAULT_PRESET, progress: bool = True, warn: Warn = _stderr) -> Stats:
+    """Convert every image and video directly in ``src`` into ``dst`` (created if missing).
+
+    A file that fails is reported through ``warn`` and the rest go on; if any failed, a
+    :class:`SourceError` naming the count is raised at the end.
+    """
+    src, dst = Path(src), Path(dst)
+    if not dst.parent.is_dir():
+        raise SinkError(f"{dst}: output folder {dst.parent} does not exist")
+    if dst.exists() and not dst.is_dir():
+        raise SinkError(f"{dst}: exists and is not a folder")
+    if dst.resolve() == src.resolve():
+        raise SinkError(f"{dst}: output folder is the input folder; choose another")
+    files = [p for p in sorted(src.iterdir())
+             if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS | VIDEO_EXTENSIONS]
+    if not files:
+        raise SourceError(f"{src}: no images or videos in this folder")
+    dst.mkdir(exist_ok=True)
+    total, failed = Stats(), 0
+    for path in tqdm(files, unit="file", disable=not progress or len(files) < 2, file=sys.stderr, leave=False):
+        try:
+            if is_image_path(path):
+                one = convert_image(path, dst / path.name, engine)
+            else:
+                one = convert_video(path, dst / path.name, engine, crf=crf, preset=preset, progress=progress,
+                                    warn=warn)
+        except AnimestreamError as e:
+            warn(f"error: {e}")
+            failed += 1
+            continue
+        total.frames_in += one.frames_in
+        total.frames_out += one.frames_out
+        total.wall_s += one.wall_s
+        if one.interrupted:
+            total.interrupted = True
+            break
+    if failed:
+        raise SourceError(f"{src}: {failed} of {len(files)} files failed (see above)")
+    total.extra.update(_engine_stats(engine), files=len(files))
+    return total
+
+
+def convert(src: str | Path, dst: str | Path, engine: Engine, *, crf: int = DEFAULT_CRF,
+            preset: str = DEFAULT_PRESET, progress: bool = True, warn: Warn = _stderr) -> Stats:
+    """Convert a video, an image or a folder, whichever ``src`` is."""
+    path = Path(src)
+    if path.is_dir():
+        return convert_folder(path, dst, engine, crf=crf, preset=preset, progress=progress, warn=warn)
+    if is_image_path(path):
+        return convert_image(path, dst, engine)
+    return convert_video(src, dst, engine, crf=crf, preset=preset, progress=progress, warn=warn)

@@ -1,0 +1,261 @@
+"""Three threads joined by bounded queues: decode -> stylise -> encode.
+
+    producer   iterates the source           -> frames queue (bounded)
+    inference  runs the engine on each frame -> results queue (bounded)
+    consumer   hands results to the sink(s)
+
+File jobs use blocking queues, so a slow stage holds the others back and no frame is ever lost.
+Live jobs (``drop_stale=True``) never block the producer: a newer frame replaces one still waiting,
+and each replaced frame is counted in ``dropped``. An exception in any thread stops all three and is
+re-raised by :meth:`Pipeline.run` in the calling thread; no thread outlives ``run()``.
+Ctrl-C (KeyboardInterrupt in the calling thread) stops decoding, lets frames already stylised reach
+the sink, and returns with ``interrupted`` set, so the sink can finish a playable file.
+"""
+from __future__ import annotations
+
+import queue
+import resource
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from .sources import AudioItem, Frame
+
+QUEUE_FRAMES = 4  # frames waiting between two stages
+POLL_S = 0.05  # how often blocked threads look at the stop flag, seconds
+LATENCY_WINDOW = 10_000  # frames kept for latency percentiles
+_END = object()
+
+
+class Sink(Protocol):
+    """What the consumer thread writes to."""
+
+    def write(self, frame: Frame, image: np.ndarray) -> None: ...
+
+    def write_audio(self, item: AudioItem) -> None: ...
+
+
+@dataclass
+class Stats:
+    """What one run did. Times in seconds or milliseconds as named; memory in MB."""
+
+    frames_in: int = 0
+    frames_out: int = 0
+    dropped: int = 0
+    wall_s: float = 0.0
+    fps: float = 0.0
+    latency_ms_p50: float = 0.0
+    latency_ms_p95: float = 0.0
+    peak_rss_mb: float = 0.0
+    interrupted: bool = False
+    extra: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d.update(d.pop("extra"))
+        return d
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, MB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+class _BufferPool:
+    """A fixed number of result arrays, handed from the inference thread to the consumer and back."""
+
+    def __init__(self, count: int):
+        self._free: queue.Queue[np.ndarray | None] = queue.Queue()
+        for _ in range(count):
+            self._free.put(None)
+
+    def take(self, like: np.ndarray, stop: threading.Event) -> np.ndarray | None:
+        while not stop.is_set():
+            try:
+                buf = self._free.get(timeout=POLL_S)
+            except queue.Empty:
+                continue
+            if buf is None or buf.shape != like.shape:
+                buf = np.empty_like(like)
+            np.copyto(buf, like)
+            return buf
+        return None
+
+    def give(self, buf: np.ndarray) -> None:
+        self._free.put(buf)
+
+
+class Pipeline:
+    """Run ``engine`` over ``source`` into ``sink`` on three threads (see the module docstring)."""
+
+    def __init__(self, source: Iterable[Frame | AudioItem], engine: Callable[[np.ndarray], np.ndarray],
+                 sink: Sink, *, drop_stale: bool = False, queue_frames: int = QUEUE_FRAMES):
+        if queue_frames < 1:
+            raise ValueError(f"queue_frames must be >= 1, not {queue_frames}")
+        self.source, self.engine, self.sink = source, engine, sink
+        self.drop_stale = drop_stale
+        size = 1 if drop_stale else queue_frames
+        self._frames: queue.Queue = queue.Queue(size)
+        self._results: queue.Queue = queue.Queue(size)
+        self._pool = _BufferPool(size + 2)
+        self._stop = threading.Event()  # abort: an error, or a second Ctrl-C
+        self._interrupt = threading.Event()  # finish early but cleanly: Ctrl-C
+        self._errors: list[BaseException] = []
+        self._latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)
+        self.stats = Stats()
+
+    # -- queue helpers: every blocking call wakes up to look at the stop flag
+    def _put(self, q: queue.Queue, item: object) -> bool:
+        while not self._stop.is_set():
+            try:
+                q.put(item, timeout=POLL_S)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _put_latest(self, q: queue.Queue, item: object) -> None:
+        """Put without blocking: a waiting item is replaced (and counted as dropped)."""
+        while True:
+            try:
+                q.put_nowait(item)
+                return
+            except queue.Full:
+                try:
+                    stale = q.get_nowait()
+                except queue.Empty:
+                    continue
+                if stale is _END or isinstance(stale, AudioItem):
+                    q.put(stale)  # never lose the end marker; only this thread puts here
+                    self._put(q, item)
+                    return
+                if isinstance(stale, tuple):
+                    self._pool.give(stale[1])
+                self.stats.dropped += 1
+
+    def _get(self, q: queue.Queue) -> object:
+        while not self._stop.is_set():
+            try:
+                return q.get(timeout=POLL_S)
+            except queue.Empty:
+                continue
+        return _END
+
+    def _guard(self, body: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                body()
+            except BaseException as e:  # noqa: BLE001 - handed to the calling thread, never swallowed
+                self._errors.append(e)
+                self._stop.set()
+        return run
+
+    # -- the three stages
+    def _produce(self) -> None:
+        try:
+            for item in self.source:
+                if self._stop.is_set() or self._interrupt.is_set():
+                    break
+                if isinstance(item, Frame):
+                    self.stats.frames_in += 1
+                    if self.drop_stale:
+                        self._put_latest(self._frames, item)
+                        continue
+                if not self._put(self._frames, item):
+                    break
+        finally:
+            self._put(self._frames, _END)
+
+    def _infer(self) -> None:
+        try:
+            while (item := self._get(self._frames)) is not _END:
+                if isinstance(item, AudioItem):
+                    if not self._interrupt.is_set() and not self._put(self._results, item):
+                        break
+                    continue
+                if self._interrupt.is_set():
+                    continue  # Ctrl-C: frames not yet started are not worth waiting for
+                buf = self._pool.take(self.engine(item.image), self._stop)
+                if buf is None:
+                    break
+                if self.drop_stale:
+                    self._put_latest(self._results, (item, buf))
+                elif not self._put(self._results, (item, buf)):
+                    break
+        finally:
+            self._put(self._results, _END)
+
+    def _consume(self) -> None:
+        while (item := self._get(self._results)) is not _END:
+            if isinstance(item, AudioItem):
+                self.sink.write_audio(item)
+                continue
+            frame, image = item
+            try:
+                self.sink.write(frame, image)
+            finally:
+                self._pool.give(image)
+            self.stats.frames_out += 1
+            self._latencies.append(time.perf_counter() - frame.t_captured)
+
+    @property
+    def last_latency_ms(self) -> float:
+        """Capture-to-sink latency of the latest frame, ms (0 before the first)."""
+        return self._latencies[-1] * 1000.0 if self._latencies else 0.0
+
+    def stop(self) -> None:
+        """Ask a running pipeline to finish early and cleanly, as Ctrl-C does (thread-safe)."""
+        self._interrupt.set()
+
+    def run(self, on_progress: Callable[[int], None] | None = None, tick_s: float = POLL_S) -> Stats:
+        """Run to the end of the source (or Ctrl-C); re-raise the first error of any thread.
+
+        ``on_progress(frames_out)`` is called in the calling thread every ``tick_s`` seconds (a
+        preview window pumps its events there).
+        """
+        threads = [threading.Thread(target=self._guard(body), name=f"animestream-{name}", daemon=True)
+                   for name, body in (("producer", self._produce), ("inference", self._infer),
+                                      ("consumer", self._consume))]
+        t0 = time.perf_counter()
+        try:
+            for t in threads:
+                t.start()
+            self._wait(threads, on_progress, tick_s)
+        finally:
+            self._stop.set()
+            for t in threads:
+                t.join()
+        self._finish_stats(time.perf_counter() - t0)
+        if self._errors:
+            raise self._errors[0]
+        return self.stats
+
+    def _wait(self, threads: list[threading.Thread], on_progress: Callable[[int], None] | None,
+              tick_s: float) -> None:
+        while any(t.is_alive() for t in threads):
+            try:
+                threads[-1].join(tick_s)
+                if on_progress is not None:
+                    on_progress(self.stats.frames_out)
+            except KeyboardInterrupt:
+                if self._interrupt.is_set():
+                    raise  # a second Ctrl-C aborts
+                self._interrupt.set()
+                self.stats.interrupted = True
+        if on_progress is not None:
+            on_progress(self.stats.frames_out)
+
+    def _finish_stats(self, wall_s: float) -> None:
+        s = self.stats
+        s.wall_s = round(wall_s, 3)
+        s.fps = round(s.frames_out / wall_s, 2) if wall_s > 0 else 0.0
+        if self._latencies:
+            lat = np.array(self._latencies) * 1000.0
+            s.latency_ms_p50 = round(float(np.percentile(lat, 50)), 1)
+            s.latency_ms_p95 = round(float(np.percentile(lat, 95)), 1)
+        s.peak_rss_mb = round(peak_rss_mb(), 1)

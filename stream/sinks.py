@@ -1,0 +1,162 @@
+"""Frame sinks: an encoded video file (PyAV, libx264) and still images (OpenCV).
+
+Every sink writes to a temporary file beside its target and moves it into place only in
+:meth:`VideoFileSink.close` with ``keep=True``; with ``keep=False`` the temporary file is removed,
+so a failed run never leaves anything at the target path.
+"""
+from __future__ import annotations
+
+import os
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+
+from .errors import SinkError
+from .sources import AudioItem, Frame
+
+DEFAULT_CRF = 18  # x264 constant rate factor: 0 lossless .. 51 worst; 18 looks transparent
+DEFAULT_PRESET = "veryfast"
+X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
+# Audio codecs the MP4/MOV muxers really finish a file with (PyAV's supported_codecs also lists PCM,
+# which then fails at the trailer); other containers are trusted to report their own.
+MP4_AUDIO = frozenset({"aac", "mp3", "alac", "ac3", "eac3", "opus", "flac"})
+MP4_FORMATS = frozenset({"mp4", "mov", "ipod", "3gp", "3g2", "psp"})
+VIDEO_EXTENSIONS = frozenset({".mp4", ".mkv", ".mov", ".webm", ".avi", ".m4v"})
+
+
+def check_output_path(target: Path, source: str | None) -> None:
+    """Refuse an output that would be written into a missing folder, onto a folder, or onto the input."""
+    parent = target.parent if str(target.parent) else Path(".")
+    if not parent.is_dir():
+        raise SinkError(f"{target}: output folder {parent} does not exist")
+    if target.is_dir():
+        raise SinkError(f"{target}: is a folder, expected an output file path")
+    if source is not None and "://" not in source:
+        src = Path(source)
+        same = src.resolve() == target.resolve() or (
+            src.exists() and target.exists() and os.path.samefile(src, target))
+        if same:
+            raise SinkError(f"{target}: output is the input file; choose another output path")
+
+
+def temp_path(target: Path) -> Path:
+    """A hidden file beside ``target`` with the same extension (FFmpeg picks formats by extension)."""
+    return target.with_name(f".{target.stem}.{os.getpid()}.partial{target.suffix}")
+
+
+def write_image(target: Path, rgb: np.ndarray) -> None:
+    """Encode ``rgb`` by the target's extension and move it into place atomically."""
+    ok, data = cv2.imencode(target.suffix or ".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise SinkError(f"{target}: OpenCV cannot write {target.suffix or 'this'} images")
+    tmp = temp_path(target)
+    try:
+        data.tofile(tmp)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+class VideoFileSink:
+    """Encode frames with libx264 (yuv420p; yuv444p for odd sizes) and copy or re-encode audio.
+
+    Video timestamps are the source's own (``time_base`` ticks), so variable frame rates survive.
+    ``audio`` is the source's audio stream or None; :attr:`audio_mode` says what happens to it:
+    ``"copy"`` when the container accepts its codec, ``"transcode"`` (to AAC, or the container's
+    default) otherwise, None without audio.
+    """
+
+    def __init__(self, target: str | Path, *, width: int, height: int, time_base: Fraction, rate: Fraction,
+                 audio: av.audio.stream.AudioStream | None = None, crf: int = DEFAULT_CRF,
+                 preset: str = DEFAULT_PRESET):
+        if not 0 <= crf <= 51:
+            raise ValueError(f"crf must be in 0..51, not {crf}")
+        if preset not in X264_PRESETS:
+            raise ValueError(f"preset must be one of {', '.join(X264_PRESETS)}, not {preset!r}")
+        self.target = Path(target)
+        self.tmp = temp_path(self.target)
+        self.frames_written = 0
+        self.last_time: float | None = None
+        self._closed = False
+        try:
+            self._container = av.open(str(self.tmp), "w")
+        except (av.error.FFmpegError, ValueError) as e:
+            self.tmp.unlink(missing_ok=True)
+            raise SinkError(f"{self.target}: cannot write this kind of file ({e})") from None
+        try:
+            self._video = self._container.add_stream("libx264", rate=rate)
+            self._video.width, self._video.height = width, height
+            self._video.pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
+            self._video.time_base = time_base
+            self._video.codec_context.time_base = time_base
+            self._video.options = {"crf": str(crf), "preset": preset}
+            self.audio_mode, self._audio = self._add_audio(audio)
+        except (av.error.FFmpegError, ValueError) as e:
+            self.close(keep=False)
+            raise SinkError(f"{self.target}: cannot set up the encoder ({e})") from None
+
+    def _add_audio(self, audio: av.audio.stream.AudioStream | None):
+        if audio is None:
+            return None, None
+        name = audio.codec_context.name
+        fmt = self._container.format.name.split(",")[0]
+        allowed = MP4_AUDIO if fmt in MP4_FORMATS else self._container.supported_codecs
+        if name in allowed:
+            return "copy", self._container.add_stream_from_template(audio)
+        codec = "aac" if "aac" in self._container.supported_codecs else self._container.default_audio_codec
+        out = self._container.add_stream(codec, rate=audio.codec_context.sample_rate or 48000)
+        channels = audio.codec_context.channels or 2
+        out.layout = {1: "mono", 2: "stereo"}.get(channels, "stereo")
+        return "transcode", out
+
+    def write(self, frame: Frame, image: np.ndarray) -> None:
+        """Encode ``image`` (RGB uint8) at ``frame``'s timestamp."""
+        vf = av.VideoFrame.from_ndarray(image, format="rgb24")
+        vf.pts = frame.pts if frame.pts is not None else frame.index
+        vf.time_base = frame.time_base
+        for packet in self._video.encode(vf):
+            self._container.mux(packet)
+        self.frames_written += 1
+        self.last_time = frame.time
+
+    def write_audio(self, item: AudioItem) -> None:
+        """Copy an audio packet or re-encode an audio frame (whichever :attr:`audio_mode` needs)."""
+        if self._audio is None:
+            return
+        payload = item.payload
+        if isinstance(payload, av.Packet):
+            payload.stream = self._audio
+            self._container.mux(payload)
+            return
+        payload.pts = None  # the encoder re-chunks samples and numbers them itself
+        for packet in self._audio.encode(payload):
+            self._container.mux(packet)
+
+    def close(self, *, keep: bool) -> None:
+        """Flush the encoders and, with ``keep``, move the file into place; else delete it. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if keep:
+                for stream in (self._video, self._audio if self.audio_mode == "transcode" else None):
+                    if stream is not None:
+                        for packet in stream.encode(None):
+                            self._container.mux(packet)
+            self._container.close()
+            if keep:
+                os.replace(self.tmp, self.target)
+        except av.error.FFmpegError as e:
+            raise SinkError(f"{self.target}: cannot finish the file ({e})") from None
+        finally:
+            if not keep or self.tmp.exists():
+                self.tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> VideoFileSink:
+        return self
+
+    def __exit__(self, exc_type: type | None, *exc: object) -> None:
+        self.close(keep=exc_type is None)

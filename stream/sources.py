@@ -1,0 +1,160 @@
+"""Frame sources: video files and streams (PyAV) and still images (OpenCV).
+
+A source yields :class:`Frame` objects (RGB uint8, with the input's timestamp) and, for videos with
+sound, :class:`AudioItem` objects in demux order, so the sink can interleave them correctly.
+Sources are context managers; ``close()`` is idempotent.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+
+from .errors import SourceError
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
+DEFAULT_TIME_BASE = Fraction(1, 90000)  # seconds per pts tick when the input has none
+
+
+@dataclass
+class Frame:
+    """One decoded picture. ``pts`` is in ``time_base`` units; ``t_captured`` is ``time.perf_counter()``."""
+
+    index: int
+    image: np.ndarray  # H x W x 3 uint8 RGB
+    pts: int | None
+    time_base: Fraction
+    t_captured: float
+
+    @property
+    def time(self) -> float | None:
+        """Presentation time in seconds, or None when the input had no timestamp."""
+        return None if self.pts is None else float(self.pts * self.time_base)
+
+
+@dataclass
+class AudioItem:
+    """An audio packet to copy, or a decoded audio frame to re-encode, in demux order."""
+
+    payload: av.Packet | av.AudioFrame
+
+
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise SourceError(f"{path}: no such file")
+    if path.is_dir():
+        raise SourceError(f"{path}: is a folder, expected a video or image file")
+    if path.stat().st_size == 0:
+        raise SourceError(f"{path}: empty file")
+
+
+def is_image_path(path: str | Path) -> bool:
+    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def _is_url(text: str) -> bool:
+    return "://" in text
+
+
+class VideoSource:
+    """Decode a video file or network stream with PyAV.
+
+    ``decode_audio`` asks for decoded audio frames (for re-encoding) instead of packets (for copying).
+    Decoding stops early, with :attr:`truncated` set to the reason, when the input is damaged after
+    at least one good frame; a damaged input with no good frame raises :class:`SourceError`.
+    """
+
+    def __init__(self, path: str | Path, *, decode_audio: bool = False):
+        self.path = str(path)
+        if not _is_url(self.path):
+            _check_file(Path(self.path))
+        try:
+            self._container = av.open(self.path, "r")
+        except av.error.FFmpegError as e:
+            raise SourceError(f"{self.path}: not a video FFmpeg can read ({_reason(e)})") from None
+        if not self._container.streams.video:
+            self._container.close()
+            raise SourceError(f"{self.path}: no video stream (an audio-only or data file?)")
+        self.video = self._container.streams.video[0]
+        self.video.thread_type = "AUTO"
+        self.audio = self._container.streams.audio[0] if self._container.streams.audio else None
+        self.decode_audio = decode_audio
+        self.truncated: str | None = None
+        self.frames_read = 0
+        ctx = self.video.codec_context
+        if not ctx.width or not ctx.height:
+            self._container.close()
+            raise SourceError(f"{self.path}: video stream has no picture size (corrupt header?)")
+        self.width, self.height = ctx.width, ctx.height
+        self.time_base = self.video.time_base or DEFAULT_TIME_BASE
+        self.rate = self.video.average_rate or self.video.guessed_rate or Fraction(30)
+
+    @property
+    def frame_count(self) -> int | None:
+        """Frames the container announces, or an estimate from its duration; None when unknown."""
+        if self.video.frames:
+            return int(self.video.frames)
+        if self.video.duration and self.rate:
+            return int(round(float(self.video.duration * self.time_base * self.rate)))
+        return None
+
+    def __iter__(self) -> Iterator[Frame | AudioItem]:
+        streams = [self.video] + ([self.audio] if self.audio is not None else [])
+        try:
+            for packet in self._container.demux(streams):
+                if packet.stream is self.audio:
+                    yield from self._audio(packet)
+                    continue
+                for frame in packet.decode():
+                    yield self._frame(frame)
+        except av.error.FFmpegError as e:
+            if self.frames_read == 0:
+                raise SourceError(f"{self.path}: cannot decode video ({_reason(e)})") from None
+            self.truncated = _reason(e)
+
+    def _audio(self, packet: av.Packet) -> Iterator[AudioItem]:
+        if not self.decode_audio:
+            if packet.dts is not None and packet.size:
+                yield AudioItem(packet)
+            return
+        try:
+            for frame in packet.decode():
+                yield AudioItem(frame)
+        except av.error.FFmpegError:
+            return  # a damaged audio packet is skipped, the video goes on
+
+    def _frame(self, frame: av.VideoFrame) -> Frame:
+        image = frame.to_ndarray(format="rgb24")
+        self.frames_read += 1
+        return Frame(self.frames_read - 1, image, frame.pts, self.time_base, time.perf_counter())
+
+    def close(self) -> None:
+        self._container.close()
+
+    def __enter__(self) -> VideoSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image file as RGB uint8 (alpha dropped, 16-bit reduced to 8)."""
+    path = Path(path)
+    _check_file(path)
+    data = np.fromfile(path, np.uint8)
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    if image is None:
+        raise SourceError(f"{path}: not an image OpenCV can read")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def _reason(e: Exception) -> str:
+    text = getattr(e, "strerror", None) or str(e)
+    return text.strip().splitlines()[0] if text.strip() else type(e).__name__
