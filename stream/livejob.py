@@ -1,0 +1,128 @@
+"""Live jobs: a camera, stream or paced file into any mix of preview window, virtual camera and recording.
+
+Live pipelines never block capture: a frame that waits while a newer one arrives is dropped and
+counted, so latency stays near one inference time however slow the model is.
+"""
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import SinkError
+from .live import StyleSwitcher, open_live_source
+from .pipeline import Pipeline, Stats
+from .sinks import DEFAULT_CRF, DEFAULT_PRESET, VideoFileSink, check_output_path
+from .sources import AudioItem, Frame
+
+PREVIEW_TICK_S = 0.01  # how often the main thread redraws the preview and reads keys, seconds
+RATE_WINDOW_S = 1.0  # the overlay's fps is averaged over this many seconds
+
+
+@dataclass(frozen=True)
+class LiveOptions:
+    """What to capture and where to send it. Sizes in pixels, rates in frames per second."""
+
+    output: Path | None = None
+    preview: bool = False
+    vcam: bool = False
+    vcam_backend: str | None = None
+    vcam_device: str | None = None
+    vcam_fps: float = 0.0  # 0: the source's rate
+    camera_width: int = 0
+    camera_height: int = 0
+    camera_fps: float = 30.0
+    paced: bool = True
+    crf: int = DEFAULT_CRF
+    preset: str = DEFAULT_PRESET
+
+
+class Tee:
+    """Hand every result to several sinks, in order."""
+
+    def __init__(self, sinks: Sequence[object]):
+        self.sinks = list(sinks)
+
+    def write(self, frame: Frame, image: np.ndarray) -> None:
+        for sink in self.sinks:
+            sink.write(frame, image)
+
+    def write_audio(self, item: AudioItem) -> None:
+        for sink in self.sinks:
+            sink.write_audio(item)
+
+
+class _RateMeter:
+    """Frames per second over the last :data:`RATE_WINDOW_S` seconds."""
+
+    def __init__(self) -> None:
+        self._marks: deque[tuple[float, int]] = deque()
+
+    def __call__(self, frames: int) -> float:
+        now = time.perf_counter()
+        self._marks.append((now, frames))
+        while len(self._marks) > 2 and now - self._marks[0][0] > RATE_WINDOW_S:
+            self._marks.popleft()
+        t0, f0 = self._marks[0]
+        return (frames - f0) / (now - t0) if now > t0 else 0.0
+
+
+def run_live(spec: str, engine: StyleSwitcher, options: LiveOptions, *, announce=print) -> Stats:
+    """Run a live job until the source ends, ``q`` in the preview, or Ctrl-C (``Stats.interrupted``)."""
+    if not (options.output or options.preview or options.vcam):
+        raise SinkError("a live run needs somewhere to go: an OUTPUT file, --preview or --vcam")
+    if options.output is not None:
+        check_output_path(options.output, spec)
+    source = open_live_source(spec, width=options.camera_width, height=options.camera_height,
+                              fps=options.camera_fps, paced=options.paced)
+    announce(getattr(source, "description", spec))
+    recorder = camera = window = None
+    stats: Stats | None = None
+    try:
+        sinks: list[object] = []
+        if options.output is not None:
+            recorder = VideoFileSink(options.output, width=source.width, height=source.height,
+                                     time_base=source.time_base, rate=source.rate, crf=options.crf,
+                                     preset=options.preset)
+            sinks.append(recorder)
+        if options.vcam:
+            from .vcam import VirtualCamera
+            camera = VirtualCamera(width=source.width, height=source.height,
+                                   fps=options.vcam_fps or float(source.rate),
+                                   backend=options.vcam_backend, device=options.vcam_device)
+            announce(f"virtual camera: {camera.device} @ {camera.fps:g} fps")
+            sinks.append(camera)
+        pipeline: Pipeline | None = None
+        if options.preview:
+            from .preview import PreviewWindow
+            meter = _RateMeter()
+
+            def overlay_stats() -> tuple[float, float, int]:
+                return meter(pipeline.stats.frames_out), pipeline.last_latency_ms, pipeline.stats.dropped
+
+            def pick(index: int | None) -> str:
+                return (engine.next() if index is None else engine.select(index)).style
+
+            window = PreviewWindow(on_quit=lambda: pipeline.stop(), on_style=pick, stats=overlay_stats)
+            window.style_name = engine.current.style
+            sinks.append(window)
+        pipeline = Pipeline(source, engine, Tee(sinks), drop_stale=True)
+        if window is not None:
+            stats = pipeline.run(on_progress=lambda _n: window.pump(), tick_s=PREVIEW_TICK_S)
+        else:
+            stats = pipeline.run()
+    finally:
+        for closer in (window, camera):
+            if closer is not None:
+                closer.close()
+        if recorder is not None:
+            recorder.close(keep=stats is not None and stats.frames_out > 0)
+        source.close()
+    stats.extra.update(device=str(engine.current.device), precision=engine.current.precision,
+                       max_side=engine.current.max_side, style=engine.current.style,
+                       vcam_frames=camera.frames_sent if camera is not None else 0)
+    return stats

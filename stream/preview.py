@@ -1,0 +1,104 @@
+"""An OpenCV preview window for live runs.
+
+The consumer thread hands each result to :meth:`PreviewWindow.write`, which only keeps a copy;
+:meth:`PreviewWindow.pump`, called from the main thread (OpenCV's GUI wants one thread), draws the
+latest result with an overlay and handles the hotkeys:
+
+    q / Esc   quit (the recording is finished properly; exit code 0)
+    s         next style            1-9   pick style 1..9
+    m         mirror                space original | stylised split view
+"""
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import cv2
+import numpy as np
+
+from .sources import AudioItem, Frame
+
+WINDOW = "animestream"
+KEY_ESC = 27
+FONT = cv2.FONT_HERSHEY_SIMPLEX
+OVERLAY_SCALE = 0.5
+HELP = "q quit  s/1-9 style  m mirror  space split"
+
+
+class PreviewWindow:
+    """A live preview window. ``on_quit`` and ``on_style(index | None)`` are called on hotkeys
+    (``None`` means "next style"). ``stats`` returns ``(fps, latency_ms, dropped)`` for the overlay."""
+
+    def __init__(self, *, on_quit: Callable[[], None], on_style: Callable[[int | None], str],
+                 stats: Callable[[], tuple[float, float, int]], title: str = WINDOW):
+        self.title = title
+        self.on_quit, self.on_style, self.stats = on_quit, on_style, stats
+        self.mirror = False
+        self.split = False
+        self.style_name = ""
+        self._lock = threading.Lock()
+        self._original: np.ndarray | None = None
+        self._result: np.ndarray | None = None
+        self._fresh = False
+        self._closed = False
+        cv2.namedWindow(self.title, cv2.WINDOW_AUTOSIZE | cv2.WINDOW_GUI_NORMAL)
+
+    def write(self, frame: Frame, image: np.ndarray) -> None:
+        with self._lock:
+            if self._result is None or self._result.shape != image.shape:
+                self._result = np.empty_like(image)
+                self._original = np.empty_like(frame.image)
+            np.copyto(self._result, image)
+            if self._original.shape == frame.image.shape:
+                np.copyto(self._original, frame.image)
+            self._fresh = True
+
+    def write_audio(self, item: AudioItem) -> None:
+        """Live previews are silent."""
+
+    def compose(self) -> np.ndarray | None:
+        """The picture the window shows now (BGR), or None before the first result."""
+        with self._lock:
+            if self._result is None:
+                return None
+            shown = np.concatenate([self._original, self._result], axis=1) if self.split else self._result.copy()
+            self._fresh = False
+        if self.mirror:
+            shown = shown[:, ::-1]
+        shown = cv2.cvtColor(shown, cv2.COLOR_RGB2BGR)
+        fps, latency_ms, dropped = self.stats()
+        lines = [f"{self.style_name}  {fps:4.1f} fps  {latency_ms:4.0f} ms  dropped {dropped}", HELP]
+        for i, text in enumerate(lines):
+            y = 18 + 18 * i
+            cv2.putText(shown, text, (8, y), FONT, OVERLAY_SCALE, (0, 0, 0), 2, cv2.LINE_AA)
+            cv2.putText(shown, text, (8, y), FONT, OVERLAY_SCALE, (255, 255, 255), 1, cv2.LINE_AA)
+        return shown
+
+    def pump(self) -> None:
+        """Draw the latest result and handle one key press. Call from the main thread, often."""
+        if self._closed:
+            return
+        if self._fresh:
+            shown = self.compose()
+            if shown is not None:
+                cv2.imshow(self.title, shown)
+        self.handle_key(cv2.waitKey(1) & 0xFF)
+
+    def handle_key(self, key: int) -> None:
+        if key in (ord("q"), KEY_ESC):
+            self.on_quit()
+        elif key == ord("s"):
+            self.style_name = self.on_style(None)
+        elif ord("1") <= key <= ord("9"):
+            self.style_name = self.on_style(key - ord("1"))
+        elif key == ord("m"):
+            self.mirror = not self.mirror
+        elif key == ord(" "):
+            self.split = not self.split
+
+    def close(self) -> None:
+        """Close the window. Idempotent."""
+        if not self._closed:
+            self._closed = True
+            cv2.destroyWindow(self.title)
+            cv2.waitKey(1)

@@ -1,0 +1,329 @@
+"""The live path without hardware: a file paced like a camera, a fake virtual-camera backend, and a
+real OpenCV window on Xvfb."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+
+import media
+from stream.engine import Engine
+from stream.errors import SinkError, SourceError
+from stream.live import CAPTURE_TIME_BASE, CameraSource, PacedSource, StyleSwitcher
+from stream.livejob import LiveOptions, run_live
+from stream.pipeline import Pipeline
+from stream.sources import VideoSource
+
+LIVE_FPS = 30
+SLOW_ENGINE_S = 0.1  # seconds per frame of the deliberately slow engine: 3x slower than the source
+
+
+class _Constant(torch.nn.Module):
+    """A 'style' with a known answer: every pixel becomes ``value`` (in [-1, 1], RGB)."""
+
+    def __init__(self, value: tuple[float, float, float]):
+        super().__init__()
+        self.register_buffer("value", torch.tensor(value).view(1, 3, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.value.to(x.dtype).expand(x.shape[0], 3, x.shape[2], x.shape[3]).clone()
+
+
+def _constant_style(path: Path, value: tuple[float, float, float]) -> Path:
+    torch.jit.script(_Constant(value)).save(str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def cyan_style(tmp_path_factory) -> Path:
+    return _constant_style(tmp_path_factory.mktemp("cyan") / "cyan.pt", (-1.0, 1.0, 1.0))
+
+
+@pytest.fixture(scope="module")
+def magenta_style(tmp_path_factory) -> Path:
+    return _constant_style(tmp_path_factory.mktemp("magenta") / "magenta.pt", (1.0, -1.0, 1.0))
+
+
+@pytest.fixture(scope="module")
+def live_clip(media_dir) -> Path:
+    """2 s at 30 fps, 96x64, no audio."""
+    return media.write_clip(media_dir / "live.mp4", frames=60, size=(96, 64), fps=LIVE_FPS, audio=None)
+
+
+def _slow(image: np.ndarray) -> np.ndarray:
+    time.sleep(SLOW_ENGINE_S)
+    return 255 - image
+
+
+class _Collect:
+    def __init__(self):
+        self.frames = []
+
+    def write(self, frame, image):
+        self.frames.append((frame, image.copy(), time.perf_counter()))
+
+    def write_audio(self, item):
+        raise AssertionError("live paths carry no audio")
+
+
+def test_paced_source_plays_at_native_rate(live_clip):
+    source = PacedSource(VideoSource(live_clip))
+    t0 = time.perf_counter()
+    frames = list(source)
+    wall = time.perf_counter() - t0
+    source.close()
+    assert len(frames) == 60
+    assert 59 / LIVE_FPS * 0.9 <= wall <= 59 / LIVE_FPS + 1.0
+    assert frames[0].time_base == CAPTURE_TIME_BASE and frames[0].pts == 0
+    times = [f.time for f in frames]
+    assert all(b > a for a, b in zip(times, times[1:]))
+
+
+def test_slow_engine_drops_stale_frames_and_latency_stays_bounded(live_clip):
+    sink = _Collect()
+    pipeline = Pipeline(PacedSource(VideoSource(live_clip)), _slow, sink, drop_stale=True)
+    stats = pipeline.run()
+    assert stats.frames_in == 60
+    assert stats.dropped > 0
+    assert stats.frames_out + stats.dropped == stats.frames_in
+    assert stats.frames_out < 60 * 0.6  # a 3x slower engine cannot keep up
+    # Latency stays near one inference (+ at most one waiting frame), it does not pile up:
+    assert stats.latency_ms_p95 < 1000 * (3 * SLOW_ENGINE_S) + 250
+    assert pipeline._frames.maxsize == 1 and pipeline._results.maxsize == 1
+    # The freshest frames win: the last captured frame is the last shown.
+    assert sink.frames[-1][0].index == 59
+
+
+def test_file_pipeline_never_drops_with_the_same_slow_engine(live_clip):
+    sink = _Collect()
+    stats = Pipeline(VideoSource(live_clip), _slow, sink).run()
+    assert stats.dropped == 0 and stats.frames_out == 60
+
+
+def test_recording_keeps_capture_timestamps(tmp_path, live_clip, tiny_engine):
+    out = tmp_path / "rec.mp4"
+    switcher = StyleSwitcher([str(tiny_engine.meta.get("name", "tiny"))], tiny_engine, max_side=64,
+                             precision="fp32", device="cpu")
+    stats = run_live(str(live_clip), switcher, LiveOptions(output=out), announce=lambda m: None)
+    with av.open(str(out)) as c:
+        times = [f.time for f in c.decode(video=0)]
+    assert len(times) == stats.frames_out > 10
+    # Plays at real speed: the recording spans the clip's duration, not frames / nominal rate.
+    assert abs(times[-1] - 59 / LIVE_FPS) < 0.35
+    assert not list(tmp_path.glob(".*partial*"))
+
+
+class FakeBackend:
+    """A pyvirtualcam backend that keeps what it is sent (pyvirtualcam's backend contract)."""
+
+    instances: list = []
+
+    def __init__(self, *, width, height, fps, fourcc, device, **kw):
+        self.width, self.height, self.fps, self._device = width, height, fps, device or "fake0"
+        self.sent: list[tuple[float, np.ndarray]] = []
+        self.closed = 0
+        FakeBackend.instances.append(self)
+
+    def send(self, frame):
+        self.sent.append((time.perf_counter(), frame.copy()))
+
+    def device(self):
+        return self._device
+
+    def native_fourcc(self):
+        return None
+
+    def close(self):
+        self.closed += 1
+
+
+@pytest.fixture
+def fake_vcam():
+    import pyvirtualcam
+    pyvirtualcam.register_backend("animestream-test", FakeBackend)
+    FakeBackend.instances.clear()
+    yield FakeBackend
+    pyvirtualcam.camera.BACKENDS.pop("animestream-test", None)
+
+
+def test_virtual_camera_gets_frames_at_the_requested_rate(fake_vcam, live_clip, cyan_style):
+    engine = Engine(cyan_style, max_side=64, precision="fp32")
+    switcher = StyleSwitcher([str(cyan_style)], engine, max_side=64, precision="fp32", device="cpu")
+    stats = run_live(str(live_clip), switcher,
+                     LiveOptions(vcam=True, vcam_backend="animestream-test", vcam_fps=20.0),
+                     announce=lambda m: None)
+    (backend,) = fake_vcam.instances
+    assert backend.closed == 1
+    assert (backend.width, backend.height) == (96, 64)
+    times = np.array([t for t, _ in backend.sent])
+    rate = (len(times) - 1) / (times[-1] - times[0])
+    assert 20 * 0.8 <= rate <= 20 * 1.2
+    assert stats.extra["vcam_frames"] == len(times)
+    # After the first results, the camera shows the stylised picture (cyan), re-sent between results.
+    last = backend.sent[-1][1].reshape(64, 96, 3)
+    assert last[..., 0].max() == 0 and last[..., 1].min() == 255 and last[..., 2].min() == 255
+
+
+def test_missing_virtual_camera_fails_fast_with_how_to(monkeypatch):
+    from stream.vcam import VirtualCamera
+    t0 = time.perf_counter()
+    with pytest.raises(SinkError) as err:
+        VirtualCamera(width=64, height=48, fps=30, backend="v4l2loopback", device="/dev/video99")
+    assert time.perf_counter() - t0 < 5
+    message = str(err.value)
+    assert "\n" not in message
+    assert "modprobe v4l2loopback" in message
+
+
+def test_unknown_virtual_camera_backend_is_refused():
+    from stream.vcam import VirtualCamera
+    with pytest.raises(SinkError, match="backend 'nope' is not available"):
+        VirtualCamera(width=64, height=48, fps=30, backend="nope")
+
+
+def test_style_switch_takes_over_within_about_one_frame(live_clip, cyan_style, magenta_style):
+    first = Engine(cyan_style, max_side=64, precision="fp32")
+    switcher = StyleSwitcher([str(cyan_style), str(magenta_style)], first, max_side=64, precision="fp32",
+                             device="cpu")
+    sink = _Collect()
+    pipeline = Pipeline(PacedSource(VideoSource(live_clip)), switcher, sink, drop_stale=True)
+    switched_at: list[float] = []
+
+    def switch_midway():
+        time.sleep(0.8)
+        switcher.select(1)
+        switched_at.append(time.perf_counter())
+
+    t = threading.Thread(target=switch_midway)
+    t.start()
+    pipeline.run()
+    t.join()
+    colours = [tuple(int(v) for v in img[0, 0]) for _, img, _ in sink.frames]
+    assert colours[0] == (0, 255, 255) and colours[-1] == (255, 0, 255)
+    first_magenta = next(when for (_, img, when) in sink.frames if tuple(img[0, 0]) == (255, 0, 255))
+    assert first_magenta - switched_at[0] < 0.5  # about one inference time, with a busy machine's slack
+
+
+def test_camera_source_reports_what_it_got_and_stamps_capture_time(live_clip):
+    cam = CameraSource(str(live_clip), width=96, height=64, fps=30)  # OpenCV opens files like devices
+    try:
+        assert cam.description.startswith(f"camera {live_clip}: 96x64")
+        frames = [f for _, f in zip(range(5), cam)]
+    finally:
+        cam.close()
+    assert [f.index for f in frames] == [0, 1, 2, 3, 4]
+    assert frames[0].image.shape == (64, 96, 3) and frames[0].pts == 0
+    assert all(b.pts > a.pts for a, b in zip(frames, frames[1:]))
+
+
+def test_missing_camera_is_a_one_line_error():
+    with pytest.raises(SourceError, match=r"camera 97: cannot open it"):
+        CameraSource("97")
+
+
+def test_live_needs_a_destination(cli, live_clip):
+    with pytest.raises(SystemExit) as e:
+        cli(live_clip, "--live")
+    assert e.value.code == 2
+
+
+# -- a real window on a virtual X server ---------------------------------------------------------
+
+needs_x = pytest.mark.skipif(not (shutil.which("Xvfb") and shutil.which("xdotool")),
+                             reason="needs Xvfb and xdotool (apt install xvfb xdotool)")
+
+
+@pytest.fixture
+def xdisplay():
+    for n in range(90, 110):
+        if not Path(f"/tmp/.X11-unix/X{n}").exists() and not Path(f"/tmp/.X{n}-lock").exists():
+            break
+    proc = subprocess.Popen(["Xvfb", f":{n}", "-screen", "0", "800x600x24", "-nolisten", "tcp"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while not Path(f"/tmp/.X11-unix/X{n}").exists():
+            assert time.monotonic() < deadline, "Xvfb did not start"
+            time.sleep(0.05)
+        yield f":{n}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def _start_preview(display, clip, style, *extra):
+    env = dict(os.environ, DISPLAY=display, PYTHONUNBUFFERED="1")
+    return subprocess.Popen([sys.executable, "-m", "stream", str(clip), "--live", "--preview", "--style",
+                             str(style), "--max-side", "64", "--precision", "fp32", *map(str, extra)],
+                            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _window(display, proc, timeout=60.0) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read().decode()
+        found = subprocess.run(["xdotool", "search", "--name", "^animestream$"], capture_output=True, text=True,
+                               env=dict(os.environ, DISPLAY=display)).stdout.split()
+        if found:
+            return found[0]
+        time.sleep(0.2)
+    raise AssertionError("the preview window never appeared")
+
+
+def _screenshot(display) -> np.ndarray:
+    from PIL import ImageGrab
+    return np.asarray(ImageGrab.grab(xdisplay=display).convert("RGB"))
+
+
+@needs_x
+def test_preview_window_shows_the_stylised_frame_and_q_quits(xdisplay, cyan_style, media_dir, tmp_path):
+    clip = media.write_clip(media_dir / "preview.mp4", frames=300, size=(160, 120), fps=30, audio=None)
+    rec = tmp_path / "rec.mp4"
+    proc = _start_preview(xdisplay, clip, cyan_style, rec)
+    try:
+        wid = _window(xdisplay, proc)
+        deadline = time.monotonic() + 20
+        while True:  # the window appears before its first frame; wait for the picture
+            shot = _screenshot(xdisplay)
+            cyan = np.all(shot == (0, 255, 255), axis=-1)
+            if cyan.sum() > 0.5 * 160 * 120 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert cyan.sum() > 0.5 * 160 * 120, "no stylised (cyan) picture on screen"
+        subprocess.run(["xdotool", "key", "--window", wid, "q"], env=dict(os.environ, DISPLAY=xdisplay), check=True)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    with av.open(str(rec)) as c:
+        assert sum(1 for _ in c.decode(video=0)) > 0  # q finalised the recording
+
+
+@needs_x
+def test_sigint_ends_a_live_preview_and_finalises_the_recording(xdisplay, cyan_style, media_dir, tmp_path):
+    clip = media.write_clip(media_dir / "preview2.mp4", frames=300, size=(160, 120), fps=30, audio=None)
+    rec = tmp_path / "rec.mp4"
+    proc = _start_preview(xdisplay, clip, cyan_style, rec)
+    try:
+        _window(xdisplay, proc)
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 130
+        err = proc.stderr.read().decode()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "Traceback" not in err and "interrupted: wrote" in err
+    with av.open(str(rec)) as c:
+        assert sum(1 for _ in c.decode(video=0)) > 0
+    assert not list(tmp_path.glob(".*partial*"))
