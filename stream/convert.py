@@ -52,6 +52,8 @@ def convert_video(src: str | Path, dst: str | Path, engine: Engine, *, crf: int 
             sink.close(keep=stats is not None and stats.frames_out > 0)
     finally:
         source.close()
+    if stats.frames_out == 0 and not stats.interrupted:
+        raise SourceError(f"{src}: no video frame could be decoded (damaged or cut short?)")
     if source.truncated:
         warn(f"warning: {src}: input is damaged after frame {source.frames_read} ({source.truncated}); "
              f"converted the {stats.frames_out} frames that decoded")

@@ -22,6 +22,7 @@ from .errors import AnimestreamError
 
 DEFAULT_MAX_SIDE = 512  # pixels, longest side at inference
 SIDE_MULTIPLE = 4  # pixels; the generator downsamples twice
+MIN_SIDE = 2 * SIDE_MULTIPLE  # pixels; smaller inputs cannot be reflect-padded after two downsamplings
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -61,9 +62,13 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 def inference_size(width: int, height: int, max_side: int) -> tuple[int, int]:
     """(width, height) to run the model at: longest side <= ``max_side`` (0 = no cap), aspect kept."""
     scale = 1.0 if max_side <= 0 else min(1.0, max_side / max(width, height))
-    w = max(SIDE_MULTIPLE, int(round(width * scale / SIDE_MULTIPLE)) * SIDE_MULTIPLE)
-    h = max(SIDE_MULTIPLE, int(round(height * scale / SIDE_MULTIPLE)) * SIDE_MULTIPLE)
-    return w, h
+    limit = max(MIN_SIDE, max_side // SIDE_MULTIPLE * SIDE_MULTIPLE) if max_side > 0 else None
+
+    def side(n: int) -> int:
+        v = max(MIN_SIDE, int(round(n * scale / SIDE_MULTIPLE)) * SIDE_MULTIPLE)
+        return min(v, limit) if limit else v
+
+    return side(width), side(height)
 
 
 @dataclass

@@ -175,7 +175,7 @@ class Pipeline:
         try:
             while (item := self._get(self._frames)) is not _END:
                 if isinstance(item, AudioItem):
-                    if not self._interrupt.is_set() and not self._put(self._results, item):
+                    if not self._put(self._results, item):
                         break
                     continue
                 if self._interrupt.is_set():

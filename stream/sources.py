@@ -108,6 +108,10 @@ class VideoSource:
         streams = [self.video] + ([self.audio] if self.audio is not None else [])
         try:
             for packet in self._container.demux(streams):
+                if packet.is_corrupt:
+                    self.truncated = self.truncated or "a partial packet: the file is cut short"
+                    if packet.stream is self.audio:
+                        continue  # a cut audio packet would make the output's audio undecodable
                 if packet.stream is self.audio:
                     yield from self._audio(packet)
                     continue
@@ -117,6 +121,10 @@ class VideoSource:
             if self.frames_read == 0:
                 raise SourceError(f"{self.path}: cannot decode video ({_reason(e)})") from None
             self.truncated = _reason(e)
+            return
+        announced = self.video.frames
+        if not self.truncated and announced and self.frames_read < announced:
+            self.truncated = f"the stream ends after {self.frames_read} of its {announced} frames"
 
     def _audio(self, packet: av.Packet) -> Iterator[AudioItem]:
         if not self.decode_audio:
