@@ -327,3 +327,64 @@ def test_sigint_ends_a_live_preview_and_finalises_the_recording(xdisplay, cyan_s
     with av.open(str(rec)) as c:
         assert sum(1 for _ in c.decode(video=0)) > 0
     assert not list(tmp_path.glob(".*partial*"))
+
+
+_FAKE_VCAM_MAIN = """
+import json, sys, pyvirtualcam
+sent = []
+class Fake:
+    def __init__(self, *, width, height, fps, fourcc, device, **kw): self.size = (width, height)
+    def send(self, frame): sent.append(int(frame.size))
+    def device(self): return "fake0"
+    def native_fourcc(self): return None
+    def close(self): json.dump({"sent": len(sent), "size": self.size}, open(sys.argv[1], "w"))
+pyvirtualcam.register_backend("animestream-test", Fake)
+from stream.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+@needs_x
+def test_cli_preview_vcam_and_recording_at_once(xdisplay, cyan_style, live_clip, tmp_path):
+    """The whole live story in one command: ``INPUT --preview --vcam rec.mp4`` (INPUT paced here,
+    the virtual camera a fake backend registered with pyvirtualcam.register_backend)."""
+    import json
+    rec, stats_path, vcam_report = tmp_path / "rec.mp4", tmp_path / "stats.json", tmp_path / "vcam.json"
+    cmd = [sys.executable, "-c", _FAKE_VCAM_MAIN, str(vcam_report), str(live_clip), "--live", "--preview",
+           "--vcam", "--vcam-backend", "animestream-test", "--style", str(cyan_style), "--max-side", "64",
+           "--precision", "fp32", "--stats-json", str(stats_path), str(rec)]
+    done = subprocess.run(cmd, env=dict(os.environ, DISPLAY=xdisplay), stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    stats = json.loads(stats_path.read_text())
+    for key in ("frames_in", "frames_out", "dropped", "fps", "latency_ms_p50", "latency_ms_p95"):
+        assert key in stats
+    assert stats["frames_in"] == 60 and stats["frames_out"] + stats["dropped"] == 60
+    with av.open(str(rec)) as c:
+        assert sum(1 for _ in c.decode(video=0)) == stats["frames_out"]
+    report = json.loads(vcam_report.read_text())
+    assert report["size"] == [96, 64] and report["sent"] > 10
+
+
+def test_network_stream_source(live_clip, tmp_path):
+    """An http:// URL is read through PyAV like any stream (served here from 127.0.0.1)."""
+    import functools
+    import http.server
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(live_clip.parent))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        from stream.live import open_live_source
+        url = f"http://127.0.0.1:{server.server_address[1]}/{live_clip.name}"
+        source = open_live_source(url)
+        try:
+            frames = [item for item in source if hasattr(item, "image")]
+        finally:
+            source.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+    assert len(frames) == 60 and frames[0].image.shape == (64, 96, 3)

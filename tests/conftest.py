@@ -1,0 +1,106 @@
+"""Shared fixtures: a tiny random-weight style and small synthetic clips (the suite must stay fast)."""
+from __future__ import annotations
+
+import os
+import sys
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import media  # noqa: E402
+
+# One intra-op thread: the machine is small and often busy; more threads only spin and slow down.
+torch.set_num_threads(1)
+
+from media import LONG_FRAMES, VFR_PTS  # noqa: E402
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_home(tmp_path_factory):
+    """Keep the user's own styles (~/.cache/animestream) out of the tests."""
+    home = tmp_path_factory.mktemp("animestream_home")
+    old = os.environ.get("ANIMESTREAM_HOME")
+    os.environ["ANIMESTREAM_HOME"] = str(home)
+    yield home
+    if old is None:
+        os.environ.pop("ANIMESTREAM_HOME", None)
+    else:
+        os.environ["ANIMESTREAM_HOME"] = old
+
+
+@pytest.fixture(scope="session")
+def media_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("media")
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    torch.manual_seed(0)
+    from stream.model import Generator
+    return Generator(width=0.25, blocks=1).eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_style(tmp_path_factory, tiny_model) -> Path:
+    """A scripted random-weight generator with a quarter of the channels and one residual block."""
+    path = tmp_path_factory.mktemp("styles") / "tiny.pt"
+    torch.jit.script(tiny_model).save(str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_engine(tiny_style):
+    from stream.engine import Engine
+    return Engine(tiny_style, max_side=64, precision="fp32")
+
+
+@pytest.fixture(scope="session")
+def clip(media_dir) -> Path:
+    """30 frames, 64x48, 24 fps H.264 with a stereo AAC track."""
+    return media.write_clip(media_dir / "clip.mp4", frames=30)
+
+
+@pytest.fixture(scope="session")
+def vfr_clip(media_dir) -> Path:
+    """Variable frame rate: time base 1/1000 and irregular pts, with AAC audio."""
+    return media.write_clip(media_dir / "vfr.mp4", pts=VFR_PTS, time_base=Fraction(1, 1000))
+
+
+@pytest.fixture(scope="session")
+def pcm_mkv(media_dir) -> Path:
+    """Matroska with pcm_s16le audio (MP4 cannot hold it: it must be transcoded there)."""
+    return media.write_clip(media_dir / "pcm.mkv", frames=20, audio="pcm_s16le")
+
+
+@pytest.fixture(scope="session")
+def faststart_clip(media_dir) -> Path:
+    """60 frames with the moov atom at the front, so a cut file still opens."""
+    return media.write_clip(media_dir / "faststart.mp4", frames=60, faststart=True)
+
+
+@pytest.fixture(scope="session")
+def long_clip(media_dir) -> Path:
+    """2000 frames of 64x48 with audio: long enough to interrupt."""
+    return media.write_clip(media_dir / "long.mp4", frames=LONG_FRAMES)
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run ``stream.cli.main`` in-process: returns (exit code, stdout, stderr)."""
+    from stream.cli import main
+
+    def run(*argv: object) -> tuple[int, str, str]:
+        capsys.readouterr()
+        rc = main([str(a) for a in argv])
+        out, err = capsys.readouterr()
+        return rc, out, err
+    return run
+
+
+def pytest_configure(config):
+    # torch.jit.* is deprecated upstream but is this project's weights format; keep the report readable.
+    config.addinivalue_line("filterwarnings", "ignore::DeprecationWarning:torch")
+    config.addinivalue_line("filterwarnings", "ignore::torch.jit.TracerWarning")

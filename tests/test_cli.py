@@ -1,0 +1,60 @@
+"""Command-line basics."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from media import ROOT
+
+
+def test_module_help_exits_0_and_documents_max_side():
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-m", "stream", "--help"], capture_output=True, text=True,
+                          cwd=ROOT, env=env, timeout=120, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr
+    assert "--max-side" in proc.stdout
+    assert "usage: animestream" in proc.stdout
+
+
+def test_weights_list_shows_paprika(cli):
+    rc, out, err = cli("weights", "list")
+    assert rc == 0, err
+    lines = out.splitlines()
+    assert lines[0].split()[:2] == ["NAME", "ORIGIN"]
+    row = next(line for line in lines if line.startswith("paprika"))
+    assert "(default)" in row and "built-in" in row
+
+
+def test_list_styles_flag_is_the_same_as_weights_list(cli):
+    rc1, out1, _ = cli("weights", "list")
+    rc2, out2, _ = cli("--list-styles")
+    assert rc1 == rc2 == 0 and out1 == out2
+
+
+def test_missing_output_is_a_usage_error(cli, capsys):
+    from stream.cli import main
+    with pytest.raises(SystemExit) as exc:
+        main(["only_input.mp4"])
+    assert exc.value.code == 2
+    assert "give an OUTPUT" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["a.mp4", "b.mp4", "--max-side", "-5"], ["a.mp4", "b.mp4", "--crf", "60"],
+                                  ["a.mp4", "b.mp4", "--precision", "int4"]])
+def test_bad_option_values_are_usage_errors(argv, capsys):
+    from stream.cli import main
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+
+
+def test_version(capsys):
+    from stream import __version__
+    from stream.cli import main
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    assert __version__ in capsys.readouterr().out

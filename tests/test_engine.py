@@ -1,0 +1,165 @@
+"""Engine: same-size output, the capped inference size, reused buffers."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from media import PAPRIKA, frame_image
+from stream.engine import SIDE_MULTIPLE, Engine, inference_size, resolve_precision
+from stream.errors import AnimestreamError
+
+
+@pytest.mark.parametrize("width,height", [(64, 48), (101, 77), (77, 101), (33, 9), (9, 9)])
+def test_output_has_the_input_shape_even_for_odd_sizes(tiny_engine, width, height):
+    image = frame_image(3, width, height)
+    out = tiny_engine(image)
+    assert out.shape == (height, width, 3)
+    assert out.dtype == np.uint8
+    assert not np.array_equal(out, image)  # it did something
+
+
+@pytest.mark.parametrize("width,height,max_side,expected", [
+    (1920, 1080, 512, (512, 288)),
+    (1080, 1920, 512, (288, 512)),
+    (640, 360, 256, (256, 144)),
+    (101, 77, 64, (64, 48)),
+    (64, 48, 512, (64, 48)),  # never upscales
+    (101, 77, 0, (100, 76)),  # 0 = no cap: only rounded to the multiple of 4
+    (3840, 2160, 0, (3840, 2160)),
+])
+def test_inference_size_examples(width, height, max_side, expected):
+    assert inference_size(width, height, max_side) == expected
+
+
+SIZES = [(1920, 1080), (1080, 1920), (640, 360), (101, 77), (1000, 500), (333, 999)]
+
+
+def _check_inference_size(width: int, height: int, max_side: int) -> str | None:
+    """None when the size is right, else what is wrong."""
+    w, h = inference_size(width, height, max_side)
+    if w % SIDE_MULTIPLE or h % SIDE_MULTIPLE:
+        return f"{width}x{height} @ {max_side}: {w}x{h} is not a multiple of {SIDE_MULTIPLE}"
+    if max(w, h) > max_side:
+        return f"{width}x{height} @ max_side={max_side}: runs at {w}x{h}, over the cap"
+    if max(w, h) < min(max_side, max(width, height)) - 2 * SIDE_MULTIPLE:
+        return f"{width}x{height} @ {max_side}: {w}x{h} wastes the cap"
+    # Aspect kept up to rounding each side to a multiple of 4 (at most one step of 4 px each).
+    if abs(w / h - width / height) > (width / height) * (4 / h + 4 / w):
+        return f"{width}x{height} @ {max_side}: {w}x{h} distorts the aspect ratio"
+    return None
+
+
+@pytest.mark.parametrize("width,height", SIZES)
+@pytest.mark.parametrize("max_side", [32, 64, 100, 256, 512])
+def test_inference_size_respects_the_cap_and_keeps_the_aspect(width, height, max_side):
+    assert _check_inference_size(width, height, max_side) is None
+
+
+def test_inference_size_respects_a_cap_that_is_not_a_multiple_of_4():
+    """The docstring promises 'longest side <= max_side'; rounding to the nearest multiple of 4
+    breaks it for caps like 510 (1920x1080 runs at 512x288)."""
+    problems = [p for max_side in (63, 255, 510) for width, height in SIZES
+                if (p := _check_inference_size(width, height, max_side))]
+    assert problems == []
+
+
+@pytest.mark.parametrize("width,height,max_side", [(5, 5, 0), (6, 4, 64), (2000, 100, 64), (4000, 60, 512)])
+def test_tiny_or_very_thin_frames_do_not_crash_the_engine(tiny_style, width, height, max_side):
+    """The generator downsamples twice and reflect-pads by 1: it needs >= 8 px on each side at
+    inference, but inference_size only guarantees 4, so a 4 px side fails inside TorchScript."""
+    engine = Engine(tiny_style, max_side=max_side, precision="fp32")
+    out = engine(frame_image(0, width, height))
+    assert out.shape == (height, width, 3)
+
+
+def test_inference_size_no_cap_rounds_only():
+    for width, height in ((1921, 1081), (640, 360), (98, 54)):
+        w, h = inference_size(width, height, 0)
+        assert abs(w - width) <= SIDE_MULTIPLE // 2 and abs(h - height) <= SIDE_MULTIPLE // 2
+
+
+def test_engine_runs_at_the_capped_size(tiny_style):
+    engine = Engine(tiny_style, max_side=32, precision="fp32")
+    assert engine.inference_shape(101, 77) == inference_size(101, 77, 32) == (32, 24)
+    engine(frame_image(0, 101, 77))
+    ((key, buf),) = engine._buffers.items()
+    assert key == (77, 101)
+    assert buf.small.shape == (24, 32, 3)
+    assert tuple(buf.inp.shape) == (1, 3, 24, 32)
+    assert buf.full.shape == (77, 101, 3)
+
+
+def test_engine_without_cap_runs_at_full_size(tiny_style):
+    engine = Engine(tiny_style, max_side=0, precision="fp32")
+    engine(frame_image(0, 96, 64))
+    (buf,) = engine._buffers.values()
+    assert buf.small.shape == (64, 96, 3)
+
+
+def test_buffers_are_reused_across_calls(tiny_engine):
+    a, b = frame_image(1, 101, 77), frame_image(2, 101, 77)
+    out1 = tiny_engine(a)
+    first = out1.copy()
+    (buf,) = tiny_engine._buffers.values()
+    ptrs = {name: getattr(buf, name).data_ptr() for name in ("inp", "out_f32", "out_u8")}
+    arrays = {name: getattr(buf, name).__array_interface__["data"][0] for name in ("small", "full")}
+
+    out2 = tiny_engine(b)
+    assert out2 is out1  # the very same array object: the engine writes in place
+    (buf2,) = tiny_engine._buffers.values()
+    assert buf2 is buf
+    assert {name: getattr(buf2, name).data_ptr() for name in ptrs} == ptrs
+    assert {name: getattr(buf2, name).__array_interface__["data"][0] for name in arrays} == arrays
+    assert not np.array_equal(first, out2)  # new content in the same memory
+
+    out3 = tiny_engine(a)
+    assert out3 is out1
+    np.testing.assert_array_equal(out3, first)  # deterministic
+
+
+def test_a_new_size_gets_new_buffers(tiny_engine):
+    out_a = tiny_engine(frame_image(0, 64, 48))
+    out_b = tiny_engine(frame_image(0, 96, 64))
+    assert out_a.shape == (48, 64, 3) and out_b.shape == (64, 96, 3)
+    assert list(tiny_engine._buffers) == [(64, 96)]  # one resolution kept at a time
+
+
+@pytest.mark.parametrize("bad", [np.zeros((8, 8, 3), np.float32), np.zeros((8, 8), np.uint8),
+                                 np.zeros((8, 8, 4), np.uint8)])
+def test_engine_rejects_frames_that_are_not_hxwx3_uint8(tiny_engine, bad):
+    with pytest.raises(ValueError, match="uint8"):
+        tiny_engine(bad)
+
+
+def test_engine_rejects_a_negative_cap(tiny_style):
+    with pytest.raises(ValueError):
+        Engine(tiny_style, max_side=-1)
+
+
+def test_precision_rules():
+    import torch
+    cpu = torch.device("cpu")
+    assert resolve_precision("fp32", cpu) == "fp32"
+    assert resolve_precision("bf16", cpu) == "bf16"
+    assert resolve_precision("auto", cpu) in ("fp32", "bf16")
+    with pytest.raises(AnimestreamError):
+        resolve_precision("fp16", cpu)
+    with pytest.raises(ValueError):
+        resolve_precision("int8", cpu)
+
+
+def test_bf16_engine_is_close_to_fp32(tiny_style):
+    image = frame_image(5, 64, 48)
+    ref = Engine(tiny_style, max_side=64, precision="fp32")(image).astype(int)
+    out = Engine(tiny_style, max_side=64, precision="bf16")(image).astype(int)
+    assert np.abs(out - ref).mean() < 4.0
+
+
+def test_default_style_engine_uses_the_sidecar_recommendation():
+    engine = Engine(max_side=None, precision="fp32")
+    assert engine.style == "paprika"
+    assert engine.max_side == engine.meta.get("recommended_max_side", 512)
+    image = frame_image(0, 40, 30)
+    out = engine(image)
+    assert out.shape == image.shape
+    assert 0 < float(np.abs(out.astype(int) - image.astype(int)).mean())

@@ -1,0 +1,192 @@
+"""The three-thread pipeline: errors reach the caller, no thread outlives run(), memory stays flat."""
+from __future__ import annotations
+
+import os
+import threading
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+import media
+from media import animestream_threads, frame_image, partial_files
+from stream.convert import convert_video
+from stream.engine import Engine
+from stream.pipeline import Pipeline
+from stream.sources import AudioItem, Frame
+
+TB = Fraction(1, 24)
+
+
+def frames(n: int, width: int = 64, height: int = 48):
+    for i in range(n):
+        yield Frame(i, frame_image(i, width, height), i, TB, 0.0)
+
+
+class ListSink:
+    def __init__(self):
+        self.frames: list[tuple[int, np.ndarray]] = []
+        self.audio: list[AudioItem] = []
+
+    def write(self, frame, image):
+        self.frames.append((frame.index, image.copy()))
+
+    def write_audio(self, item):
+        self.audio.append(item)
+
+
+class Boom(RuntimeError):
+    pass
+
+
+def test_pipeline_keeps_every_frame_in_order_with_audio_interleaved(tiny_engine):
+    items = []
+    for f in frames(12):
+        items.append(f)
+        if f.index % 3 == 0:
+            items.append(AudioItem(payload=f"audio-{f.index}"))  # any payload: the sink gets it as is
+    sink = ListSink()
+    stats = Pipeline(items, tiny_engine, sink).run()
+    assert [i for i, _ in sink.frames] == list(range(12))
+    assert [a.payload for a in sink.audio] == [f"audio-{i}" for i in range(0, 12, 3)]
+    assert stats.frames_in == stats.frames_out == 12 and stats.dropped == 0
+    # Each written image is the engine's result for that frame (the pool copies it out in time).
+    for i, image in sink.frames:
+        np.testing.assert_array_equal(image, tiny_engine(frame_image(i, 64, 48)))
+    assert animestream_threads() == []
+
+
+def test_engine_error_is_reraised_and_no_thread_is_left(tiny_engine):
+    calls = []
+
+    def engine(image):
+        calls.append(1)
+        if len(calls) == 5:
+            raise Boom("frame 5 failed")
+        return tiny_engine(image)
+
+    sink = ListSink()
+    with pytest.raises(Boom, match="frame 5 failed"):
+        Pipeline(list(frames(40)), engine, sink).run()
+    assert animestream_threads() == []
+    assert len(calls) == 5  # it stopped at the error instead of going on
+    assert len(sink.frames) <= 4
+
+
+def test_sink_and_source_errors_are_reraised(tiny_engine):
+    class BadSink(ListSink):
+        def write(self, frame, image):
+            raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        Pipeline(list(frames(10)), tiny_engine, BadSink()).run()
+    assert animestream_threads() == []
+
+    def bad_source():
+        yield from frames(3)
+        raise ValueError("decoder died")
+
+    with pytest.raises(ValueError, match="decoder died"):
+        Pipeline(bad_source(), tiny_engine, ListSink()).run()
+    assert animestream_threads() == []
+
+
+def test_engine_error_during_convert_video_leaves_nothing(tmp_path, clip, tiny_engine):
+    def engine(image, n=[0]):
+        n[0] += 1
+        if n[0] == 5:
+            raise Boom("engine broke")
+        return tiny_engine(image)
+
+    out = tmp_path / "out.mp4"
+    with pytest.raises(Boom):
+        convert_video(clip, out, engine, progress=False)
+    assert not out.exists()
+    assert partial_files(tmp_path) == []
+    assert animestream_threads() == []
+
+
+def test_no_thread_left_after_a_successful_conversion(tmp_path, clip, tiny_engine):
+    convert_video(clip, tmp_path / "ok.mp4", tiny_engine, progress=False)
+    assert animestream_threads() == []
+
+
+def test_stop_finishes_early_and_cleanly(tiny_engine):
+    sink = ListSink()
+    pipeline = None
+
+    def engine(image, n=[0]):
+        n[0] += 1
+        if n[0] == 3:
+            pipeline.stop()
+        return tiny_engine(image)
+
+    pipeline = Pipeline(frames(1000), engine, sink)
+    stats = pipeline.run()
+    assert 3 <= stats.frames_out < 1000
+    assert stats.frames_out == len(sink.frames)
+    assert [i for i, _ in sink.frames] == list(range(stats.frames_out))
+    assert animestream_threads() == []
+
+
+def test_drop_stale_replaces_waiting_frames_and_counts_them(tiny_engine):
+    released = threading.Event()
+
+    def source():
+        yield from frames(200, 16, 16)
+        released.set()
+
+    def engine(image):
+        released.wait(60)  # the first frame waits until the producer has pushed everything
+        return tiny_engine(image)
+
+    stats = Pipeline(source(), engine, ListSink(), drop_stale=True).run()
+    assert stats.frames_in == 200
+    assert stats.frames_out + stats.dropped == 200
+    assert stats.dropped >= 190
+    assert animestream_threads() == []
+
+
+def test_queue_size_must_be_positive(tiny_engine):
+    with pytest.raises(ValueError):
+        Pipeline([], tiny_engine, ListSink(), queue_frames=0)
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def test_memory_stays_flat_over_a_long_stream(tiny_style):
+    engine = Engine(tiny_style, max_side=32, precision="fp32")
+    total, warmup = 600, 50
+    rss: dict[str, float] = {}
+
+    class MeasuringSink:
+        n = 0
+
+        def write(self, frame, image):
+            self.n += 1
+            if self.n == warmup:
+                rss["warm"] = _rss_mb()
+
+        def write_audio(self, item):
+            pass
+
+    stats = Pipeline(frames(total), engine, MeasuringSink()).run()
+    rss["end"] = _rss_mb()
+    assert stats.frames_out == total
+    growth = rss["end"] - rss["warm"]
+    assert growth < 5.0, f"RSS grew by {growth:.1f} MB over {total - warmup} frames"
+
+
+def test_memory_stays_flat_through_convert_video(tmp_path, tiny_style):
+    """The whole file path (decode, engine, x264, mux) over 560 frames."""
+    src = media.write_clip(tmp_path / "long.mp4", frames=560, audio=None)
+    engine = Engine(tiny_style, max_side=32, precision="fp32")
+    convert_video(src, tmp_path / "warm.mp4", engine, progress=False)  # warm every allocator up
+    before = _rss_mb()
+    stats = convert_video(src, tmp_path / "again.mp4", engine, progress=False)
+    growth = _rss_mb() - before
+    assert stats.frames_out == 560
+    assert growth < 5.0, f"RSS grew by {growth:.1f} MB"
