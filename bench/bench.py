@@ -1,0 +1,199 @@
+"""Side-by-side benchmark: the seed recipe against animestream, on the same clip, weights and cap.
+
+    python bench/bench.py                       # the shipped sample, caps 512 and 256
+    python bench/bench.py --input clip.mp4 --frames 48
+
+Each configuration runs in its own subprocess (so peak RSS is its own) and prints one JSON line;
+a final line holds the ratios. Configurations:
+
+  seed        the original image service's recipe applied to video: TorchScript fp32, eval +
+              no_grad, one thread doing decode -> resize (longest side 512, Lanczos) -> infer ->
+              encode, one frame at a time, at the resized size
+  animestream the threaded pipeline (decode | infer | encode), bf16 + channels_last where the CPU
+              has it, reused buffers, output at the input's size (more work than the seed does)
+  live        the live path on a 640x480 30 fps clip played at camera pace, recorded to a file
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from fractions import Fraction
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "samples" / "astronaut_pan.mp4"
+
+
+def machine() -> str:
+    try:
+        model = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        model = platform.processor() or platform.machine()
+    return f"{model}, {os.cpu_count()} cores"
+
+
+def run_seed(src: str, dst: str, style: str, max_side: int, frames: int) -> dict:
+    """The seed recipe, kept deliberately as it was (fp32 TorchScript, one thread, per frame)."""
+    import av
+    import cv2
+    import numpy as np
+    import torch
+
+    from stream import weights
+    from stream.pipeline import peak_rss_mb
+
+    model = torch.jit.load(str(weights.resolve(style)[0])).eval()
+    t0 = time.perf_counter()
+    n = 0
+    with av.open(src) as inp, av.open(dst, "w") as out:
+        vin = inp.streams.video[0]
+        stream = None
+        for frame in inp.decode(vin):
+            rgb = frame.to_ndarray(format="rgb24")
+            h, w = rgb.shape[:2]
+            scale = min(1.0, max_side / max(h, w))
+            size = (int(w * scale) // 2 * 2, int(h * scale) // 2 * 2)
+            small = cv2.resize(rgb, size, interpolation=cv2.INTER_LANCZOS4)
+            with torch.no_grad():
+                x = torch.from_numpy(small).permute(2, 0, 1).unsqueeze(0).float() / 127.5 - 1
+                y = model(x)
+            res = ((y[0].permute(1, 2, 0).clamp(-1, 1) + 1) * 127.5).byte().numpy()
+            if stream is None:
+                stream = out.add_stream("libx264", rate=vin.average_rate or 30)
+                stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
+            vf = av.VideoFrame.from_ndarray(res, format="rgb24")
+            vf.pts, vf.time_base = n, Fraction(1, int(vin.average_rate or 30))
+            out.mux(stream.encode(vf))
+            n += 1
+            if n >= frames:
+                break
+        out.mux(stream.encode(None))
+    wall = time.perf_counter() - t0
+    return {"frames": n, "wall_s": round(wall, 2), "fps": round(n / wall, 3), "s_per_frame": round(wall / n, 3),
+            "peak_rss_mb": round(peak_rss_mb(), 1), "precision": "fp32"}
+
+
+def run_animestream(src: str, dst: str, style: str, max_side: int, frames: int) -> dict:
+    from stream.convert import convert_video
+    from stream.engine import Engine
+    from stream.sources import VideoSource
+
+    clip = src
+    total = VideoSource(src)
+    if total.frame_count and frames < total.frame_count:
+        clip = str(Path(dst).with_name("bench_input.mp4"))
+        _cut(src, clip, frames)
+    total.close()
+    engine = Engine(style, max_side=max_side)
+    stats = convert_video(clip, dst, engine, progress=False)
+    return {"frames": stats.frames_out, "wall_s": stats.wall_s, "fps": stats.fps,
+            "s_per_frame": round(stats.wall_s / stats.frames_out, 3), "peak_rss_mb": stats.peak_rss_mb,
+            "latency_ms_p50": stats.latency_ms_p50, "precision": engine.precision}
+
+
+def _cut(src: str, dst: str, frames: int) -> None:
+    """Re-encode the first ``frames`` frames of the clip at high quality (video only)."""
+    import av
+    with av.open(src) as inp, av.open(dst, "w") as out:
+        vin = inp.streams.video[0]
+        stream = out.add_stream("libx264", rate=vin.average_rate or 30)
+        stream.width, stream.height, stream.pix_fmt = vin.width, vin.height, "yuv420p"
+        stream.options = {"crf": "12"}
+        for i, frame in enumerate(inp.decode(vin)):
+            if i >= frames:
+                break
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+
+
+def run_live(src: str, dst: str, style: str, max_side: int, frames: int) -> dict:
+    """The live path: a 640x480 30 fps clip played at camera pace, recorded to a file."""
+    from stream.engine import Engine
+    from stream.live import StyleSwitcher
+    from stream.livejob import LiveOptions, run_live as live_job
+
+    clip = Path(dst).with_name("live_640x480_30fps.mp4")
+    if not clip.exists():
+        _camera_clip(clip)
+    engine = Engine(style, max_side=max_side)
+    switcher = StyleSwitcher([style], engine, max_side=max_side, precision="auto", device="auto")
+    stats = live_job(str(clip), switcher, LiveOptions(output=Path(dst)), announce=lambda _m: None)
+    return {"frames_in": stats.frames_in, "frames_out": stats.frames_out, "dropped": stats.dropped,
+            "fps": stats.fps, "latency_ms_p50": stats.latency_ms_p50, "latency_ms_p95": stats.latency_ms_p95,
+            "peak_rss_mb": stats.peak_rss_mb, "precision": engine.precision}
+
+
+LIVE_SECONDS = 6
+LIVE_SIZE = (640, 480)
+
+
+def _camera_clip(path: Path) -> None:
+    """A webcam-like clip: the sample photo panned at 640x480, 30 fps."""
+    import av
+    import cv2
+    import numpy as np
+
+    photo = cv2.cvtColor(cv2.imread(str(ROOT / "samples" / "astronaut.jpg")), cv2.COLOR_BGR2RGB)
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=30)
+        stream.width, stream.height, stream.pix_fmt = *LIVE_SIZE, "yuv420p"
+        n = 30 * LIVE_SECONDS
+        for i in range(n):
+            x0 = int(64 * i / n)
+            crop = photo[32:32 + 384, x0:x0 + 512]
+            frame = cv2.resize(crop, LIVE_SIZE, interpolation=cv2.INTER_LINEAR)
+            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+            vf.pts, vf.time_base = i, Fraction(1, 30)
+            out.mux(stream.encode(vf))
+        out.mux(stream.encode(None))
+
+
+RUNNERS = {"seed": run_seed, "animestream": run_animestream, "live": run_live}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--input", default=str(SAMPLE))
+    p.add_argument("--style", default="paprika")
+    p.add_argument("--caps", default="512,256", help="comma-separated --max-side values (pixels)")
+    p.add_argument("--frames", type=int, default=10**9, help="stop after this many frames")
+    p.add_argument("--live-caps", default="256,128", help="caps for the live-path run ('' to skip)")
+    p.add_argument("--one", choices=sorted(RUNNERS), help=argparse.SUPPRESS)
+    p.add_argument("--cap", type=int, default=512, help=argparse.SUPPRESS)
+    p.add_argument("--out", default="/tmp/animestream-bench", help="scratch folder")
+    args = p.parse_args(argv)
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    if args.one:
+        dst = str(Path(args.out) / f"{args.one}_{args.cap}.mp4")
+        result = RUNNERS[args.one](args.input, dst, args.style, args.cap, args.frames)
+        print(json.dumps({"config": args.one, "max_side": args.cap, **result}), flush=True)
+        return 0
+    results = {}
+    for cap in (int(c) for c in args.caps.split(",")):
+        for name in ("seed", "animestream"):
+            cmd = [sys.executable, __file__, "--one", name, "--cap", str(cap), "--input", args.input,
+                   "--style", args.style, "--frames", str(args.frames), "--out", args.out]
+            line = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
+            print(line, flush=True)
+            results[(name, cap)] = json.loads(line)
+    for cap in (int(c) for c in args.live_caps.split(",") if c):
+        cmd = [sys.executable, __file__, "--one", "live", "--cap", str(cap), "--style", args.style,
+               "--out", args.out]
+        line = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
+        print(line, flush=True)
+    summary = {"summary": True, "machine": machine(), "input": Path(args.input).name}
+    for cap in (int(c) for c in args.caps.split(",")):
+        seed, ours = results[("seed", cap)], results[("animestream", cap)]
+        summary[f"speedup_{cap}"] = round(ours["fps"] / seed["fps"], 2)
+        summary[f"rss_ratio_{cap}"] = round(ours["peak_rss_mb"] / seed["peak_rss_mb"], 2)
+    print(json.dumps(summary), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
