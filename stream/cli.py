@@ -12,6 +12,7 @@ from pathlib import Path
 
 from . import __version__, weights
 from .convert import convert
+from .download import OFFICIAL_BLOBS, import_style, pull
 from .engine import DEVICES, PRECISIONS, Engine
 from .errors import AnimestreamError
 from .live import StyleSwitcher, is_camera, is_url
@@ -129,10 +130,29 @@ def weights_main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="animestream weights", description="Manage styles.")
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="list styles: name, origin, validation quality, license")
+    pull_p = sub.add_parser("pull", help="download an official AnimeGANv2 checkpoint as style official-NAME",
+                          description="Download an official checkpoint from bryandlee/animegan2-pytorch, verify "
+                          "its git blob id and register it as style official-NAME. Set ANIMESTREAM_WEIGHTS_URL "
+                          "to use a mirror.")
+    pull_p.add_argument("name", choices=sorted(OFFICIAL_BLOBS), metavar="NAME",
+                      help=f"one of: {', '.join(sorted(OFFICIAL_BLOBS))}")
+    imp = sub.add_parser("import", help="make a weights file (TorchScript or official state_dict) a style")
+    imp.add_argument("file", type=Path, help="a .pt file: TorchScript, or an AnimeGANv2 state_dict")
+    imp.add_argument("--name", required=True, help="the style name to register it under")
+    imp.add_argument("--license", default="unknown (imported file)", help="license to record in the sidecar")
     args = p.parse_args(argv)
-    if args.command == "list":
-        return _print_styles()
-    return EXIT_ERROR
+    try:
+        if args.command == "pull":
+            style = pull(args.name)
+        elif args.command == "import":
+            style = import_style(args.file, args.name, license=args.license)
+        else:
+            return _print_styles()
+    except AnimestreamError as e:
+        print(f"animestream: error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    print(f"animestream: style {style.name!r} is ready: {style.path}", file=sys.stderr)
+    return 0
 
 
 def _run_live(args: argparse.Namespace, engine: Engine) -> Stats:

@@ -52,7 +52,10 @@ class Style:
 
     @property
     def origin(self) -> str:
-        return "built-in" if self.path.parent == BUILTIN_DIR else "user"
+        """``built-in``, ``official`` (pulled), ``imported`` or ``user``."""
+        if self.path.parent == BUILTIN_DIR:
+            return "built-in"
+        return self.meta.get("origin", "user")
 
     @property
     def recommended_max_side(self) -> int | None:
@@ -157,7 +160,8 @@ def load_model(name_or_path: str | os.PathLike = DEFAULT_STYLE) -> torch.jit.Scr
 
 
 def export_style(model: Generator, folder: Path, name: str, *, source: str, license: str,
-                 training_steps: int, quality: dict, recommended_max_side: int = 512) -> Path:
+                 training_steps: int, quality: dict, recipe: dict | None = None,
+                 recommended_max_side: int = 512) -> Path:
     """Script ``model`` to ``folder/name.pt`` and write its sidecar ``folder/name.json``."""
     folder.mkdir(parents=True, exist_ok=True)
     pt = folder / f"{name}.pt"
@@ -168,6 +172,12 @@ def export_style(model: Generator, folder: Path, name: str, *, source: str, lice
             "width": getattr(model, "width", 1.0), "blocks": getattr(model, "blocks", 4),
             "parameters": sum(p.numel() for p in model.parameters()),
             "source": source, "license": license, "training_steps": training_steps,
-            "quality": quality, "recommended_max_side": recommended_max_side, "sha256": sha256_of(pt)}
-    pt.with_suffix(".json").write_text(json.dumps(meta, indent=1) + "\n")
+            "quality": quality, "recipe": recipe or {}, "recommended_max_side": recommended_max_side,
+            "sha256": sha256_of(pt)}
+    write_sidecar(pt, meta)
     return pt
+
+
+def write_sidecar(pt: Path, meta: dict) -> None:
+    """Write ``meta`` as the JSON sidecar of the style file ``pt``."""
+    pt.with_suffix(".json").write_text(json.dumps(meta, indent=1) + "\n")
