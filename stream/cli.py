@@ -12,6 +12,7 @@ from pathlib import Path
 
 from . import __version__, weights
 from .convert import convert
+from .deflicker import Deflicker
 from .download import OFFICIAL_BLOBS, import_style, pull
 from .engine import DEVICES, PRECISIONS, Engine
 from .errors import AnimestreamError
@@ -105,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="size to ask the camera for, e.g. 1280x720 (default: the camera's)")
     live.add_argument("--camera-fps", type=_positive_float, default=30.0, metavar="FPS",
                       help="rate to ask the camera for (default: %(default)s)")
+    p.add_argument("--deflicker", action="store_true",
+                   help="steady static areas: blend each result with the previous one where the input "
+                        "did not change (moving parts are never blended, so no ghosting)")
     p.add_argument("--stats-json", type=Path, metavar="PATH", help="write run statistics as one JSON object")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.add_argument("--list-styles", action="store_true", help="list styles and exit (same as 'weights list')")
@@ -165,7 +169,7 @@ def _run_live(args: argparse.Namespace, engine: Engine) -> Stats:
         camera_width=args.camera_size[0], camera_height=args.camera_size[1], camera_fps=args.camera_fps,
         crf=args.crf, preset=args.preset)
     say = (lambda _m: None) if args.quiet else (lambda m: print(f"animestream: {m}", file=sys.stderr))
-    return run_live(args.input, switcher, options, announce=say)
+    return run_live(args.input, Deflicker(switcher) if args.deflicker else switcher, options, announce=say)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -189,8 +193,8 @@ def main(argv: list[str] | None = None) -> int:
         if is_live:
             stats = _run_live(args, engine)
         else:
-            stats = convert(args.input, args.output, engine, crf=args.crf, preset=args.preset,
-                            progress=not args.quiet)
+            stats = convert(args.input, args.output, Deflicker(engine) if args.deflicker else engine,
+                            crf=args.crf, preset=args.preset, progress=not args.quiet)
     except AnimestreamError as e:
         print(f"animestream: error: {e}", file=sys.stderr)
         return EXIT_ERROR

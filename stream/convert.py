@@ -37,6 +37,8 @@ def convert_video(src: str | Path, dst: str | Path, engine: Engine, *, crf: int 
     check_output_path(dst, str(src))
     if dst.suffix.lower() not in VIDEO_EXTENSIONS:
         raise SinkError(f"{dst}: a video output needs one of {', '.join(sorted(VIDEO_EXTENSIONS))}")
+    if hasattr(engine, "reset"):
+        engine.reset()  # a temporal filter must not carry one video's last frame into the next
     source = VideoSource(src)
     audio_codec = source.audio.codec_context.name if source.audio is not None else None
     try:
