@@ -2,6 +2,7 @@
 real OpenCV window on Xvfb."""
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -261,17 +262,26 @@ def xdisplay():
         proc.wait(10)
 
 
-def _start_preview(display, clip, style, *extra):
+@contextlib.contextmanager
+def _preview(display, clip, style, log: Path, *extra):
+    """``animestream CLIP --live --preview`` on ``display``; stderr goes to ``log`` (a pipe could fill)."""
     env = dict(os.environ, DISPLAY=display, PYTHONUNBUFFERED="1")
-    return subprocess.Popen([sys.executable, "-m", "stream", str(clip), "--live", "--preview", "--style",
-                             str(style), "--max-side", "64", "--precision", "fp32", *map(str, extra)],
-                            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    with open(log, "wb") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "stream", str(clip), "--live", "--preview", "--style",
+                                 str(style), "--max-side", "64", "--precision", "fp32", *map(str, extra)],
+                                env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
+        try:
+            yield proc
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
 
 
-def _window(display, proc, timeout=60.0) -> str:
+def _window(display, proc, log: Path, timeout=60.0) -> str:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.stderr.read().decode()
+        assert proc.poll() is None, log.read_text()
         found = subprocess.run(["xdotool", "search", "--name", "^animestream$"], capture_output=True, text=True,
                                env=dict(os.environ, DISPLAY=display)).stdout.split()
         if found:
@@ -280,31 +290,39 @@ def _window(display, proc, timeout=60.0) -> str:
     raise AssertionError("the preview window never appeared")
 
 
-def _screenshot(display) -> np.ndarray:
+def _cyan_pixels(display) -> int:
     from PIL import ImageGrab
-    return np.asarray(ImageGrab.grab(xdisplay=display).convert("RGB"))
+    shot = np.asarray(ImageGrab.grab(xdisplay=display).convert("RGB"))
+    return int(np.all(shot == (0, 255, 255), axis=-1).sum())
+
+
+def _wait_for(condition, timeout=20.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
+
+
+def _key(display, wid, key):
+    subprocess.run(["xdotool", "key", "--window", wid, key], env=dict(os.environ, DISPLAY=display), check=True)
 
 
 @needs_x
-def test_preview_window_shows_the_stylised_frame_and_q_quits(xdisplay, cyan_style, media_dir, tmp_path):
-    clip = media.write_clip(media_dir / "preview.mp4", frames=300, size=(160, 120), fps=30, audio=None)
-    rec = tmp_path / "rec.mp4"
-    proc = _start_preview(xdisplay, clip, cyan_style, rec)
-    try:
-        wid = _window(xdisplay, proc)
-        deadline = time.monotonic() + 20
-        while True:  # the window appears before its first frame; wait for the picture
-            shot = _screenshot(xdisplay)
-            cyan = np.all(shot == (0, 255, 255), axis=-1)
-            if cyan.sum() > 0.5 * 160 * 120 or time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
-        assert cyan.sum() > 0.5 * 160 * 120, "no stylised (cyan) picture on screen"
-        subprocess.run(["xdotool", "key", "--window", wid, "q"], env=dict(os.environ, DISPLAY=xdisplay), check=True)
-        assert proc.wait(30) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+def test_preview_shows_the_stylised_frame_s_switches_style_q_quits(xdisplay, cyan_style, media_dir, tmp_path):
+    clip = media.write_clip(media_dir / "preview.mp4", frames=600, size=(160, 120), fps=30, audio=None)
+    rec, log = tmp_path / "rec.mp4", tmp_path / "stderr.txt"
+    frame_px = 160 * 120
+    with _preview(xdisplay, clip, cyan_style, log, rec) as proc:
+        wid = _window(xdisplay, proc, log)
+        # The window appears before its first frame; then the stylised (all-cyan) picture must show.
+        assert _wait_for(lambda: _cyan_pixels(xdisplay) > 0.5 * frame_px), "no stylised picture on screen"
+        _key(xdisplay, wid, "s")  # next style: the built-in one, loaded while capture goes on
+        assert _wait_for(lambda: _cyan_pixels(xdisplay) < 0.05 * frame_px), "the style did not switch"
+        assert proc.poll() is None
+        _key(xdisplay, wid, "q")
+        assert proc.wait(30) == 0, log.read_text()
     with av.open(str(rec)) as c:
         assert sum(1 for _ in c.decode(video=0)) > 0  # q finalised the recording
 
@@ -312,17 +330,13 @@ def test_preview_window_shows_the_stylised_frame_and_q_quits(xdisplay, cyan_styl
 @needs_x
 def test_sigint_ends_a_live_preview_and_finalises_the_recording(xdisplay, cyan_style, media_dir, tmp_path):
     clip = media.write_clip(media_dir / "preview2.mp4", frames=300, size=(160, 120), fps=30, audio=None)
-    rec = tmp_path / "rec.mp4"
-    proc = _start_preview(xdisplay, clip, cyan_style, rec)
-    try:
-        _window(xdisplay, proc)
+    rec, log = tmp_path / "rec.mp4", tmp_path / "stderr.txt"
+    with _preview(xdisplay, clip, cyan_style, log, rec) as proc:
+        _window(xdisplay, proc, log)
         time.sleep(1.0)
         proc.send_signal(signal.SIGINT)
         assert proc.wait(30) == 130
-        err = proc.stderr.read().decode()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    err = log.read_text()
     assert "Traceback" not in err and "interrupted: wrote" in err
     with av.open(str(rec)) as c:
         assert sum(1 for _ in c.decode(video=0)) > 0
