@@ -120,7 +120,8 @@ class Pipeline:
         return False
 
     def _put_latest(self, q: queue.Queue, item: object) -> None:
-        """Put without blocking: a waiting item is replaced (and counted as dropped)."""
+        """Put without blocking: a waiting frame is replaced (and counted as dropped). Only frames
+        and results travel this way; the end marker is put after the last of them by the same thread."""
         while True:
             try:
                 q.put_nowait(item)
@@ -130,10 +131,6 @@ class Pipeline:
                     stale = q.get_nowait()
                 except queue.Empty:
                     continue
-                if stale is _END or isinstance(stale, AudioItem):
-                    q.put(stale)  # never lose the end marker; only this thread puts here
-                    self._put(q, item)
-                    return
                 if isinstance(stale, tuple):
                     self._pool.give(stale[1])
                 self.stats.dropped += 1
@@ -166,6 +163,8 @@ class Pipeline:
                     if self.drop_stale:
                         self._put_latest(self._frames, item)
                         continue
+                elif self.drop_stale:
+                    continue  # live sinks carry no sound, and audio must never hold capture back
                 if not self._put(self._frames, item):
                     break
         finally:
