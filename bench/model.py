@@ -1,0 +1,78 @@
+"""Model-only speed against what this machine's CPU can do.
+
+    python bench/model.py [--sizes 256,512] [--repeats 5]
+
+Prints JSON lines: the measured matmul peak (fp32 and bf16, GFLOP/s), then per size and variant
+the model's ms/frame and achieved GFLOP/s (FLOPs counted by torch.utils.flop_counter, a
+multiply-add counted as two) and its share of the matching matmul peak. Variants:
+  eager-fp32    the generator as a plain nn.Module, fp32
+  script-fp32   TorchScript, fp32 (the seed recipe's model path)
+  engine        what animestream runs: TorchScript, bf16 weights and activations, channels_last
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from stream.engine import cpu_has_bf16
+from stream.model import Generator
+
+MATMUL_N = 2048
+
+
+def _best_time(fn, repeats: int) -> float:
+    fn()
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def matmul_peak(dtype: torch.dtype, repeats: int) -> float:
+    a = torch.randn(MATMUL_N, MATMUL_N, dtype=dtype)
+    b = torch.randn(MATMUL_N, MATMUL_N, dtype=dtype)
+    return 2 * MATMUL_N ** 3 / _best_time(lambda: torch.mm(a, b), repeats) / 1e9
+
+
+def model_flops(size: int) -> int:
+    with FlopCounterMode(display=False) as counter, torch.inference_mode():
+        Generator().eval()(torch.zeros(1, 3, size, size))
+    return counter.get_total_flops()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sizes", default="256,512")
+    p.add_argument("--repeats", type=int, default=5)
+    args = p.parse_args()
+    peaks = {"fp32": matmul_peak(torch.float32, args.repeats)}
+    if cpu_has_bf16():
+        peaks["bf16"] = matmul_peak(torch.bfloat16, args.repeats)
+    print(json.dumps({"matmul_gflops": {k: round(v, 1) for k, v in peaks.items()}, "threads": torch.get_num_threads()}))
+    model = Generator().eval()
+    variants = {"eager-fp32": (model, torch.float32, torch.contiguous_format),
+                "script-fp32": (torch.jit.script(Generator().eval()), torch.float32, torch.contiguous_format)}
+    if cpu_has_bf16():
+        engine = torch.jit.script(Generator().eval()).to(torch.bfloat16).to(memory_format=torch.channels_last)
+        variants["engine"] = (engine, torch.bfloat16, torch.channels_last)
+    for size in (int(s) for s in args.sizes.split(",")):
+        flops = model_flops(size)
+        for name, (module, dtype, fmt) in variants.items():
+            x = torch.rand(1, 3, size, size).mul(2).sub(1).to(dtype).contiguous(memory_format=fmt)
+            with torch.inference_mode():
+                seconds = _best_time(lambda: module(x), args.repeats)
+            gflops = flops / seconds / 1e9
+            peak = peaks["bf16" if dtype == torch.bfloat16 else "fp32"]
+            print(json.dumps({"size": size, "variant": name, "gflop_per_frame": round(flops / 1e9, 1),
+                              "ms_per_frame": round(seconds * 1000, 1), "gflops": round(gflops, 1),
+                              "share_of_matmul_peak": round(gflops / peak, 3)}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
