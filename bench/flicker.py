@@ -4,8 +4,8 @@
 
 flicker = mean|out(t) - out(t-1)| / mean|in(t) - in(t-1)|: 1 means the output changes exactly as
 much as the input; above 1 the style adds shimmer of its own. Prints one JSON line per style and
-writes docs/deflicker_<style>.png: consecutive frames of a moving part, plain above, filtered below,
-to check for ghosting.
+writes OUT/deflicker_<style>.png: consecutive frames of the most moving part (input, plain,
+filtered), to check for ghosting. It goes to a scratch folder, not docs/: the clip is not ours.
 """
 from __future__ import annotations
 
@@ -50,8 +50,10 @@ def main() -> None:
     p.add_argument("--video", type=Path, default=VIDEO)
     p.add_argument("--frames", type=int, default=90)
     p.add_argument("--max-side", type=int, default=512)
+    p.add_argument("--out", type=Path, default=Path("/tmp/animestream-flicker"), help="where strips go")
     p.add_argument("--styles", default=",".join(s.name for s in weights.list_styles() if s.origin == "built-in"))
     args = p.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
     inputs = _frames(args.video, args.frames)
     motion = [float(cv2.absdiff(a, b).mean()) for a, b in zip(inputs, inputs[1:])]
     start = int(np.argmax(np.convolve(motion, np.ones(STRIP_FRAMES), "valid")))  # the most motion
@@ -67,7 +69,7 @@ def main() -> None:
                           "reduction_pct": round(100 * (1 - after / before), 1)}), flush=True)
         window = slice(start, start + STRIP_FRAMES)
         strip = _strip([inputs[window], plain[window], steady[window]])
-        cv2.imwrite(str(ROOT / "docs" / f"deflicker_{style}.png"), cv2.cvtColor(strip, cv2.COLOR_RGB2BGR))
+        cv2.imwrite(str(args.out / f"deflicker_{style}.png"), cv2.cvtColor(strip, cv2.COLOR_RGB2BGR))
 
 
 if __name__ == "__main__":
