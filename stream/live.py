@@ -13,6 +13,7 @@ Live frames are stamped with their capture time: ``pts`` counts microseconds sin
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -63,7 +64,15 @@ class CameraSource:
 
     def __init__(self, spec: str, *, width: int = 0, height: int = 0, fps: float = DEFAULT_CAMERA_FPS):
         self.spec = spec
-        self._cap = cv2.VideoCapture(int(spec) if spec.isdigit() else spec)
+        # Cameras go straight to V4L2 on Linux: the generic probe tries FFmpeg first, which prints
+        # its own error lines before ours. Other specs (a file opened like a camera) use any backend.
+        api = cv2.CAP_V4L2 if sys.platform.startswith("linux") and is_camera(spec) else cv2.CAP_ANY
+        level = cv2.utils.logging.getLogLevel()
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+        try:
+            self._cap = cv2.VideoCapture(int(spec) if spec.isdigit() else spec, api)
+        finally:
+            cv2.utils.logging.setLogLevel(level)
         if not self._cap.isOpened():
             self._cap.release()
             raise SourceError(f"camera {spec}: cannot open it (is it connected, and not in use by another program?)")

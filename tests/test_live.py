@@ -402,3 +402,14 @@ def test_network_stream_source(live_clip, tmp_path):
         server.server_close()
         thread.join(5)
     assert len(frames) == 60 and frames[0].image.shape == (64, 96, 3)
+
+
+def test_missing_camera_through_the_cli_prints_exactly_one_line(capfd):
+    """OpenCV and FFmpeg log from C straight to fd 2; none of that may reach the user."""
+    from stream.cli import main
+    capfd.readouterr()
+    assert main(["/dev/video97", "--preview", "-q"]) == 1
+    err = capfd.readouterr().err
+    assert err.splitlines() == [
+        "animestream: error: camera /dev/video97: cannot open it (is it connected, and not in use by another "
+        "program?)"]
