@@ -16,7 +16,8 @@ from .deflicker import Deflicker
 from .download import OFFICIAL_BLOBS, import_style, pull
 from .engine import DEVICES, PRECISIONS, Engine
 from .errors import AnimestreamError
-from .live import StyleSwitcher, is_camera, is_url
+from .live import StyleSwitcher, is_camera
+from .sources import is_url
 from .livejob import LiveOptions, run_live
 from .pipeline import Stats
 from .sinks import DEFAULT_CRF, DEFAULT_PRESET, X264_PRESETS
@@ -167,7 +168,7 @@ def _run_live(args: argparse.Namespace, engine: Engine) -> Stats:
         output=Path(args.output) if args.output else None, preview=args.preview, vcam=args.vcam,
         vcam_backend=args.vcam_backend, vcam_device=args.vcam_device, vcam_fps=args.vcam_fps,
         camera_width=args.camera_size[0], camera_height=args.camera_size[1], camera_fps=args.camera_fps,
-        crf=args.crf, preset=args.preset)
+        paced=args.live, crf=args.crf, preset=args.preset)
     say = (lambda _m: None) if args.quiet else (lambda m: print(f"animestream: {m}", file=sys.stderr))
     return run_live(args.input, Deflicker(switcher) if args.deflicker else switcher, options, announce=say)
 

@@ -17,6 +17,8 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
+import torch
+
 from . import weights
 from .errors import DownloadError, WeightsError
 
@@ -90,7 +92,7 @@ def pull(name: str, *, progress: Progress | None = None) -> weights.Style:
         if got != expected:
             raise DownloadError(f"{url}: checksum mismatch (git blob {got}, expected {expected}); "
                                 "nothing was kept")
-        return _register(part, OFFICIAL_PREFIX + name, source=url, license=OFFICIAL_LICENSE,
+        return _register(weights.load_model(part), OFFICIAL_PREFIX + name, source=url, license=OFFICIAL_LICENSE,
                          extra={"git_blob": expected, "origin": "official"})
     finally:
         part.unlink(missing_ok=True)
@@ -100,13 +102,13 @@ def import_style(path: str | os.PathLike, name: str, *, license: str = "unknown 
     """Register a TorchScript file or an official-format state_dict as a user style called ``name``."""
     _check_name(name)
     src = Path(path)
-    weights.load_model(src)  # refuses anything that is not a usable generator, with a one-line reason
-    return _register(src, name, source=f"imported from {src.name}", license=license,
+    return _register(weights.load_model(src), name, source=f"imported from {src.name}", license=license,
                      extra={"origin": "imported", "imported_sha256": weights.sha256_of(src)})
 
 
-def _register(src: Path, name: str, *, source: str, license: str, extra: dict) -> weights.Style:
-    module = weights.load_model(src)
+def _register(module: torch.jit.ScriptModule, name: str, *, source: str, license: str,
+              extra: dict) -> weights.Style:
+    """Save ``module`` and its sidecar as user style ``name``, both renamed into place at the end."""
     folder = weights.user_styles_dir()
     folder.mkdir(parents=True, exist_ok=True)
     staging = folder / f".{name}.staging"

@@ -25,7 +25,7 @@ import numpy as np
 
 from .engine import Engine
 from .errors import SourceError
-from .sources import Frame, VideoSource
+from .sources import Frame, VideoSource, is_url
 
 CAPTURE_TIME_BASE = Fraction(1, 1_000_000)  # seconds per pts tick of live frames
 DEFAULT_CAMERA_FPS = 30.0
@@ -34,10 +34,6 @@ DEFAULT_CAMERA_FPS = 30.0
 def is_camera(spec: str) -> bool:
     """``0``, ``1``... or a /dev/video* path name a camera."""
     return spec.isdigit() or spec.startswith("/dev/video")
-
-
-def is_url(spec: str) -> bool:
-    return "://" in spec
 
 
 class _LiveClock:

@@ -36,7 +36,7 @@ class LiveOptions:
     camera_width: int = 0
     camera_height: int = 0
     camera_fps: float = 30.0
-    paced: bool = True
+    paced: bool = False  # network streams only: files are always played at their own pace
     crf: int = DEFAULT_CRF
     preset: str = DEFAULT_PRESET
 

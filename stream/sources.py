@@ -58,7 +58,8 @@ def is_image_path(path: str | Path) -> bool:
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
 
 
-def _is_url(text: str) -> bool:
+def is_url(text: str) -> bool:
+    """rtsp://, http://, udp://... name a network stream rather than a file."""
     return "://" in text
 
 
@@ -72,7 +73,7 @@ class VideoSource:
 
     def __init__(self, path: str | Path, *, decode_audio: bool = False):
         self.path = str(path)
-        if not _is_url(self.path):
+        if not is_url(self.path):
             _check_file(Path(self.path))
         try:
             self._container = av.open(self.path, "r")
