@@ -188,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give an OUTPUT, e.g. 'animestream clip.mp4 anime.mp4'")
     if is_live and not (args.output or args.preview or args.vcam):
         parser.error("a live source needs an OUTPUT to record to, --preview or --vcam")
+    if args.stats_json is not None and not (args.stats_json.parent.is_dir() and not args.stats_json.is_dir()):
+        parser.error(f"--stats-json {args.stats_json}: the folder does not exist or the path is a folder")
     try:
         engine = Engine(args.style, max_side=args.max_side, precision=args.precision, device=args.device,
                         threads=args.threads)

@@ -58,3 +58,11 @@ def test_version(capsys):
         main(["--version"])
     assert exc.value.code == 0
     assert __version__ in capsys.readouterr().out
+
+
+def test_stats_json_into_a_missing_folder_is_refused_before_any_work(cli, clip, tiny_style, tmp_path):
+    out = tmp_path / "out.mp4"
+    with pytest.raises(SystemExit) as e:
+        cli(clip, out, "--style", tiny_style, "--stats-json", tmp_path / "missing" / "s.json")
+    assert e.value.code == 2
+    assert not out.exists()
