@@ -37,7 +37,7 @@ def machine() -> str:
     return f"{model}, {os.cpu_count()} cores"
 
 
-def run_seed(src: str, dst: str, style: str, max_side: int, frames: int) -> dict:
+def run_seed(src: str, dst: str, style: str, max_side: int, frames: int, device: str = "cpu") -> dict:
     """The seed recipe, kept deliberately as it was (fp32 TorchScript, one thread, per frame)."""
     import av
     import cv2
@@ -75,10 +75,10 @@ def run_seed(src: str, dst: str, style: str, max_side: int, frames: int) -> dict
         out.mux(stream.encode(None))
     wall = time.perf_counter() - t0
     return {"frames": n, "wall_s": round(wall, 2), "fps": round(n / wall, 3), "s_per_frame": round(wall / n, 3),
-            "peak_rss_mb": round(peak_rss_mb(), 1), "precision": "fp32"}
+            "peak_rss_mb": round(peak_rss_mb(), 1), "precision": "fp32", "device": "cpu"}
 
 
-def run_animestream(src: str, dst: str, style: str, max_side: int, frames: int) -> dict:
+def run_animestream(src: str, dst: str, style: str, max_side: int, frames: int, device: str = "auto") -> dict:
     from stream.convert import convert_video
     from stream.engine import Engine
     from stream.sources import VideoSource
@@ -89,7 +89,7 @@ def run_animestream(src: str, dst: str, style: str, max_side: int, frames: int) 
         clip = str(Path(dst).with_name("bench_input.mp4"))
         _cut(src, clip, frames)
     total.close()
-    engine = Engine(style, max_side=max_side)
+    engine = Engine(style, max_side=max_side, device=device)
     stats = convert_video(clip, dst, engine, progress=False)
     return {"frames": stats.frames_out, "wall_s": stats.wall_s, "fps": stats.fps,
             "s_per_frame": round(stats.wall_s / stats.frames_out, 3), "peak_rss_mb": stats.peak_rss_mb,
@@ -111,7 +111,7 @@ def _cut(src: str, dst: str, frames: int) -> None:
         out.mux(stream.encode(None))
 
 
-def run_live(src: str, dst: str, style: str, max_side: int, frames: int) -> dict:
+def run_live(src: str, dst: str, style: str, max_side: int, frames: int, device: str = "auto") -> dict:
     """The live path: a 640x480 30 fps clip played at camera pace, recorded to a file."""
     from stream.engine import Engine
     from stream.live import StyleSwitcher
@@ -120,8 +120,8 @@ def run_live(src: str, dst: str, style: str, max_side: int, frames: int) -> dict
     clip = Path(dst).with_name("live_640x480_30fps.mp4")
     if not clip.exists():
         _camera_clip(clip)
-    engine = Engine(style, max_side=max_side)
-    switcher = StyleSwitcher([style], engine, max_side=max_side, precision="auto", device="auto")
+    engine = Engine(style, max_side=max_side, device=device)
+    switcher = StyleSwitcher([style], engine, max_side=max_side, precision="auto", device=device)
     stats = live_job(str(clip), switcher, LiveOptions(output=Path(dst)), announce=lambda _m: None)
     return {"frames_in": stats.frames_in, "frames_out": stats.frames_out, "dropped": stats.dropped,
             "fps": stats.fps, "latency_ms_p50": stats.latency_ms_p50, "latency_ms_p95": stats.latency_ms_p95,
@@ -162,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--style", default="paprika")
     p.add_argument("--caps", default="512,256", help="comma-separated --max-side values (pixels)")
     p.add_argument("--frames", type=int, default=10**9, help="stop after this many frames")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                   help="animestream's device (the seed recipe always ran on the CPU)")
     p.add_argument("--live-caps", default="256,128", help="caps for the live-path run ('' to skip)")
     p.add_argument("--one", choices=sorted(RUNNERS), help=argparse.SUPPRESS)
     p.add_argument("--cap", type=int, default=512, help=argparse.SUPPRESS)
@@ -170,20 +172,21 @@ def main(argv: list[str] | None = None) -> int:
     Path(args.out).mkdir(parents=True, exist_ok=True)
     if args.one:
         dst = str(Path(args.out) / f"{args.one}_{args.cap}.mp4")
-        result = RUNNERS[args.one](args.input, dst, args.style, args.cap, args.frames)
+        device = "cpu" if args.one == "seed" else args.device
+        result = RUNNERS[args.one](args.input, dst, args.style, args.cap, args.frames, device)
         print(json.dumps({"config": args.one, "max_side": args.cap, **result}), flush=True)
         return 0
     results = {}
     for cap in (int(c) for c in args.caps.split(",")):
         for name in ("seed", "animestream"):
             cmd = [sys.executable, __file__, "--one", name, "--cap", str(cap), "--input", args.input,
-                   "--style", args.style, "--frames", str(args.frames), "--out", args.out]
+                   "--style", args.style, "--frames", str(args.frames), "--out", args.out, "--device", args.device]
             line = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
             print(line, flush=True)
             results[(name, cap)] = json.loads(line)
     for cap in (int(c) for c in args.live_caps.split(",") if c):
         cmd = [sys.executable, __file__, "--one", "live", "--cap", str(cap), "--style", args.style,
-               "--out", args.out]
+               "--out", args.out, "--device", args.device]
         line = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
         print(line, flush=True)
     summary = {"summary": True, "machine": machine(), "input": Path(args.input).name}
