@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import shutil
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -108,21 +107,8 @@ def import_style(path: str | os.PathLike, name: str, *, license: str = "unknown 
 
 def _register(module: torch.jit.ScriptModule, name: str, *, source: str, license: str,
               extra: dict) -> weights.Style:
-    """Save ``module`` and its sidecar as user style ``name``, both renamed into place at the end."""
-    folder = weights.user_styles_dir()
-    folder.mkdir(parents=True, exist_ok=True)
-    staging = folder / f".{name}.staging"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
-    try:
-        pt = staging / f"{name}.pt"
-        module.save(str(pt))
-        meta = {"name": name, "architecture": weights.ARCHITECTURE, "source": source, "license": license,
-                "training_steps": None, "quality": {}, "recommended_max_side": 512,
-                "sha256": weights.sha256_of(pt), **extra}
-        weights.write_sidecar(pt, meta)
-        os.replace(pt, folder / pt.name)
-        os.replace(pt.with_suffix(".json"), folder / f"{name}.json")
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    """Save ``module`` and its sidecar as user style ``name``."""
+    meta = {"name": name, "architecture": weights.ARCHITECTURE, "source": source, "license": license,
+            "training_steps": None, "quality": {}, "recommended_max_side": 512, **extra}
+    weights.save_style(module, weights.user_styles_dir(), name, meta)
     return weights.find_style(name)

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from . import weights
+from .engine import cpu_has_bf16
 from .model import Generator
 from .quality import baselines, half, psnr
 
@@ -137,7 +138,6 @@ def style_loss(out: torch.Tensor, target: torch.Tensor, edge: float = EDGE_WEIGH
 def pick_device() -> tuple[torch.device, torch.dtype]:
     if torch.cuda.is_available():
         return torch.device("cuda"), torch.bfloat16
-    from .engine import cpu_has_bf16
     return torch.device("cpu"), torch.bfloat16 if cpu_has_bf16() else torch.float32
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -163,19 +164,33 @@ def export_style(model: Generator, folder: Path, name: str, *, source: str, lice
                  training_steps: int, quality: dict, recipe: dict | None = None,
                  recommended_max_side: int = 512) -> Path:
     """Script ``model`` to ``folder/name.pt`` and write its sidecar ``folder/name.json``."""
-    folder.mkdir(parents=True, exist_ok=True)
-    pt = folder / f"{name}.pt"
-    tmp = pt.with_suffix(".pt.part")
-    torch.jit.script(model.eval()).save(str(tmp))
-    os.replace(tmp, pt)
     meta = {"name": name, "architecture": ARCHITECTURE,
             "width": getattr(model, "width", 1.0), "blocks": getattr(model, "blocks", 4),
             "parameters": sum(p.numel() for p in model.parameters()),
             "source": source, "license": license, "training_steps": training_steps,
-            "quality": quality, "recipe": recipe or {}, "recommended_max_side": recommended_max_side,
-            "sha256": sha256_of(pt)}
-    write_sidecar(pt, meta)
-    return pt
+            "quality": quality, "recipe": recipe or {}, "recommended_max_side": recommended_max_side}
+    return save_style(torch.jit.script(model.eval()), folder, name, meta)
+
+
+def save_style(module: torch.jit.ScriptModule, folder: Path, name: str, meta: dict) -> Path:
+    """Save ``module`` as ``folder/name.pt`` with ``meta`` plus its sha256 as the sidecar.
+
+    Both files are written in a staging folder and renamed into place at the end, so a failure
+    leaves no style, or the previous one, behind. Returns the ``.pt`` path.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    staging = folder / f".{name}.staging"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        pt = staging / f"{name}.pt"
+        module.save(str(pt))
+        write_sidecar(pt, {**meta, "sha256": sha256_of(pt)})
+        os.replace(pt, folder / pt.name)
+        os.replace(pt.with_suffix(".json"), folder / f"{name}.json")
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return folder / f"{name}.pt"
 
 
 def write_sidecar(pt: Path, meta: dict) -> None:
