@@ -25,6 +25,7 @@ import random
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -82,19 +83,26 @@ def _tone(t: torch.Tensor, gain: float, gamma: float) -> torch.Tensor:
 _PERMUTATIONS = [(0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0)]
 
 
-class CropSampler:
-    """Random aligned crops from a few pre-scaled copies of each training pair."""
+def pyramid(pairs: list[tuple[np.ndarray, np.ndarray]], crop: int,
+            scales: tuple[float, float]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Each pair resized to 7 scales across ``scales`` (never below ``crop``), as tensors."""
+    levels = []
+    for photo, target in pairs:
+        for s in np.linspace(*scales, 7):
+            h, w = photo.shape[:2]
+            size = (max(crop, int(w * s)), max(crop, int(h * s)))
+            levels.append((to_tensor(cv2.resize(photo, size, interpolation=cv2.INTER_AREA)),
+                           to_tensor(cv2.resize(target, size, interpolation=cv2.INTER_AREA))))
+    return levels
 
-    def __init__(self, pairs: list[tuple[np.ndarray, np.ndarray]], rng: random.Random, crop: int,
-                 scales: tuple[float, float], color_aug: float = 0.0, tone_aug: float = 0.0):
+
+class CropSampler:
+    """Random aligned crops from (input, target) tensor pairs at least ``crop`` pixels on each side."""
+
+    def __init__(self, levels: list[tuple[torch.Tensor, torch.Tensor]], rng: random.Random, crop: int,
+                 color_aug: float = 0.0, tone_aug: float = 0.0):
         self.rng, self.crop, self.color_aug, self.tone_aug = rng, crop, color_aug, tone_aug
-        self.levels = []
-        for photo, target in pairs:
-            for s in np.linspace(*scales, 7):
-                h, w = photo.shape[:2]
-                size = (max(crop, int(w * s)), max(crop, int(h * s)))
-                self.levels.append((to_tensor(cv2.resize(photo, size, interpolation=cv2.INTER_AREA)),
-                                    to_tensor(cv2.resize(target, size, interpolation=cv2.INTER_AREA))))
+        self.levels = levels
 
     def batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         xs, ys = [], []
@@ -159,6 +167,71 @@ def _lr_at(step: int, total: int, peak: float) -> float:
     return peak * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
+class Run:
+    """A resumable training run: model, EMA copy, Adam and RNG, checkpointed in ``cache``."""
+
+    def __init__(self, model: torch.nn.Module, cache: Path, device: torch.device):
+        cache.mkdir(parents=True, exist_ok=True)
+        self.ckpt_path, self.log_path, self.device = cache / "last.ckpt", cache / "log.jsonl", device
+        self.model = model.to(device).to(memory_format=torch.channels_last)
+        self.ema = copy.deepcopy(self.model).eval()
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=LR, betas=(0.9, 0.99))
+        self.step, self.rng = 0, random.Random(0)
+        if self.ckpt_path.exists():
+            state = torch.load(self.ckpt_path, map_location=device, weights_only=False)
+            self.model.load_state_dict(state["model"])
+            self.ema.load_state_dict(state["ema"])
+            self.opt.load_state_dict(state["opt"])
+            self.step = state["step"]
+            self.rng.setstate(state["rng"])
+            print(f"resumed {self.ckpt_path} at step {self.step}", file=sys.stderr)
+
+    def _save(self) -> None:
+        tmp = self.ckpt_path.with_suffix(".tmp")
+        torch.save({"model": self.model.state_dict(), "ema": self.ema.state_dict(), "opt": self.opt.state_dict(),
+                    "step": self.step, "rng": self.rng.getstate(),
+                    "width": getattr(self.model, "width", 1.0), "blocks": getattr(self.model, "blocks", 4)}, tmp)
+        os.replace(tmp, self.ckpt_path)
+
+    def fit(self, sampler, *, steps: int, lr: float, batch: int, amp_dtype: torch.dtype,
+            loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+            validate_fn: Callable[[torch.nn.Module], float]) -> None:
+        """Train until ``steps`` optimiser steps, checkpointing and logging every
+        :data:`CHECKPOINT_EVERY` steps and validating the EMA weights every :data:`VALIDATE_EVERY`."""
+        model, device = self.model, self.device
+        model.train()
+        t0, losses = time.perf_counter(), []
+        while self.step < steps:
+            for group in self.opt.param_groups:
+                group["lr"] = _lr_at(self.step, steps, lr)
+            x, y = sampler.batch(batch)
+            x = x.to(device).contiguous(memory_format=torch.channels_last)
+            y = y.to(device)
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype != torch.float32):
+                out = model(x)
+            loss = loss_fn(out, y)
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+            with torch.no_grad():
+                decay = min(EMA_DECAY, (1 + self.step) / (10 + self.step))
+                for pe, pm in zip(self.ema.parameters(), model.parameters()):
+                    pe.lerp_(pm, 1 - decay)
+            losses.append(loss.item())
+            self.step += 1
+            if self.step % CHECKPOINT_EVERY == 0 or self.step == steps:
+                self._save()
+                record = {"step": self.step, "loss": round(float(np.mean(losses)), 4),
+                          "s_per_step": round((time.perf_counter() - t0) / len(losses), 3)}
+                if self.step % VALIDATE_EVERY == 0 or self.step == steps:
+                    record["val_psnr"] = round(validate_fn(self.ema), 2)
+                    model.train()
+                with open(self.log_path, "a") as f:
+                    f.write(json.dumps(record) + "\n")
+                print(json.dumps(record), file=sys.stderr, flush=True)
+                t0, losses = time.perf_counter(), []
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m stream.train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -203,59 +276,15 @@ def main(argv: list[str] | None = None) -> int:
         p.error("every pair is held back for validation: nothing left to train on")
 
     cache = args.cache or DEFAULT_CACHE / args.name
-    cache.mkdir(parents=True, exist_ok=True)
-    ckpt_path = cache / "last.ckpt"
     device, amp_dtype = pick_device()
-    model = Generator(args.width, args.blocks).to(device).to(memory_format=torch.channels_last)
-    ema = copy.deepcopy(model).eval()
-    opt = torch.optim.Adam(model.parameters(), lr=LR, betas=(0.9, 0.99))
-    step, rng = 0, random.Random(0)
-    if ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location=device, weights_only=False)
-        model.load_state_dict(state["model"])
-        ema.load_state_dict(state["ema"])
-        opt.load_state_dict(state["opt"])
-        step = state["step"]
-        rng.setstate(state["rng"])
-        print(f"resumed {ckpt_path} at step {step}", file=sys.stderr)
-
-    log_path = cache / "log.jsonl"
+    run = Run(Generator(args.width, args.blocks), cache, device)
     if not args.export:
-        sampler = CropSampler(train_pairs, rng, args.crop, tuple(args.scales), args.color_aug, args.tone_aug)
-        model.train()
-        t0, losses = time.perf_counter(), []
-        while step < args.steps:
-            for group in opt.param_groups:
-                group["lr"] = _lr_at(step, args.steps, args.lr)
-            x, y = sampler.batch(args.batch)
-            x = x.to(device).contiguous(memory_format=torch.channels_last)
-            y = y.to(device)
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype != torch.float32):
-                out = model(x)
-            loss = style_loss(out, y, args.edge, args.lowpass)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            with torch.no_grad():
-                decay = min(EMA_DECAY, (1 + step) / (10 + step))
-                for pe, pm in zip(ema.parameters(), model.parameters()):
-                    pe.lerp_(pm, 1 - decay)
-            losses.append(loss.item())
-            step += 1
-            if step % CHECKPOINT_EVERY == 0 or step == args.steps:
-                torch.save({"model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
-                            "step": step, "rng": rng.getstate(), "width": args.width, "blocks": args.blocks},
-                           ckpt_path.with_suffix(".tmp"))
-                os.replace(ckpt_path.with_suffix(".tmp"), ckpt_path)
-                record = {"step": step, "loss": round(float(np.mean(losses)), 4),
-                          "s_per_step": round((time.perf_counter() - t0) / len(losses), 3)}
-                if step % VALIDATE_EVERY == 0 or step == args.steps:
-                    record["val_psnr"] = round(validate(ema, val_pairs, device), 2)
-                    model.train()
-                with open(log_path, "a") as f:
-                    f.write(json.dumps(record) + "\n")
-                print(json.dumps(record), file=sys.stderr, flush=True)
-                t0, losses = time.perf_counter(), []
+        sampler = CropSampler(pyramid(train_pairs, args.crop, tuple(args.scales)), run.rng, args.crop,
+                              args.color_aug, args.tone_aug)
+        run.fit(sampler, steps=args.steps, lr=args.lr, batch=args.batch, amp_dtype=amp_dtype,
+                loss_fn=lambda out, y: style_loss(out, y, args.edge, args.lowpass),
+                validate_fn=lambda m: validate(m, val_pairs, device))
+    ema, step = run.ema, run.step
 
     val_psnr = validate(ema, val_pairs, device)
     base = [baselines(half(ph), half(tg)) for ph, tg in val_pairs]

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from media import PAPRIKA, frame_image
+from media import frame_image
 from stream.engine import SIDE_MULTIPLE, Engine, inference_size, resolve_precision
 from stream.errors import AnimestreamError
 

@@ -1,0 +1,84 @@
+"""Training and distillation commands, on tiny synthetic data: resumable, exported with a sidecar."""
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from stream import distill, train, weights
+
+TINY = ["--width", "0.25", "--blocks", "1", "--crop", "32", "--batch", "2", "--threads", "1"]
+
+
+def _image(seed: int, h: int, w: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (h // 8, w // 8, 3), dtype=np.uint8)
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)
+
+
+@pytest.fixture()
+def pairs_dir(tmp_path):
+    folder = tmp_path / "pairs"
+    folder.mkdir()
+    for i, name in enumerate(("a", "b")):
+        photo = _image(i, 96, 128)
+        cv2.imwrite(str(folder / f"{name}_photo.png"), photo)
+        cv2.imwrite(str(folder / f"{name}_target.png"), 255 - photo)
+    return folder
+
+
+def test_train_exports_resumes_and_reports_baselines(pairs_dir, tmp_path, capsys):
+    common = ["--pairs", str(pairs_dir), "--val", "b", "--name", "toy", "--cache", str(tmp_path / "cache"),
+              "--out", str(tmp_path / "w"), *TINY]
+    assert train.main([*common, "--steps", "2"]) == 0
+    assert json.loads(capsys.readouterr().out)["steps"] == 2
+    assert train.main([*common, "--steps", "3"]) == 0
+    out = capsys.readouterr()
+    assert "resumed" in out.err and "at step 2" in out.err
+    meta = json.loads((tmp_path / "w" / "toy.json").read_text())
+    assert meta["training_steps"] == 3
+    assert meta["quality"]["val_pairs"] == ["b"]
+    assert meta["quality"]["psnr_photo"] < 10  # the target is the negative: the photo is far from it
+    assert meta["recipe"]["train_pairs"] == ["a"]
+    model = weights.load_model(tmp_path / "w" / "toy.pt")
+    assert sum(p.numel() for p in model.parameters()) == meta["parameters"]
+
+
+def test_train_rejects_unknown_validation_pair(pairs_dir, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        train.main(["--pairs", str(pairs_dir), "--val", "zz", "--name", "toy", "--cache", str(tmp_path)])
+    assert exc.value.code == 2
+    assert "--val 'zz': no such pair" in capsys.readouterr().err
+
+
+def test_distill_writes_a_lite_style_with_psnr_against_the_teacher(tiny_style, tmp_path, capsys):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(photos / f"p{i}.jpg"), _image(10 + i, 150, 200))
+    (photos / "notes.txt").write_text("not a photo")
+    args = ["--teacher", str(tiny_style), "--photos", str(photos), "--name", "toy-lite", "--val", "1",
+            "--max-side", "64", "--steps", "2", "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "w"),
+            "--width", "0.25", "--blocks", "1", "--crop", "32", "--batch", "2", "--threads", "1"]
+    assert distill.main(args) == 0
+    printed = json.loads(capsys.readouterr().out)
+    meta = json.loads((tmp_path / "w" / "toy-lite.json").read_text())
+    assert meta["recommended_max_side"] == 64
+    assert meta["quality"]["val_photos"] == ["p2.jpg"]
+    assert meta["quality"]["psnr_vs_teacher"] == printed["psnr_vs_teacher"] > 0
+    assert meta["recipe"]["train_photos"] == 2
+    cached = sorted(p.name for p in (tmp_path / "cache").glob("teacher-*/*.png"))
+    assert "p0_160.png" in cached and "p2_64.png" in cached
+    assert weights.load_model(tmp_path / "w" / "toy-lite.pt") is not None
+
+
+def test_distill_needs_more_photos_than_it_holds_back(tiny_style, tmp_path, capsys):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    cv2.imwrite(str(photos / "only.jpg"), _image(0, 64, 64))
+    with pytest.raises(SystemExit) as exc:
+        distill.main(["--teacher", str(tiny_style), "--photos", str(photos), "--cache", str(tmp_path)])
+    assert exc.value.code == 2
+    assert "1 readable photos, need more than --val 8" in capsys.readouterr().err
