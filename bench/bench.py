@@ -4,14 +4,18 @@
     python bench/bench.py --input clip.mp4 --frames 48
 
 Each configuration runs in its own subprocess (so peak RSS is its own) and prints one JSON line;
-a final line holds the ratios. Configurations:
+then a line with the ratios, and a last line with every performance target, its value and whether
+it is met on this machine. Configurations:
 
   seed        the original image service's recipe applied to video: TorchScript fp32, eval +
               no_grad, one thread doing decode -> resize (longest side 512, Lanczos) -> infer ->
               encode, one frame at a time, at the resized size
   animestream the threaded pipeline (decode | infer | encode), bf16 + channels_last where the CPU
               has it, reused buffers, output at the input's size (more work than the seed does)
-  live        the live path on a 640x480 30 fps clip played at camera pace, recorded to a file
+  live        the live path on a 640x480 30 fps clip played at camera pace, recorded to a file,
+              for each STYLE[@CAP] of --live (no CAP: the style's recommended cap)
+  memory      RSS growth of a file job over 3000 frames, after a 300-frame warm-up
+  model       bench/model.py: model-only ms/frame and share of the measured bf16 matmul peak
 """
 from __future__ import annotations
 
@@ -37,11 +41,10 @@ def machine() -> str:
     return f"{model}, {os.cpu_count()} cores"
 
 
-def run_seed(src: str, dst: str, style: str, max_side: int, frames: int, device: str = "cpu") -> dict:
+def run_seed(src: str, dst: str, style: str, max_side: int | None, frames: int, device: str = "cpu") -> dict:
     """The seed recipe, kept deliberately as it was (fp32 TorchScript, one thread, per frame)."""
     import av
     import cv2
-    import numpy as np
     import torch
 
     from stream import weights
@@ -78,7 +81,7 @@ def run_seed(src: str, dst: str, style: str, max_side: int, frames: int, device:
             "peak_rss_mb": round(peak_rss_mb(), 1), "precision": "fp32", "device": "cpu"}
 
 
-def run_animestream(src: str, dst: str, style: str, max_side: int, frames: int, device: str = "auto") -> dict:
+def run_animestream(src: str, dst: str, style: str, max_side: int | None, frames: int, device: str = "auto") -> dict:
     from stream.convert import convert_video
     from stream.engine import Engine
     from stream.sources import VideoSource
@@ -111,7 +114,7 @@ def _cut(src: str, dst: str, frames: int) -> None:
         out.mux(stream.encode(None))
 
 
-def run_live(src: str, dst: str, style: str, max_side: int, frames: int, device: str = "auto") -> dict:
+def run_live(src: str, dst: str, style: str, max_side: int | None, frames: int, device: str = "auto") -> dict:
     """The live path: a 640x480 30 fps clip played at camera pace, recorded to a file."""
     from stream.engine import Engine
     from stream.live import StyleSwitcher
@@ -125,7 +128,7 @@ def run_live(src: str, dst: str, style: str, max_side: int, frames: int, device:
     stats = live_job(str(clip), switcher, LiveOptions(output=Path(dst)), announce=lambda _m: None)
     return {"frames_in": stats.frames_in, "frames_out": stats.frames_out, "dropped": stats.dropped,
             "fps": stats.fps, "latency_ms_p50": stats.latency_ms_p50, "latency_ms_p95": stats.latency_ms_p95,
-            "peak_rss_mb": stats.peak_rss_mb, "precision": engine.precision}
+            "peak_rss_mb": stats.peak_rss_mb, "precision": engine.precision, "inference_cap": engine.max_side}
 
 
 LIVE_SECONDS = 6
@@ -153,7 +156,89 @@ def _camera_clip(path: Path) -> None:
         out.mux(stream.encode(None))
 
 
-RUNNERS = {"seed": run_seed, "animestream": run_animestream, "live": run_live}
+MEMORY_FRAMES = 3300  # the growth is read over the last 3000
+MEMORY_WARMUP = 300  # frames before the first RSS reading: every allocator has seen the stream by then
+MEMORY_SIZE = (320, 240)
+
+
+def _rss_mb() -> float:
+    """Current resident set size of this process, MB (not the peak)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+class _RssProbe:
+    """An engine wrapper that reads RSS at the warm-up frame and every 500 frames after it."""
+
+    def __init__(self, engine):
+        self.engine, self.n, self.samples = engine, 0, {}
+
+    def __getattr__(self, name):
+        return getattr(self.engine, name)
+
+    def __call__(self, frame):
+        self.n += 1
+        if self.n >= MEMORY_WARMUP and (self.n - MEMORY_WARMUP) % 500 == 0:
+            self.samples[self.n] = round(_rss_mb(), 2)
+        return self.engine(frame)
+
+
+def run_memory(src: str, dst: str, style: str, max_side: int | None, frames: int, device: str = "auto") -> dict:
+    """RSS growth of a whole file job (decode, engine, x264, mux) over MEMORY_FRAMES frames."""
+    import av
+    import numpy as np
+
+    from stream.convert import convert_video
+    from stream.engine import Engine
+
+    clip = Path(dst).with_name(f"memory_{MEMORY_FRAMES}.mp4")
+    if not clip.exists():
+        with av.open(str(clip), "w") as out:
+            stream = out.add_stream("libx264", rate=30)
+            stream.width, stream.height, stream.pix_fmt = *MEMORY_SIZE, "yuv420p"
+            w, h = MEMORY_SIZE
+            ramp = np.linspace(0, 255, w, dtype=np.float32)[None, :, None]
+            for i in range(MEMORY_FRAMES):
+                img = np.broadcast_to((ramp + i * 3) % 256, (h, w, 3)).astype(np.uint8)
+                img[h // 4: h // 2, (i * 2) % (w - 40):(i * 2) % (w - 40) + 40] = (255, 200, 40)
+                vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
+                vf.pts, vf.time_base = i, Fraction(1, 30)
+                out.mux(stream.encode(vf))
+            out.mux(stream.encode(None))
+    probe = _RssProbe(Engine(style, max_side=max_side, device=device))
+    stats = convert_video(str(clip), dst, probe, progress=False)
+    first, last = min(probe.samples), max(probe.samples)
+    return {"frames": stats.frames_out, "rss_mb_by_frame": probe.samples,
+            "rss_growth_mb": round(probe.samples[last] - probe.samples[first], 2),
+            "over_frames": last - first, "fps": stats.fps, "peak_rss_mb": stats.peak_rss_mb}
+
+
+RUNNERS = {"seed": run_seed, "animestream": run_animestream, "live": run_live, "memory": run_memory}
+
+
+def _child(args: argparse.Namespace, one: str, cap: int | None, style: str) -> dict:
+    """Run one configuration in a fresh interpreter (its own peak RSS) and echo its JSON line."""
+    cmd = [sys.executable, __file__, "--one", one, "--input", args.input, "--style", style,
+           "--frames", str(args.frames), "--out", args.out, "--device", args.device]
+    if cap is not None:
+        cmd += ["--cap", str(cap)]
+    line = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
+    print(line, flush=True)
+    return json.loads(line)
+
+
+def _model_share(size: int) -> float | None:
+    """The engine's share of the bf16 matmul peak at size x size, from bench/model.py."""
+    cmd = [sys.executable, str(Path(__file__).with_name("model.py")), "--sizes", str(size)]
+    lines = [json.loads(x) for x in subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.split("\n") if x]
+    for row in lines:
+        print(json.dumps(row), flush=True)
+    return next((r["share_of_matmul_peak"] for r in lines if r.get("variant") == "engine"), None)
+
+
+def _live_spec(spec: str) -> tuple[str, int | None]:
+    style, _, cap = spec.partition("@")
+    return style, int(cap) if cap else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -164,37 +249,52 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--frames", type=int, default=10**9, help="stop after this many frames")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                    help="animestream's device (the seed recipe always ran on the CPU)")
-    p.add_argument("--live-caps", default="256,128", help="caps for the live-path run ('' to skip)")
+    p.add_argument("--live", default="paprika@256,paprika@128,paprika-lite",
+                   help="STYLE[@CAP] list for the live-path run; no CAP: the style's recommended cap ('' to skip)")
+    p.add_argument("--memory-cap", type=int, default=128,
+                   help=f"cap for the {MEMORY_FRAMES - MEMORY_WARMUP}-frame RSS-growth run (0 to skip)")
+    p.add_argument("--model-size", type=int, default=512, help="square size for the model-only run (0 to skip)")
     p.add_argument("--one", choices=sorted(RUNNERS), help=argparse.SUPPRESS)
-    p.add_argument("--cap", type=int, default=512, help=argparse.SUPPRESS)
+    p.add_argument("--cap", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--out", default="/tmp/animestream-bench", help="scratch folder")
     args = p.parse_args(argv)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     if args.one:
-        dst = str(Path(args.out) / f"{args.one}_{args.cap}.mp4")
+        dst = str(Path(args.out) / f"{args.one}_{args.style}_{args.cap}.mp4")
         device = "cpu" if args.one == "seed" else args.device
         result = RUNNERS[args.one](args.input, dst, args.style, args.cap, args.frames, device)
-        print(json.dumps({"config": args.one, "max_side": args.cap, **result}), flush=True)
+        print(json.dumps({"config": args.one, "style": args.style, "max_side": args.cap, **result}), flush=True)
         return 0
-    results = {}
-    for cap in (int(c) for c in args.caps.split(",")):
-        for name in ("seed", "animestream"):
-            cmd = [sys.executable, __file__, "--one", name, "--cap", str(cap), "--input", args.input,
-                   "--style", args.style, "--frames", str(args.frames), "--out", args.out, "--device", args.device]
-            line = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
-            print(line, flush=True)
-            results[(name, cap)] = json.loads(line)
-    for cap in (int(c) for c in args.live_caps.split(",") if c):
-        cmd = [sys.executable, __file__, "--one", "live", "--cap", str(cap), "--style", args.style,
-               "--out", args.out, "--device", args.device]
-        line = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
-        print(line, flush=True)
+    caps = [int(c) for c in args.caps.split(",") if c]
+    results = {(name, cap): _child(args, name, cap, args.style) for cap in caps for name in ("seed", "animestream")}
+    live = {spec: _child(args, "live", _live_spec(spec)[1], _live_spec(spec)[0])
+            for spec in args.live.split(",") if spec}
+    memory = _child(args, "memory", args.memory_cap, args.style) if args.memory_cap else None
+    share = _model_share(args.model_size) if args.model_size else None
+
     summary = {"summary": True, "machine": machine(), "input": Path(args.input).name}
-    for cap in (int(c) for c in args.caps.split(",")):
+    for cap in caps:
         seed, ours = results[("seed", cap)], results[("animestream", cap)]
         summary[f"speedup_{cap}"] = round(ours["fps"] / seed["fps"], 2)
         summary[f"rss_ratio_{cap}"] = round(ours["peak_rss_mb"] / seed["peak_rss_mb"], 2)
     print(json.dumps(summary), flush=True)
+
+    targets = {}
+    if 512 in caps:
+        targets["file_speedup_512"] = (summary["speedup_512"], ">= 2.5", summary["speedup_512"] >= 2.5)
+        peak = results[("animestream", 512)]["peak_rss_mb"]
+        targets["peak_rss_mb_512"] = (peak, "< 400", peak < 400)
+    if share is not None:
+        targets[f"model_share_of_bf16_peak_{args.model_size}"] = (share, ">= 0.8", share >= 0.8)
+    if memory:
+        growth = memory["rss_growth_mb"]
+        targets[f"rss_growth_mb_over_{memory['over_frames']}_frames"] = (growth, "<= 2", growth <= 2)
+    for spec, row in live.items():
+        if "-lite" in spec:
+            targets[f"live_fps_{spec}"] = (row["fps"], ">= 24", row["fps"] >= 24)
+            targets[f"live_p95_ms_{spec}"] = (row["latency_ms_p95"], "<= 150", row["latency_ms_p95"] <= 150)
+    print(json.dumps({"targets": {k: {"value": v, "goal": g, "met": m} for k, (v, g, m) in targets.items()},
+                      "all_met": all(m for _, _, m in targets.values())}), flush=True)
     return 0
 
 
