@@ -25,6 +25,17 @@ SIDE_MULTIPLE = 4  # pixels; the generator downsamples twice
 MIN_SIDE = 2 * SIDE_MULTIPLE  # pixels; smaller inputs cannot be reflect-padded after two downsamplings
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
+DEFAULT_THREADS = torch.get_num_threads()  # PyTorch's own choice (one per core), read before anyone changes it
+LITE_SPARE_CORES = 1  # a lite style's small layers gain little from threads; decode and encode use that core
+
+
+def default_threads(meta: dict) -> int:
+    """CPU threads for a style: every core, or all but :data:`LITE_SPARE_CORES` for a lite style
+    (``width`` < 1 in its sidecar). On 2 cores a lite style runs the live path at 26 fps with one
+    thread against 22 with two; the full model is faster with both (``bench/RESULTS.md``)."""
+    if meta.get("width", 1.0) < 1.0:
+        return max(1, DEFAULT_THREADS - LITE_SPARE_CORES)
+    return DEFAULT_THREADS
 
 
 def cpu_has_bf16() -> bool:
@@ -86,17 +97,21 @@ class Engine:
     """Stylise frames with one generator.
 
     ``style`` is a style name or a weights path (see :func:`stream.weights.load_model`).
-    ``max_side`` caps the inference resolution in pixels (0: no cap); ``precision`` is one of
-    :data:`PRECISIONS`; ``device`` one of :data:`DEVICES`.
+    ``max_side`` caps the inference resolution in pixels (0: no cap; default: the style's
+    ``recommended_max_side``, else :data:`DEFAULT_MAX_SIDE`); ``precision`` is one of
+    :data:`PRECISIONS`; ``device`` one of :data:`DEVICES`; ``threads`` is the CPU thread count
+    (0: :func:`default_threads`).
     """
 
     def __init__(self, style: str | os.PathLike = weights.DEFAULT_STYLE, *, max_side: int | None = None,
                  precision: str = "auto", device: str = "auto", threads: int = 0):
         if max_side is not None and max_side < 0:
             raise ValueError(f"max_side must be >= 0 pixels, not {max_side}")
-        if threads:
-            torch.set_num_threads(threads)
+        if threads < 0:
+            raise ValueError(f"threads must be >= 0, not {threads}")
         path, meta = weights.resolve(style)
+        self.threads = threads or default_threads(meta)
+        torch.set_num_threads(self.threads)
         self.style = meta.get("name") or Path(os.fspath(style)).stem
         self.meta = meta
         self.max_side = max_side if max_side is not None else meta.get("recommended_max_side", DEFAULT_MAX_SIDE)
@@ -135,6 +150,8 @@ class Engine:
         if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
             raise ValueError(f"expected an H x W x 3 uint8 RGB frame, got {frame.dtype} {frame.shape}")
         height, width = frame.shape[:2]
+        if torch.get_num_threads() != self.threads:  # another style's engine may have changed it
+            torch.set_num_threads(self.threads)
         with self._lock:
             buf = self._buffers_for(height, width)
             h, w = buf.small.shape[:2]

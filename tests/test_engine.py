@@ -163,3 +163,29 @@ def test_default_style_engine_uses_the_sidecar_recommendation():
     out = engine(image)
     assert out.shape == image.shape
     assert 0 < float(np.abs(out.astype(int) - image.astype(int)).mean())
+
+
+def test_lite_styles_leave_a_core_for_decoding_and_encoding(monkeypatch):
+    from stream import engine as engine_module
+    monkeypatch.setattr(engine_module, "DEFAULT_THREADS", 4)
+    assert engine_module.default_threads({"width": 0.5}) == 3
+    assert engine_module.default_threads({"width": 1.0}) == 4
+    assert engine_module.default_threads({}) == 4
+    monkeypatch.setattr(engine_module, "DEFAULT_THREADS", 1)
+    assert engine_module.default_threads({"width": 0.5}) == 1
+
+
+def test_each_engine_runs_with_its_own_thread_count(tiny_style):
+    import torch
+    one = Engine(tiny_style, max_side=32, precision="fp32", threads=1)
+    two = Engine(tiny_style, max_side=32, precision="fp32", threads=2)
+    frame = frame_image(0, 40, 30)
+    try:
+        one(frame)
+        assert torch.get_num_threads() == 1
+        two(frame)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(1)
+    with pytest.raises(ValueError, match="threads must be >= 0"):
+        Engine(tiny_style, threads=-1)
