@@ -230,7 +230,8 @@ def _child(args: argparse.Namespace, one: str, cap: int | None, style: str) -> d
 def _model_share(size: int) -> float | None:
     """The engine's share of the bf16 matmul peak at size x size, from bench/model.py."""
     cmd = [sys.executable, str(Path(__file__).with_name("model.py")), "--sizes", str(size)]
-    lines = [json.loads(x) for x in subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.split("\n") if x]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    lines = [json.loads(x) for x in out.splitlines() if x]
     for row in lines:
         print(json.dumps(row), flush=True)
     return next((r["share_of_matmul_peak"] for r in lines if r.get("variant") == "engine"), None)

@@ -19,6 +19,7 @@ from .sources import AudioItem, Frame
 
 DEFAULT_CRF = 18  # x264 constant rate factor: 0 lossless .. 51 worst; 18 looks transparent
 DEFAULT_PRESET = "veryfast"
+CPU_BOUND_ENCODER_THREADS = 1  # x264 threads when a CPU model sets the pace: more only preempt its threads
 X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
 # Audio codecs the MP4/MOV muxers really finish a file with (PyAV's supported_codecs also lists PCM,
 # which then fails at the trailer); other containers are trusted to report their own.
@@ -66,12 +67,13 @@ class VideoFileSink:
     Video timestamps are the source's own (``time_base`` ticks), so variable frame rates survive.
     ``audio`` is the source's audio stream or None; :attr:`audio_mode` says what happens to it:
     ``"copy"`` when the container accepts its codec, ``"transcode"`` (to AAC, or the container's
-    default) otherwise, None without audio.
+    default) otherwise, None without audio. ``threads`` is x264's thread count (0: x264's choice,
+    1.5 per core); one is enough when a CPU model sets the pace, and leaves the cores to it.
     """
 
     def __init__(self, target: str | Path, *, width: int, height: int, time_base: Fraction, rate: Fraction,
                  audio: av.audio.stream.AudioStream | None = None, crf: int = DEFAULT_CRF,
-                 preset: str = DEFAULT_PRESET):
+                 preset: str = DEFAULT_PRESET, threads: int = 0):
         if not 0 <= crf <= 51:
             raise ValueError(f"crf must be in 0..51, not {crf}")
         if preset not in X264_PRESETS:
@@ -92,7 +94,7 @@ class VideoFileSink:
             self._video.pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
             self._video.time_base = time_base
             self._video.codec_context.time_base = time_base
-            self._video.options = {"crf": str(crf), "preset": preset}
+            self._video.options = {"crf": str(crf), "preset": preset, **({"threads": str(threads)} if threads else {})}
             self.audio_mode, self._audio = self._add_audio(audio)
         except (av.error.FFmpegError, ValueError) as e:
             self.close(keep=False)

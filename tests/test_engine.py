@@ -1,6 +1,8 @@
 """Engine: same-size output, the capped inference size, reused buffers."""
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 
@@ -189,3 +191,11 @@ def test_each_engine_runs_with_its_own_thread_count(tiny_style):
         torch.set_num_threads(1)
     with pytest.raises(ValueError, match="threads must be >= 0"):
         Engine(tiny_style, threads=-1)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_cpu_engines_keep_activation_memory_between_frames(tiny_style):
+    from stream import engine as engine_module
+    Engine(tiny_style, max_side=32, precision="fp32", device="cpu")
+    assert engine_module._malloc_tuned
+    assert engine_module.keep_activation_memory()  # idempotent
