@@ -82,12 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="style name (see 'animestream weights list') or a .pt file (default: %(default)s)")
     p.add_argument("--max-side", type=_non_negative_int, default=None, metavar="PX",
                    help="cap the longest side the model sees, in pixels; 0 = no cap "
-                        "(default: the style's recommendation, 512)")
+                        "(default: the style's recommendation: 512, 160 for -lite styles)")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="auto = bf16 on CPUs with AVX512-BF16/AMX, fp16 on CUDA, else fp32 (default: auto)")
     p.add_argument("--device", choices=DEVICES, default="auto", help="default: cuda when present, else cpu")
     p.add_argument("--threads", type=_non_negative_int, default=0, metavar="N",
-                   help="CPU threads for inference (default: 0 = PyTorch's choice, one per core)")
+                   help="CPU threads for inference (default: 0 = one per core, all but one for -lite styles)")
     p.add_argument("--crf", type=_crf, default=DEFAULT_CRF,
                    help="x264 quality, 0 (lossless) .. 51 (worst) (default: %(default)s)")
     p.add_argument("--preset", choices=X264_PRESETS, default=DEFAULT_PRESET, metavar="PRESET",
