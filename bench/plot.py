@@ -17,11 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from bench import machine  # bench/bench.py, beside this script
+from stream.engine import Engine
 
-from bench.bench import machine  # noqa: E402
-from stream.engine import Engine  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 FRAME_SIZE = (640, 480)  # pixels, a webcam frame
 CAPS = (128, 160, 192, 256, 320, 384, 512)
