@@ -121,8 +121,12 @@ def _print_styles() -> int:
     rows = [("NAME", "ORIGIN", "QUALITY", "LICENSE")]
     for s in weights.list_styles():
         q = s.meta.get("quality", {})
-        quality = (f"{q['psnr_student']:.1f} dB (grade {q['psnr_grade']:.1f})"
-                   if "psnr_student" in q else "-")
+        if "psnr_student" in q:
+            quality = f"{q['psnr_student']:.1f} dB (grade {q['psnr_grade']:.1f})"
+        elif "psnr_vs_teacher" in q:
+            quality = f"{q['psnr_vs_teacher']:.1f} dB vs {q['teacher']}"
+        else:
+            quality = "-"
         rows.append((s.name + (" (default)" if s.name == weights.DEFAULT_STYLE else ""),
                      s.origin, quality, s.meta.get("license", "-")))
     widths = [max(len(r[i]) for r in rows) for i in range(3)]

@@ -164,7 +164,7 @@ class Engine:
             w, h = inference_size(width, height, self.max_side)
             pin = self.device.type == "cuda"
             buf = _Buffers(
-                small=np.empty((h, w, 3), np.uint8),
+                small=torch.empty((h, w, 3), dtype=torch.uint8, pin_memory=pin).numpy(),  # pinned: async upload
                 inp=torch.empty((1, 3, h, w), dtype=self.dtype, device=self.device)
                 .contiguous(memory_format=torch.channels_last),
                 out_f32=torch.empty((1, 3, h, w), dtype=torch.float32, device=self.device),

@@ -24,8 +24,10 @@ def test_weights_list_shows_paprika(cli):
     assert rc == 0, err
     lines = out.splitlines()
     assert lines[0].split()[:2] == ["NAME", "ORIGIN"]
-    row = next(line for line in lines if line.startswith("paprika"))
-    assert "(default)" in row and "built-in" in row
+    row = next(line for line in lines if line.startswith("paprika "))
+    assert "(default)" in row and "built-in" in row and "dB (grade" in row
+    lite = next(line for line in lines if line.startswith("paprika-lite "))
+    assert "built-in" in lite and "dB vs paprika" in lite
 
 
 def test_list_styles_flag_is_the_same_as_weights_list(cli):

@@ -9,6 +9,7 @@ import torch
 
 from media import PAPRIKA, sha256
 from stream import weights
+from stream.engine import Engine
 from stream.errors import StyleNotFoundError, WeightsError
 from stream.model import Generator
 
@@ -204,3 +205,16 @@ def test_user_style_is_registered_and_usable_by_name(isolated_home, tiny_model, 
     finally:
         for suffix in (".pt", ".json"):
             (weights.user_styles_dir() / f"tinyuser{suffix}").unlink(missing_ok=True)
+
+
+def test_builtin_lite_style_was_distilled_from_the_shipped_full_style():
+    lite = PAPRIKA.with_name("paprika-lite.pt")
+    meta = json.loads(lite.with_suffix(".json").read_text())
+    full = json.loads(PAPRIKA.with_suffix(".json").read_text())
+    assert meta["sha256"] == sha256(lite)
+    assert meta["quality"]["teacher"] == "paprika"
+    assert meta["quality"]["teacher_sha256"] == full["sha256"], "re-distil paprika-lite after changing paprika"
+    assert 20.0 < meta["quality"]["psnr_vs_teacher"] < 60.0
+    assert meta["recommended_max_side"] < full["recommended_max_side"]
+    assert meta["parameters"] < OFFICIAL_PARAMETERS / 3
+    assert Engine("paprika-lite").max_side == meta["recommended_max_side"]
