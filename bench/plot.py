@@ -60,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        import matplotlib.ticker
     except ImportError:
         print("matplotlib is not installed: numbers only, no plot", file=sys.stderr)
         return 0
@@ -69,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     ax.axhline(REALTIME_FPS, color="grey", linestyle="--", linewidth=1)
     ax.text(caps[-1], REALTIME_FPS * 1.08, f"{REALTIME_FPS} fps", ha="right", color="grey")
     ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+    ax.yaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
     ax.set_xlabel("--max-side (pixels, longest side at inference)")
     ax.set_ylabel("frames per second (engine, 640x480 in)")
     ax.set_title(f"animestream on {machine()}", fontsize=9)

@@ -33,7 +33,8 @@ LITE_SPARE_CORES = 1  # a lite style's small layers gain little from threads; de
 
 MALLOC_MMAP_THRESHOLD_BYTES = 32 * 2**20  # glibc's maximum: activations this size come from the heap
 MALLOC_TRIM_THRESHOLD_BYTES = 2**30  # and freed heap memory is kept for the next frame
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt() parameter numbers (malloc.h)
+MALLOC_ARENAS = 1  # one heap for all threads: per-thread arenas would each keep their own high-water mark
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8  # mallopt() parameter numbers (malloc.h)
 _malloc_tuned = False
 
 
@@ -57,7 +58,8 @@ def keep_activation_memory() -> bool:
     except (OSError, AttributeError):
         return False
     _malloc_tuned = bool(mallopt(_M_MMAP_THRESHOLD, MALLOC_MMAP_THRESHOLD_BYTES)
-                         and mallopt(_M_TRIM_THRESHOLD, MALLOC_TRIM_THRESHOLD_BYTES))
+                         and mallopt(_M_TRIM_THRESHOLD, MALLOC_TRIM_THRESHOLD_BYTES)
+                         and mallopt(_M_ARENA_MAX, MALLOC_ARENAS))
     return _malloc_tuned
 
 
