@@ -24,8 +24,8 @@ from . import weights
 from .engine import SIDE_MULTIPLE, Engine
 from .model import Generator
 from .quality import psnr
-from .train import DEFAULT_CACHE, EDGE_WEIGHT, EMA_DECAY, CropSampler, Run, pick_device, style_loss, to_image, \
-    to_tensor
+from .train import (DEFAULT_CACHE, EDGE_WEIGHT, EMA_DECAY, CropSampler, Run, pick_device, style_loss, to_image,
+                    to_tensor)
 
 LITE_WIDTH = 0.5  # of the full generator's channels
 LITE_BLOCKS = 4
@@ -109,6 +109,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
     p.add_argument("--export", action="store_true", help="only export the latest checkpoint")
     args = p.parse_args(argv)
+    for flag, value in (("--val", args.val), ("--max-side", args.max_side), ("--steps", args.steps),
+                        ("--crop", args.crop), ("--batch", args.batch)):
+        if value < 1:
+            p.error(f"{flag} must be >= 1, not {value}")
     if args.threads:
         torch.set_num_threads(args.threads)
     name = args.name or f"{Path(args.teacher).stem}-lite"

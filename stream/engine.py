@@ -44,8 +44,9 @@ def keep_activation_memory() -> bool:
     By default glibc serves large tensors with fresh ``mmap`` pages and returns them on free, so
     every frame page-faults all of its activations in again: at 512x288 that was 40% of the model
     time (0.62 against 0.38 s per frame, ``bench/RESULTS.md``). The fixed thresholds keep them on
-    the heap, reused frame after frame; peak RSS is about the same. Returns False where there is no
-    glibc (macOS, Windows, musl), which changes nothing.
+    the heap, reused frame after frame, in one arena for all threads; the heap keeps its high-water
+    mark, so RSS stays flat at about the first frame's peak. Process-wide, and only ever tightened
+    once. Returns False where there is no glibc (macOS, Windows, musl), which changes nothing.
     """
     global _malloc_tuned
     if _malloc_tuned:
@@ -134,7 +135,7 @@ class Engine:
     ``max_side`` caps the inference resolution in pixels (0: no cap; default: the style's
     ``recommended_max_side``, else :data:`DEFAULT_MAX_SIDE`); ``precision`` is one of
     :data:`PRECISIONS`; ``device`` one of :data:`DEVICES`; ``threads`` is the CPU thread count
-    (0: :func:`default_threads`).
+    (0: :func:`default_threads`), PyTorch's process-wide setting, re-applied on each call.
     """
 
     def __init__(self, style: str | os.PathLike = weights.DEFAULT_STYLE, *, max_side: int | None = None,

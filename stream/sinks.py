@@ -78,6 +78,8 @@ class VideoFileSink:
             raise ValueError(f"crf must be in 0..51, not {crf}")
         if preset not in X264_PRESETS:
             raise ValueError(f"preset must be one of {', '.join(X264_PRESETS)}, not {preset!r}")
+        if threads < 0:
+            raise ValueError(f"threads must be >= 0, not {threads}")
         self.target = Path(target)
         self.tmp = temp_path(self.target)
         self.frames_written = 0
@@ -94,7 +96,9 @@ class VideoFileSink:
             self._video.pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
             self._video.time_base = time_base
             self._video.codec_context.time_base = time_base
-            self._video.options = {"crf": str(crf), "preset": preset, **({"threads": str(threads)} if threads else {})}
+            self._video.options = {"crf": str(crf), "preset": preset}
+            if threads:
+                self._video.options = {**self._video.options, "threads": str(threads)}
             self.audio_mode, self._audio = self._add_audio(audio)
         except (av.error.FFmpegError, ValueError) as e:
             self.close(keep=False)

@@ -1,6 +1,7 @@
 """Video, image and folder conversion: frames, timestamps, size and audio survive."""
 from __future__ import annotations
 
+import importlib
 import json
 
 import cv2
@@ -188,3 +189,22 @@ def test_default_style_converts_a_short_clip(tmp_path, cli):
     rc, _, err = cli(src, out, "--max-side", 32, "-q")
     assert rc == 0, err
     assert_same_video(src, out, audio_tolerance_s=0.005)
+
+
+def test_a_cpu_model_gets_a_one_thread_encoder(tmp_path, clip, tiny_engine, monkeypatch):
+    convert_module = importlib.import_module("stream.convert")  # stream.convert is also a function
+    from stream.sinks import VideoFileSink
+    seen = {}
+
+    class SpySink(VideoFileSink):
+        def __init__(self, *args, **kwargs):
+            seen["threads"] = kwargs["threads"]
+            super().__init__(*args, **kwargs)
+            seen["options"] = dict(self._video.options)
+
+    monkeypatch.setattr(convert_module, "VideoFileSink", SpySink)
+    convert_video(clip, tmp_path / "out.mp4", tiny_engine, progress=False)
+    assert seen["threads"] == 1 and seen["options"]["threads"] == "1"
+    with pytest.raises(ValueError, match="threads must be >= 0"):
+        VideoFileSink(tmp_path / "x.mp4", width=64, height=48, time_base=media.Fraction(1, 24),
+                      rate=media.Fraction(24), threads=-1)

@@ -82,3 +82,10 @@ def test_distill_needs_more_photos_than_it_holds_back(tiny_style, tmp_path, caps
         distill.main(["--teacher", str(tiny_style), "--photos", str(photos), "--cache", str(tmp_path)])
     assert exc.value.code == 2
     assert "1 readable photos, need more than --val 8" in capsys.readouterr().err
+
+
+def test_distill_refuses_to_hold_back_nothing(tiny_style, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        distill.main(["--teacher", str(tiny_style), "--photos", str(tmp_path), "--val", "0"])
+    assert exc.value.code == 2
+    assert "--val must be >= 1, not 0" in capsys.readouterr().err
