@@ -10,8 +10,9 @@ Recipe (defaults below, all recorded in the sidecar): many small random crops at
 pairs' resolution, horizontal flips, the same random RGB channel permutation on photo and target
 (half the crops), the same random gain and gamma on both (half the crops), loss = L1 + L1 of Sobel
 edges (+ optionally L1 of a 4x low-pass), Adam with warm-up and cosine decay, and an exponential
-moving average of the weights, which is what gets validated and shipped. Larger crops at exactly the validation scale with a
-colour-weighted loss were tried first and learned a global green cast from the forest-heavy pair.
+moving average of the weights, which is what gets validated and shipped. Larger crops at exactly
+the validation scale with a colour-weighted loss were tried first and learned a global green cast
+from the forest-heavy pair.
 bf16 autocast on CPUs with native bf16, CUDA when present.
 """
 from __future__ import annotations
