@@ -4,7 +4,7 @@
 
 For each style and cap, the engine stylises a 640x480 frame (resize in, model, resize out) and the
 median of --repeats calls after a warm-up gives frames per second. One JSON line per point; the
-plot needs matplotlib (``pip install matplotlib``), the numbers do not.
+plot needs matplotlib (``pip install -e .[bench]``), the numbers do not.
 """
 from __future__ import annotations
 
