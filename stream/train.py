@@ -101,8 +101,10 @@ class CropSampler:
     """Random aligned crops from (input, target) tensor pairs at least ``crop`` pixels on each side."""
 
     def __init__(self, levels: list[tuple[torch.Tensor, torch.Tensor]], rng: random.Random, crop: int,
-                 color_aug: float = 0.0, tone_aug: float = 0.0):
+                 color_aug: float = 0.0, tone_aug: float = 0.0, gain: tuple[float, float] = GAIN_RANGE,
+                 gamma: tuple[float, float] = GAMMA_RANGE):
         self.rng, self.crop, self.color_aug, self.tone_aug = rng, crop, color_aug, tone_aug
+        self.gain, self.gamma = gain, gamma
         self.levels = levels
 
     def batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -119,7 +121,7 @@ class CropSampler:
                 order = self.rng.choice(_PERMUTATIONS)
                 x, y = x[list(order)], y[list(order)]
             if self.rng.random() < self.tone_aug:
-                gain, gamma = self.rng.uniform(*GAIN_RANGE), self.rng.uniform(*GAMMA_RANGE)
+                gain, gamma = self.rng.uniform(*self.gain), self.rng.uniform(*self.gamma)
                 x, y = (_tone(t, gain, gamma) for t in (x, y))
             xs.append(x)
             ys.append(y)
@@ -261,6 +263,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tone-aug", type=float, default=TONE_AUG,
                    help="probability of the same random gain and gamma on photo and target: teaches "
                         "output brightness to follow the input's (default: %(default)s)")
+    p.add_argument("--gain", type=float, nargs=2, default=GAIN_RANGE, metavar=("MIN", "MAX"),
+                   help="tone augmentation's gain range (default: %(default)s)")
+    p.add_argument("--gamma", type=float, nargs=2, default=GAMMA_RANGE, metavar=("MIN", "MAX"),
+                   help="tone augmentation's gamma range; below 1 brightens (default: %(default)s)")
     p.add_argument("--lowpass", type=float, default=LOWPASS_WEIGHT,
                    help="4x low-pass L1 weight (default: %(default)s)")
     args = p.parse_args(argv)
@@ -281,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     run = Run(Generator(args.width, args.blocks), cache, device)
     if not args.export:
         sampler = CropSampler(pyramid(train_pairs, args.crop, tuple(args.scales)), run.rng, args.crop,
-                              args.color_aug, args.tone_aug)
+                              args.color_aug, args.tone_aug, tuple(args.gain), tuple(args.gamma))
         run.fit(sampler, steps=args.steps, lr=args.lr, batch=args.batch, amp_dtype=amp_dtype,
                 loss_fn=lambda out, y: style_loss(out, y, args.edge, args.lowpass),
                 validate_fn=lambda m: validate(m, val_pairs, device))
@@ -295,7 +301,8 @@ def main(argv: list[str] | None = None) -> int:
                "resolution": "half of the pair's resolution"}
     recipe = {"crop": args.crop, "batch": args.batch, "scales": list(args.scales), "lr": args.lr,
               "edge": args.edge, "lowpass": args.lowpass, "color_aug": args.color_aug,
-              "tone_aug": args.tone_aug, "ema_decay": EMA_DECAY,
+              "tone_aug": args.tone_aug, "gain": list(args.gain), "gamma": list(args.gamma),
+              "ema_decay": EMA_DECAY,
               "train_pairs": sorted(k for k in all_pairs if k not in args.val)}
     path = weights.export_style(ema.cpu().float(), args.out, args.name, source=args.source,
                                 license=args.license, training_steps=step, quality=quality, recipe=recipe)
