@@ -31,6 +31,7 @@ examples:
   animestream photo.jpg anime.png                stylise an image
   animestream photos/ anime/                     every image and video in a folder
   animestream clip.mp4 out.mp4 --max-side 256    4x fewer pixels through the model: ~4x faster
+  animestream 0 --preview --style paprika-lite   webcam 0 in a window, real time on a 2-core CPU
   animestream weights list                       the styles you can pass to --style
 
 The model runs at most at --max-side pixels on the longest side; the result is scaled back to the
