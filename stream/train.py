@@ -35,6 +35,7 @@ import torch.nn.functional as F
 
 from . import weights
 from .engine import cpu_has_bf16
+from .errors import AnimestreamError
 from .model import Generator
 from .quality import baselines, half, psnr
 
@@ -249,6 +250,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--source", default="", help="where the training pairs come from (for the sidecar)")
     p.add_argument("--license", default="non-commercial (inherited from the training data)")
     p.add_argument("--export", action="store_true", help="only export the latest checkpoint")
+    p.add_argument("--init", metavar="STYLE", help="start a new run from this style's weights (a name or a .pt "
+                   "file of the same width and blocks) instead of random ones: it already draws the photo")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
     p.add_argument("--crop", type=int, default=CROP_PX, help="crop side, pixels (default: %(default)s)")
     p.add_argument("--batch", type=int, default=BATCH, help="crops per step (default: %(default)s)")
@@ -284,7 +287,15 @@ def main(argv: list[str] | None = None) -> int:
 
     cache = args.cache or DEFAULT_CACHE / args.name
     device, amp_dtype = pick_device()
-    run = Run(Generator(args.width, args.blocks), cache, device)
+    model = Generator(args.width, args.blocks)
+    if args.init and not (cache / "last.ckpt").exists():
+        try:
+            model.load_state_dict(weights.load_model(args.init).state_dict())
+        except AnimestreamError as e:
+            p.error(f"--init: {e}")
+        except RuntimeError as e:
+            p.error(f"--init {args.init}: not the same architecture ({str(e).splitlines()[0]})")
+    run = Run(model, cache, device)
     if not args.export:
         sampler = CropSampler(pyramid(train_pairs, args.crop, tuple(args.scales)), run.rng, args.crop,
                               args.color_aug, args.tone_aug, tuple(args.gain), tuple(args.gamma))
@@ -302,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     recipe = {"crop": args.crop, "batch": args.batch, "scales": list(args.scales), "lr": args.lr,
               "edge": args.edge, "lowpass": args.lowpass, "color_aug": args.color_aug,
               "tone_aug": args.tone_aug, "gain": list(args.gain), "gamma": list(args.gamma),
-              "ema_decay": EMA_DECAY,
+              "ema_decay": EMA_DECAY, "init": args.init,
               "train_pairs": sorted(k for k in all_pairs if k not in args.val)}
     path = weights.export_style(ema.cpu().float(), args.out, args.name, source=args.source,
                                 license=args.license, training_steps=step, quality=quality, recipe=recipe)

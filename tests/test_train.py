@@ -6,6 +6,7 @@ import json
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from stream import distill, train, weights
 
@@ -89,3 +90,17 @@ def test_distill_refuses_to_hold_back_nothing(tiny_style, tmp_path, capsys):
         distill.main(["--teacher", str(tiny_style), "--photos", str(tmp_path), "--val", "0"])
     assert exc.value.code == 2
     assert "--val must be >= 1, not 0" in capsys.readouterr().err
+
+
+def test_train_can_start_from_an_existing_style(pairs_dir, tiny_style, tiny_model, tmp_path, capsys):
+    common = ["--pairs", str(pairs_dir), "--val", "b", "--name", "toy", "--out", str(tmp_path / "w"), *TINY]
+    assert train.main([*common, "--cache", str(tmp_path / "c1"), "--init", str(tiny_style), "--steps", "1",
+                       "--lr", "1e-12"]) == 0
+    started = weights.load_model(tmp_path / "w" / "toy.pt").state_dict()
+    for key, value in tiny_model.state_dict().items():
+        assert torch.allclose(started[key], value, atol=1e-4), key
+    assert json.loads((tmp_path / "w" / "toy.json").read_text())["recipe"]["init"] == str(tiny_style)
+    with pytest.raises(SystemExit) as exc:
+        train.main([*common[:-10], "--cache", str(tmp_path / "c2"), "--init", str(tiny_style), "--steps", "1"])
+    assert exc.value.code == 2
+    assert "not the same architecture" in capsys.readouterr().err
