@@ -10,18 +10,16 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-import torch
 from tqdm import tqdm
 
 from .engine import Engine
 from .errors import AnimestreamError, SinkError, SourceError
 from .pipeline import Pipeline, Stats
-from .sinks import (CPU_BOUND_ENCODER_THREADS, DEFAULT_CRF, DEFAULT_PRESET, VIDEO_EXTENSIONS, VideoFileSink,
-                    check_output_path, write_image)
+from .sinks import (DEFAULT_CRF, DEFAULT_PRESET, VIDEO_EXTENSIONS, VideoFileSink, check_output_path,
+                    encoder_threads, write_image)
 from .sources import IMAGE_EXTENSIONS, VideoSource, is_image_path, read_image
 
 Warn = Callable[[str], None]
-CPU = torch.device("cpu")
 
 
 def _stderr(message: str) -> None:
@@ -42,13 +40,12 @@ def convert_video(src: str | Path, dst: str | Path, engine: Engine, *, crf: int 
         raise SinkError(f"{dst}: a video output needs one of {', '.join(sorted(VIDEO_EXTENSIONS))}")
     if hasattr(engine, "reset"):
         engine.reset()  # a temporal filter must not carry one video's last frame into the next
-    encoder_threads = CPU_BOUND_ENCODER_THREADS if getattr(engine, "device", None) == CPU else 0
     source = VideoSource(src)
     audio_codec = source.audio.codec_context.name if source.audio is not None else None
     try:
         sink = VideoFileSink(dst, width=source.width, height=source.height, time_base=source.time_base,
                              rate=source.rate, audio=source.audio, crf=crf, preset=preset,
-                             threads=encoder_threads)
+                             threads=encoder_threads(getattr(engine, "device", None)))
         stats: Stats | None = None
         try:
             source.decode_audio = sink.audio_mode == "transcode"

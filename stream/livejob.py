@@ -16,7 +16,7 @@ import numpy as np
 from .errors import SinkError
 from .live import StyleSwitcher, open_live_source
 from .pipeline import Pipeline, Stats
-from .sinks import CPU_BOUND_ENCODER_THREADS, DEFAULT_CRF, DEFAULT_PRESET, VideoFileSink, check_output_path
+from .sinks import DEFAULT_CRF, DEFAULT_PRESET, VideoFileSink, check_output_path, encoder_threads
 from .sources import AudioItem, Frame
 
 PREVIEW_TICK_S = 0.01  # how often the main thread redraws the preview and reads keys, seconds
@@ -87,8 +87,7 @@ def run_live(spec: str, engine: StyleSwitcher, options: LiveOptions, *, announce
         if options.output is not None:
             recorder = VideoFileSink(options.output, width=source.width, height=source.height,
                                      time_base=source.time_base, rate=source.rate, crf=options.crf,
-                                     preset=options.preset,
-                                     threads=CPU_BOUND_ENCODER_THREADS if engine.current.device.type == "cpu" else 0)
+                                     preset=options.preset, threads=encoder_threads(engine.current.device))
             sinks.append(recorder)
         if options.vcam:
             from .vcam import VirtualCamera

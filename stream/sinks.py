@@ -61,6 +61,12 @@ def write_image(target: Path, rgb: np.ndarray) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def encoder_threads(model_device: object) -> int:
+    """x264 threads for a job whose model runs on ``model_device`` (a ``torch.device`` or None):
+    :data:`CPU_BOUND_ENCODER_THREADS` on the CPU, else 0 (x264's own choice)."""
+    return CPU_BOUND_ENCODER_THREADS if getattr(model_device, "type", None) == "cpu" else 0
+
+
 class VideoFileSink:
     """Encode frames with libx264 (yuv420p; yuv444p for odd sizes) and copy or re-encode audio.
 
