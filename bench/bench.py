@@ -135,43 +135,45 @@ LIVE_SECONDS = 6
 LIVE_SIZE = (640, 480)
 
 
-def _camera_clip(path: Path) -> None:
-    """A webcam-like clip: the sample photo panned at 640x480, 30 fps."""
+def _write_clip(path: Path, size: tuple[int, int], frames: int, draw) -> None:
+    """Encode ``frames`` RGB pictures ``draw(i)`` of ``size`` (w, h) as H.264 at 30 fps."""
     import av
-    import cv2
     import numpy as np
 
-    photo = cv2.cvtColor(cv2.imread(str(ROOT / "samples" / "astronaut.jpg")), cv2.COLOR_BGR2RGB)
     with av.open(str(path), "w") as out:
         stream = out.add_stream("libx264", rate=30)
-        stream.width, stream.height, stream.pix_fmt = *LIVE_SIZE, "yuv420p"
-        n = 30 * LIVE_SECONDS
-        for i in range(n):
-            x0 = int(64 * i / n)
-            crop = photo[32:32 + 384, x0:x0 + 512]
-            frame = cv2.resize(crop, LIVE_SIZE, interpolation=cv2.INTER_LINEAR)
-            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+        stream.width, stream.height, stream.pix_fmt = *size, "yuv420p"
+        for i in range(frames):
+            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(draw(i)), format="rgb24")
             vf.pts, vf.time_base = i, Fraction(1, 30)
             out.mux(stream.encode(vf))
         out.mux(stream.encode(None))
 
+
+def _camera_clip(path: Path) -> None:
+    """A webcam-like clip: the sample photo panned at 640x480, 30 fps."""
+    import cv2
+
+    photo = cv2.cvtColor(cv2.imread(str(ROOT / "samples" / "astronaut.jpg")), cv2.COLOR_BGR2RGB)
+    n = 30 * LIVE_SECONDS
+
+    def draw(i: int):
+        x0 = int(64 * i / n)
+        return cv2.resize(photo[32:32 + 384, x0:x0 + 512], LIVE_SIZE, interpolation=cv2.INTER_LINEAR)
+
+    _write_clip(path, LIVE_SIZE, n, draw)
 
 MEMORY_FRAMES = 3300  # the growth is read over the last 3000
 MEMORY_WARMUP = 300  # frames before the first RSS reading: every allocator has seen the stream by then
 MEMORY_SIZE = (320, 240)
 
 
-def _rss_mb() -> float:
-    """Current resident set size of this process, MB (not the peak)."""
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
 class _RssProbe:
     """An engine wrapper that reads RSS at the warm-up frame and every 500 frames after it."""
 
     def __init__(self, engine):
-        self.engine, self.n, self.samples = engine, 0, {}
+        from stream.pipeline import current_rss_mb
+        self.engine, self.n, self.samples, self._rss = engine, 0, {}, current_rss_mb
 
     def __getattr__(self, name):
         return getattr(self.engine, name)
@@ -179,13 +181,12 @@ class _RssProbe:
     def __call__(self, frame):
         self.n += 1
         if self.n >= MEMORY_WARMUP and (self.n - MEMORY_WARMUP) % 500 == 0:
-            self.samples[self.n] = round(_rss_mb(), 2)
+            self.samples[self.n] = round(self._rss(), 2)
         return self.engine(frame)
 
 
 def run_memory(src: str, dst: str, style: str, max_side: int | None, frames: int, device: str = "auto") -> dict:
     """RSS growth of a whole file job (decode, engine, x264, mux) over MEMORY_FRAMES frames."""
-    import av
     import numpy as np
 
     from stream.convert import convert_video
@@ -193,18 +194,15 @@ def run_memory(src: str, dst: str, style: str, max_side: int | None, frames: int
 
     clip = Path(dst).with_name(f"memory_{MEMORY_FRAMES}.mp4")
     if not clip.exists():
-        with av.open(str(clip), "w") as out:
-            stream = out.add_stream("libx264", rate=30)
-            stream.width, stream.height, stream.pix_fmt = *MEMORY_SIZE, "yuv420p"
-            w, h = MEMORY_SIZE
-            ramp = np.linspace(0, 255, w, dtype=np.float32)[None, :, None]
-            for i in range(MEMORY_FRAMES):
-                img = np.broadcast_to((ramp + i * 3) % 256, (h, w, 3)).astype(np.uint8)
-                img[h // 4: h // 2, (i * 2) % (w - 40):(i * 2) % (w - 40) + 40] = (255, 200, 40)
-                vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
-                vf.pts, vf.time_base = i, Fraction(1, 30)
-                out.mux(stream.encode(vf))
-            out.mux(stream.encode(None))
+        w, h = MEMORY_SIZE
+        ramp = np.linspace(0, 255, w, dtype=np.float32)[None, :, None]
+
+        def draw(i: int):
+            img = np.broadcast_to((ramp + i * 3) % 256, (h, w, 3)).astype(np.uint8)
+            img[h // 4: h // 2, (i * 2) % (w - 40):(i * 2) % (w - 40) + 40] = (255, 200, 40)
+            return img
+
+        _write_clip(clip, MEMORY_SIZE, MEMORY_FRAMES, draw)
     probe = _RssProbe(Engine(style, max_side=max_side, device=device))
     stats = convert_video(str(clip), dst, probe, progress=False)
     first, last = min(probe.samples), max(probe.samples)

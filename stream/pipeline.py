@@ -13,6 +13,7 @@ the sink, and returns with ``interrupted`` set, so the sink can finish a playabl
 """
 from __future__ import annotations
 
+import os
 import queue
 import resource
 import threading
@@ -64,6 +65,12 @@ class Stats:
 def peak_rss_mb() -> float:
     """Peak resident memory of this process so far, MB."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def current_rss_mb() -> float:
+    """Resident memory of this process now, MB (Linux: /proc/self/statm)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 class _BufferPool:

@@ -1,7 +1,6 @@
 """The three-thread pipeline: errors reach the caller, no thread outlives run(), memory stays flat."""
 from __future__ import annotations
 
-import os
 import threading
 from fractions import Fraction
 
@@ -12,7 +11,7 @@ import media
 from media import animestream_threads, frame_image, partial_files
 from stream.convert import convert_video
 from stream.engine import Engine
-from stream.pipeline import Pipeline
+from stream.pipeline import Pipeline, current_rss_mb
 from stream.sources import AudioItem, Frame
 
 TB = Fraction(1, 24)
@@ -152,11 +151,6 @@ def test_queue_size_must_be_positive(tiny_engine):
         Pipeline([], tiny_engine, ListSink(), queue_frames=0)
 
 
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
 def test_memory_stays_flat_over_a_long_stream(tiny_style):
     engine = Engine(tiny_style, max_side=32, precision="fp32")
     total, warmup = 600, 50
@@ -168,13 +162,13 @@ def test_memory_stays_flat_over_a_long_stream(tiny_style):
         def write(self, frame, image):
             self.n += 1
             if self.n == warmup:
-                rss["warm"] = _rss_mb()
+                rss["warm"] = current_rss_mb()
 
         def write_audio(self, item):
             pass
 
     stats = Pipeline(frames(total), engine, MeasuringSink()).run()
-    rss["end"] = _rss_mb()
+    rss["end"] = current_rss_mb()
     assert stats.frames_out == total
     growth = rss["end"] - rss["warm"]
     assert growth < 5.0, f"RSS grew by {growth:.1f} MB over {total - warmup} frames"
@@ -185,8 +179,8 @@ def test_memory_stays_flat_through_convert_video(tmp_path, tiny_style):
     src = media.write_clip(tmp_path / "long.mp4", frames=560, audio=None)
     engine = Engine(tiny_style, max_side=32, precision="fp32")
     convert_video(src, tmp_path / "warm.mp4", engine, progress=False)  # warm every allocator up
-    before = _rss_mb()
+    before = current_rss_mb()
     stats = convert_video(src, tmp_path / "again.mp4", engine, progress=False)
-    growth = _rss_mb() - before
+    growth = current_rss_mb() - before
     assert stats.frames_out == 560
     assert growth < 5.0, f"RSS grew by {growth:.1f} MB"
