@@ -58,28 +58,36 @@ def load_photos(folder: Path) -> list[tuple[str, np.ndarray]]:
     return photos
 
 
-def teacher_pairs(teacher: str, photos: list[tuple[str, np.ndarray]], sides: tuple[int, ...],
-                  cache: Path) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(photo, teacher output) at each longest side in ``sides``; outputs cached by the teacher's sha256."""
-    path, meta = weights.resolve(teacher)
-    digest = meta.get("sha256") or weights.sha256_of(path)
-    folder = cache / f"teacher-{digest[:16]}"
-    folder.mkdir(parents=True, exist_ok=True)
-    engine = None
-    pairs = []
-    for name, rgb in photos:
-        for side in sides:
-            x = fit_side(rgb, side)
-            out_path = folder / f"{Path(name).stem}_{side}.png"
-            y = cv2.imread(str(out_path)) if out_path.exists() else None
-            if y is None or y.shape != x.shape:
-                engine = engine or Engine(teacher, max_side=0)
-                y = engine(x).copy()
-                cv2.imwrite(str(out_path), cv2.cvtColor(y, cv2.COLOR_RGB2BGR))
-            else:
-                y = cv2.cvtColor(y, cv2.COLOR_BGR2RGB)
-            pairs.append((x, y))
-    return pairs
+class Teacher:
+    """A full style and its outputs, cached in ``cache`` under the style's sha256.
+
+    The style is resolved once; its engine is loaded only when an output is not cached yet.
+    """
+
+    def __init__(self, style: str, cache: Path):
+        path, self.meta = weights.resolve(style)
+        self.style = style
+        self.folder = cache / f"teacher-{(self.meta.get('sha256') or weights.sha256_of(path))[:16]}"
+        self._engine: Engine | None = None
+
+    def pairs(self, photos: list[tuple[str, np.ndarray]],
+              sides: tuple[int, ...]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(photo, teacher output) for each photo at each longest side in ``sides``."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        pairs = []
+        for name, rgb in photos:
+            for side in sides:
+                x = fit_side(rgb, side)
+                out_path = self.folder / f"{Path(name).stem}_{side}.png"
+                y = cv2.imread(str(out_path)) if out_path.exists() else None
+                if y is None or y.shape != x.shape:
+                    self._engine = self._engine or Engine(self.style, max_side=0)
+                    y = self._engine(x).copy()
+                    cv2.imwrite(str(out_path), cv2.cvtColor(y, cv2.COLOR_RGB2BGR))
+                else:
+                    y = cv2.cvtColor(y, cv2.COLOR_BGR2RGB)
+                pairs.append((x, y))
+        return pairs
 
 
 @torch.inference_mode()
@@ -120,14 +128,14 @@ def main(argv: list[str] | None = None) -> int:
     if len(photos) <= args.val:
         p.error(f"--photos {args.photos}: {len(photos)} readable photos, need more than --val {args.val}")
     cache = args.cache or DEFAULT_CACHE / name
-    teacher_meta = weights.resolve(args.teacher)[1]
+    teacher = Teacher(args.teacher, cache)
     train_photos, val_photos = photos[: -args.val], photos[-args.val:]
-    val_pairs = teacher_pairs(args.teacher, val_photos, (args.max_side,), cache)
+    val_pairs = teacher.pairs(val_photos, (args.max_side,))
 
     device, amp_dtype = pick_device()
     run = Run(Generator(args.width, args.blocks), cache, device)
     if not args.export:
-        pairs = [(x, y) for x, y in teacher_pairs(args.teacher, train_photos, LEVELS, cache)
+        pairs = [(x, y) for x, y in teacher.pairs(train_photos, LEVELS)
                  if min(x.shape[:2]) >= args.crop]
         sampler = CropSampler([(to_tensor(x), to_tensor(y)) for x, y in pairs], run.rng, args.crop)
         run.fit(sampler, steps=args.steps, lr=args.lr, batch=args.batch, amp_dtype=amp_dtype,
@@ -135,13 +143,13 @@ def main(argv: list[str] | None = None) -> int:
                 validate_fn=lambda m: psnr_vs_teacher(m, val_pairs))
 
     ema = run.ema.cpu().float()
-    quality = {"teacher": args.teacher, "teacher_sha256": teacher_meta.get("sha256", ""),
+    quality = {"teacher": args.teacher, "teacher_sha256": teacher.meta.get("sha256", ""),
                "psnr_vs_teacher": round(psnr_vs_teacher(ema, val_pairs), 2),
                "val_photos": [n for n, _ in val_photos], "resolution": f"longest side {args.max_side} px"}
     recipe = {"crop": args.crop, "batch": args.batch, "lr": args.lr, "edge": EDGE_WEIGHT,
               "ema_decay": EMA_DECAY, "levels": list(LEVELS), "train_photos": len(train_photos)}
     path = weights.export_style(ema, args.out, name, source=f"distilled from {args.teacher} on {args.photos.name}/",
-                                license=teacher_meta.get("license", "as the teacher's"),
+                                license=teacher.meta.get("license", "as the teacher's"),
                                 training_steps=run.step, quality=quality, recipe=recipe,
                                 recommended_max_side=args.max_side)
     print(json.dumps({"exported": str(path), "steps": run.step, **quality}))
