@@ -1,10 +1,15 @@
 """How close a style comes to its teacher, pair by pair, at half resolution.
 
     python bench/quality.py --style paprika --pairs ../shared/media/pairs/paprika
+    python bench/quality.py --checkpoint ~/.cache/animestream/train/paprika/last.ckpt --weights model \
+        --pairs ../shared/media/pairs/paprika
 
 Prints one JSON line per aligned pair: PSNR of the style's output, of the untouched photo and of the
 photo's best global colour grade (a per-channel quadratic fitted to that very target), all against
-the target, and whether the pair was trained on (from the style's sidecar).
+the target; ``psnr_student_graded``, the same grade fitted to the style's own output (how much of
+what is left is global colour); and whether the pair was trained on (from the style's sidecar).
+``--checkpoint`` scores a training checkpoint instead of a style: its EMA weights (what gets
+shipped) or, with ``--weights model``, the raw ones.
 """
 from __future__ import annotations
 
@@ -12,22 +17,49 @@ import argparse
 import json
 from pathlib import Path
 
+import torch
+
 from stream.engine import Engine
-from stream.quality import baselines, half, psnr
-from stream.train import load_pairs
+from stream.model import Generator
+from stream.quality import baselines, best_grade, half, psnr
+from stream.train import load_pairs, to_image, to_tensor
+
+
+def _checkpoint_model(path: Path, key: str):
+    """The ``key`` weights of a training checkpoint as an fp32 callable on RGB uint8 images."""
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    model = Generator(state.get("width", 1.0), state.get("blocks", 4))
+    model.load_state_dict(state[key])
+    model.eval()
+
+    @torch.inference_mode()
+    def run(image):
+        return to_image(model(to_tensor(image).unsqueeze(0))[0])
+
+    return run, f"{path.parent.name}@{state['step']}:{key}"
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--style", default="paprika")
+    p.add_argument("--checkpoint", type=Path, help="a training checkpoint (last.ckpt) instead of a style")
+    p.add_argument("--weights", choices=("ema", "model"), default="ema", help="which weights of --checkpoint")
     p.add_argument("--pairs", type=Path, required=True)
     args = p.parse_args()
-    engine = Engine(args.style, max_side=0, precision="fp32")
-    trained = set(engine.meta.get("recipe", {}).get("train_pairs", []))
+    if args.checkpoint:
+        run, name = _checkpoint_model(args.checkpoint, args.weights)
+        trained: set[str] = set()
+    else:
+        engine = Engine(args.style, max_side=0, precision="fp32")
+        run, name = engine, engine.style
+        trained = set(engine.meta.get("recipe", {}).get("train_pairs", []))
     for stem, (photo, target) in load_pairs(args.pairs).items():
         ph, tg = half(photo), half(target)
-        print(json.dumps({"style": engine.style, "pair": stem, "trained_on": stem in trained,
-                          "psnr_student": round(psnr(engine(ph), tg), 2), **baselines(ph, tg)}), flush=True)
+        out = run(ph).copy()
+        print(json.dumps({"style": name, "pair": stem, "trained_on": stem in trained if trained else None,
+                          "psnr_student": round(psnr(out, tg), 2),
+                          "psnr_student_graded": round(psnr(best_grade(out, tg), tg), 2),
+                          **baselines(ph, tg)}), flush=True)
 
 
 if __name__ == "__main__":
