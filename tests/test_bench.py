@@ -32,3 +32,31 @@ def test_live_specs_take_an_optional_cap():
     from bench.bench import _live_spec
     assert _live_spec("paprika@256") == ("paprika", 256)
     assert _live_spec("paprika-lite") == ("paprika-lite", None)
+
+
+def test_quality_scores_a_style_and_a_training_checkpoint(tiny_style, tmp_path):
+    import cv2
+    import numpy as np
+
+    from stream import train
+    pairs = tmp_path / "pairs"
+    pairs.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        photo = cv2.resize(rng.integers(0, 256, (12, 16, 3), dtype=np.uint8), (128, 96))
+        cv2.imwrite(str(pairs / f"{name}_photo.png"), photo)
+        cv2.imwrite(str(pairs / f"{name}_target.png"), 255 - photo)
+    assert train.main(["--pairs", str(pairs), "--val", "b", "--name", "toy", "--cache", str(tmp_path / "c"),
+                       "--out", str(tmp_path / "w"), "--width", "0.25", "--blocks", "1", "--crop", "32",
+                       "--batch", "2", "--steps", "1", "--threads", "1"]) == 0
+    checkpoint = ["--checkpoint", str(tmp_path / "c" / "last.ckpt"), "--weights", "model"]
+    for extra in (["--style", str(tiny_style)], checkpoint):
+        done = subprocess.run([sys.executable, "bench/quality.py", "--pairs", str(pairs), *extra], cwd=ROOT,
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        rows = [json.loads(line) for line in done.stdout.splitlines()]
+        assert [r["pair"] for r in rows] == ["a", "b"]
+        for r in rows:
+            assert r["psnr_photo"] < 10 and r["psnr_grade"] > r["psnr_photo"]
+            assert r["psnr_student_graded"] >= r["psnr_student"] - 0.01  # a fitted grade never makes it worse
+    assert rows[0]["style"] == "c@1:model"
