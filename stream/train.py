@@ -12,7 +12,9 @@ pairs' resolution, horizontal flips, the same random RGB channel permutation on 
 edges (+ optionally L1 of a 4x low-pass), Adam with warm-up and cosine decay, and an exponential
 moving average of the weights, which is what gets validated and shipped. Larger crops at exactly
 the validation scale with a colour-weighted loss were tried first and learned a global green cast
-from the forest-heavy pair.
+from the forest-heavy pair. ``--crop 0`` trains on whole images instead: every GroupNorm of the
+generator normalises over the whole frame, so only whole images are normalised as at inference
+(slower per step; meant for fine-tuning a crop-trained run, with ``--init``).
 bf16 autocast on CPUs with native bf16, CUDA when present.
 """
 from __future__ import annotations
@@ -99,7 +101,11 @@ def pyramid(pairs: list[tuple[np.ndarray, np.ndarray]], crop: int,
 
 
 class CropSampler:
-    """Random aligned crops from (input, target) tensor pairs at least ``crop`` pixels on each side."""
+    """Random aligned crops from (input, target) tensor pairs at least ``crop`` pixels on each side.
+
+    ``crop == 0`` samples whole images instead. The generator's GroupNorm layers normalise over the
+    whole image, so a crop is normalised with other statistics than the full frame at inference.
+    """
 
     def __init__(self, levels: list[tuple[torch.Tensor, torch.Tensor]], rng: random.Random, crop: int,
                  color_aug: float = 0.0, tone_aug: float = 0.0, gain: tuple[float, float] = GAIN_RANGE,
@@ -109,13 +115,18 @@ class CropSampler:
         self.levels = levels
 
     def batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``n`` crops, or with ``crop == 0`` ``n`` differently augmented copies of one whole level."""
         xs, ys = [], []
+        whole = None if self.crop else self.rng.choice(self.levels)
         for _ in range(n):
-            x, y = self.rng.choice(self.levels)
-            c = self.crop
-            top = self.rng.randrange(x.shape[1] - c + 1)
-            left = self.rng.randrange(x.shape[2] - c + 1)
-            x, y = x[:, top:top + c, left:left + c], y[:, top:top + c, left:left + c]
+            if self.crop:
+                x, y = self.rng.choice(self.levels)
+                c = self.crop
+                top = self.rng.randrange(x.shape[1] - c + 1)
+                left = self.rng.randrange(x.shape[2] - c + 1)
+                x, y = x[:, top:top + c, left:left + c], y[:, top:top + c, left:left + c]
+            else:
+                x, y = whole
             if self.rng.random() < 0.5:
                 x, y = x.flip(-1), y.flip(-1)
             if self.rng.random() < self.color_aug:
@@ -253,7 +264,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--init", metavar="STYLE", help="start a new run from this style's weights (a name or a .pt "
                    "file of the same width and blocks) instead of random ones: it already draws the photo")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
-    p.add_argument("--crop", type=int, default=CROP_PX, help="crop side, pixels (default: %(default)s)")
+    p.add_argument("--crop", type=int, default=CROP_PX,
+                   help="crop side, pixels; 0 trains on whole images, normalised as at inference "
+                        "(default: %(default)s)")
     p.add_argument("--batch", type=int, default=BATCH, help="crops per step (default: %(default)s)")
     p.add_argument("--scales", type=float, nargs=2, default=SCALE_RANGE, metavar=("MIN", "MAX"),
                    help="crop scales relative to the pairs' resolution (default: %(default)s)")

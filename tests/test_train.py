@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import random
 
 import cv2
 import numpy as np
@@ -104,3 +105,16 @@ def test_train_can_start_from_an_existing_style(pairs_dir, tiny_style, tiny_mode
         train.main([*common[:-10], "--cache", str(tmp_path / "c2"), "--init", str(tiny_style), "--steps", "1"])
     assert exc.value.code == 2
     assert "not the same architecture" in capsys.readouterr().err
+
+
+def test_whole_image_sampling_keeps_the_pair_aligned_and_uncropped():
+    photo = _image(3, 40, 64)
+    levels = train.pyramid([(photo, 255 - photo)], 0, (0.5, 1.0))
+    sampler = train.CropSampler(levels, random.Random(1), 0, color_aug=1.0, tone_aug=0.0)
+    sizes = set()
+    for _ in range(6):
+        x, y = sampler.batch(2)
+        assert x.shape == y.shape and x.shape[0] == 2
+        assert torch.allclose(x, -y, atol=0.01)  # every augmentation hit both (0.01: uint8 resize rounding)
+        sizes.add(tuple(x.shape[-2:]))
+    assert sizes <= {tuple(t.shape[-2:]) for t, _ in levels} and len(sizes) > 1  # whole levels, several scales
