@@ -60,3 +60,14 @@ def test_quality_scores_a_style_and_a_training_checkpoint(tiny_style, tmp_path):
             assert r["psnr_photo"] < 10 and r["psnr_grade"] > r["psnr_photo"]
             assert r["psnr_student_graded"] >= r["psnr_student"] - 0.01  # a fitted grade never makes it worse
     assert rows[0]["style"] == "c@1:model"
+
+
+def test_forward_variants_match_the_reference(tiny_style):
+    done = subprocess.run([sys.executable, "bench/variants.py", "--style", str(tiny_style), "--size", "64x48",
+                           "--repeat", "1", "--precision", "fp32"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    rows = {r["variant"]: r for r in map(json.loads, done.stdout.splitlines())}
+    assert set(rows) == {"reference", "padfree", "rows"}
+    assert rows["padfree"]["max_abs_diff"] < 1e-4  # the same sums, only without the padded copy
+    assert 0.0 <= rows["rows"]["max_abs_diff"] < 1e-4  # bands of 32 rows: 48 rows cross one band edge
+    assert all(r["ms_median"] > 0 for r in rows.values())
