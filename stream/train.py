@@ -24,6 +24,7 @@ import copy
 import json
 import math
 import os
+import pickle
 import random
 import sys
 import time
@@ -247,6 +248,25 @@ class Run:
                 t0, losses = time.perf_counter(), []
 
 
+def _init_weights(spec: str) -> tuple[int, dict]:
+    """(steps already trained, state_dict) of ``--init``: a run's ``last.ckpt`` (its EMA) or a style."""
+    if spec.endswith(".ckpt"):
+        try:
+            state = torch.load(spec, map_location="cpu", weights_only=True)
+            return int(state["step"]), state["ema"]
+        except (OSError, KeyError, RuntimeError, pickle.UnpicklingError) as e:
+            raise AnimestreamError(f"{spec}: not a training checkpoint of this command ({e})") from None
+    return 0, weights.load_model(spec).state_dict()
+
+
+def _init_name(spec: str | None) -> str | None:
+    """How the sidecar names ``--init``: a checkpoint by its run folder, never by an absolute path."""
+    if spec is None:
+        return None
+    path = Path(spec)
+    return f"{path.parent.name}/{path.name}" if spec.endswith(".ckpt") else (path.name if path.suffix else spec)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m stream.train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -261,8 +281,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--source", default="", help="where the training pairs come from (for the sidecar)")
     p.add_argument("--license", default="non-commercial (inherited from the training data)")
     p.add_argument("--export", action="store_true", help="only export the latest checkpoint")
-    p.add_argument("--init", metavar="STYLE", help="start a new run from this style's weights (a name or a .pt "
-                   "file of the same width and blocks) instead of random ones: it already draws the photo")
+    p.add_argument("--init", metavar="STYLE", help="start a new run from this style's weights (a name, a .pt "
+                   "file, or another run's last.ckpt, whose EMA weights and step count carry over; of the "
+                   "same width and blocks) instead of random ones: it already draws the photo")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
     p.add_argument("--crop", type=int, default=CROP_PX,
                    help="crop side, pixels; 0 trains on whole images, normalised as at inference "
@@ -301,9 +322,12 @@ def main(argv: list[str] | None = None) -> int:
     cache = args.cache or DEFAULT_CACHE / args.name
     device, amp_dtype = pick_device()
     model = Generator(args.width, args.blocks)
-    if args.init and not (cache / "last.ckpt").exists():
+    init_steps, init_state = 0, None
+    if args.init:
         try:
-            model.load_state_dict(weights.load_model(args.init).state_dict())
+            init_steps, init_state = _init_weights(args.init)
+            if not (cache / "last.ckpt").exists():
+                model.load_state_dict(init_state)
         except AnimestreamError as e:
             p.error(f"--init: {e}")
         except RuntimeError as e:
@@ -326,10 +350,11 @@ def main(argv: list[str] | None = None) -> int:
     recipe = {"crop": args.crop, "batch": args.batch, "scales": list(args.scales), "lr": args.lr,
               "edge": args.edge, "lowpass": args.lowpass, "color_aug": args.color_aug,
               "tone_aug": args.tone_aug, "gain": list(args.gain), "gamma": list(args.gamma),
-              "ema_decay": EMA_DECAY, "init": args.init,
+              "ema_decay": EMA_DECAY, "init": _init_name(args.init), "init_steps": init_steps,
               "train_pairs": sorted(k for k in all_pairs if k not in args.val)}
     path = weights.export_style(ema.cpu().float(), args.out, args.name, source=args.source,
-                                license=args.license, training_steps=step, quality=quality, recipe=recipe)
+                                license=args.license, training_steps=init_steps + step, quality=quality,
+                                recipe=recipe)
     print(json.dumps({"exported": str(path), "steps": step, **quality}))
     return 0
 

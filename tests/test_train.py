@@ -100,11 +100,32 @@ def test_train_can_start_from_an_existing_style(pairs_dir, tiny_style, tiny_mode
     started = weights.load_model(tmp_path / "w" / "toy.pt").state_dict()
     for key, value in tiny_model.state_dict().items():
         assert torch.allclose(started[key], value, atol=1e-4), key
-    assert json.loads((tmp_path / "w" / "toy.json").read_text())["recipe"]["init"] == str(tiny_style)
+    assert json.loads((tmp_path / "w" / "toy.json").read_text())["recipe"]["init"] == tiny_style.name
     with pytest.raises(SystemExit) as exc:
         train.main([*common[:-10], "--cache", str(tmp_path / "c2"), "--init", str(tiny_style), "--steps", "1"])
     assert exc.value.code == 2
     assert "not the same architecture" in capsys.readouterr().err
+
+
+def test_train_can_continue_another_runs_checkpoint_as_a_new_stage(pairs_dir, tmp_path, capsys):
+    common = ["--pairs", str(pairs_dir), "--val", "b", "--name", "toy", "--out", str(tmp_path / "w"), *TINY]
+    assert train.main([*common, "--cache", str(tmp_path / "crops"), "--steps", "2"]) == 0
+    ckpt = tmp_path / "crops" / "last.ckpt"
+    ema = torch.load(ckpt, weights_only=True)["ema"]
+    assert train.main([*common, "--cache", str(tmp_path / "whole"), "--crop", "0", "--init", str(ckpt),
+                       "--steps", "1", "--lr", "1e-12"]) == 0
+    meta = json.loads((tmp_path / "w" / "toy.json").read_text())
+    assert meta["training_steps"] == 3
+    assert (meta["recipe"]["init"], meta["recipe"]["init_steps"], meta["recipe"]["crop"]) == ("crops/last.ckpt", 2, 0)
+    started = weights.load_model(tmp_path / "w" / "toy.pt").state_dict()
+    for key, value in ema.items():
+        assert torch.allclose(started[key], value, atol=1e-4), key
+    (tmp_path / "bad.ckpt").write_bytes(b"not a checkpoint")
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        train.main([*common, "--cache", str(tmp_path / "c3"), "--init", str(tmp_path / "bad.ckpt")])
+    assert exc.value.code == 2
+    assert "bad.ckpt: not a training checkpoint" in capsys.readouterr().err
 
 
 def test_whole_image_sampling_keeps_the_pair_aligned_and_uncropped():
