@@ -9,7 +9,10 @@ photo's best global colour grade (a per-channel quadratic fitted to that very ta
 the target; ``psnr_student_graded``, the same grade fitted to the style's own output (how much of
 what is left is global colour); and whether the pair was trained on (from the style's sidecar).
 ``--checkpoint`` scores a training checkpoint instead of a style: its EMA weights (what gets
-shipped) or, with ``--weights model``, the raw ones.
+shipped) or, with ``--weights model``, the raw ones. ``--tile N`` runs the model on N x N tiles
+instead of the whole image (the remainder at the right and bottom is left out of every score): the
+generator's GroupNorm layers normalise over what they are given, so this shows what a model
+trained on N x N crops does on the statistics it was trained with.
 """
 from __future__ import annotations
 
@@ -39,12 +42,28 @@ def _checkpoint_model(path: Path, key: str):
     return run, f"{path.parent.name}@{state['step']}:{key}"
 
 
+def _whole_tiles(image, tile: int):
+    """The part of ``image`` covered by whole ``tile`` x ``tile`` tiles."""
+    h, w = image.shape[:2]
+    return image[: h - h % tile, : w - w % tile]
+
+
+def _tiled(run, image, tile: int):
+    """``run`` applied to each ``tile`` x ``tile`` tile of ``image`` on its own."""
+    out = image.copy()
+    for y in range(0, image.shape[0], tile):
+        for x in range(0, image.shape[1], tile):
+            out[y:y + tile, x:x + tile] = run(image[y:y + tile, x:x + tile].copy())
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--style", default="paprika")
     p.add_argument("--checkpoint", type=Path, help="a training checkpoint (last.ckpt) instead of a style")
     p.add_argument("--weights", choices=("ema", "model"), default="ema", help="which weights of --checkpoint")
     p.add_argument("--pairs", type=Path, required=True)
+    p.add_argument("--tile", type=int, default=0, help="run on tiles of this side, pixels (0: whole image)")
     args = p.parse_args()
     if args.checkpoint:
         run, name = _checkpoint_model(args.checkpoint, args.weights)
@@ -55,8 +74,13 @@ def main() -> None:
         trained = set(engine.meta.get("recipe", {}).get("train_pairs", []))
     for stem, (photo, target) in load_pairs(args.pairs).items():
         ph, tg = half(photo), half(target)
-        out = run(ph).copy()
+        if args.tile:
+            ph, tg = (_whole_tiles(a, args.tile) for a in (ph, tg))
+            out = _tiled(run, ph, args.tile)
+        else:
+            out = run(ph).copy()
         print(json.dumps({"style": name, "pair": stem, "trained_on": stem in trained if trained else None,
+                          "tile": args.tile or None,
                           "psnr_student": round(psnr(out, tg), 2),
                           "psnr_student_graded": round(psnr(best_grade(out, tg), tg), 2),
                           **baselines(ph, tg)}), flush=True)

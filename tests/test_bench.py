@@ -50,7 +50,8 @@ def test_quality_scores_a_style_and_a_training_checkpoint(tiny_style, tmp_path):
                        "--out", str(tmp_path / "w"), "--width", "0.25", "--blocks", "1", "--crop", "32",
                        "--batch", "2", "--steps", "1", "--threads", "1"]) == 0
     checkpoint = ["--checkpoint", str(tmp_path / "c" / "last.ckpt"), "--weights", "model"]
-    for extra in (["--style", str(tiny_style)], checkpoint):
+    tiled = ["--style", str(tiny_style), "--tile", "32"]
+    for extra in (tiled, ["--style", str(tiny_style)], checkpoint):
         done = subprocess.run([sys.executable, "bench/quality.py", "--pairs", str(pairs), *extra], cwd=ROOT,
                               capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr
@@ -59,12 +60,14 @@ def test_quality_scores_a_style_and_a_training_checkpoint(tiny_style, tmp_path):
         for r in rows:
             assert r["psnr_photo"] < 10 and r["psnr_grade"] > r["psnr_photo"]
             assert r["psnr_student_graded"] >= r["psnr_student"] - 0.01  # a fitted grade never makes it worse
+            assert r["tile"] == (32 if extra is tiled else None)
     assert rows[0]["style"] == "c@1:model"
 
 
 def test_forward_variants_match_the_reference(tiny_style):
     done = subprocess.run([sys.executable, "bench/variants.py", "--style", str(tiny_style), "--size", "64x48",
-                           "--repeat", "1", "--precision", "fp32"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+                           "--repeat", "1", "--precision", "fp32"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     rows = {r["variant"]: r for r in map(json.loads, done.stdout.splitlines())}
     assert set(rows) == {"reference", "padfree", "rows"}
