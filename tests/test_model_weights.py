@@ -152,6 +152,7 @@ def test_builtin_paprika_sidecar():
     for key in ("psnr_student", "psnr_photo", "psnr_grade"):
         assert isinstance(meta["quality"][key], (int, float)), key
         assert 5.0 < meta["quality"][key] < 60.0, key
+    assert meta["quality"]["psnr_student"] > meta["quality"]["psnr_grade"]  # more than a recolouring
     assert meta["sha256"] == sha256(PAPRIKA)
     if meta.get("width", 1.0) == 1.0 and meta.get("blocks", 4) == 4:
         assert meta.get("parameters", OFFICIAL_PARAMETERS) == OFFICIAL_PARAMETERS

@@ -51,3 +51,16 @@ def test_sidecar_baselines_match_the_validation_pair():
     base = [baselines(*map(half, _pair(stem))) for stem in stems]
     assert quality["psnr_photo"] == pytest.approx(np.mean([b["psnr_photo"] for b in base]), abs=0.02)
     assert quality["psnr_grade"] == pytest.approx(np.mean([b["psnr_grade"] for b in base]), abs=0.02)
+
+
+@needs_shared
+def test_shipped_paprika_beats_the_grade_on_the_pair_it_never_saw():
+    from stream.engine import Engine
+    meta = json.loads(PAPRIKA.with_suffix(".json").read_text())
+    (stem,) = meta["quality"]["val_pairs"]
+    assert stem not in meta["recipe"]["train_pairs"]
+    photo, target = map(half, _pair(stem))
+    out = Engine(PAPRIKA, max_side=0, precision="fp32")(photo)
+    measured = psnr(out, target)
+    assert measured == pytest.approx(meta["quality"]["psnr_student"], abs=0.05)  # the sidecar tells the truth
+    assert measured > baselines(photo, target)["psnr_grade"]  # it learned more than a global recolouring
