@@ -7,7 +7,8 @@ every photo once at a few sizes (cached in ``--cache``); the student, a narrower
 to reproduce those outputs from random crops. Any photos will do: the teacher defines the target for
 every input, so there is no aligned-pair shortage as there is when training a style. The last
 ``--val`` photos (sorted by name) are held back, and the student's PSNR against the teacher on them,
-both at the student's recommended inference cap, goes into the sidecar.
+both at the student's recommended inference cap, goes into the sidecar. A rerun with ``--crop 0``
+and more ``--steps`` continues the same run on whole images, normalised as at inference.
 """
 from __future__ import annotations
 
@@ -109,7 +110,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="recommended inference cap written to the sidecar, pixels (default: %(default)s)")
     p.add_argument("--steps", type=int, default=STEPS, help="total optimiser steps (default: %(default)s)")
     p.add_argument("--lr", type=float, default=LR, help="peak Adam learning rate (default: %(default)s)")
-    p.add_argument("--crop", type=int, default=CROP_PX, help="crop side, pixels (default: %(default)s)")
+    p.add_argument("--crop", type=int, default=CROP_PX,
+                   help="crop side, pixels; 0 trains on whole images, normalised as at inference "
+                        "(default: %(default)s)")
     p.add_argument("--batch", type=int, default=BATCH, help="crops per step (default: %(default)s)")
     p.add_argument("--val", type=int, default=VAL_PHOTOS, help="photos held back (default: %(default)s)")
     p.add_argument("--cache", type=Path, default=None, help=f"checkpoint folder (default: {DEFAULT_CACHE}/NAME)")
@@ -118,9 +121,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--export", action="store_true", help="only export the latest checkpoint")
     args = p.parse_args(argv)
     for flag, value in (("--val", args.val), ("--max-side", args.max_side), ("--steps", args.steps),
-                        ("--crop", args.crop), ("--batch", args.batch)):
+                        ("--batch", args.batch)):
         if value < 1:
             p.error(f"{flag} must be >= 1, not {value}")
+    if args.crop < 0:
+        p.error(f"--crop must be >= 0, not {args.crop}")
     if args.threads:
         torch.set_num_threads(args.threads)
     name = args.name or f"{Path(args.teacher).stem}-lite"

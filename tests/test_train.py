@@ -74,6 +74,11 @@ def test_distill_writes_a_lite_style_with_psnr_against_the_teacher(tiny_style, t
     cached = sorted(p.name for p in (tmp_path / "cache").glob("teacher-*/*.png"))
     assert "p0_160.png" in cached and "p2_64.png" in cached
     assert weights.load_model(tmp_path / "w" / "toy-lite.pt") is not None
+    args[args.index("--crop") + 1], args[args.index("--steps") + 1] = "0", "3"  # a whole-image stage
+    assert distill.main(args) == 0
+    assert "resumed" in capsys.readouterr().err
+    meta = json.loads((tmp_path / "w" / "toy-lite.json").read_text())
+    assert (meta["training_steps"], meta["recipe"]["crop"]) == (3, 0)
 
 
 def test_distill_needs_more_photos_than_it_holds_back(tiny_style, tmp_path, capsys):
