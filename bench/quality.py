@@ -25,12 +25,12 @@ import torch
 from stream.engine import Engine
 from stream.model import Generator
 from stream.quality import baselines, best_grade, half, psnr
-from stream.train import load_pairs, to_image, to_tensor
+from stream.train import load_pairs, read_checkpoint, to_image, to_tensor
 
 
 def _checkpoint_model(path: Path, key: str):
     """The ``key`` weights of a training checkpoint as an fp32 callable on RGB uint8 images."""
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = read_checkpoint(path)
     model = Generator(state.get("width", 1.0), state.get("blocks", 4))
     model.load_state_dict(state[key])
     model.eval()

@@ -183,6 +183,18 @@ def _lr_at(step: int, total: int, peak: float) -> float:
     return peak * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
+def read_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu") -> dict:
+    """A checkpoint written by :class:`Run` (keys ``model``, ``ema``, ``opt``, ``step``, ``rng``,
+    ``width``, ``blocks``), tensors on ``device``; anything else raises :class:`AnimestreamError`."""
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+        if not isinstance(state, dict) or not {"model", "ema", "step"} <= state.keys():
+            raise KeyError("model, ema or step")
+        return state
+    except (OSError, KeyError, RuntimeError, pickle.UnpicklingError) as e:
+        raise AnimestreamError(f"{path}: not a training checkpoint of this command ({e})") from None
+
+
 class Run:
     """A resumable training run: model, EMA copy, Adam and RNG, checkpointed in ``cache``."""
 
@@ -194,7 +206,7 @@ class Run:
         self.opt = torch.optim.Adam(self.model.parameters(), lr=LR, betas=(0.9, 0.99))
         self.step, self.rng = 0, random.Random(0)
         if self.ckpt_path.exists():
-            state = torch.load(self.ckpt_path, map_location=device, weights_only=False)
+            state = read_checkpoint(self.ckpt_path, device)
             self.model.load_state_dict(state["model"])
             self.ema.load_state_dict(state["ema"])
             self.opt.load_state_dict(state["opt"])
@@ -251,11 +263,8 @@ class Run:
 def _init_weights(spec: str) -> tuple[int, dict]:
     """(steps already trained, state_dict) of ``--init``: a run's ``last.ckpt`` (its EMA) or a style."""
     if spec.endswith(".ckpt"):
-        try:
-            state = torch.load(spec, map_location="cpu", weights_only=True)
-            return int(state["step"]), state["ema"]
-        except (OSError, KeyError, RuntimeError, pickle.UnpicklingError) as e:
-            raise AnimestreamError(f"{spec}: not a training checkpoint of this command ({e})") from None
+        state = read_checkpoint(spec)
+        return state["step"], state["ema"]
     return 0, weights.load_model(spec).state_dict()
 
 
@@ -322,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     cache = args.cache or DEFAULT_CACHE / args.name
     device, amp_dtype = pick_device()
     model = Generator(args.width, args.blocks)
-    init_steps, init_state = 0, None
+    init_steps = 0
     if args.init:
         try:
             init_steps, init_state = _init_weights(args.init)
