@@ -31,7 +31,7 @@ from stream.train import load_pairs, read_checkpoint, to_image, to_tensor
 def _checkpoint_model(path: Path, key: str):
     """The ``key`` weights of a training checkpoint as an fp32 callable on RGB uint8 images."""
     state = read_checkpoint(path)
-    model = Generator(state.get("width", 1.0), state.get("blocks", 4))
+    model = Generator(state.get("width", 1.0), state.get("blocks", 4), state.get("skip", False))
     model.load_state_dict(state[key])
     model.eval()
 

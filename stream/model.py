@@ -6,6 +6,11 @@ Tensor names and shapes match the public PyTorch checkpoints (bryandlee/animegan
 Input and output are RGB, NCHW, float in [-1, 1]. Every normalisation is a single-group GroupNorm,
 so results do not depend on the batch size. ``width`` and ``blocks`` shrink the network for the
 ``-lite`` styles; the defaults are the official architecture (2,143,552 parameters).
+
+``skip=True`` adds the input to the output (clamped to [-1, 1]) and starts the last convolution at
+zero, so an untrained network returns the photo. It adds no parameters and no tensor names; it is
+for styles that stay close to the photo (AnimeGANv3 Hayao and Shinkai keep most of it), which a
+plain generator has to learn to redraw from scratch before it can learn the style.
 """
 from __future__ import annotations
 
@@ -53,11 +58,12 @@ class InvertedResBlock(nn.Module):
 class Generator(nn.Module):
     """AnimeGANv2 generator; ``width`` scales every channel count, ``blocks`` is the inverted-residual count."""
 
-    def __init__(self, width: float = 1.0, blocks: int = 4):
+    def __init__(self, width: float = 1.0, blocks: int = 4, skip: bool = False):
         super().__init__()
         c32, c64, c128, c256 = (max(8, int(round(c * width))) for c in (32, 64, 128, 256))
         self.width = width
         self.blocks = blocks
+        self.skip = skip
         self.block_a = nn.Sequential(
             ConvNormLReLU(3, c32, kernel_size=7, padding=3),
             ConvNormLReLU(c32, c64, stride=2, padding=(0, 1, 0, 1)),
@@ -80,6 +86,13 @@ class Generator(nn.Module):
             ConvNormLReLU(c64, c32, kernel_size=7, padding=3),
         )
         self.out_layer = nn.Sequential(nn.Conv2d(c32, 3, kernel_size=1, bias=False), nn.Tanh())
+        if skip:
+            self.start_from_photo()
+
+    def start_from_photo(self) -> None:
+        """Zero the last convolution: with ``skip`` the output is then exactly the input."""
+        with torch.no_grad():
+            self.out_layer[0].weight.zero_()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.block_a(x)
@@ -88,4 +101,7 @@ class Generator(nn.Module):
         out = F.interpolate(out, size=half_size, mode="bilinear", align_corners=True)
         out = self.block_d(out)
         out = F.interpolate(out, size=x.shape[-2:], mode="bilinear", align_corners=True)
-        return self.out_layer(self.block_e(out))
+        out = self.out_layer(self.block_e(out))
+        if self.skip:
+            out = torch.clamp(out + x, -1.0, 1.0)
+        return out

@@ -185,7 +185,7 @@ def _lr_at(step: int, total: int, peak: float) -> float:
 
 def read_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu") -> dict:
     """A checkpoint written by :class:`Run` (keys ``model``, ``ema``, ``opt``, ``step``, ``rng``,
-    ``width``, ``blocks``), tensors on ``device``; anything else raises :class:`AnimestreamError`."""
+    ``width``, ``blocks``, ``skip``), tensors on ``device``; anything else raises :class:`AnimestreamError`."""
     try:
         state = torch.load(path, map_location=device, weights_only=True)
         if not isinstance(state, dict) or not {"model", "ema", "step"} <= state.keys():
@@ -207,6 +207,9 @@ class Run:
         self.step, self.rng = 0, random.Random(0)
         if self.ckpt_path.exists():
             state = read_checkpoint(self.ckpt_path, device)
+            if bool(state.get("skip", False)) != bool(getattr(model, "skip", False)):
+                raise AnimestreamError(f"{self.ckpt_path}: this run was started "
+                                       f"{'with' if state.get('skip') else 'without'} --skip; resume it the same way")
             self.model.load_state_dict(state["model"])
             self.ema.load_state_dict(state["ema"])
             self.opt.load_state_dict(state["opt"])
@@ -218,7 +221,8 @@ class Run:
         tmp = self.ckpt_path.with_suffix(".tmp")
         torch.save({"model": self.model.state_dict(), "ema": self.ema.state_dict(), "opt": self.opt.state_dict(),
                     "step": self.step, "rng": self.rng.getstate(),
-                    "width": getattr(self.model, "width", 1.0), "blocks": getattr(self.model, "blocks", 4)}, tmp)
+                    "width": getattr(self.model, "width", 1.0), "blocks": getattr(self.model, "blocks", 4),
+                    "skip": getattr(self.model, "skip", False)}, tmp)
         os.replace(tmp, self.ckpt_path)
 
     def fit(self, sampler, *, steps: int, lr: float, batch: int, amp_dtype: torch.dtype,
@@ -260,12 +264,13 @@ class Run:
                 t0, losses = time.perf_counter(), []
 
 
-def _init_weights(spec: str) -> tuple[int, dict]:
-    """(steps already trained, state_dict) of ``--init``: a run's ``last.ckpt`` (its EMA) or a style."""
+def _init_weights(spec: str) -> tuple[int, dict, bool]:
+    """(steps already trained, state_dict, skip) of ``--init``: a run's ``last.ckpt`` (its EMA) or a style."""
     if spec.endswith(".ckpt"):
         state = read_checkpoint(spec)
-        return state["step"], state["ema"]
-    return 0, weights.load_model(spec).state_dict()
+        return state["step"], state["ema"], bool(state.get("skip", False))
+    module = weights.load_model(spec)
+    return 0, module.state_dict(), bool(getattr(module, "skip", False))
 
 
 def _init_name(spec: str | None) -> str | None:
@@ -285,6 +290,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=6000, help="total optimiser steps (default: %(default)s)")
     p.add_argument("--width", type=float, default=1.0, help="channel width multiplier (lite styles < 1)")
     p.add_argument("--blocks", type=int, default=4, help="inverted residual blocks (default: %(default)s)")
+    p.add_argument("--skip", action="store_true",
+                   help="add the photo to the output and start from it (see stream.model): for styles "
+                        "that keep most of the photo; an --init without it keeps its features only")
     p.add_argument("--cache", type=Path, default=None, help=f"checkpoint folder (default: {DEFAULT_CACHE}/NAME)")
     p.add_argument("--out", type=Path, default=Path("weights"), help="where the style is exported")
     p.add_argument("--source", default="", help="where the training pairs come from (for the sidecar)")
@@ -330,18 +338,23 @@ def main(argv: list[str] | None = None) -> int:
 
     cache = args.cache or DEFAULT_CACHE / args.name
     device, amp_dtype = pick_device()
-    model = Generator(args.width, args.blocks)
+    model = Generator(args.width, args.blocks, args.skip)
     init_steps = 0
     if args.init:
         try:
-            init_steps, init_state = _init_weights(args.init)
+            init_steps, init_state, init_skip = _init_weights(args.init)
             if not (cache / "last.ckpt").exists():
                 model.load_state_dict(init_state)
+                if args.skip and not init_skip:
+                    model.start_from_photo()
         except AnimestreamError as e:
             p.error(f"--init: {e}")
         except RuntimeError as e:
             p.error(f"--init {args.init}: not the same architecture ({str(e).splitlines()[0]})")
-    run = Run(model, cache, device)
+    try:
+        run = Run(model, cache, device)
+    except AnimestreamError as e:
+        p.error(str(e))
     if not args.export:
         sampler = CropSampler(pyramid(train_pairs, args.crop, tuple(args.scales)), run.rng, args.crop,
                               args.color_aug, args.tone_aug, tuple(args.gain), tuple(args.gamma))

@@ -166,6 +166,7 @@ def export_style(model: Generator, folder: Path, name: str, *, source: str, lice
     """Script ``model`` to ``folder/name.pt`` and write its sidecar ``folder/name.json``."""
     meta = {"name": name, "architecture": ARCHITECTURE,
             "width": getattr(model, "width", 1.0), "blocks": getattr(model, "blocks", 4),
+            "skip": getattr(model, "skip", False),
             "parameters": sum(p.numel() for p in model.parameters()),
             "source": source, "license": license, "training_steps": training_steps,
             "quality": quality, "recipe": recipe or {}, "recommended_max_side": recommended_max_side}

@@ -54,6 +54,17 @@ def test_parameter_count_is_the_official_one(spec):
     assert sum(torch.Size(s).numel() for s in spec["tensors"].values()) == OFFICIAL_PARAMETERS
 
 
+def test_skip_generator_has_the_official_tensors_and_starts_as_the_identity(spec):
+    model = Generator(skip=True).eval()
+    assert sorted(model.state_dict()) == sorted(spec["tensors"])
+    x = _x(seed=5)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), x)
+        model.out_layer[0].weight.fill_(10.0)  # saturate the tanh: the output stays clamped to [-1, 1]
+        y = model(x)
+    assert float(y.min()) >= -1.0 and float(y.max()) <= 1.0 and not torch.allclose(y, x)
+
+
 def test_generator_maps_to_same_size_in_range(full_model):
     with torch.no_grad():
         for h, w in ((48, 64), (36, 52)):

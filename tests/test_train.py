@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from stream import distill, train, weights
+from stream.engine import Engine
 
 TINY = ["--width", "0.25", "--blocks", "1", "--crop", "32", "--batch", "2", "--threads", "1"]
 
@@ -144,3 +145,21 @@ def test_whole_image_sampling_keeps_the_pair_aligned_and_uncropped():
         assert torch.allclose(x, -y, atol=0.01)  # every augmentation hit both (0.01: uint8 resize rounding)
         sizes.add(tuple(x.shape[-2:]))
     assert sizes <= {tuple(t.shape[-2:]) for t, _ in levels} and len(sizes) > 1  # whole levels, several scales
+
+
+def test_skip_style_starts_as_the_photo_keeps_its_flag_and_must_resume_the_same_way(pairs_dir, tiny_style,
+                                                                                      tmp_path, capsys):
+    common = ["--pairs", str(pairs_dir), "--val", "b", "--name", "toy", "--out", str(tmp_path / "w"),
+              "--cache", str(tmp_path / "c"), *TINY]
+    assert train.main([*common, "--skip", "--init", str(tiny_style), "--steps", "1", "--lr", "1e-12"]) == 0
+    meta = json.loads((tmp_path / "w" / "toy.json").read_text())
+    assert meta["skip"] is True
+    assert abs(meta["quality"]["psnr_student"] - meta["quality"]["psnr_photo"]) < 0.05  # untrained: the photo
+    engine = Engine(tmp_path / "w" / "toy.pt", precision="fp32")
+    frame = _image(7, 48, 64)
+    assert np.abs(engine(frame).astype(int) - frame).max() <= 1
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        train.main([*common, "--steps", "2"])
+    assert exc.value.code == 2
+    assert "started with --skip; resume it the same way" in capsys.readouterr().err
