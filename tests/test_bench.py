@@ -74,3 +74,13 @@ def test_forward_variants_match_the_reference(tiny_style):
     assert rows["padfree"]["max_abs_diff"] < 1e-4  # the same sums, only without the padded copy
     assert 0.0 <= rows["rows"]["max_abs_diff"] < 1e-4  # bands of 32 rows: 48 rows cross one band edge
     assert all(r["ms_median"] > 0 for r in rows.values())
+
+
+def test_int8_bench_quantizes_and_stays_close_to_fp32(tiny_style):
+    done = subprocess.run([sys.executable, "bench/int8.py", "--style", str(tiny_style), "--size", "64x48",
+                           "--repeat", "1"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    rows = {r["config"]: r for r in map(json.loads, done.stdout.splitlines())}
+    assert set(rows) == {"bf16", "int8"}
+    assert rows["int8"]["int8_op_ms"]["quantized::conv2d"] > 0  # the convolutions really ran in INT8
+    assert 20 < rows["int8"]["psnr_vs_fp32"] < rows["bf16"]["psnr_vs_fp32"]  # quantized, yet the same picture

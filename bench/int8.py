@@ -1,0 +1,107 @@
+"""INT8 inference (PyTorch eager static quantization, oneDNN VNNI kernels) against the engine's bf16.
+
+    python bench/int8.py [--style paprika] [--size 512x288] [--repeat 6]
+
+Prints one JSON line per configuration, timed alternately in this one process on the same input:
+``bf16`` is the style as the engine runs it; ``int8`` is the FX-quantized generator (weights per
+channel, activations per tensor, calibrated on frames of the shipped sample). Every layer runs its
+convolution in INT8, but GroupNorm has no fast quantized kernel, so each layer dequantizes before
+it and quantizes again after: ``int8_op_ms`` splits one call's time by operator to show where it
+goes. ``psnr_vs_fp32`` compares each output with the fp32 model's on a frame not used to calibrate.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+from torch.ao.quantization import get_default_qconfig_mapping
+from torch.ao.quantization.backend_config import get_native_backend_config
+from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+from torch.profiler import profile
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from stream import weights  # noqa: E402
+from stream.model import Generator  # noqa: E402
+
+SAMPLE = Path(__file__).resolve().parents[1] / "samples" / "astronaut_pan.mp4"
+CALIBRATION_EVERY = 12  # frames of the sample between calibration frames
+TOP_OPS = 8  # operators listed in int8_op_ms
+
+
+def frames(width: int, height: int) -> list[torch.Tensor]:
+    """Every CALIBRATION_EVERY-th frame of the sample, as 1x3xHxW fp32 in [-1, 1]."""
+    out = []
+    with av.open(str(SAMPLE)) as c:
+        for i, f in enumerate(c.decode(video=0)):
+            if i % CALIBRATION_EVERY == 0:
+                rgb = f.to_ndarray(format="rgb24", width=width, height=height)
+                out.append(torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 127.5 - 1)
+    return out
+
+
+def quantize(model: Generator, calibration: list[torch.Tensor]) -> torch.jit.ScriptModule:
+    torch.backends.quantized.engine = "onednn"
+    prepared = prepare_fx(model, get_default_qconfig_mapping("onednn"), example_inputs=(calibration[0],),
+                          backend_config=get_native_backend_config())
+    with torch.no_grad():
+        for x in calibration:
+            prepared(x)
+    return torch.jit.trace(convert_fx(prepared), calibration[0])
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    mse = float(((a.float() - b.float()) * 127.5).pow(2).mean())
+    return round(10 * np.log10(255 ** 2 / mse), 2)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--style", default="paprika")
+    p.add_argument("--size", default="512x288", help="WIDTHxHEIGHT at inference (default: %(default)s)")
+    p.add_argument("--repeat", type=int, default=6, help="timed calls per configuration (default: %(default)s)")
+    args = p.parse_args(argv)
+    width, height = (int(v) for v in args.size.lower().split("x"))
+    warnings.filterwarnings("ignore")
+    scripted = weights.load_model(args.style)
+    fp32 = Generator(getattr(scripted, "width", 1.0), getattr(scripted, "blocks", 4), getattr(scripted, "skip", False))
+    fp32.load_state_dict(scripted.state_dict())
+    fp32.eval()
+    data = frames(width, height)
+    calibration, held = data[:-1], data[-1]
+    int8 = quantize(fp32, calibration)
+    bf16 = scripted.to(torch.bfloat16).to(memory_format=torch.channels_last)
+    inputs = {"bf16": held.to(torch.bfloat16).contiguous(memory_format=torch.channels_last), "int8": held}
+    models = {"bf16": bf16, "int8": int8}
+    times: dict[str, list[float]] = {k: [] for k in models}
+    with torch.inference_mode():
+        reference = fp32(held)
+        for name, model in models.items():
+            model(inputs[name])
+        for _ in range(args.repeat):
+            for name, model in models.items():
+                t0 = time.perf_counter()
+                model(inputs[name])
+                times[name].append(time.perf_counter() - t0)
+        with profile() as prof:
+            int8(held)
+        ops = sorted(((e.key, e.self_cpu_time_total / 1000) for e in prof.key_averages()), key=lambda kv: -kv[1])
+        for name, model in models.items():
+            row = {"config": name, "size": args.size, "ms_min": round(1000 * min(times[name]), 1),
+                   "ms_median": round(1000 * float(np.median(times[name])), 1),
+                   "psnr_vs_fp32": psnr(model(inputs[name]), reference), "threads": torch.get_num_threads()}
+            if name == "int8":
+                row["int8_op_ms"] = {k: round(v, 1) for k, v in ops[:TOP_OPS]}
+            print(json.dumps(row), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
