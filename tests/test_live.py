@@ -311,15 +311,17 @@ def _key(display, wid, key):
 
 @needs_x
 def test_preview_shows_the_stylised_frame_s_switches_style_q_quits(xdisplay, cyan_style, media_dir, tmp_path):
-    clip = media.write_clip(media_dir / "preview.mp4", frames=600, size=(160, 120), fps=30, audio=None)
+    # 60 s of clip and 45 s waits: on a loaded 2-core machine loading torch and the second style can
+    # take most of 20 s; q ends the test long before the clip does.
+    clip = media.write_clip(media_dir / "preview.mp4", frames=1800, size=(160, 120), fps=30, audio=None)
     rec, log = tmp_path / "rec.mp4", tmp_path / "stderr.txt"
     frame_px = 160 * 120
     with _preview(xdisplay, clip, cyan_style, log, rec) as proc:
         wid = _window(xdisplay, proc, log)
         # The window appears before its first frame; then the stylised (all-cyan) picture must show.
-        assert _wait_for(lambda: _cyan_pixels(xdisplay) > 0.5 * frame_px), "no stylised picture on screen"
+        assert _wait_for(lambda: _cyan_pixels(xdisplay) > 0.5 * frame_px, 45), "no stylised picture on screen"
         _key(xdisplay, wid, "s")  # next style: the built-in one, loaded while capture goes on
-        assert _wait_for(lambda: _cyan_pixels(xdisplay) < 0.05 * frame_px), "the style did not switch"
+        assert _wait_for(lambda: _cyan_pixels(xdisplay) < 0.05 * frame_px, 45), "the style did not switch"
         assert proc.poll() is None
         _key(xdisplay, wid, "q")
         assert proc.wait(30) == 0, log.read_text()
