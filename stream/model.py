@@ -7,10 +7,13 @@ Input and output are RGB, NCHW, float in [-1, 1]. Every normalisation is a singl
 so results do not depend on the batch size. ``width`` and ``blocks`` shrink the network for the
 ``-lite`` styles; the defaults are the official architecture (2,143,552 parameters).
 
-``skip=True`` adds the input to the output (clamped to [-1, 1]) and starts the last convolution at
-zero, so an untrained network returns the photo. It adds no parameters and no tensor names; it is
-for styles that stay close to the photo (AnimeGANv3 Hayao and Shinkai keep most of it), which a
-plain generator has to learn to redraw from scratch before it can learn the style.
+``skip=True`` is for styles that stay close to the photo (AnimeGANv3 Hayao and Shinkai keep most of
+it), which a plain generator has to learn to redraw from scratch before it can learn the style: the
+output becomes ``clamp(photo_grade(x) + tanh(last conv), -1, 1)``, where ``photo_grade`` is a
+per-pixel quadratic colour transform of the input (a 1x1 convolution of ``[x, x*x]``, 21 parameters)
+and the last convolution starts at zero, so an untrained network returns the photo. The grade
+carries the full-resolution photo past the generator's 4x bottleneck, where a global colour shift
+would otherwise blur.
 """
 from __future__ import annotations
 
@@ -86,13 +89,26 @@ class Generator(nn.Module):
             ConvNormLReLU(c64, c32, kernel_size=7, padding=3),
         )
         self.out_layer = nn.Sequential(nn.Conv2d(c32, 3, kernel_size=1, bias=False), nn.Tanh())
+        self.photo_grade: nn.Conv2d | None = nn.Conv2d(6, 3, kernel_size=1, bias=True) if skip else None
         if skip:
             self.start_from_photo()
 
     def start_from_photo(self) -> None:
-        """Zero the last convolution: with ``skip`` the output is then exactly the input."""
+        """Zero the last convolution and make ``photo_grade`` the identity: the output is then the input."""
         with torch.no_grad():
             self.out_layer[0].weight.zero_()
+            self.start_grade_as_identity()
+
+    def start_grade_as_identity(self) -> None:
+        """Set ``photo_grade`` to the identity colour transform (``skip`` models only)."""
+        grade = self.photo_grade
+        if grade is None:
+            raise ValueError("only a Generator(skip=True) has a photo_grade")
+        with torch.no_grad():
+            grade.weight.zero_()
+            grade.bias.zero_()
+            for c in range(3):
+                grade.weight[c, c] = 1.0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.block_a(x)
@@ -102,6 +118,6 @@ class Generator(nn.Module):
         out = self.block_d(out)
         out = F.interpolate(out, size=x.shape[-2:], mode="bilinear", align_corners=True)
         out = self.out_layer(self.block_e(out))
-        if self.skip:
-            out = torch.clamp(out + x, -1.0, 1.0)
+        if self.photo_grade is not None:
+            out = torch.clamp(out + self.photo_grade(torch.cat([x, x * x], dim=1)), -1.0, 1.0)
         return out

@@ -273,6 +273,19 @@ def _init_weights(spec: str) -> tuple[int, dict, bool]:
     return 0, module.state_dict(), bool(getattr(module, "skip", False))
 
 
+def _load_init(model: Generator, state: dict, init_skip: bool) -> None:
+    """Start ``model`` from ``--init`` weights. A ``--skip`` model started from a plain one keeps its
+    features and starts its output at the photo; its ``photo_grade`` starts as the identity where the
+    weights have none. Anything else that does not fit raises RuntimeError."""
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or set(missing) - {"photo_grade.weight", "photo_grade.bias"}:
+        raise RuntimeError(f"missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]}")
+    if model.skip and not init_skip:
+        model.start_from_photo()
+    elif missing:
+        model.start_grade_as_identity()
+
+
 def _init_name(spec: str | None) -> str | None:
     """How the sidecar names ``--init``: a checkpoint by its run folder, never by an absolute path."""
     if spec is None:
@@ -344,9 +357,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             init_steps, init_state, init_skip = _init_weights(args.init)
             if not (cache / "last.ckpt").exists():
-                model.load_state_dict(init_state)
-                if args.skip and not init_skip:
-                    model.start_from_photo()
+                _load_init(model, init_state, init_skip)
         except AnimestreamError as e:
             p.error(f"--init: {e}")
         except RuntimeError as e:

@@ -54,12 +54,16 @@ def test_parameter_count_is_the_official_one(spec):
     assert sum(torch.Size(s).numel() for s in spec["tensors"].values()) == OFFICIAL_PARAMETERS
 
 
-def test_skip_generator_has_the_official_tensors_and_starts_as_the_identity(spec):
+def test_skip_generator_adds_only_a_photo_grade_and_starts_as_the_identity(spec):
     model = Generator(skip=True).eval()
-    assert sorted(model.state_dict()) == sorted(spec["tensors"])
+    assert sorted(model.state_dict()) == sorted([*spec["tensors"], "photo_grade.weight", "photo_grade.bias"])
     x = _x(seed=5)
     with torch.no_grad():
         torch.testing.assert_close(model(x), x)
+        model.photo_grade.weight.zero_()  # red = 0.5 r^2 - 0.25 at full resolution, past the bottleneck
+        model.photo_grade.weight[0, 3] = 0.5
+        model.photo_grade.bias[0] = -0.25
+        torch.testing.assert_close(model(x)[:, 0], 0.5 * x[:, 0] ** 2 - 0.25)
         model.out_layer[0].weight.fill_(10.0)  # saturate the tanh: the output stays clamped to [-1, 1]
         y = model(x)
     assert float(y.min()) >= -1.0 and float(y.max()) <= 1.0 and not torch.allclose(y, x)
