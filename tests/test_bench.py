@@ -84,3 +84,18 @@ def test_int8_bench_quantizes_and_stays_close_to_fp32(tiny_style):
     assert set(rows) == {"bf16", "int8"}
     assert rows["int8"]["int8_op_ms"]["quantized::conv2d"] > 0  # the convolutions really ran in INT8
     assert 20 < rows["int8"]["psnr_vs_fp32"] < rows["bf16"]["psnr_vs_fp32"]  # quantized, yet the same picture
+
+
+def test_onnxrt_bench_runs_three_configurations_or_says_what_it_needs(tiny_style):
+    done = subprocess.run([sys.executable, "bench/onnxrt.py", "--style", str(tiny_style), "--size", "64x48",
+                           "--repeat", "1"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        assert done.returncode == 2 and "pip install -e '.[bench]'" in done.stderr
+        return
+    assert done.returncode == 0, done.stderr
+    rows = {r["config"]: r for r in map(json.loads, done.stdout.splitlines())}
+    assert set(rows) == {"bf16", "ort_fp32", "ort_int8"}
+    assert rows["ort_fp32"]["psnr_vs_fp32"] > 60  # the same network, exported
+    assert 20 < rows["ort_int8"]["psnr_vs_fp32"] < rows["ort_fp32"]["psnr_vs_fp32"]
