@@ -185,7 +185,7 @@ def _lr_at(step: int, total: int, peak: float) -> float:
 
 def read_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu") -> dict:
     """A checkpoint written by :class:`Run` (keys ``model``, ``ema``, ``opt``, ``step``, ``rng``,
-    ``width``, ``blocks``, ``skip``), tensors on ``device``; anything else raises :class:`AnimestreamError`."""
+    ``width``, ``blocks``, ``skip``, ``init_steps``), tensors on ``device``; anything else raises :class:`AnimestreamError`."""
     try:
         state = torch.load(path, map_location=device, weights_only=True)
         if not isinstance(state, dict) or not {"model", "ema", "step"} <= state.keys():
@@ -198,13 +198,14 @@ def read_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu")
 class Run:
     """A resumable training run: model, EMA copy, Adam and RNG, checkpointed in ``cache``."""
 
-    def __init__(self, model: torch.nn.Module, cache: Path, device: torch.device):
+    def __init__(self, model: torch.nn.Module, cache: Path, device: torch.device, *, init_steps: int = 0):
         cache.mkdir(parents=True, exist_ok=True)
         self.ckpt_path, self.log_path, self.device = cache / "last.ckpt", cache / "log.jsonl", device
         self.model = model.to(device).to(memory_format=torch.channels_last)
         self.ema = copy.deepcopy(self.model).eval()
         self.opt = torch.optim.Adam(self.model.parameters(), lr=LR, betas=(0.9, 0.99))
         self.step, self.rng = 0, random.Random(0)
+        self.init_steps = init_steps  # steps of the runs this one started from (--init), for the record
         if self.ckpt_path.exists():
             state = read_checkpoint(self.ckpt_path, device)
             if bool(state.get("skip", False)) != bool(getattr(model, "skip", False)):
@@ -222,7 +223,7 @@ class Run:
         torch.save({"model": self.model.state_dict(), "ema": self.ema.state_dict(), "opt": self.opt.state_dict(),
                     "step": self.step, "rng": self.rng.getstate(),
                     "width": getattr(self.model, "width", 1.0), "blocks": getattr(self.model, "blocks", 4),
-                    "skip": getattr(self.model, "skip", False)}, tmp)
+                    "skip": getattr(self.model, "skip", False), "init_steps": self.init_steps}, tmp)
         os.replace(tmp, self.ckpt_path)
 
     def fit(self, sampler, *, steps: int, lr: float, batch: int, amp_dtype: torch.dtype,
@@ -265,10 +266,11 @@ class Run:
 
 
 def _init_weights(spec: str) -> tuple[int, dict, bool]:
-    """(steps already trained, state_dict, skip) of ``--init``: a run's ``last.ckpt`` (its EMA) or a style."""
+    """(steps already trained, state_dict, skip) of ``--init``: a run's ``last.ckpt`` (its EMA, and its
+    steps plus those of the runs it started from) or a style."""
     if spec.endswith(".ckpt"):
         state = read_checkpoint(spec)
-        return state["step"], state["ema"], bool(state.get("skip", False))
+        return state["step"] + state.get("init_steps", 0), state["ema"], bool(state.get("skip", False))
     module = weights.load_model(spec)
     return 0, module.state_dict(), bool(getattr(module, "skip", False))
 
@@ -363,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
         except RuntimeError as e:
             p.error(f"--init {args.init}: not the same architecture ({str(e).splitlines()[0]})")
     try:
-        run = Run(model, cache, device)
+        run = Run(model, cache, device, init_steps=init_steps)
     except AnimestreamError as e:
         p.error(str(e))
     if not args.export:

@@ -126,6 +126,10 @@ def test_train_can_continue_another_runs_checkpoint_as_a_new_stage(pairs_dir, tm
     started = weights.load_model(tmp_path / "w" / "toy.pt").state_dict()
     for key, value in ema.items():
         assert torch.allclose(started[key], value, atol=1e-4), key
+    assert train.main([*common, "--cache", str(tmp_path / "third"), "--init", str(tmp_path / "whole" / "last.ckpt"),
+                       "--steps", "1"]) == 0  # a third stage counts the steps of both before it
+    meta = json.loads((tmp_path / "w" / "toy.json").read_text())
+    assert (meta["training_steps"], meta["recipe"]["init_steps"]) == (4, 3)
     (tmp_path / "bad.ckpt").write_bytes(b"not a checkpoint")
     capsys.readouterr()
     with pytest.raises(SystemExit) as exc:
