@@ -62,18 +62,28 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     return round(10 * np.log10(255 ** 2 / mse), 2)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parser(doc: str) -> argparse.ArgumentParser:
+    """The options this script and bench/onnxrt.py share."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--style", default="paprika")
     p.add_argument("--size", default="512x288", help="WIDTHxHEIGHT at inference (default: %(default)s)")
     p.add_argument("--repeat", type=int, default=6, help="timed calls per configuration (default: %(default)s)")
-    args = p.parse_args(argv)
-    width, height = (int(v) for v in args.size.lower().split("x"))
+    return p
+
+
+def load(style: str) -> tuple[torch.jit.ScriptModule, Generator]:
+    """The style as the engine loads it, and the same weights as an eager fp32 Generator."""
     warnings.filterwarnings("ignore")
-    scripted = weights.load_model(args.style)
+    scripted = weights.load_model(style)
     fp32 = Generator(getattr(scripted, "width", 1.0), getattr(scripted, "blocks", 4), getattr(scripted, "skip", False))
     fp32.load_state_dict(scripted.state_dict())
-    fp32.eval()
+    return scripted, fp32.eval()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser(__doc__).parse_args(argv)
+    width, height = (int(v) for v in args.size.lower().split("x"))
+    scripted, fp32 = load(args.style)
     data = frames(width, height)
     calibration, held = data[:-1], data[-1]
     int8 = quantize(fp32, calibration)

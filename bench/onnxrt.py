@@ -11,7 +11,6 @@ configuration; ``psnr_vs_fp32`` compares each output with the fp32 PyTorch model
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import copy
 import json
@@ -19,7 +18,6 @@ import logging
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -27,19 +25,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from int8 import frames, psnr  # noqa: E402  (bench/int8.py, beside this script)
-from stream import weights  # noqa: E402
-from stream.model import Generator  # noqa: E402
+from int8 import frames, load, parser, psnr  # noqa: E402  (bench/int8.py, beside this script)
 
 ONNX_OPSET = 18
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--style", default="paprika")
-    p.add_argument("--size", default="512x288", help="WIDTHxHEIGHT at inference (default: %(default)s)")
-    p.add_argument("--repeat", type=int, default=6, help="timed calls per configuration (default: %(default)s)")
-    args = p.parse_args(argv)
+    args = parser(__doc__).parse_args(argv)
     try:
         import onnxruntime as ort
         from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
@@ -47,12 +39,8 @@ def main(argv: list[str] | None = None) -> int:
         print("bench/onnxrt.py needs onnxruntime, onnx and onnxscript: pip install -e '.[bench]'", file=sys.stderr)
         return 2
     width, height = (int(v) for v in args.size.lower().split("x"))
-    warnings.filterwarnings("ignore")
     logging.getLogger().setLevel(logging.ERROR)  # the quantizer's advice to pre-process; timed as is
-    scripted = weights.load_model(args.style)
-    fp32 = Generator(getattr(scripted, "width", 1.0), getattr(scripted, "blocks", 4), getattr(scripted, "skip", False))
-    fp32.load_state_dict(scripted.state_dict())
-    fp32.eval()
+    scripted, fp32 = load(args.style)
     data = frames(width, height)
     calibration, held = data[:-1], data[-1]
     threads = torch.get_num_threads()
