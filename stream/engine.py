@@ -1,8 +1,9 @@
 """The inference engine: one TorchScript generator, run at a capped resolution on reused buffers.
 
 An :class:`Engine` turns an RGB ``uint8`` frame (H x W x 3) into a stylised frame of the same size.
-Frames are resized so their longest side is at most ``max_side`` pixels (aspect ratio kept, sides
-rounded to a multiple of :data:`SIDE_MULTIPLE`), stylised, and resized back. Every tensor and array
+Frames larger than ``max_side`` pixels are resized so their longest side fits (aspect ratio kept,
+sides rounded to a multiple of :data:`SIDE_MULTIPLE`), stylised, and resized back; smaller ones
+are stylised as they are. Every tensor and array
 on that path is allocated once per input resolution and reused, so memory stays flat over a stream.
 An engine is not thread-safe: the pipeline calls it from its single inference thread.
 """
@@ -106,8 +107,14 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 
 
 def inference_size(width: int, height: int, max_side: int) -> tuple[int, int]:
-    """(width, height) to run the model at: longest side <= ``max_side`` (0 = no cap), aspect kept."""
+    """(width, height) to run the model at: longest side <= ``max_side`` (0 = no cap), aspect kept.
+
+    A frame within the cap runs at its own size (no resampling, so no blur); a larger one is scaled
+    down to sides that are multiples of :data:`SIDE_MULTIPLE`. Sides are at least :data:`MIN_SIDE`.
+    """
     scale = 1.0 if max_side <= 0 else min(1.0, max_side / max(width, height))
+    if scale == 1.0 and min(width, height) >= MIN_SIDE:
+        return width, height
     limit = max(MIN_SIDE, max_side // SIDE_MULTIPLE * SIDE_MULTIPLE) if max_side > 0 else None
 
     def side(n: int) -> int:

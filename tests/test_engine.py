@@ -26,7 +26,9 @@ def test_output_has_the_input_shape_even_for_odd_sizes(tiny_engine, width, heigh
     (640, 360, 256, (256, 144)),
     (101, 77, 64, (64, 48)),
     (64, 48, 512, (64, 48)),  # never upscales
-    (101, 77, 0, (100, 76)),  # 0 = no cap: only rounded to the multiple of 4
+    (101, 77, 0, (101, 77)),  # 0 = no cap: the frame's own size, not resampled
+    (101, 77, 101, (101, 77)),  # within the cap: the same
+    (6, 101, 0, (8, 100)),  # under MIN_SIDE: rounded up (and to multiples of 4)
     (3840, 2160, 0, (3840, 2160)),
 ])
 def test_inference_size_examples(width, height, max_side, expected):
@@ -39,6 +41,8 @@ SIZES = [(1920, 1080), (1080, 1920), (640, 360), (101, 77), (1000, 500), (333, 9
 def _check_inference_size(width: int, height: int, max_side: int) -> str | None:
     """None when the size is right, else what is wrong."""
     w, h = inference_size(width, height, max_side)
+    if (w, h) == (width, height) and max(w, h) <= max_side:
+        return None  # within the cap: run as it is
     if w % SIDE_MULTIPLE or h % SIDE_MULTIPLE:
         return f"{width}x{height} @ {max_side}: {w}x{h} is not a multiple of {SIDE_MULTIPLE}"
     if max(w, h) > max_side:
