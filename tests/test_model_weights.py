@@ -155,11 +155,22 @@ def test_builtin_paprika_loads_with_plain_torch_jit_load():
     assert float(y.abs().max()) <= 1.0
 
 
-def test_builtin_paprika_sidecar():
-    meta = json.loads(PAPRIKA.with_suffix(".json").read_text())
+TRAINED_STYLES = sorted(p.stem for p in PAPRIKA.parent.glob("*.json")
+                        if "val_pairs" in json.loads(p.read_text()).get("quality", {}))
+SKIP_PARAMETERS = 21  # photo_grade: a 1x1 convolution of [x, x*x], 3 x 6 weights + 3 biases
+
+
+def test_paprika_and_shinkai_ship_trained_on_pairs():
+    assert {"paprika", "shinkai"} <= set(TRAINED_STYLES)
+
+
+@pytest.mark.parametrize("name", TRAINED_STYLES)
+def test_builtin_trained_style_sidecar(name):
+    pt = PAPRIKA.with_name(f"{name}.pt")
+    meta = json.loads(pt.with_suffix(".json").read_text())
     for key in ("name", "architecture", "source", "license", "training_steps", "quality", "sha256"):
         assert key in meta, key
-    assert meta["name"] == "paprika"
+    assert meta["name"] == name
     assert meta["architecture"] == weights.ARCHITECTURE
     assert isinstance(meta["license"], str) and meta["license"].strip()
     assert isinstance(meta["source"], str) and meta["source"].strip(), "sidecar 'source' must say where it comes from"
@@ -168,9 +179,11 @@ def test_builtin_paprika_sidecar():
         assert isinstance(meta["quality"][key], (int, float)), key
         assert 5.0 < meta["quality"][key] < 60.0, key
     assert meta["quality"]["psnr_student"] > meta["quality"]["psnr_grade"]  # more than a recolouring
-    assert meta["sha256"] == sha256(PAPRIKA)
+    assert not set(meta["quality"]["val_pairs"]) & set(meta["recipe"]["train_pairs"])
+    assert meta["sha256"] == sha256(pt)
     if meta.get("width", 1.0) == 1.0 and meta.get("blocks", 4) == 4:
-        assert meta.get("parameters", OFFICIAL_PARAMETERS) == OFFICIAL_PARAMETERS
+        assert meta["parameters"] == OFFICIAL_PARAMETERS + (SKIP_PARAMETERS if meta.get("skip") else 0)
+    assert bool(getattr(torch.jit.load(str(pt)), "skip", False)) == bool(meta.get("skip"))
 
 
 def test_registry_lists_and_resolves_paprika():
