@@ -75,9 +75,7 @@ def load(style: str) -> tuple[torch.jit.ScriptModule, Generator]:
     """The style as the engine loads it, and the same weights as an eager fp32 Generator."""
     warnings.filterwarnings("ignore")
     scripted = weights.load_model(style)
-    fp32 = Generator(getattr(scripted, "width", 1.0), getattr(scripted, "blocks", 4), getattr(scripted, "skip", False))
-    fp32.load_state_dict(scripted.state_dict())
-    return scripted, fp32.eval()
+    return scripted, weights.eager_generator(scripted)
 
 
 def main(argv: list[str] | None = None) -> int:

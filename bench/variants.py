@@ -104,14 +104,13 @@ class RowsGenerator(nn.Module):
         del a
         for i, layer in enumerate(g.block_e):
             out = _conv_rows(out, layer, x.shape[3], x.shape[2] if i == 0 else 0)
-        return g.out_layer(out)
+        return g.head(out, x)
 
 
 def child(variant: str, style: str, width: int, height: int, repeat: int, dtype: torch.dtype) -> dict:
     keep_activation_memory()
     scripted = weights.load_model(style)
-    eager = Generator(getattr(scripted, "width", 1.0), getattr(scripted, "blocks", 4))
-    eager.load_state_dict(scripted.state_dict())
+    eager = weights.eager_generator(scripted)
     prep = lambda m: m.to(dtype).to(memory_format=torch.channels_last).eval()  # noqa: E731
     reference = prep(scripted)
     model = {"reference": reference, "padfree": prep(padfree(copy.deepcopy(eager))),

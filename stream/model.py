@@ -117,7 +117,11 @@ class Generator(nn.Module):
         out = F.interpolate(out, size=half_size, mode="bilinear", align_corners=True)
         out = self.block_d(out)
         out = F.interpolate(out, size=x.shape[-2:], mode="bilinear", align_corners=True)
-        out = self.out_layer(self.block_e(out))
+        return self.head(self.block_e(out), x)
+
+    def head(self, features: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The output from ``block_e``'s features and the input ``x`` (which only ``skip`` uses)."""
+        out = self.out_layer(features)
         if self.photo_grade is not None:
             out = torch.clamp(out + self.photo_grade(torch.cat([x, x * x], dim=1)), -1.0, 1.0)
         return out

@@ -160,6 +160,14 @@ def load_model(name_or_path: str | os.PathLike = DEFAULT_STYLE) -> torch.jit.Scr
     return module.eval()
 
 
+def eager_generator(module: torch.nn.Module) -> Generator:
+    """An eager fp32 :class:`Generator` with ``module``'s architecture and weights (``module`` is a
+    loaded style); for tools that rewrite or quantize the forward pass."""
+    model = Generator(getattr(module, "width", 1.0), getattr(module, "blocks", 4), getattr(module, "skip", False))
+    model.load_state_dict({k: v.float() for k, v in module.state_dict().items()})
+    return model.eval()
+
+
 def export_style(model: Generator, folder: Path, name: str, *, source: str, license: str,
                  training_steps: int, quality: dict, recipe: dict | None = None,
                  recommended_max_side: int = 512) -> Path:

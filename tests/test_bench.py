@@ -99,3 +99,22 @@ def test_onnxrt_bench_runs_three_configurations_or_says_what_it_needs(tiny_style
     assert set(rows) == {"bf16", "ort_fp32", "ort_int8"}
     assert rows["ort_fp32"]["psnr_vs_fp32"] > 60  # the same network, exported
     assert 20 < rows["ort_int8"]["psnr_vs_fp32"] < rows["ort_fp32"]["psnr_vs_fp32"]
+
+
+def test_forward_variants_keep_a_skip_styles_photo_grade(tmp_path):
+    import torch
+
+    from stream import weights
+    from stream.model import Generator
+    model = Generator(0.25, 1, skip=True)
+    with torch.no_grad():
+        model.out_layer[0].weight.normal_(0, 0.1)  # a trained-looking output on top of the photo
+        model.photo_grade.bias.fill_(0.2)
+    pt = weights.export_style(model, tmp_path, "toyskip", source="test", license="MIT", training_steps=1,
+                              quality={})
+    done = subprocess.run([sys.executable, "bench/variants.py", "--style", str(pt), "--size", "64x48",
+                           "--repeat", "1", "--precision", "fp32"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    rows = {r["variant"]: r for r in map(json.loads, done.stdout.splitlines())}
+    assert rows["padfree"]["max_abs_diff"] < 1e-4 and rows["rows"]["max_abs_diff"] < 1e-4
