@@ -215,6 +215,7 @@ class Run:
             self.ema.load_state_dict(state["ema"])
             self.opt.load_state_dict(state["opt"])
             self.step = state["step"]
+            self.init_steps = state.get("init_steps", init_steps)
             self.rng.setstate(state["rng"])
             print(f"resumed {self.ckpt_path} at step {self.step}", file=sys.stderr)
 
@@ -374,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
         run.fit(sampler, steps=args.steps, lr=args.lr, batch=args.batch, amp_dtype=amp_dtype,
                 loss_fn=lambda out, y: style_loss(out, y, args.edge, args.lowpass),
                 validate_fn=lambda m: validate(m, val_pairs, device))
-    ema, step = run.ema, run.step
+    ema, step, init_steps = run.ema, run.step, run.init_steps
 
     val_psnr = validate(ema, val_pairs, device)
     base = [baselines(half(ph), half(tg)) for ph, tg in val_pairs]

@@ -130,6 +130,9 @@ def test_train_can_continue_another_runs_checkpoint_as_a_new_stage(pairs_dir, tm
                        "--steps", "1"]) == 0  # a third stage counts the steps of both before it
     meta = json.loads((tmp_path / "w" / "toy.json").read_text())
     assert (meta["training_steps"], meta["recipe"]["init_steps"]) == (4, 3)
+    assert train.main([*common, "--cache", str(tmp_path / "third"), "--steps", "2"]) == 0  # resumed, no --init
+    meta = json.loads((tmp_path / "w" / "toy.json").read_text())
+    assert (meta["training_steps"], meta["recipe"]["init_steps"]) == (5, 3)  # the checkpoint kept its lineage
     (tmp_path / "bad.ckpt").write_bytes(b"not a checkpoint")
     capsys.readouterr()
     with pytest.raises(SystemExit) as exc:
