@@ -3,8 +3,8 @@
 An :class:`Engine` turns an RGB ``uint8`` frame (H x W x 3) into a stylised frame of the same size.
 Frames larger than ``max_side`` pixels are resized so their longest side fits (aspect ratio kept,
 sides rounded to a multiple of :data:`SIDE_MULTIPLE`), stylised, and resized back; smaller ones
-are stylised as they are. Every tensor and array
-on that path is allocated once per input resolution and reused, so memory stays flat over a stream.
+are stylised as they are. Every tensor and array on that path is allocated once per input
+resolution and reused, so memory stays flat over a stream.
 An engine is not thread-safe: the pipeline calls it from its single inference thread.
 """
 from __future__ import annotations
