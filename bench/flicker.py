@@ -3,9 +3,18 @@
     python bench/flicker.py [--video ../shared/media/video/portrait_540x960_audio.mp4] [--frames 90]
 
 flicker = mean|out(t) - out(t-1)| / mean|in(t) - in(t-1)|: 1 means the output changes exactly as
-much as the input; above 1 the style adds shimmer of its own. Prints one JSON line per style and
-writes OUT/deflicker_<style>.png: consecutive frames of the most moving part (input, plain,
-filtered), to check for ghosting. It goes to a scratch folder, not docs/: the clip is not ours.
+much as the input; above 1 the style adds shimmer of its own. Per style it prints one JSON line with:
+
+- ``excess_pct``: the share of the output's change, pixel by pixel, beyond the input's change at the
+  same pixel, mean(max(0, |dout| - |din|)) / mean|dout|. This is the shimmer a filter may remove
+  without holding back real change; the rest follows the input.
+- one ``deflicker`` entry per filter setting (the default first, then stronger ones): the reduction
+  of the flicker ratio, and ``lag`` = mean |filtered - unfiltered output| over pixels whose input
+  moved by 10-30 and by > 30 levels, which is what shows as ghosting on moving things.
+
+Each style is run once; the settings replay its outputs. It writes OUT/deflicker_<style>.png:
+consecutive frames of the most moving part (input, plain, default filter, strongest setting) to
+look at. It goes to a scratch folder, not docs/: the clip is not ours.
 """
 from __future__ import annotations
 
@@ -17,14 +26,17 @@ import cv2
 import numpy as np
 
 from stream import weights
-from stream.deflicker import Deflicker, flicker_ratio
+from stream.deflicker import DEFAULT_STRENGTH, DEFAULT_THRESHOLD, Deflicker, flicker_ratio
 from stream.engine import Engine
 from stream.sources import Frame, VideoSource
 
 ROOT = Path(__file__).resolve().parent.parent
 VIDEO = ROOT.parent / "shared" / "media" / "video" / "portrait_540x960_audio.mp4"
 STRIP_FRAMES = 4
-THUMB_PX = 240  # height of each frame in the strip
+# (strength, threshold) of each filter setting tried, the shipped default first
+SETTINGS = ((DEFAULT_STRENGTH, DEFAULT_THRESHOLD), (0.85, 20.0), (0.9, 30.0), (0.95, 40.0))
+MOTION_BANDS = ((10, 30), (30, 256))  # input change per pixel (max over RGB, 0..255) for the lag figures
+CROP_PX = 240  # side of the full-resolution crop, around the most motion, shown per frame in the strip
 
 
 def _frames(path: Path, limit: int) -> list[np.ndarray]:
@@ -39,10 +51,43 @@ def _frames(path: Path, limit: int) -> list[np.ndarray]:
 
 
 def _strip(rows: list[list[np.ndarray]]) -> np.ndarray:
-    def thumb(img):
-        h, w = img.shape[:2]
-        return cv2.resize(img, (w * THUMB_PX // h, THUMB_PX), interpolation=cv2.INTER_AREA)
-    return np.concatenate([np.concatenate([thumb(f) for f in row], axis=1) for row in rows], axis=0)
+    """Rows of frames, each cropped at full resolution where the first row moves most."""
+    first = rows[0]
+    motion = sum(cv2.absdiff(a, b).max(axis=2).astype(np.float32) for a, b in zip(first, first[1:]))
+    h, w = motion.shape
+    side = min(CROP_PX, h, w)
+    y, x = np.unravel_index(np.argmax(cv2.blur(motion, (side, side))), motion.shape)
+    top, left = min(max(0, y - side // 2), h - side), min(max(0, x - side // 2), w - side)
+    return np.concatenate([np.concatenate([f[top:top + side, left:left + side] for f in row], axis=1)
+                           for row in rows], axis=0)
+
+
+def excess_change(inputs: list[np.ndarray], outputs: list[np.ndarray]) -> float:
+    """Share of sum |out(t) - out(t-1)| that exceeds the same pixel's |in(t) - in(t-1)| (max over RGB)."""
+    excess = total = 0.0
+    for a, b, x, y in zip(inputs, inputs[1:], outputs, outputs[1:]):
+        d_in = cv2.absdiff(a, b).max(axis=2).astype(np.float32)
+        d_out = cv2.absdiff(x, y).astype(np.float32).mean(axis=2)
+        excess += float(np.maximum(d_out - d_in, 0).sum())
+        total += float(d_out.sum())
+    return excess / total if total else 0.0
+
+
+def _replay(outputs: list[np.ndarray]):
+    frames = iter(outputs)
+    return lambda _image: next(frames)
+
+
+def _lag(inputs: list[np.ndarray], plain: list[np.ndarray], steady: list[np.ndarray]) -> dict:
+    sums = {band: [0.0, 0] for band in MOTION_BANDS}
+    for a, b, p, s in zip(inputs, inputs[1:], plain[1:], steady[1:]):
+        d_in = cv2.absdiff(a, b).max(axis=2)
+        dev = cv2.absdiff(p, s).astype(np.float32).mean(axis=2)
+        for lo, hi in MOTION_BANDS:
+            m = (d_in >= lo) & (d_in < hi)
+            sums[(lo, hi)][0] += float(dev[m].sum())
+            sums[(lo, hi)][1] += int(m.sum())
+    return {f"{lo}-{hi if hi < 256 else 255}": round(t / max(n, 1), 2) for (lo, hi), (t, n) in sums.items()}
 
 
 def main() -> None:
@@ -60,16 +105,24 @@ def main() -> None:
     for style in filter(None, args.styles.split(",")):
         engine = Engine(style, max_side=args.max_side)
         plain = [engine(f).copy() for f in inputs]
-        steady_engine = Deflicker(engine)
-        steady = [steady_engine(f).copy() for f in inputs]
-        before, after = flicker_ratio(inputs, plain), flicker_ratio(inputs, steady)
+        before = flicker_ratio(inputs, plain)
+        settings, filtered_runs = [], []
+        for strength, threshold in SETTINGS:
+            filtered = Deflicker(_replay(plain), strength=strength, threshold=threshold)
+            steady = [filtered(f).copy() for f in inputs]
+            filtered_runs.append(steady)
+            settings.append({"strength": strength, "threshold": threshold,
+                             "reduction_pct": round(100 * (1 - flicker_ratio(inputs, steady) / before), 1),
+                             "lag": _lag(inputs, plain, steady)})
         print(json.dumps({"style": style, "video": args.video.name, "frames": len(inputs),
                           "max_side": args.max_side, "flicker": round(before, 3),
-                          "flicker_deflicker": round(after, 3),
-                          "reduction_pct": round(100 * (1 - after / before), 1)}), flush=True)
+                          "excess_pct": round(100 * excess_change(inputs, plain), 1),
+                          "deflicker": settings}), flush=True)
         window = slice(start, start + STRIP_FRAMES)
-        strip = _strip([inputs[window], plain[window], steady[window]])
-        cv2.imwrite(str(args.out / f"deflicker_{style}.png"), cv2.cvtColor(strip, cv2.COLOR_RGB2BGR))
+        strip = _strip([inputs[window], plain[window], filtered_runs[0][window], filtered_runs[-1][window]])
+        png = args.out / f"deflicker_{Path(style).stem}.png"
+        if not cv2.imwrite(str(png), cv2.cvtColor(strip, cv2.COLOR_RGB2BGR)):
+            raise SystemExit(f"could not write {png}")
 
 
 if __name__ == "__main__":

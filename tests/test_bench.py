@@ -118,3 +118,30 @@ def test_forward_variants_keep_a_skip_styles_photo_grade(tmp_path):
     assert done.returncode == 0, done.stderr
     rows = {r["variant"]: r for r in map(json.loads, done.stdout.splitlines())}
     assert rows["padfree"]["max_abs_diff"] < 1e-4 and rows["rows"]["max_abs_diff"] < 1e-4
+
+
+def test_flicker_bench_reports_excess_change_and_the_lag_of_each_filter_setting(tiny_style, clip, tmp_path):
+    done = subprocess.run([sys.executable, "bench/flicker.py", "--video", str(clip), "--frames", "12",
+                           "--max-side", "32", "--styles", str(tiny_style), "--out", str(tmp_path)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    (row,) = [json.loads(line) for line in done.stdout.splitlines()]
+    assert row["frames"] == 12 and row["flicker"] > 0 and 0 <= row["excess_pct"] <= 100
+    settings = row["deflicker"]
+    assert (settings[0]["strength"], settings[0]["threshold"]) == (0.7, 10.0)  # the shipped default
+    assert [set(s["lag"]) for s in settings] == [{"10-30", "30-255"}] * len(settings)
+    assert (tmp_path / f"deflicker_{tiny_style.stem}.png").stat().st_size > 1000
+
+
+def test_excess_change_counts_only_change_beyond_the_inputs():
+    import numpy as np
+    sys.path.insert(0, str(ROOT))
+    from bench.flicker import excess_change
+    rng = np.random.default_rng(0)
+    moving = [rng.integers(0, 256, (8, 8, 3), dtype=np.uint8) for _ in range(4)]
+    assert excess_change(moving, moving) == 0.0  # output follows the input exactly
+    still = [np.full((8, 8, 3), 100, np.uint8)] * 4
+    assert excess_change(still, moving) == 1.0  # all change is the style's own
+    quarter = [m // 4 for m in moving]  # the output changes about 4x as much as the input
+    assert 0.5 < excess_change(quarter, moving) < 1.0
+
