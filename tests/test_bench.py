@@ -145,3 +145,16 @@ def test_excess_change_counts_only_change_beyond_the_inputs():
     quarter = [m // 4 for m in moving]  # the output changes about 4x as much as the input
     assert 0.5 < excess_change(quarter, moving) < 1.0
 
+
+def test_model_bench_counts_flops_and_says_where_the_engines_time_goes():
+    done = subprocess.run([sys.executable, "bench/model.py", "--sizes", "32", "--repeats", "2"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    rows = [json.loads(line) for line in done.stdout.splitlines()]
+    assert rows[0]["matmul_gflops"]["fp32"] > 0
+    timed = [r for r in rows if "ms_per_frame" in r]
+    assert {r["variant"] for r in timed} >= {"eager-fp32", "script-fp32"}
+    assert all(r["gflop_per_frame"] == timed[0]["gflop_per_frame"] > 0 for r in timed)
+    for profile in (r for r in rows if "ops_ms" in r):  # on CPUs with bf16
+        assert 0 < profile["conv_share"] <= 1 and profile["conv_gflops"] > 0
+        assert "mkldnn_convolution" in profile["ops_ms"]
