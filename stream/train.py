@@ -148,10 +148,11 @@ def _sobel(t: torch.Tensor) -> torch.Tensor:
 
 
 def style_loss(out: torch.Tensor, target: torch.Tensor, edge: float = EDGE_WEIGHT,
-               lowpass: float = LOWPASS_WEIGHT) -> torch.Tensor:
-    """L1 on pixels, plus weighted L1 on Sobel edges (line art) and on a 4x low-pass (colour)."""
+               lowpass: float = LOWPASS_WEIGHT, pixel: str = "l1") -> torch.Tensor:
+    """L1 (or, with ``pixel="l2"``, squared error, what PSNR scores) on pixels, plus weighted L1 on
+    Sobel edges (line art) and on a 4x low-pass (colour)."""
     out, target = out.float(), target.float()
-    loss = F.l1_loss(out, target)
+    loss = F.mse_loss(out, target) if pixel == "l2" else F.l1_loss(out, target)
     if edge:
         loss = loss + edge * F.l1_loss(_sobel(out), _sobel(target))
     if lowpass:
@@ -339,6 +340,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="tone augmentation's gamma range; below 1 brightens (default: %(default)s)")
     p.add_argument("--lowpass", type=float, default=LOWPASS_WEIGHT,
                    help="4x low-pass L1 weight (default: %(default)s)")
+    p.add_argument("--pixel", choices=("l1", "l2"), default="l1",
+                   help="pixel loss: l1 keeps edges crisp; l2 is what PSNR measures, for a last fine-tune "
+                        "(default: %(default)s)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -373,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
         sampler = CropSampler(pyramid(train_pairs, args.crop, tuple(args.scales)), run.rng, args.crop,
                               args.color_aug, args.tone_aug, tuple(args.gain), tuple(args.gamma))
         run.fit(sampler, steps=args.steps, lr=args.lr, batch=args.batch, amp_dtype=amp_dtype,
-                loss_fn=lambda out, y: style_loss(out, y, args.edge, args.lowpass),
+                loss_fn=lambda out, y: style_loss(out, y, args.edge, args.lowpass, args.pixel),
                 validate_fn=lambda m: validate(m, val_pairs, device))
     ema, step, init_steps = run.ema, run.step, run.init_steps
 
@@ -384,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
                "psnr_grade": round(float(np.mean([b["psnr_grade"] for b in base])), 2),
                "resolution": "half of the pair's resolution"}
     recipe = {"crop": args.crop, "batch": args.batch, "scales": list(args.scales), "lr": args.lr,
-              "edge": args.edge, "lowpass": args.lowpass, "color_aug": args.color_aug,
+              "pixel": args.pixel, "edge": args.edge, "lowpass": args.lowpass, "color_aug": args.color_aug,
               "tone_aug": args.tone_aug, "gain": list(args.gain), "gamma": list(args.gamma),
               "ema_decay": EMA_DECAY, "init": _init_name(args.init), "init_steps": init_steps,
               "train_pairs": sorted(k for k in all_pairs if k not in args.val)}

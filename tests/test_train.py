@@ -170,3 +170,13 @@ def test_skip_style_starts_as_the_photo_keeps_its_flag_and_must_resume_the_same_
         train.main([*common, "--steps", "2"])
     assert exc.value.code == 2
     assert "started with --skip; resume it the same way" in capsys.readouterr().err
+
+
+def test_l2_pixel_loss_scores_squared_error_and_is_recorded(pairs_dir, tmp_path, capsys):
+    out, target = torch.zeros(1, 3, 8, 8), torch.full((1, 3, 8, 8), 0.5)
+    assert train.style_loss(out, target, edge=0, lowpass=0) == pytest.approx(0.5)
+    assert train.style_loss(out, target, edge=0, lowpass=0, pixel="l2") == pytest.approx(0.25)
+    assert train.main(["--pairs", str(pairs_dir), "--val", "b", "--name", "toy", "--cache", str(tmp_path / "c"),
+                       "--out", str(tmp_path / "w"), *TINY, "--steps", "1", "--pixel", "l2"]) == 0
+    capsys.readouterr()
+    assert json.loads((tmp_path / "w" / "toy.json").read_text())["recipe"]["pixel"] == "l2"
