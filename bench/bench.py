@@ -232,7 +232,8 @@ def _model_share(size: int) -> float | None:
     lines = [json.loads(x) for x in out.splitlines() if x]
     for row in lines:
         print(json.dumps(row), flush=True)
-    return next((r["share_of_matmul_peak"] for r in lines if r.get("variant") == "engine"), None)
+    return next((r["share_of_matmul_peak"] for r in lines if "share_of_matmul_peak" in r and r["variant"] == "engine"),
+                None)
 
 
 def _live_spec(spec: str) -> tuple[str, int | None]:

@@ -1,6 +1,6 @@
 """Model-only speed against what this machine's CPU can do.
 
-    python bench/model.py [--sizes 256,512] [--repeats 5]
+    python bench/model.py [--sizes 256,512,512x288] [--repeats 5]
 
 Prints JSON lines: the measured matmul peak (fp32 and bf16, GFLOP/s), then per size and variant
 the model's ms/frame and achieved GFLOP/s (FLOPs counted by torch.utils.flop_counter, a
@@ -44,9 +44,15 @@ def matmul_peak(dtype: torch.dtype, repeats: int) -> float:
     return 2 * MATMUL_N ** 3 / _best_time(lambda: torch.mm(a, b), repeats) / 1e9
 
 
-def model_flops(size: int) -> int:
+def parse_size(text: str) -> tuple[int, int]:
+    """'512' -> (512, 512); '512x288' -> (512, 288): width, height."""
+    w, _, h = text.lower().partition("x")
+    return int(w), int(h or w)
+
+
+def model_flops(width: int, height: int) -> int:
     with FlopCounterMode(display=False) as counter, torch.inference_mode():
-        Generator().eval()(torch.zeros(1, 3, size, size))
+        Generator().eval()(torch.zeros(1, 3, height, width))
     return counter.get_total_flops()
 
 
@@ -64,7 +70,8 @@ def op_breakdown(module, x: torch.Tensor, repeats: int) -> dict[str, float]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--sizes", default="256,512")
+    p.add_argument("--sizes", default="256,512", help="N for NxN, or WIDTHxHEIGHT, comma-separated "
+                   "(default: %(default)s)")
     p.add_argument("--repeats", type=int, default=5)
     args = p.parse_args()
     peaks = {"fp32": matmul_peak(torch.float32, args.repeats)}
@@ -77,30 +84,32 @@ def main() -> None:
     if cpu_has_bf16():
         engine = torch.jit.script(Generator().eval()).to(torch.bfloat16).to(memory_format=torch.channels_last)
         variants["engine"] = (engine, torch.bfloat16, torch.channels_last)
-    sizes = [int(s) for s in args.sizes.split(",")]
-    flops = {size: model_flops(size) for size in sizes}
+    sizes = {text: parse_size(text) for text in args.sizes.split(",")}
+    flops = {size: model_flops(*wh) for size, wh in sizes.items()}
+    label = {size: int(size) if size.isdigit() else size for size in sizes}  # JSON: 512, or "512x288"
     for name, (module, dtype, fmt) in variants.items():  # the engine last: its malloc setting is process-wide
         if name == "engine":
             keep_activation_memory()
-        for size in sizes:
-            x = torch.rand(1, 3, size, size).mul(2).sub(1).to(dtype).contiguous(memory_format=fmt)
+        for size, (w, h) in sizes.items():
+            x = torch.rand(1, 3, h, w).mul(2).sub(1).to(dtype).contiguous(memory_format=fmt)
             with torch.inference_mode():
                 seconds = _best_time(lambda: module(x), args.repeats)
             gflops = flops[size] / seconds / 1e9
             peak = peaks["bf16" if dtype == torch.bfloat16 else "fp32"]
-            print(json.dumps({"size": size, "variant": name, "gflop_per_frame": round(flops[size] / 1e9, 1),
+            print(json.dumps({"size": label[size], "variant": name, "gflop_per_frame": round(flops[size] / 1e9, 1),
                               "ms_per_frame": round(seconds * 1000, 1), "gflops": round(gflops, 1),
                               "share_of_matmul_peak": round(gflops / peak, 3)}), flush=True)
     if "engine" in variants:
         engine = variants["engine"][0]
-        for size in sizes:
-            x = torch.rand(1, 3, size, size).mul(2).sub(1).to(torch.bfloat16).contiguous(
+        for size, (w, h) in sizes.items():
+            x = torch.rand(1, 3, h, w).mul(2).sub(1).to(torch.bfloat16).contiguous(
                 memory_format=torch.channels_last)
             ms = op_breakdown(engine, x, args.repeats)
             conv_ms = ms.get("mkldnn_convolution", 0.0)
             conv_gflops = flops[size] / conv_ms / 1e6 if conv_ms else 0.0
-            print(json.dumps({"size": size, "variant": "engine", "profile_ms_per_frame": round(sum(ms.values()), 1),
-                              "conv_share": round(conv_ms / sum(ms.values()), 3),
+            total = sum(ms.values())
+            print(json.dumps({"size": label[size], "variant": "engine", "profile_ms_per_frame": round(total, 1),
+                              "conv_share": round(conv_ms / total, 3),
                               "conv_gflops": round(conv_gflops, 1),
                               "conv_share_of_bf16_peak": round(conv_gflops / peaks["bf16"], 3),
                               "ops_ms": {k: round(v, 1) for k, v in ms.items() if v >= 0.5}}), flush=True)

@@ -8,6 +8,10 @@ Each variant runs in a fresh interpreter (so its peak RSS is its own) and prints
              that redo the borders: no padded copy of any activation
   rows       both upsamplings and the convolutions after them computed band by band (BAND_ROWS rows),
              so the full-resolution 128-channel tensor and its padded copy never exist
+  inductor   the reference as eager modules compiled by torch.compile (Inductor, with ``freezing``:
+             weights folded and prepacked for oneDNN); the first call compiles and is not timed
+  batch4     the reference on 4 frames at once (what batching a file job's frames would do); times
+             are per frame
 ``activation_mb`` is peak RSS minus RSS before the first call; ``max_abs_diff`` compares the output
 with the reference's on the same input (outputs are in [-1, 1]; in bf16 the rows variant rounds its
 separable upsampling once more, so expect a few bf16 steps of difference there, ~1e-6 in fp32).
@@ -34,7 +38,8 @@ from stream.model import Generator  # noqa: E402
 from stream.pipeline import current_rss_mb, peak_rss_mb  # noqa: E402
 
 BAND_ROWS = 32  # output rows per band in the "rows" variant
-VARIANTS = ("reference", "padfree", "rows")
+VARIANTS = ("reference", "padfree", "rows", "inductor", "batch4")
+BATCH = 4  # frames per call in the "batch4" variant
 
 
 class PadFreeConv(nn.Module):
@@ -113,19 +118,26 @@ def child(variant: str, style: str, width: int, height: int, repeat: int, dtype:
     eager = weights.eager_generator(scripted)
     prep = lambda m: m.to(dtype).to(memory_format=torch.channels_last).eval()  # noqa: E731
     reference = prep(scripted)
-    model = {"reference": reference, "padfree": prep(padfree(copy.deepcopy(eager))),
-             "rows": prep(RowsGenerator(eager))}[variant]
+    if variant == "inductor":
+        from torch._inductor import config as inductor_config
+        inductor_config.freezing = True
+        model = torch.compile(prep(copy.deepcopy(eager)))
+    else:
+        model = {"reference": reference, "padfree": prep(padfree(copy.deepcopy(eager))),
+                 "rows": prep(RowsGenerator(eager)), "batch4": reference}[variant]
     gen = torch.Generator().manual_seed(0)
     x = (torch.rand((1, 3, height, width), generator=gen) * 2 - 1).to(dtype)
     x = x.contiguous(memory_format=torch.channels_last)
+    frames = BATCH if variant == "batch4" else 1
+    batch = x.repeat(frames, 1, 1, 1).contiguous(memory_format=torch.channels_last)
     times = []
     with torch.inference_mode():
         before = current_rss_mb()
-        out = model(x).float()
+        out = model(batch)[:1].float()
         for _ in range(repeat):
             t0 = time.perf_counter()
-            model(x)
-            times.append(time.perf_counter() - t0)
+            model(batch)
+            times.append((time.perf_counter() - t0) / frames)
         activation = peak_rss_mb() - before
         diff = (out - reference(x).float()).abs().max().item()
     times.sort()
@@ -141,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", default="512x288", help="WIDTHxHEIGHT at inference (default: %(default)s)")
     p.add_argument("--repeat", type=int, default=8, help="timed calls per variant (default: %(default)s)")
     p.add_argument("--precision", choices=("bf16", "fp32"), default="bf16", help="(default: %(default)s)")
+    p.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated (default: %(default)s)")
     p.add_argument("--one", choices=VARIANTS, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     width, height = (int(v) for v in args.size.lower().split("x"))
@@ -148,7 +161,10 @@ def main(argv: list[str] | None = None) -> int:
         dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[args.precision]
         print(json.dumps(child(args.one, args.style, width, height, args.repeat, dtype)))
         return 0
-    for variant in VARIANTS:
+    unknown = set(args.variants.split(",")) - set(VARIANTS)
+    if unknown:
+        p.error(f"--variants: unknown {sorted(unknown)}; choose from {', '.join(VARIANTS)}")
+    for variant in args.variants.split(","):
         cmd = [sys.executable, __file__, "--one", variant, "--style", args.style, "--size", args.size,
                "--repeat", str(args.repeat), "--precision", args.precision]
         print(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip(), flush=True)

@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -66,14 +69,25 @@ def test_quality_scores_a_style_and_a_training_checkpoint(tiny_style, tmp_path):
 
 def test_forward_variants_match_the_reference(tiny_style):
     done = subprocess.run([sys.executable, "bench/variants.py", "--style", str(tiny_style), "--size", "64x48",
-                           "--repeat", "1", "--precision", "fp32"],
+                           "--repeat", "1", "--precision", "fp32", "--variants", "reference,padfree,rows,batch4"],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     rows = {r["variant"]: r for r in map(json.loads, done.stdout.splitlines())}
-    assert set(rows) == {"reference", "padfree", "rows"}
+    assert set(rows) == {"reference", "padfree", "rows", "batch4"}
+    assert rows["batch4"]["max_abs_diff"] < 1e-5  # each frame normalised on its own, as alone
     assert rows["padfree"]["max_abs_diff"] < 1e-4  # the same sums, only without the padded copy
     assert 0.0 <= rows["rows"]["max_abs_diff"] < 1e-4  # bands of 32 rows: 48 rows cross one band edge
     assert all(r["ms_median"] > 0 for r in rows.values())
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="Inductor compiles C++ and needs g++")
+def test_inductor_variant_compiles_and_matches_the_reference(tiny_style):
+    done = subprocess.run([sys.executable, "bench/variants.py", "--style", str(tiny_style), "--size", "64x48",
+                           "--repeat", "1", "--precision", "fp32", "--variants", "inductor"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    (row,) = map(json.loads, done.stdout.splitlines())
+    assert row["variant"] == "inductor" and row["max_abs_diff"] < 1e-3 and row["ms_median"] > 0
 
 
 def test_int8_bench_quantizes_and_stays_close_to_fp32(tiny_style):
@@ -147,14 +161,16 @@ def test_excess_change_counts_only_change_beyond_the_inputs():
 
 
 def test_model_bench_counts_flops_and_says_where_the_engines_time_goes():
-    done = subprocess.run([sys.executable, "bench/model.py", "--sizes", "32", "--repeats", "2"], cwd=ROOT,
+    done = subprocess.run([sys.executable, "bench/model.py", "--sizes", "32,64x32", "--repeats", "2"], cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     rows = [json.loads(line) for line in done.stdout.splitlines()]
     assert rows[0]["matmul_gflops"]["fp32"] > 0
     timed = [r for r in rows if "ms_per_frame" in r]
     assert {r["variant"] for r in timed} >= {"eager-fp32", "script-fp32"}
-    assert all(r["gflop_per_frame"] == timed[0]["gflop_per_frame"] > 0 for r in timed)
+    square, wide = ([r for r in timed if r["size"] == size] for size in (32, "64x32"))
+    assert all(r["gflop_per_frame"] == square[0]["gflop_per_frame"] > 0 for r in square)
+    assert wide[0]["gflop_per_frame"] == 2 * square[0]["gflop_per_frame"]  # twice the pixels
     for profile in (r for r in rows if "ops_ms" in r):  # on CPUs with bf16
         assert 0 < profile["conv_share"] <= 1 and profile["conv_gflops"] > 0
         assert "mkldnn_convolution" in profile["ops_ms"]
