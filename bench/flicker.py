@@ -50,10 +50,14 @@ def _frames(path: Path, limit: int) -> list[np.ndarray]:
     return out
 
 
+def _pixel_change(frames: list[np.ndarray]) -> list[np.ndarray]:
+    """|f(t) - f(t-1)| per pixel, max over RGB (uint8), for each consecutive pair."""
+    return [cv2.absdiff(a, b).max(axis=2) for a, b in zip(frames, frames[1:])]
+
+
 def _strip(rows: list[list[np.ndarray]]) -> np.ndarray:
     """Rows of frames, each cropped at full resolution where the first row moves most."""
-    first = rows[0]
-    motion = sum(cv2.absdiff(a, b).max(axis=2).astype(np.float32) for a, b in zip(first, first[1:]))
+    motion = sum(d.astype(np.float32) for d in _pixel_change(rows[0]))
     h, w = motion.shape
     side = min(CROP_PX, h, w)
     y, x = np.unravel_index(np.argmax(cv2.blur(motion, (side, side))), motion.shape)
@@ -64,9 +68,12 @@ def _strip(rows: list[list[np.ndarray]]) -> np.ndarray:
 
 def excess_change(inputs: list[np.ndarray], outputs: list[np.ndarray]) -> float:
     """Share of sum |out(t) - out(t-1)| that exceeds the same pixel's |in(t) - in(t-1)| (max over RGB)."""
+    return _excess(_pixel_change(inputs), outputs)
+
+
+def _excess(input_change: list[np.ndarray], outputs: list[np.ndarray]) -> float:
     excess = total = 0.0
-    for a, b, x, y in zip(inputs, inputs[1:], outputs, outputs[1:]):
-        d_in = cv2.absdiff(a, b).max(axis=2).astype(np.float32)
+    for d_in, x, y in zip(input_change, outputs, outputs[1:]):
         d_out = cv2.absdiff(x, y).astype(np.float32).mean(axis=2)
         excess += float(np.maximum(d_out - d_in, 0).sum())
         total += float(d_out.sum())
@@ -78,10 +85,9 @@ def _replay(outputs: list[np.ndarray]):
     return lambda _image: next(frames)
 
 
-def _lag(inputs: list[np.ndarray], plain: list[np.ndarray], steady: list[np.ndarray]) -> dict:
+def _lag(input_change: list[np.ndarray], plain: list[np.ndarray], steady: list[np.ndarray]) -> dict:
     sums = {band: [0.0, 0] for band in MOTION_BANDS}
-    for a, b, p, s in zip(inputs, inputs[1:], plain[1:], steady[1:]):
-        d_in = cv2.absdiff(a, b).max(axis=2)
+    for d_in, p, s in zip(input_change, plain[1:], steady[1:]):
         dev = cv2.absdiff(p, s).astype(np.float32).mean(axis=2)
         for lo, hi in MOTION_BANDS:
             m = (d_in >= lo) & (d_in < hi)
@@ -102,24 +108,25 @@ def main() -> None:
     inputs = _frames(args.video, args.frames)
     motion = [float(cv2.absdiff(a, b).mean()) for a, b in zip(inputs, inputs[1:])]
     start = int(np.argmax(np.convolve(motion, np.ones(STRIP_FRAMES), "valid")))  # the most motion
+    window = slice(start, start + STRIP_FRAMES)
+    input_change = _pixel_change(inputs)
     for style in filter(None, args.styles.split(",")):
         engine = Engine(style, max_side=args.max_side)
         plain = [engine(f).copy() for f in inputs]
         before = flicker_ratio(inputs, plain)
-        settings, filtered_runs = [], []
+        settings, filtered_windows = [], []
         for strength, threshold in SETTINGS:
             filtered = Deflicker(_replay(plain), strength=strength, threshold=threshold)
             steady = [filtered(f).copy() for f in inputs]
-            filtered_runs.append(steady)
+            filtered_windows.append(steady[window])  # the strip needs no more of it
             settings.append({"strength": strength, "threshold": threshold,
                              "reduction_pct": round(100 * (1 - flicker_ratio(inputs, steady) / before), 1),
-                             "lag": _lag(inputs, plain, steady)})
+                             "lag": _lag(input_change, plain, steady)})
         print(json.dumps({"style": style, "video": args.video.name, "frames": len(inputs),
                           "max_side": args.max_side, "flicker": round(before, 3),
-                          "excess_pct": round(100 * excess_change(inputs, plain), 1),
+                          "excess_pct": round(100 * _excess(input_change, plain), 1),
                           "deflicker": settings}), flush=True)
-        window = slice(start, start + STRIP_FRAMES)
-        strip = _strip([inputs[window], plain[window], filtered_runs[0][window], filtered_runs[-1][window]])
+        strip = _strip([inputs[window], plain[window], filtered_windows[0], filtered_windows[-1]])
         png = args.out / f"deflicker_{Path(style).stem}.png"
         if not cv2.imwrite(str(png), cv2.cvtColor(strip, cv2.COLOR_RGB2BGR)):
             raise SystemExit(f"could not write {png}")
