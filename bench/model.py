@@ -9,7 +9,7 @@ multiply-add counted as two) and its share of the matching matmul peak. Variants
   script-fp32   TorchScript, fp32 (the seed recipe's model path)
   engine        what animestream runs: TorchScript, bf16 weights and activations, channels_last,
                 activation memory kept between frames (measured last: that malloc setting is global)
-Then, per size, where the engine's time goes (torch.profiler, self time per aten op, ms per frame)
+After each engine timing, where its time goes (torch.profiler, self time per aten op, ms per frame)
 and the GFLOP/s of its convolutions alone: with those at the bf16 matmul peak, only the rest of the
 time (normalisation, padding, upsampling, activations) is left to win back at this precision.
 """
@@ -99,20 +99,16 @@ def main() -> None:
             print(json.dumps({"size": label[size], "variant": name, "gflop_per_frame": round(flops[size] / 1e9, 1),
                               "ms_per_frame": round(seconds * 1000, 1), "gflops": round(gflops, 1),
                               "share_of_matmul_peak": round(gflops / peak, 3)}), flush=True)
-    if "engine" in variants:
-        engine = variants["engine"][0]
-        for size, (w, h) in sizes.items():
-            x = torch.rand(1, 3, h, w).mul(2).sub(1).to(torch.bfloat16).contiguous(
-                memory_format=torch.channels_last)
-            ms = op_breakdown(engine, x, args.repeats)
-            conv_ms = ms.get("mkldnn_convolution", 0.0)
-            conv_gflops = flops[size] / conv_ms / 1e6 if conv_ms else 0.0
-            total = sum(ms.values())
-            print(json.dumps({"size": label[size], "variant": "engine", "profile_ms_per_frame": round(total, 1),
-                              "conv_share": round(conv_ms / total, 3),
-                              "conv_gflops": round(conv_gflops, 1),
-                              "conv_share_of_bf16_peak": round(conv_gflops / peaks["bf16"], 3),
-                              "ops_ms": {k: round(v, 1) for k, v in ms.items() if v >= 0.5}}), flush=True)
+            if name == "engine":
+                ms = op_breakdown(module, x, args.repeats)
+                conv_ms = ms.get("mkldnn_convolution", 0.0)
+                conv_gflops = flops[size] / conv_ms / 1e6 if conv_ms else 0.0
+                total = sum(ms.values())
+                print(json.dumps({"size": label[size], "variant": name, "profile_ms_per_frame": round(total, 1),
+                                  "conv_share": round(conv_ms / total, 3), "conv_gflops": round(conv_gflops, 1),
+                                  "conv_share_of_bf16_peak": round(conv_gflops / peak, 3),
+                                  "ops_ms": {k: round(v, 1) for k, v in ms.items() if v >= 0.5}}), flush=True)
+
 
 if __name__ == "__main__":
     main()
