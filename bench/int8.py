@@ -1,13 +1,21 @@
-"""INT8 inference (PyTorch eager static quantization, oneDNN VNNI kernels) against the engine's bf16.
+"""INT8 inference against bf16: PyTorch's FX quantization and animestream's own INT8 path.
 
     python bench/int8.py [--style paprika] [--size 512x288] [--repeat 6]
 
 Prints one JSON line per configuration, timed alternately in this one process on the same input:
-``bf16`` is the style as the engine runs it; ``int8`` is the FX-quantized generator (weights per
-channel, activations per tensor, calibrated on frames of the shipped sample). Every layer runs its
-convolution in INT8, but GroupNorm has no fast quantized kernel, so each layer dequantizes before
-it and quantizes again after: ``int8_op_ms`` splits one call's time by operator to show where it
-goes. ``psnr_vs_fp32`` compares each output with the fp32 model's on a frame not used to calibrate.
+
+  bf16         the style as the engine runs it without calibration (TorchScript, channels-last)
+  int8_fx      the FX-quantized generator (weights per channel, activations per tensor, calibrated
+               on frames of the shipped sample). Every layer runs its convolution in INT8, but
+               GroupNorm has no fast quantized kernel, so each layer dequantizes before it and
+               quantizes again after
+  int8_engine  stream/quant.py with the style's shipped calibration (NAME.ranges; else calibrated on
+               the same frames as int8_fx): GroupNorm as a
+               quantized batch norm on sampled statistics, padding as byte copies, ranges equalized
+               per channel; what ``--precision auto`` runs for a calibrated style
+
+``op_ms`` splits one call's time by operator. ``psnr_vs_fp32`` compares each output with the fp32
+model's on a frame of the sample not used to calibrate either INT8 model.
 """
 from __future__ import annotations
 
@@ -28,7 +36,7 @@ from torch.profiler import profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from stream import weights  # noqa: E402
+from stream import quant, weights  # noqa: E402
 from stream.model import Generator  # noqa: E402
 
 SAMPLE = Path(__file__).resolve().parents[1] / "samples" / "astronaut_pan.mp4"
@@ -85,9 +93,18 @@ def main(argv: list[str] | None = None) -> int:
     data = frames(width, height)
     calibration, held = data[:-1], data[-1]
     int8 = quantize(fp32, calibration)
+    path, meta = weights.resolve(args.style)
+    if quant.ranges_path(path).exists():  # the shipped calibration
+        ranges = quant.load_ranges(fp32, quant.ranges_path(path), style_sha256=meta.get("sha256") or
+                                   weights.sha256_of(path))
+    else:  # an uncalibrated file: the same frames int8_fx calibrates on
+        ranges = quant.calibrate(fp32, calibration)
+    engine = quant.Int8Generator(fp32, ranges)
     bf16 = scripted.to(torch.bfloat16).to(memory_format=torch.channels_last)
-    inputs = {"bf16": held.to(torch.bfloat16).contiguous(memory_format=torch.channels_last), "int8": held}
-    models = {"bf16": bf16, "int8": int8}
+    held_bytes = ((held + 1) * 127.5).round().to(torch.uint8).contiguous(memory_format=torch.channels_last)
+    inputs = {"bf16": held.to(torch.bfloat16).contiguous(memory_format=torch.channels_last), "int8_fx": held,
+              "int8_engine": held_bytes}
+    models = {"bf16": bf16, "int8_fx": int8, "int8_engine": engine.forward_uint8}
     times: dict[str, list[float]] = {k: [] for k in models}
     with torch.inference_mode():
         reference = fp32(held)
@@ -98,15 +115,14 @@ def main(argv: list[str] | None = None) -> int:
                 t0 = time.perf_counter()
                 model(inputs[name])
                 times[name].append(time.perf_counter() - t0)
-        with profile() as prof:
-            int8(held)
-        ops = sorted(((e.key, e.self_cpu_time_total / 1000) for e in prof.key_averages()), key=lambda kv: -kv[1])
         for name, model in models.items():
+            with profile() as prof:
+                model(inputs[name])
+            ops = sorted(((e.key, e.self_cpu_time_total / 1000) for e in prof.key_averages()), key=lambda kv: -kv[1])
             row = {"config": name, "size": args.size, "ms_min": round(1000 * min(times[name]), 1),
                    "ms_median": round(1000 * float(np.median(times[name])), 1),
-                   "psnr_vs_fp32": psnr(model(inputs[name]), reference), "threads": torch.get_num_threads()}
-            if name == "int8":
-                row["int8_op_ms"] = {k: round(v, 1) for k, v in ops[:TOP_OPS]}
+                   "psnr_vs_fp32": psnr(model(inputs[name]), reference), "threads": torch.get_num_threads(),
+                   "op_ms": {k: round(v, 1) for k, v in ops[:TOP_OPS]}}
             print(json.dumps(row), flush=True)
     return 0
 

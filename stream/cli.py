@@ -20,6 +20,7 @@ from .live import StyleSwitcher, is_camera
 from .sources import is_url
 from .livejob import LiveOptions, run_live
 from .pipeline import Stats
+from .quant import calibrate_style
 from .sinks import DEFAULT_CRF, DEFAULT_PRESET, X264_PRESETS
 
 EXIT_ERROR = 1
@@ -85,7 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cap the longest side the model sees, in pixels; 0 = no cap "
                         "(default: the style's recommendation: 512, 160 for -lite styles)")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
-                   help="auto = bf16 on CPUs with AVX512-BF16/AMX, fp16 on CUDA, else fp32 (default: auto)")
+                   help="auto = fp16 on CUDA; on the CPU int8 for styles calibrated for it (see 'weights "
+                        "calibrate') on CPUs with VNNI, else bf16 on CPUs with AVX512-BF16/AMX, else fp32 "
+                        "(default: auto)")
     p.add_argument("--device", choices=DEVICES, default="auto", help="default: cuda when present, else cpu")
     p.add_argument("--threads", type=_non_negative_int, default=0, metavar="N",
                    help="CPU threads for inference (default: 0 = one per core, all but one for -lite styles)")
@@ -150,8 +153,23 @@ def weights_main(argv: list[str]) -> int:
     imp.add_argument("file", type=Path, help="a .pt file: TorchScript, or an AnimeGANv2 state_dict")
     imp.add_argument("--name", required=True, help="the style name to register it under")
     imp.add_argument("--license", default="unknown (imported file)", help="license to record in the sidecar")
+    cal = sub.add_parser("calibrate", help="measure a style's activation ranges on photos, for --precision int8",
+                         description="Run the style in float on every image in a folder and save the range of "
+                         "each tensor the INT8 path quantizes, as NAME.ranges beside the style. Use a few dozen "
+                         "varied photos: a range narrower than real input clips it. Styles with ranges run in INT8 "
+                         "by default on CPUs with VNNI.")
+    cal.add_argument("style", metavar="NAME|PATH", help="style name or .pt file")
+    cal.add_argument("--photos", type=Path, required=True, metavar="FOLDER", help="folder of .jpg/.png photos")
+    cal.add_argument("--max-side", type=_non_negative_int, default=None, metavar="PX",
+                     help="longest side the photos are scaled to (default: the style's recommended cap)")
     args = p.parse_args(argv)
     try:
+        if args.command == "calibrate":
+            if not args.photos.is_dir():
+                p.error(f"--photos {args.photos}: not a folder")
+            out, count = calibrate_style(args.style, args.photos, args.max_side or None)
+            print(f"animestream: calibrated on {count} photos: {out}", file=sys.stderr)
+            return 0
         if args.command == "pull":
             style = pull(args.name)
         elif args.command == "import":

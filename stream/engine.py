@@ -21,13 +21,13 @@ import cv2
 import numpy as np
 import torch
 
-from . import weights
+from . import quant, weights
 from .errors import AnimestreamError
 
 DEFAULT_MAX_SIDE = 512  # pixels, longest side at inference
 SIDE_MULTIPLE = 4  # pixels; the generator downsamples twice
 MIN_SIDE = 2 * SIDE_MULTIPLE  # pixels; smaller inputs cannot be reflect-padded after two downsamplings
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
 DEVICES = ("auto", "cpu", "cuda")
 DEFAULT_THREADS = torch.get_num_threads()  # PyTorch's own choice (one per core), read before anyone changes it
 LITE_SPARE_CORES = 1  # a lite style's small layers gain little from threads; decode and encode use that core
@@ -93,16 +93,24 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """``auto`` is fp16 on CUDA, bf16 on CPUs with native bf16, fp32 otherwise."""
+def resolve_precision(precision: str, device: torch.device, calibrated: bool = False) -> str:
+    """``auto`` is fp16 on CUDA; on the CPU int8 for a ``calibrated`` style on a CPU with VNNI,
+    else bf16 on CPUs with native bf16, else fp32."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
     if precision == "auto":
         if device.type == "cuda":
             return "fp16"
+        if calibrated and quant.cpu_has_vnni():
+            return "int8"
         return "bf16" if cpu_has_bf16() else "fp32"
     if precision == "fp16" and device.type != "cuda":
         raise AnimestreamError("--precision fp16 needs a CUDA GPU; use bf16 or fp32 on the CPU")
+    if precision == "int8" and device.type != "cpu":
+        raise AnimestreamError("--precision int8 runs on the CPU; use fp16 on a GPU")
+    if precision == "int8" and not calibrated:
+        raise AnimestreamError("--precision int8: this style has no INT8 calibration; make one with "
+                               "'animestream weights calibrate STYLE --photos FOLDER'")
     return precision
 
 
@@ -160,10 +168,19 @@ class Engine:
         self.device = resolve_device(device)
         if self.device.type == "cpu":
             keep_activation_memory()
-        self.precision = resolve_precision(precision, self.device)
-        self.dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[self.precision]
+        calibration = quant.ranges_path(path)
+        self.precision = resolve_precision(precision, self.device, calibration.exists())
+        self.dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16,
+                      "int8": torch.float32}[self.precision]
         module = weights.load_model(path)
-        self.module = module.to(self.device).to(self.dtype).to(memory_format=torch.channels_last).eval()
+        self.int8: quant.Int8Generator | None = None
+        self.module: torch.jit.ScriptModule | None = None
+        if self.precision == "int8":
+            model = weights.eager_generator(module)
+            sha = meta.get("sha256") or weights.sha256_of(path)
+            self.int8 = quant.Int8Generator(model, quant.load_ranges(model, calibration, style_sha256=sha))
+        else:
+            self.module = module.to(self.device).to(self.dtype).to(memory_format=torch.channels_last).eval()
         self._buffers: dict[tuple[int, int], _Buffers] = {}
         self._lock = threading.Lock()
 
@@ -204,9 +221,12 @@ class Engine:
             else:
                 cv2.resize(frame, (w, h), dst=buf.small, interpolation=cv2.INTER_AREA)
             src = torch.from_numpy(buf.small).permute(2, 0, 1).unsqueeze(0)
-            buf.inp.copy_(src, non_blocking=True)
-            buf.inp.mul_(1 / 127.5).sub_(1.0)
-            buf.out_f32.copy_(self.module(buf.inp))
+            if self.int8 is not None:
+                buf.out_f32.copy_(self.int8.forward_uint8(src))
+            elif self.module is not None:
+                buf.inp.copy_(src, non_blocking=True)
+                buf.inp.mul_(1 / 127.5).sub_(1.0)
+                buf.out_f32.copy_(self.module(buf.inp))
             buf.out_f32.add_(1.0).mul_(127.5).clamp_(0, 255).round_()
             buf.out_u8.copy_(buf.out_f32.permute(0, 2, 3, 1))
             result = buf.out_u8[0].numpy()

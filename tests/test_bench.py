@@ -95,9 +95,11 @@ def test_int8_bench_quantizes_and_stays_close_to_fp32(tiny_style):
                            "--repeat", "1"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     rows = {r["config"]: r for r in map(json.loads, done.stdout.splitlines())}
-    assert set(rows) == {"bf16", "int8"}
-    assert rows["int8"]["int8_op_ms"]["quantized::conv2d"] > 0  # the convolutions really ran in INT8
-    assert 20 < rows["int8"]["psnr_vs_fp32"] < rows["bf16"]["psnr_vs_fp32"]  # quantized, yet the same picture
+    assert set(rows) == {"bf16", "int8_fx", "int8_engine"}
+    for name in ("int8_fx", "int8_engine"):
+        assert rows[name]["op_ms"]["quantized::conv2d"] > 0  # the convolutions really ran in INT8
+        assert 20 < rows[name]["psnr_vs_fp32"] < rows["bf16"]["psnr_vs_fp32"]  # quantized, yet the same picture
+    assert "quantized::batch_norm2d" in rows["int8_engine"]["op_ms"]  # GroupNorm stayed in INT8
 
 
 def test_onnxrt_bench_runs_three_configurations_or_says_what_it_needs(tiny_style):

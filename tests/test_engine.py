@@ -151,7 +151,7 @@ def test_precision_rules():
     with pytest.raises(AnimestreamError):
         resolve_precision("fp16", cpu)
     with pytest.raises(ValueError):
-        resolve_precision("int8", cpu)
+        resolve_precision("int4", cpu)
 
 
 def test_bf16_engine_is_close_to_fp32(tiny_style):

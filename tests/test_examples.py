@@ -18,7 +18,7 @@ def _run(*args: str) -> str:
 
 def test_convert_with_stats(tmp_path):
     out = _run("examples/convert_with_stats.py", str(SAMPLE), str(tmp_path / "anime.mp4"))
-    assert re.match(r"96 frames at [\d.]+ fps on cpu \((bf16|fp32)\)", out)
+    assert re.match(r"96 frames at [\d.]+ fps on cpu \((int8|bf16|fp32)\)", out)
     assert (tmp_path / "anime.mp4").stat().st_size > 10_000
 
 

@@ -1,0 +1,337 @@
+"""INT8 inference of the generator on x86 CPUs with VNNI: every convolution in 8-bit integers.
+
+PyTorch's own quantization flows (eager, FX) leave each single-group GroupNorm in float, so every
+layer dequantizes its activations and quantizes them again, and that costs more than the INT8
+convolutions save (``bench/RESULTS.md``). Here the whole layer stays in ``quint8``:
+
+* reflection padding copies bytes (``uint8`` views of the quantized tensors);
+* the convolution is oneDNN's INT8 kernel (per-channel weight scales, activations per tensor);
+* GroupNorm(1 group) is a per-sample mean and variance, so it is computed on every
+  :data:`STATS_STRIDE`-th row and column of the convolution's output and applied as a quantized
+  batch norm whose running statistics are those two numbers; LeakyReLU runs on the quantized tensor.
+
+Activation ranges (the scale and zero point of each quantized tensor) come from
+:func:`calibrate`, which runs the float model on a few images. Input and output are those of the
+float model: RGB NCHW in [-1, 1]; :meth:`Int8Generator.forward_uint8` also takes the frame's bytes.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import warnings
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import cv2
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import weights
+from .errors import AnimestreamError, WeightsError
+from .model import LEAKY_SLOPE, ConvNormLReLU, Generator, InvertedResBlock
+
+STATS_STRIDE = 4  # rows and columns between the pixels GroupNorm's statistics are taken from
+GN_EPS = 1e-5  # nn.GroupNorm's default
+RANGE_MARGIN = 1.1  # calibrated ranges are widened by this factor, for inputs unlike the calibration set
+RANGES_SUFFIX = ".ranges"  # calibration file beside the style's .pt
+DEFAULT_CALIBRATION_SIDE = 512  # pixels, longest side of the calibration photos
+CALIBRATION_SCALES = (1.0, 0.5, 0.25)  # each photo is also seen at these fractions of that side
+MIN_CALIBRATION_SIDE = 64  # pixels
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+Ranges = dict[nn.Module, tuple[torch.Tensor, torch.Tensor]]  # module -> per-channel (min, max) of its output
+INPUT_SCALE, INPUT_ZERO_POINT = 1 / 127.5, 128  # frame bytes p as (p - 128) / 127.5; the bias adds back 0.5
+
+
+def cpu_has_vnni() -> bool:
+    """True when oneDNN has fast INT8 kernels here (AVX512-VNNI, AVX-VNNI or AMX)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return any(f" {flag}" in flags for flag in ("avx512_vnni", "avx_vnni", "amx_int8"))
+
+
+def _qparams(lo: float, hi: float) -> tuple[float, int]:
+    """(scale, zero point) of quint8 covering [lo, hi] (widened to include 0) with RANGE_MARGIN."""
+    lo, hi = min(lo, 0.0) * RANGE_MARGIN, max(hi, 0.0) * RANGE_MARGIN
+    scale = max(hi - lo, 1e-6) / 255
+    return scale, int(min(255, max(0, round(-lo / scale))))
+
+
+def _span(channel_range: tuple[torch.Tensor, torch.Tensor]) -> tuple[float, float]:
+    """The per-tensor (min, max) of per-channel ranges."""
+    return float(channel_range[0].min()), float(channel_range[1].max())
+
+
+def _pad_tuple(pad: nn.ReflectionPad2d) -> tuple[int, int, int, int]:
+    p = pad.padding
+    return (p, p, p, p) if isinstance(p, int) else tuple(p)  # type: ignore[return-value]
+
+
+def _bytes(q: torch.Tensor) -> torch.Tensor:
+    """A plain uint8 tensor over a quint8 tensor's memory (same sizes and strides; no copy)."""
+    return torch.empty(0, dtype=torch.uint8).set_(q.untyped_storage(), q.storage_offset(), q.size(), q.stride())
+
+
+def _reflect_pad(x: torch.Tensor, pad: tuple[int, int, int, int]) -> torch.Tensor:
+    """Reflection-pad a channels-last quint8 tensor by copying its bytes."""
+    left, right, top, bottom = pad
+    if not any(pad):
+        return x
+    n, c, h, w = x.shape
+    out = torch._empty_affine_quantized((n, c, h + top + bottom, w + left + right), scale=x.q_scale(),
+                                        zero_point=x.q_zero_point(), dtype=torch.quint8,
+                                        memory_format=torch.channels_last)
+    dst = _bytes(out)
+    dst[:, :, top:top + h, left:left + w].copy_(_bytes(x))
+    for i in range(1, top + 1):
+        dst[:, :, top - i, left:left + w].copy_(dst[:, :, top + i, left:left + w])
+    for i in range(1, bottom + 1):
+        dst[:, :, top + h - 1 + i, left:left + w].copy_(dst[:, :, top + h - 1 - i, left:left + w])
+    for i in range(1, left + 1):
+        dst[:, :, :, left - i].copy_(dst[:, :, :, left + i])
+    for i in range(1, right + 1):
+        dst[:, :, :, left + w - 1 + i].copy_(dst[:, :, :, left + w - 1 - i])
+    return out
+
+
+class _QConv:
+    """One convolution: INT8 weights packed for oneDNN, the output's quint8 parameters.
+
+    With ``equalize`` (a convolution that feeds a GroupNorm) each output channel is shifted and
+    scaled so that its calibrated range becomes [-1, 1]: one per-tensor scale then fits every
+    channel. :class:`_QNorm` undoes the shift and scale in its per-channel statistics, exactly.
+    """
+
+    def __init__(self, conv: nn.Conv2d, out_range: tuple[torch.Tensor, torch.Tensor], *, equalize: bool,
+                 in_gain: torch.Tensor | None = None, extra_bias: torch.Tensor | None = None):
+        w = conv.weight.detach().float()
+        if in_gain is not None:  # the input's channels arrive divided by in_gain
+            w = w * (in_gain.view(-1, 1, 1, 1) if conv.groups > 1 else in_gain.view(1, -1, 1, 1))
+        bias = conv.bias.detach().float() if conv.bias is not None else torch.zeros(w.shape[0])
+        if extra_bias is not None:
+            bias = bias + extra_bias
+        lo, hi = out_range
+        if equalize:
+            self.center = (hi + lo) / 2
+            self.gain = 2 / (hi - lo).clamp_min(1e-6)
+            w = w * self.gain.view(-1, 1, 1, 1)
+            bias = (bias - self.center) * self.gain
+            lo, hi = -torch.ones_like(lo), torch.ones_like(hi)
+        else:
+            self.center, self.gain = torch.zeros_like(lo), torch.ones_like(hi)
+        w_scale = (w.abs().amax(dim=(1, 2, 3)) / 127).clamp_min(1e-12)
+        qw = torch.quantize_per_channel(w, w_scale.double(), torch.zeros(w.shape[0], dtype=torch.int64), 0,
+                                        torch.qint8)
+        self.packed = torch.ops.quantized.conv2d_prepack(qw, bias, list(conv.stride), [0, 0], [1, 1], conv.groups)
+        self.scale, self.zero_point = _qparams(float(lo.min()), float(hi.max()))
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.ops.quantized.conv2d(x, self.packed, self.scale, self.zero_point)
+
+
+class _QNorm:
+    """GroupNorm(1 group) + affine on the output of an equalized :class:`_QConv`, optionally + LeakyReLU."""
+
+    def __init__(self, gn: nn.GroupNorm, conv: _QConv, norm_range: tuple[torch.Tensor, torch.Tensor],
+                 lrelu_range: tuple[torch.Tensor, torch.Tensor] | None):
+        self.center, self.gain = conv.center.view(1, -1, 1, 1), conv.gain
+        lo, hi = norm_range
+        if lrelu_range is not None:  # divide each channel by its calibrated size; the next conv multiplies back
+            self.out_gain = torch.maximum(hi, -lo).clamp_min(1e-6)
+            self.lrelu: tuple[float, int] | None = _qparams(float((lrelu_range[0] / self.out_gain).min()),
+                                                            float((lrelu_range[1] / self.out_gain).max()))
+        else:
+            self.out_gain = torch.ones_like(hi)
+            self.lrelu = None
+        self.weight = gn.weight.detach().float() / self.out_gain
+        self.bias = gn.bias.detach().float() / self.out_gain
+        self.scale, self.zero_point = _qparams(float((lo / self.out_gain).min()), float((hi / self.out_gain).max()))
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        sample = x[:, :, ::STATS_STRIDE, ::STATS_STRIDE].dequantize() / self.gain.view(1, -1, 1, 1) + self.center
+        var, mean = torch.var_mean(sample, unbiased=False)
+        out = torch.ops.quantized.batch_norm2d(x, self.weight, self.bias, self.gain * (mean - self.center.view(-1)),
+                                               self.gain ** 2 * (var + GN_EPS), 0.0,
+                                               self.scale, self.zero_point)
+        if self.lrelu is not None:
+            out = torch.ops.quantized.leaky_relu(out, LEAKY_SLOPE, False, *self.lrelu)
+        return out
+
+
+class _QLayer:
+    """ConvNormLReLU: reflection pad, INT8 conv, GroupNorm, LeakyReLU."""
+
+    def __init__(self, layer: ConvNormLReLU, ranges: Ranges, in_gain: torch.Tensor | None = None,
+                 extra_bias: torch.Tensor | None = None):
+        pad, conv, gn, _ = layer
+        self.pad = _pad_tuple(pad)
+        self.conv = _QConv(conv, ranges[conv], equalize=True, in_gain=in_gain, extra_bias=extra_bias)
+        self.norm = _QNorm(gn, self.conv, ranges[gn], ranges[layer])
+        self.out_gain = self.norm.out_gain
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.conv(_reflect_pad(x, self.pad)))
+
+
+class _QResBlock:
+    def __init__(self, block: InvertedResBlock, ranges: Ranges, in_gain: torch.Tensor | None = None):
+        expand, depthwise, project, gn = block.layers
+        self.expand = _QLayer(expand, ranges, in_gain)
+        self.depthwise = _QLayer(depthwise, ranges, self.expand.out_gain)
+        self.project = _QConv(project, ranges[project], equalize=True, in_gain=self.depthwise.out_gain)
+        self.norm = _QNorm(gn, self.project, ranges[gn], None)
+        self.out_gain = None  # a residual stream: its channels are not rescaled
+        self.residual = block.use_residual
+        self.scale, self.zero_point = _qparams(*_span(ranges[block]))
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.norm(self.project(self.depthwise(self.expand(x))))
+        if self.residual:
+            out = torch.ops.quantized.add(out, x, self.scale, self.zero_point)
+        return out
+
+
+class Int8Generator(nn.Module):
+    """A :class:`stream.model.Generator` with INT8 convolutions; see the module docstring."""
+
+    def __init__(self, model: Generator, ranges: Ranges):
+        super().__init__()
+        torch.backends.quantized.engine = "onednn"
+        # PyTorch 2.13 marks its quantized tensors deprecated (like torch.jit); they still carry this path.
+        warnings.filterwarnings("ignore", message=r"torch\.quantize_per_tensor, torch\.quantize_per_channel",
+                                category=UserWarning)
+        first = model.block_a[0]
+        # The input's bytes are read as (p - 128) / 127.5, half a level below the true (p - 127.5) / 127.5.
+        shift = first[1].weight.detach().float().sum(dim=(1, 2, 3)) * (0.5 * INPUT_SCALE)
+        gain: torch.Tensor | None = None
+
+        def build(module: nn.Module, extra_bias: torch.Tensor | None = None) -> _QLayer | _QResBlock:
+            nonlocal gain
+            if isinstance(module, InvertedResBlock):
+                layer: _QLayer | _QResBlock = _QResBlock(module, ranges, gain)
+            else:
+                layer = _QLayer(module, ranges, gain, extra_bias)
+            gain = layer.out_gain
+            return layer
+
+        self.block_a = [build(first, shift)] + [build(m) for m in model.block_a[1:]]
+        self.block_b = [build(m) for m in model.block_b]
+        self.block_c = [build(m) for m in model.block_c]
+        self.block_d = [build(m) for m in model.block_d]
+        self.block_e = [build(m) for m in model.block_e]
+        self.out_conv = model.out_layer[0]
+        self.out_qconv = _QConv(self.out_conv, ranges[self.out_conv], equalize=False, in_gain=gain)
+        self.grade = model.photo_grade
+
+    def forward_uint8(self, frame: torch.Tensor) -> torch.Tensor:
+        """Stylise ``frame``, 1 x 3 x H x W uint8 RGB (channels-last strides are fastest): fp32 in [-1, 1]."""
+        x = torch._make_per_tensor_quantized_tensor(frame.contiguous(memory_format=torch.channels_last),
+                                                    INPUT_SCALE, INPUT_ZERO_POINT)
+        out = x
+        for layer in self.block_a:
+            out = layer(out)
+        half_size = out.shape[-2:]
+        for layer in self.block_b + self.block_c:
+            out = layer(out)
+        out = F.interpolate(out, size=half_size, mode="bilinear", align_corners=True)
+        for layer in self.block_d:
+            out = layer(out)
+        out = F.interpolate(out, size=frame.shape[-2:], mode="bilinear", align_corners=True)
+        for layer in self.block_e:
+            out = layer(out)
+        result = torch.tanh(self.out_qconv(out).dequantize())
+        if self.grade is not None:
+            photo = frame.float() / 127.5 - 1
+            result = torch.clamp(result + self.grade(torch.cat([photo, photo * photo], dim=1)), -1.0, 1.0)
+        return result
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Same contract as the float generator: RGB NCHW in [-1, 1] -> RGB NCHW in [-1, 1]."""
+        frame = ((x.float() + 1) * 127.5).round_().clamp_(0, 255).to(torch.uint8)
+        return self.forward_uint8(frame)
+
+
+def calibrate(model: Generator, images: Iterable[torch.Tensor]) -> Ranges:
+    """Per-channel (min, max) of every tensor the INT8 model quantizes, over ``images`` (1 x 3 x H x W, [-1, 1])."""
+    watched = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.GroupNorm, ConvNormLReLU, InvertedResBlock))]
+    ranges: Ranges = {}
+
+    def hook(module: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
+        lo, hi = output.amin(dim=(0, 2, 3)), output.amax(dim=(0, 2, 3))
+        old = ranges.get(module, (lo, hi))
+        ranges[module] = (torch.minimum(lo, old[0]), torch.maximum(hi, old[1]))
+
+    handles = [m.register_forward_hook(hook) for m in watched]
+    try:
+        with torch.inference_mode():
+            for image in images:
+                model(image.float())
+    finally:
+        for h in handles:
+            h.remove()
+    return ranges
+
+
+def ranges_path(style_path: Path) -> Path:
+    """Where the calibrated ranges of the style file ``style_path`` live: ``NAME.ranges`` beside it."""
+    return style_path.with_suffix(RANGES_SUFFIX)
+
+
+def save_ranges(model: Generator, ranges: Ranges, path: Path, *, style_sha256: str, images: int) -> None:
+    """Write ``ranges`` (keyed by module name) for the style whose file has ``style_sha256``; atomic."""
+    names = {m: n for n, m in model.named_modules()}
+    data = {"style_sha256": style_sha256, "images": images,
+            "ranges": {names[m]: torch.stack(r) for m, r in ranges.items()}}
+    part = path.with_name(path.name + ".part")
+    torch.save(data, part)
+    os.replace(part, path)
+
+
+def load_ranges(model: Generator, path: Path, *, style_sha256: str) -> Ranges:
+    """The ranges saved by :func:`save_ranges` for ``model``; :class:`WeightsError` if stale or unreadable."""
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as e:
+        raise WeightsError(f"{path}: unreadable INT8 calibration ({str(e).splitlines()[0][:120]})") from None
+    if not isinstance(data, dict) or data.get("style_sha256") != style_sha256:
+        raise WeightsError(f"{path}: INT8 calibration of another version of this style; calibrate it again")
+    modules = dict(model.named_modules())
+    try:
+        return {modules[n]: (r[0], r[1]) for n, r in data["ranges"].items()}
+    except (KeyError, IndexError, TypeError):
+        raise WeightsError(f"{path}: INT8 calibration does not fit this style's architecture") from None
+
+
+def photo_batches(folder: Path, max_side: int) -> Iterator[torch.Tensor]:
+    """Every image in ``folder`` (sorted) at each of :data:`CALIBRATION_SCALES` of ``max_side`` on the
+    longest side (a smaller cap sees coarser detail, so other ranges), as 1 x 3 x H x W in [-1, 1]."""
+    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not paths:
+        raise AnimestreamError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)}) to calibrate with")
+    for p in paths:
+        bgr = cv2.imread(str(p), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise AnimestreamError(f"{p}: not a readable image")
+        h, w = bgr.shape[:2]
+        for fraction in CALIBRATION_SCALES:
+            scale = max(MIN_CALIBRATION_SIDE, max_side * fraction) / max(h, w)
+            size = (max(8, round(w * scale / 4) * 4), max(8, round(h * scale / 4) * 4))
+            rgb = cv2.cvtColor(cv2.resize(bgr, size, interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
+            yield torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 127.5 - 1
+
+
+def calibrate_style(style: str | os.PathLike, photos: Path, max_side: int | None = None) -> tuple[Path, int]:
+    """Calibrate the INT8 ranges of ``style`` (a name or a .pt path) on every image in ``photos``, each
+    scaled to ``max_side`` pixels (default: the style's recommended cap, else 512), and save them
+    beside the style file. Returns (ranges file, number of images)."""
+    path, meta = weights.resolve(style)
+    model = weights.eager_generator(weights.load_model(path))
+    side = max_side or meta.get("recommended_max_side") or DEFAULT_CALIBRATION_SIDE
+    images = list(photo_batches(photos, side))
+    out = ranges_path(path)
+    save_ranges(model, calibrate(model, images), out, style_sha256=meta.get("sha256") or weights.sha256_of(path),
+                images=len(images))
+    return out, len(images) // len(CALIBRATION_SCALES)

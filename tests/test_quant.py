@@ -1,0 +1,135 @@
+"""INT8 path: exact byte padding, fidelity to the float model, calibration files, and how it is chosen."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from stream import quant, weights
+from stream.engine import Engine, resolve_precision
+from stream.errors import AnimestreamError, WeightsError
+from stream.model import ConvNormLReLU, Generator, InvertedResBlock
+
+ROOT = Path(__file__).resolve().parent.parent
+ASTRONAUT = ROOT / "samples" / "astronaut.jpg"
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    """dB between two outputs in [-1, 1]."""
+    return float(10 * torch.log10(4 / ((a.float() - b.float()) ** 2).mean()))
+
+
+@pytest.mark.parametrize("pad", [(1, 1, 1, 1), (0, 1, 0, 1), (3, 3, 3, 3), (2, 0, 1, 3)])
+def test_byte_reflection_pad_equals_torch_reflection_pad(pad):
+    x = torch.randn(1, 5, 9, 11).contiguous(memory_format=torch.channels_last)
+    q = torch.quantize_per_tensor(x, 0.02, 120, torch.quint8)
+    got = quant._reflect_pad(q, pad)
+    want = F.pad(q.dequantize(), pad, mode="reflect")
+    assert got.is_contiguous(memory_format=torch.channels_last)
+    assert (got.q_scale(), got.q_zero_point()) == (0.02, 120)
+    assert torch.equal(got.dequantize(), want)
+
+
+def astronaut(side: int) -> torch.Tensor:
+    rgb = cv2.cvtColor(cv2.imread(str(ASTRONAUT)), cv2.COLOR_BGR2RGB)
+    return torch.from_numpy(cv2.resize(rgb, (side, side), interpolation=cv2.INTER_AREA)).permute(2, 0, 1)[None]
+
+
+@pytest.fixture(scope="module")
+def paprika_fp32():
+    return weights.eager_generator(weights.load_model("paprika"))
+
+
+def test_shipped_int8_paprika_stays_close_to_the_float_model(paprika_fp32):
+    """The shipped calibration (63 photos) on a photo it never saw: measured 41 dB at 512x288 on video frames."""
+    path, meta = weights.resolve("paprika")
+    ranges = quant.load_ranges(paprika_fp32, quant.ranges_path(path), style_sha256=meta["sha256"])
+    int8 = quant.Int8Generator(paprika_fp32, ranges)
+    frame = astronaut(192)
+    with torch.inference_mode():
+        reference = paprika_fp32(frame.float() / 127.5 - 1)
+        out = int8.forward_uint8(frame.contiguous(memory_format=torch.channels_last))
+        scrambled = paprika_fp32(frame.flip(-1).float() / 127.5 - 1)  # a different picture: how far "wrong" is
+    assert out.shape == reference.shape and out.dtype == torch.float32
+    assert psnr(out, reference) >= 35.0
+    assert psnr(scrambled, reference) < 20.0
+
+
+def test_every_shipped_calibration_matches_its_style():
+    """A style retrained without calibrating again would silently run with stale ranges: refuse in CI."""
+    calibrated = [s for s in weights.list_styles() if quant.ranges_path(s.path).exists()]
+    assert {s.name for s in calibrated} >= {"paprika", "shinkai"}
+    for style in calibrated:
+        model = weights.eager_generator(weights.load_model(style.path))
+        ranges = quant.load_ranges(model, quant.ranges_path(style.path), style_sha256=style.meta["sha256"])
+        watched = [m for m in model.modules()
+                   if isinstance(m, (torch.nn.Conv2d, torch.nn.GroupNorm, ConvNormLReLU, InvertedResBlock))]
+        assert set(ranges) == set(watched)
+
+
+def test_calibration_round_trip_and_refusals(tmp_path, tiny_model):
+    images = [astronaut(32).float() / 127.5 - 1, astronaut(40).float() / 127.5 - 1]
+    ranges = quant.calibrate(tiny_model, images)
+    convs = [m for m in tiny_model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert all(m in ranges for m in convs)
+    lo, hi = ranges[convs[0]]
+    assert lo.shape == (convs[0].out_channels,) and bool((lo <= hi).all())
+    path = tmp_path / "tiny.ranges"
+    quant.save_ranges(tiny_model, ranges, path, style_sha256="abc", images=2)
+    assert not list(tmp_path.glob("*.part"))
+    back = quant.load_ranges(tiny_model, path, style_sha256="abc")
+    assert all(torch.equal(back[m][0], ranges[m][0]) and torch.equal(back[m][1], ranges[m][1]) for m in ranges)
+    with pytest.raises(WeightsError, match="another version of this style"):
+        quant.load_ranges(tiny_model, path, style_sha256="def")
+    with pytest.raises(WeightsError, match="does not fit this style's architecture"):
+        quant.load_ranges(Generator(width=0.25, blocks=2), path, style_sha256="abc")
+    path.write_bytes(b"not a torch file")
+    with pytest.raises(WeightsError, match="unreadable INT8 calibration"):
+        quant.load_ranges(tiny_model, path, style_sha256="abc")
+
+
+def test_precision_choice():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    if quant.cpu_has_vnni():
+        assert resolve_precision("auto", cpu, calibrated=True) == "int8"
+    assert resolve_precision("auto", cpu, calibrated=False) in ("bf16", "fp32")
+    assert resolve_precision("auto", cuda, calibrated=True) == "fp16"
+    assert resolve_precision("int8", cpu, calibrated=True) == "int8"
+    with pytest.raises(AnimestreamError, match="no INT8 calibration; make one with 'animestream weights calibrate"):
+        resolve_precision("int8", cpu, calibrated=False)
+    with pytest.raises(AnimestreamError, match="int8 runs on the CPU"):
+        resolve_precision("int8", cuda, calibrated=True)
+
+
+def test_cli_calibrates_a_style_file_then_the_engine_runs_it_in_int8(tmp_path, tiny_style, cli):
+    style = tmp_path / "tiny.pt"
+    shutil.copy(tiny_style, style)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i, side in enumerate((48, 64, 80)):
+        cv2.imwrite(str(photos / f"p{i}.png"), cv2.resize(cv2.imread(str(ASTRONAUT)), (side, side + 8)))
+    (photos / "notes.txt").write_text("not an image: skipped")
+    with pytest.raises(AnimestreamError, match="no INT8 calibration"):
+        Engine(style, max_side=64, precision="int8")
+    rc, _, err = cli("weights", "calibrate", style, "--photos", photos, "--max-side", 64)
+    assert rc == 0, err
+    assert "calibrated on 3 photos" in err and (tmp_path / "tiny.ranges").exists()
+    int8 = Engine(style, max_side=64, precision="int8")
+    fp32 = Engine(style, max_side=64, precision="fp32")
+    frame = cv2.cvtColor(cv2.resize(cv2.imread(str(ASTRONAUT)), (64, 64)), cv2.COLOR_BGR2RGB)
+    a, b = int8(frame).astype(float), fp32(frame).astype(float)
+    assert a.shape == (64, 64, 3)
+    assert 10 * np.log10(255 ** 2 / ((a - b) ** 2).mean()) >= 25.0
+
+
+def test_cli_calibrate_refuses_a_missing_or_empty_photo_folder(tmp_path, tiny_style, cli):
+    with pytest.raises(SystemExit) as e:
+        cli("weights", "calibrate", tiny_style, "--photos", tmp_path / "missing")
+    assert e.value.code == 2
+    rc, _, err = cli("weights", "calibrate", tiny_style, "--photos", tmp_path)
+    assert rc == 1 and "no images" in err and "Traceback" not in err
