@@ -10,8 +10,9 @@ it is met on this machine. Configurations:
   seed        the original image service's recipe applied to video: TorchScript fp32, eval +
               no_grad, one thread doing decode -> resize (longest side 512, Lanczos) -> infer ->
               encode, one frame at a time, at the resized size
-  animestream the threaded pipeline (decode | infer | encode), bf16 + channels_last where the CPU
-              has it, reused buffers, output at the input's size (more work than the seed does)
+  animestream the threaded pipeline (decode | infer | encode) with the engine's default precision
+              (INT8 for a calibrated style on a CPU with VNNI, else bf16 + channels_last where the
+              CPU has it), reused buffers, output at the input's size (more work than the seed does)
   live        the live path on a 640x480 30 fps clip played at camera pace, recorded to a file,
               for each STYLE[@CAP] of --live (no CAP: the style's recommended cap)
   memory      RSS growth of a file job over 3000 frames, after a 300-frame warm-up

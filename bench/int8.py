@@ -1,6 +1,6 @@
 """INT8 inference against bf16: PyTorch's FX quantization and animestream's own INT8 path.
 
-    python bench/int8.py [--style paprika] [--size 512x288] [--repeat 6]
+    python bench/int8.py [--style paprika] [--size 512x288] [--repeat 6] [--input VIDEO]
 
 Prints one JSON line per configuration, timed alternately in this one process on the same input:
 
@@ -44,10 +44,10 @@ CALIBRATION_EVERY = 12  # frames of the sample between calibration frames
 TOP_OPS = 8  # operators listed in int8_op_ms
 
 
-def frames(width: int, height: int) -> list[torch.Tensor]:
-    """Every CALIBRATION_EVERY-th frame of the sample, as 1x3xHxW fp32 in [-1, 1]."""
+def frames(width: int, height: int, video: Path = SAMPLE) -> list[torch.Tensor]:
+    """Every CALIBRATION_EVERY-th frame of ``video``, as 1x3xHxW fp32 in [-1, 1]."""
     out = []
-    with av.open(str(SAMPLE)) as c:
+    with av.open(str(video)) as c:
         for i, f in enumerate(c.decode(video=0)):
             if i % CALIBRATION_EVERY == 0:
                 rgb = f.to_ndarray(format="rgb24", width=width, height=height)
@@ -76,6 +76,7 @@ def parser(doc: str) -> argparse.ArgumentParser:
     p.add_argument("--style", default="paprika")
     p.add_argument("--size", default="512x288", help="WIDTHxHEIGHT at inference (default: %(default)s)")
     p.add_argument("--repeat", type=int, default=6, help="timed calls per configuration (default: %(default)s)")
+    p.add_argument("--input", type=Path, default=SAMPLE, help="video the frames come from (default: the sample)")
     return p
 
 
@@ -90,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser(__doc__).parse_args(argv)
     width, height = (int(v) for v in args.size.lower().split("x"))
     scripted, fp32 = load(args.style)
-    data = frames(width, height)
+    data = frames(width, height, args.input)
     calibration, held = data[:-1], data[-1]
     int8 = quantize(fp32, calibration)
     path, meta = weights.resolve(args.style)

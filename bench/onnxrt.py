@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     width, height = (int(v) for v in args.size.lower().split("x"))
     logging.getLogger().setLevel(logging.ERROR)  # the quantizer's advice to pre-process; timed as is
     scripted, fp32 = load(args.style)
-    data = frames(width, height)
+    data = frames(width, height, args.input)
     calibration, held = data[:-1], data[-1]
     threads = torch.get_num_threads()
     options = ort.SessionOptions()

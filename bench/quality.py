@@ -9,7 +9,8 @@ photo's best global colour grade (a per-channel quadratic fitted to that very ta
 the target; ``psnr_student_graded``, the same grade fitted to the style's own output (how much of
 what is left is global colour); and whether the pair was trained on (from the style's sidecar).
 ``--checkpoint`` scores a training checkpoint instead of a style: its EMA weights (what gets
-shipped) or, with ``--weights model``, the raw ones. ``--tile N`` runs the model on N x N tiles
+shipped) or, with ``--weights model``, the raw ones. ``--precision`` runs a style as the engine
+would at that precision (int8 needs the style's calibration). ``--tile N`` runs the model on N x N tiles
 instead of the whole image (the remainder at the right and bottom is left out of every score): the
 generator's GroupNorm layers normalise over what they are given, so this shows what a model
 trained on N x N crops does on the statistics it was trained with.
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from stream.engine import Engine
+from stream.engine import PRECISIONS, Engine
 from stream.model import Generator
 from stream.quality import baselines, best_grade, half, psnr
 from stream.train import load_pairs, read_checkpoint, to_image, to_tensor
@@ -64,12 +65,14 @@ def main() -> None:
     p.add_argument("--weights", choices=("ema", "model"), default="ema", help="which weights of --checkpoint")
     p.add_argument("--pairs", type=Path, required=True)
     p.add_argument("--tile", type=int, default=0, help="run on tiles of this side, pixels (0: whole image)")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                   help="the style's precision (default: %(default)s; auto is what the CLI runs)")
     args = p.parse_args()
     if args.checkpoint:
         run, name = _checkpoint_model(args.checkpoint, args.weights)
         trained: set[str] = set()
     else:
-        engine = Engine(args.style, max_side=0, precision="fp32")
+        engine = Engine(args.style, max_side=0, precision=args.precision)
         run, name = engine, engine.style
         trained = set(engine.meta.get("recipe", {}).get("train_pairs", []))
     for stem, (photo, target) in load_pairs(args.pairs).items():
