@@ -34,7 +34,6 @@ from .model import LEAKY_SLOPE, ConvNormLReLU, Generator, InvertedResBlock
 STATS_STRIDE = 4  # rows and columns between the pixels GroupNorm's statistics are taken from
 GN_EPS = 1e-5  # nn.GroupNorm's default
 RANGE_MARGIN = 1.1  # calibrated ranges are widened by this factor, for inputs unlike the calibration set
-RANGES_SUFFIX = ".ranges"  # calibration file beside the style's .pt
 DEFAULT_CALIBRATION_SIDE = 512  # pixels, longest side of the calibration photos
 CALIBRATION_SCALES = (1.0, 0.5, 0.25)  # each photo is also seen at these fractions of that side
 MIN_CALIBRATION_SIDE = 64  # pixels
@@ -277,7 +276,7 @@ def calibrate(model: Generator, images: Iterable[torch.Tensor]) -> Ranges:
 
 def ranges_path(style_path: Path) -> Path:
     """Where the calibrated ranges of the style file ``style_path`` live: ``NAME.ranges`` beside it."""
-    return style_path.with_suffix(RANGES_SUFFIX)
+    return style_path.with_suffix(weights.RANGES_SUFFIX)
 
 
 def save_ranges(model: Generator, ranges: Ranges, path: Path, *, style_sha256: str, images: int) -> None:

@@ -29,6 +29,7 @@ BUILTIN_DIR = Path(__file__).resolve().parent.parent / "weights"
 DEFAULT_STYLE = "paprika"
 ARCHITECTURE = "AnimeGANv2 generator"
 HASH_CHUNK_BYTES = 1 << 20
+RANGES_SUFFIX = ".ranges"  # INT8 calibration beside a style's .pt (stream/quant.py); valid for those weights only
 
 
 def user_home() -> Path:
@@ -185,7 +186,8 @@ def save_style(module: torch.jit.ScriptModule, folder: Path, name: str, meta: di
     """Save ``module`` as ``folder/name.pt`` with ``meta`` plus its sha256 as the sidecar.
 
     Both files are written in a staging folder and renamed into place at the end, so a failure
-    leaves no style, or the previous one, behind. Returns the ``.pt`` path.
+    leaves no style, or the previous one, behind; the previous one's INT8 calibration is removed.
+    Returns the ``.pt`` path.
     """
     folder.mkdir(parents=True, exist_ok=True)
     staging = folder / f".{name}.staging"
@@ -197,6 +199,7 @@ def save_style(module: torch.jit.ScriptModule, folder: Path, name: str, meta: di
         write_sidecar(pt, {**meta, "sha256": sha256_of(pt)})
         os.replace(pt, folder / pt.name)
         os.replace(pt.with_suffix(".json"), folder / f"{name}.json")
+        (folder / f"{name}{RANGES_SUFFIX}").unlink(missing_ok=True)  # calibrated for the weights just replaced
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return folder / f"{name}.pt"

@@ -133,3 +133,12 @@ def test_cli_calibrate_refuses_a_missing_or_empty_photo_folder(tmp_path, tiny_st
     assert e.value.code == 2
     rc, _, err = cli("weights", "calibrate", tiny_style, "--photos", tmp_path)
     assert rc == 1 and "no images" in err and "Traceback" not in err
+
+
+def test_saving_a_style_again_drops_its_stale_calibration(tmp_path, tiny_model):
+    pt = weights.save_style(torch.jit.script(tiny_model), tmp_path, "mine", {"name": "mine"})
+    quant.save_ranges(tiny_model, quant.calibrate(tiny_model, [astronaut(32).float() / 127.5 - 1]),
+                      quant.ranges_path(pt), style_sha256=weights.sha256_of(pt), images=1)
+    assert quant.ranges_path(pt).exists()
+    weights.save_style(torch.jit.script(tiny_model), tmp_path, "mine", {"name": "mine"})
+    assert not quant.ranges_path(pt).exists()
