@@ -36,7 +36,7 @@ from torch.profiler import profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from stream import quant, weights  # noqa: E402
+from stream import calibration, quant, weights  # noqa: E402
 from stream.model import Generator  # noqa: E402
 
 SAMPLE = Path(__file__).resolve().parents[1] / "samples" / "astronaut_pan.mp4"
@@ -55,14 +55,14 @@ def frames(width: int, height: int, video: Path = SAMPLE) -> list[torch.Tensor]:
     return out
 
 
-def quantize(model: Generator, calibration: list[torch.Tensor]) -> torch.jit.ScriptModule:
+def quantize(model: Generator, samples: list[torch.Tensor]) -> torch.jit.ScriptModule:
     torch.backends.quantized.engine = "onednn"
-    prepared = prepare_fx(model, get_default_qconfig_mapping("onednn"), example_inputs=(calibration[0],),
+    prepared = prepare_fx(model, get_default_qconfig_mapping("onednn"), example_inputs=(samples[0],),
                           backend_config=get_native_backend_config())
     with torch.no_grad():
-        for x in calibration:
+        for x in samples:
             prepared(x)
-    return torch.jit.trace(convert_fx(prepared), calibration[0])
+    return torch.jit.trace(convert_fx(prepared), samples[0])
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -92,14 +92,14 @@ def main(argv: list[str] | None = None) -> int:
     width, height = (int(v) for v in args.size.lower().split("x"))
     scripted, fp32 = load(args.style)
     data = frames(width, height, args.input)
-    calibration, held = data[:-1], data[-1]
-    int8 = quantize(fp32, calibration)
+    samples, held = data[:-1], data[-1]
+    int8 = quantize(fp32, samples)
     path, meta = weights.resolve(args.style)
-    if quant.ranges_path(path).exists():  # the shipped calibration
-        ranges = quant.load_ranges(fp32, quant.ranges_path(path), style_sha256=meta.get("sha256") or
+    if calibration.ranges_path(path).exists():  # the shipped calibration
+        ranges = calibration.load_ranges(fp32, calibration.ranges_path(path), style_sha256=meta.get("sha256") or
                                    weights.sha256_of(path))
     else:  # an uncalibrated file: the same frames int8_fx calibrates on
-        ranges = quant.calibrate(fp32, calibration)
+        ranges = calibration.calibrate(fp32, samples)
     engine = quant.Int8Generator(fp32, ranges)
     bf16 = scripted.to(torch.bfloat16).to(memory_format=torch.channels_last)
     held_bytes = ((held + 1) * 127.5).round().to(torch.uint8).contiguous(memory_format=torch.channels_last)

@@ -13,6 +13,7 @@ from pathlib import Path
 from . import __version__, weights
 from .convert import convert
 from .deflicker import Deflicker
+from .calibration import calibrate_style
 from .download import OFFICIAL_BLOBS, import_style, pull
 from .engine import DEVICES, PRECISIONS, Engine
 from .errors import AnimestreamError
@@ -20,7 +21,6 @@ from .live import StyleSwitcher, is_camera
 from .sources import is_url
 from .livejob import LiveOptions, run_live
 from .pipeline import Stats
-from .quant import calibrate_style
 from .sinks import DEFAULT_CRF, DEFAULT_PRESET, X264_PRESETS
 
 EXIT_ERROR = 1

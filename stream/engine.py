@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 import torch
 
-from . import quant, weights
+from . import calibration, quant, weights
 from .errors import AnimestreamError
 
 DEFAULT_MAX_SIDE = 512  # pixels, longest side at inference
@@ -168,8 +168,8 @@ class Engine:
         self.device = resolve_device(device)
         if self.device.type == "cpu":
             keep_activation_memory()
-        calibration = quant.ranges_path(path)
-        self.precision = resolve_precision(precision, self.device, calibration.exists())
+        ranges_file = calibration.ranges_path(path)
+        self.precision = resolve_precision(precision, self.device, ranges_file.exists())
         self.dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16,
                       "int8": torch.float32}[self.precision]
         module = weights.load_model(path)
@@ -178,7 +178,7 @@ class Engine:
         if self.precision == "int8":
             model = weights.eager_generator(module)
             sha = meta.get("sha256") or weights.sha256_of(path)
-            self.int8 = quant.Int8Generator(model, quant.load_ranges(model, calibration, style_sha256=sha))
+            self.int8 = quant.Int8Generator(model, calibration.load_ranges(model, ranges_file, style_sha256=sha))
         else:
             self.module = module.to(self.device).to(self.dtype).to(memory_format=torch.channels_last).eval()
         self._buffers: dict[tuple[int, int], _Buffers] = {}

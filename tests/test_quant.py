@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from stream import quant, weights
+from stream import calibration, quant, weights
 from stream.engine import Engine, resolve_precision
 from stream.errors import AnimestreamError, WeightsError
 from stream.model import ConvNormLReLU, Generator, InvertedResBlock
@@ -48,7 +48,7 @@ def paprika_fp32():
 def test_shipped_int8_paprika_stays_close_to_the_float_model(paprika_fp32):
     """The shipped calibration (63 photos) on a photo it never saw: measured 41 dB at 512x288 on video frames."""
     path, meta = weights.resolve("paprika")
-    ranges = quant.load_ranges(paprika_fp32, quant.ranges_path(path), style_sha256=meta["sha256"])
+    ranges = calibration.load_ranges(paprika_fp32, calibration.ranges_path(path), style_sha256=meta["sha256"])
     int8 = quant.Int8Generator(paprika_fp32, ranges)
     frame = astronaut(192)
     with torch.inference_mode():
@@ -62,11 +62,11 @@ def test_shipped_int8_paprika_stays_close_to_the_float_model(paprika_fp32):
 
 def test_every_shipped_calibration_matches_its_style():
     """A style retrained without calibrating again would silently run with stale ranges: refuse in CI."""
-    calibrated = [s for s in weights.list_styles() if quant.ranges_path(s.path).exists()]
+    calibrated = [s for s in weights.list_styles() if calibration.ranges_path(s.path).exists()]
     assert {s.name for s in calibrated} >= {"paprika", "shinkai"}
     for style in calibrated:
         model = weights.eager_generator(weights.load_model(style.path))
-        ranges = quant.load_ranges(model, quant.ranges_path(style.path), style_sha256=style.meta["sha256"])
+        ranges = calibration.load_ranges(model, calibration.ranges_path(style.path), style_sha256=style.meta["sha256"])
         watched = [m for m in model.modules()
                    if isinstance(m, (torch.nn.Conv2d, torch.nn.GroupNorm, ConvNormLReLU, InvertedResBlock))]
         assert set(ranges) == set(watched)
@@ -74,23 +74,23 @@ def test_every_shipped_calibration_matches_its_style():
 
 def test_calibration_round_trip_and_refusals(tmp_path, tiny_model):
     images = [astronaut(32).float() / 127.5 - 1, astronaut(40).float() / 127.5 - 1]
-    ranges = quant.calibrate(tiny_model, images)
+    ranges = calibration.calibrate(tiny_model, images)
     convs = [m for m in tiny_model.modules() if isinstance(m, torch.nn.Conv2d)]
     assert all(m in ranges for m in convs)
     lo, hi = ranges[convs[0]]
     assert lo.shape == (convs[0].out_channels,) and bool((lo <= hi).all())
     path = tmp_path / "tiny.ranges"
-    quant.save_ranges(tiny_model, ranges, path, style_sha256="abc", images=2)
+    calibration.save_ranges(tiny_model, ranges, path, style_sha256="abc", images=2)
     assert not list(tmp_path.glob("*.part"))
-    back = quant.load_ranges(tiny_model, path, style_sha256="abc")
+    back = calibration.load_ranges(tiny_model, path, style_sha256="abc")
     assert all(torch.equal(back[m][0], ranges[m][0]) and torch.equal(back[m][1], ranges[m][1]) for m in ranges)
     with pytest.raises(WeightsError, match="another version of this style"):
-        quant.load_ranges(tiny_model, path, style_sha256="def")
+        calibration.load_ranges(tiny_model, path, style_sha256="def")
     with pytest.raises(WeightsError, match="does not fit this style's architecture"):
-        quant.load_ranges(Generator(width=0.25, blocks=2), path, style_sha256="abc")
+        calibration.load_ranges(Generator(width=0.25, blocks=2), path, style_sha256="abc")
     path.write_bytes(b"not a torch file")
     with pytest.raises(WeightsError, match="unreadable INT8 calibration"):
-        quant.load_ranges(tiny_model, path, style_sha256="abc")
+        calibration.load_ranges(tiny_model, path, style_sha256="abc")
 
 
 def test_precision_choice():
@@ -137,8 +137,8 @@ def test_cli_calibrate_refuses_a_missing_or_empty_photo_folder(tmp_path, tiny_st
 
 def test_saving_a_style_again_drops_its_stale_calibration(tmp_path, tiny_model):
     pt = weights.save_style(torch.jit.script(tiny_model), tmp_path, "mine", {"name": "mine"})
-    quant.save_ranges(tiny_model, quant.calibrate(tiny_model, [astronaut(32).float() / 127.5 - 1]),
-                      quant.ranges_path(pt), style_sha256=weights.sha256_of(pt), images=1)
-    assert quant.ranges_path(pt).exists()
+    calibration.save_ranges(tiny_model, calibration.calibrate(tiny_model, [astronaut(32).float() / 127.5 - 1]),
+                      calibration.ranges_path(pt), style_sha256=weights.sha256_of(pt), images=1)
+    assert calibration.ranges_path(pt).exists()
     weights.save_style(torch.jit.script(tiny_model), tmp_path, "mine", {"name": "mine"})
-    assert not quant.ranges_path(pt).exists()
+    assert not calibration.ranges_path(pt).exists()
