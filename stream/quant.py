@@ -28,7 +28,8 @@ from torch import nn
 
 from .model import LEAKY_SLOPE, ConvNormLReLU, Generator, InvertedResBlock
 
-STATS_STRIDE = 4  # rows and columns between the pixels GroupNorm's statistics are taken from
+STATS_STRIDE = 5  # rows and columns between the pixels GroupNorm's statistics are taken from: odd, so that
+# the 2- and 4-pixel periodic patterns of strided and upsampled layers are sampled at every phase
 GN_EPS = 1e-5  # nn.GroupNorm's default
 RANGE_MARGIN = 1.1  # calibrated ranges are widened by this factor, for inputs unlike the calibration set
 Ranges = dict[nn.Module, tuple[torch.Tensor, torch.Tensor]]  # module -> per-channel (min, max) of its output
