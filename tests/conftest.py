@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from fractions import Fraction
 from pathlib import Path
@@ -14,6 +15,11 @@ import media  # noqa: E402
 
 # One intra-op thread: the machine is small and often busy; more threads only spin and slow down.
 torch.set_num_threads(1)
+
+# A shell without job control starts background jobs with SIGINT ignored, and children inherit that:
+# the Ctrl-C tests' subprocesses would then never see the signal. Give them Python's own handler back.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 from media import LONG_FRAMES, VFR_PTS  # noqa: E402
 
