@@ -13,7 +13,7 @@ from pathlib import Path
 from . import __version__, weights
 from .convert import convert
 from .deflicker import Deflicker
-from .calibration import calibrate_style
+from .calibration import calibrate_style, ranges_path
 from .download import OFFICIAL_BLOBS, import_style, pull
 from .engine import DEVICES, PRECISIONS, Engine
 from .errors import AnimestreamError
@@ -122,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _print_styles() -> int:
-    rows = [("NAME", "ORIGIN", "QUALITY", "LICENSE")]
+    rows = [("NAME", "ORIGIN", "QUALITY", "INT8", "LICENSE")]
     for s in weights.list_styles():
         q = s.meta.get("quality", {})
         if "psnr_student" in q:
@@ -131,18 +131,19 @@ def _print_styles() -> int:
             quality = f"{q['psnr_vs_teacher']:.1f} dB vs {q['teacher']}"
         else:
             quality = "-"
+        int8 = "calibrated" if ranges_path(s.path).exists() else "-"
         rows.append((s.name + (" (default)" if s.name == weights.DEFAULT_STYLE else ""),
-                     s.origin, quality, s.meta.get("license", "-")))
-    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+                     s.origin, quality, int8, s.meta.get("license", "-")))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
     for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[3])
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[4])
     return 0
 
 
 def weights_main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="animestream weights", description="Manage styles.")
     sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser("list", help="list styles: name, origin, validation quality, license")
+    sub.add_parser("list", help="list styles: name, origin, validation quality, INT8 calibration, license")
     pull_p = sub.add_parser("pull", help="download an official AnimeGANv2 checkpoint as style official-NAME",
                           description="Download an official checkpoint from bryandlee/animegan2-pytorch, verify "
                           "its git blob id and register it as style official-NAME. Set ANIMESTREAM_WEIGHTS_URL "

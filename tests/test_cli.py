@@ -26,8 +26,9 @@ def test_weights_list_shows_paprika(cli):
     assert lines[0].split()[:2] == ["NAME", "ORIGIN"]
     row = next(line for line in lines if line.startswith("paprika "))
     assert "(default)" in row and "built-in" in row and "dB (grade" in row
+    assert lines[0].split()[3] == "INT8" and "calibrated" in row  # paprika runs in INT8 by default
     lite = next(line for line in lines if line.startswith("paprika-lite "))
-    assert "built-in" in lite and "dB vs paprika" in lite
+    assert "built-in" in lite and "dB vs paprika" in lite and "calibrated" not in lite
 
 
 def test_list_styles_flag_is_the_same_as_weights_list(cli):
