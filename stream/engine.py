@@ -74,13 +74,23 @@ def default_threads(meta: dict) -> int:
     return DEFAULT_THREADS
 
 
-def cpu_has_bf16() -> bool:
-    """True when the CPU has native bf16 arithmetic (AVX512-BF16 or AMX)."""
+def _cpu_has_any(*flags: str) -> bool:
+    """True when /proc/cpuinfo lists one of ``flags`` (False where there is no such file)."""
     try:
-        flags = Path("/proc/cpuinfo").read_text()
+        text = Path("/proc/cpuinfo").read_text()
     except OSError:
         return False
-    return " avx512_bf16" in flags or " amx_bf16" in flags
+    return any(f" {flag}" in text for flag in flags)
+
+
+def cpu_has_bf16() -> bool:
+    """True when the CPU has native bf16 arithmetic (AVX512-BF16 or AMX)."""
+    return _cpu_has_any("avx512_bf16", "amx_bf16")
+
+
+def cpu_has_vnni() -> bool:
+    """True when oneDNN has fast INT8 kernels here (AVX512-VNNI, AVX-VNNI or AMX)."""
+    return _cpu_has_any("avx512_vnni", "avx_vnni", "amx_int8")
 
 
 def resolve_device(device: str) -> torch.device:
@@ -101,7 +111,7 @@ def resolve_precision(precision: str, device: torch.device, calibrated: bool = F
     if precision == "auto":
         if device.type == "cuda":
             return "fp16"
-        if calibrated and quant.cpu_has_vnni():
+        if calibrated and cpu_has_vnni():
             return "int8"
         return "bf16" if cpu_has_bf16() else "fp32"
     if precision == "fp16" and device.type != "cuda":
@@ -177,8 +187,8 @@ class Engine:
         self.module: torch.jit.ScriptModule | None = None
         if self.precision == "int8":
             model = weights.eager_generator(module)
-            sha = meta.get("sha256") or weights.sha256_of(path)
-            self.int8 = quant.Int8Generator(model, calibration.load_ranges(model, ranges_file, style_sha256=sha))
+            ranges = calibration.load_ranges(model, ranges_file, style_sha256=calibration.style_sha256(path, meta))
+            self.int8 = quant.Int8Generator(model, ranges)
         else:
             self.module = module.to(self.device).to(self.dtype).to(memory_format=torch.channels_last).eval()
         self._buffers: dict[tuple[int, int], _Buffers] = {}

@@ -36,16 +36,6 @@ Ranges = dict[nn.Module, tuple[torch.Tensor, torch.Tensor]]  # module -> per-cha
 INPUT_SCALE, INPUT_ZERO_POINT = 1 / 127.5, 128  # frame bytes p as (p - 128) / 127.5; the bias adds back 0.5
 
 
-def cpu_has_vnni() -> bool:
-    """True when oneDNN has fast INT8 kernels here (AVX512-VNNI, AVX-VNNI or AMX)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
-    except OSError:
-        return False
-    return any(f" {flag}" in flags for flag in ("avx512_vnni", "avx_vnni", "amx_int8"))
-
-
 def _qparams(lo: float, hi: float) -> tuple[float, int]:
     """(scale, zero point) of quint8 covering [lo, hi] (widened to include 0) with RANGE_MARGIN."""
     lo, hi = min(lo, 0.0) * RANGE_MARGIN, max(hi, 0.0) * RANGE_MARGIN
@@ -215,8 +205,8 @@ class Int8Generator(nn.Module):
         self.block_c = [build(m) for m in model.block_c]
         self.block_d = [build(m) for m in model.block_d]
         self.block_e = [build(m) for m in model.block_e]
-        self.out_conv = model.out_layer[0]
-        self.out_qconv = _QConv(self.out_conv, ranges[self.out_conv], equalize=False, in_gain=gain)
+        out_conv = model.out_layer[0]
+        self.out_qconv = _QConv(out_conv, ranges[out_conv], equalize=False, in_gain=gain)
         self.grade = model.photo_grade
 
     def forward_uint8(self, frame: torch.Tensor) -> torch.Tensor:

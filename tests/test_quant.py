@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from stream import calibration, quant, weights
-from stream.engine import Engine, resolve_precision
+from stream.engine import Engine, cpu_has_vnni, resolve_precision
 from stream.errors import AnimestreamError, WeightsError
 from stream.model import ConvNormLReLU, Generator, InvertedResBlock
 
@@ -95,7 +95,7 @@ def test_calibration_round_trip_and_refusals(tmp_path, tiny_model):
 
 def test_precision_choice():
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    if quant.cpu_has_vnni():
+    if cpu_has_vnni():
         assert resolve_precision("auto", cpu, calibrated=True) == "int8"
     assert resolve_precision("auto", cpu, calibrated=False) in ("bf16", "fp32")
     assert resolve_precision("auto", cuda, calibrated=True) == "fp16"
