@@ -96,8 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     int8 = quantize(fp32, samples)
     path, meta = weights.resolve(args.style)
     if calibration.ranges_path(path).exists():  # the shipped calibration
-        ranges = calibration.load_ranges(fp32, calibration.ranges_path(path), style_sha256=meta.get("sha256") or
-                                   weights.sha256_of(path))
+        ranges = calibration.load_ranges(fp32, calibration.ranges_path(path),
+                                         style_sha256=calibration.style_sha256(path, meta))
     else:  # an uncalibrated file: the same frames int8_fx calibrates on
         ranges = calibration.calibrate(fp32, samples)
     engine = quant.Int8Generator(fp32, ranges)

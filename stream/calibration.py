@@ -53,8 +53,14 @@ def ranges_path(style_path: Path) -> Path:
     return style_path.with_suffix(weights.RANGES_SUFFIX)
 
 
+def style_sha256(path: Path, meta: dict) -> str:
+    """The sha256 of the style file ``path``: its sidecar's (``meta``, checked on load), else hashed now."""
+    return meta.get("sha256") or weights.sha256_of(path)
+
+
 def save_ranges(model: Generator, ranges: Ranges, path: Path, *, style_sha256: str, images: int) -> None:
-    """Write ``ranges`` (keyed by module name) for the style whose file has ``style_sha256``; atomic."""
+    """Write ``ranges`` (keyed by module name) for the style whose file has ``style_sha256``, measured
+    on ``images`` photos; atomic."""
     names = {m: n for n, m in model.named_modules()}
     data = {"style_sha256": style_sha256, "images": images,
             "ranges": {names[m]: torch.stack(r) for m, r in ranges.items()}}
@@ -103,8 +109,16 @@ def calibrate_style(style: str | os.PathLike, photos: Path, max_side: int | None
     path, meta = weights.resolve(style)
     model = weights.eager_generator(weights.load_model(path))
     side = max_side or meta.get("recommended_max_side") or DEFAULT_CALIBRATION_SIDE
-    images = list(photo_batches(photos, side))
+    batches = 0
+
+    def counted() -> Iterator[torch.Tensor]:  # one image in memory at a time, not the whole folder
+        nonlocal batches
+        for image in photo_batches(photos, side):
+            batches += 1
+            yield image
+
+    ranges = calibrate(model, counted())
+    count = batches // len(CALIBRATION_SCALES)
     out = ranges_path(path)
-    save_ranges(model, calibrate(model, images), out, style_sha256=meta.get("sha256") or weights.sha256_of(path),
-                images=len(images))
-    return out, len(images) // len(CALIBRATION_SCALES)
+    save_ranges(model, ranges, out, style_sha256=style_sha256(path, meta), images=count)
+    return out, count
