@@ -11,6 +11,10 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from ._xcb import prefer_opencv_xcb
+
+prefer_opencv_xcb()  # before anything imports av: see the module
+
 from .convert import convert, convert_folder, convert_image, convert_video
 from .engine import Engine
 from .errors import (AnimestreamError, DownloadError, SinkError, SourceError, StyleNotFoundError,

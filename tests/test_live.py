@@ -330,6 +330,16 @@ def test_preview_shows_the_stylised_frame_s_switches_style_q_quits(xdisplay, cya
 
 
 @needs_x
+def test_opencv_windows_work_after_the_package_loaded_pyav(xdisplay):
+    """PyAV loaded before OpenCV hangs cv2.imshow for good unless the package fixed the library order."""
+    code = ("import stream, av, cv2, numpy as np\n"
+            "cv2.imshow('t', np.zeros((8, 8, 3), np.uint8)); cv2.waitKey(1); print('shown')")
+    out = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, DISPLAY=xdisplay),
+                         capture_output=True, text=True, timeout=60)
+    assert out.stdout.split() == ["shown"], out.stderr
+
+
+@needs_x
 def test_sigint_ends_a_live_preview_and_finalises_the_recording(xdisplay, cyan_style, media_dir, tmp_path):
     clip = media.write_clip(media_dir / "preview2.mp4", frames=300, size=(160, 120), fps=30, audio=None)
     rec, log = tmp_path / "rec.mp4", tmp_path / "stderr.txt"
