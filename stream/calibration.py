@@ -12,7 +12,6 @@ import pickle
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-import cv2
 import torch
 from torch import nn
 
@@ -87,6 +86,8 @@ def load_ranges(model: Generator, path: Path, *, style_sha256: str) -> Ranges:
 def photo_batches(folder: Path, max_side: int) -> Iterator[torch.Tensor]:
     """Every image in ``folder`` (sorted) at each of :data:`CALIBRATION_SCALES` of ``max_side`` on the
     longest side (a smaller cap sees coarser detail, so other ranges), as 1 x 3 x H x W in [-1, 1]."""
+    import cv2  # here, not at the top: the engine imports this module for every job
+
     paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not paths:
         raise AnimestreamError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)}) to calibrate with")

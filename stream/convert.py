@@ -1,7 +1,9 @@
 """File jobs: a video into a video, an image into an image, a folder into a folder.
 
-Video jobs keep every frame, its timestamp, the resolution and the audio. Output goes to a
-temporary file beside the target and is renamed on success; on error nothing is left at the target.
+Video jobs keep every frame, its timestamp, the resolution and the audio. Frames are decoded at the
+engine's inference size and scaled back while they are encoded (both in swscale passes the codecs
+need anyway), so the engine never resizes them. Output goes to a temporary file beside the target
+and is renamed on success; on error nothing is left at the target.
 On Ctrl-C the frames finished so far are flushed into a playable file and ``Stats.interrupted`` is set.
 """
 from __future__ import annotations
@@ -41,6 +43,8 @@ def convert_video(src: str | Path, dst: str | Path, engine: Engine, *, crf: int 
     if hasattr(engine, "reset"):
         engine.reset()  # a temporal filter must not carry one video's last frame into the next
     source = VideoSource(src)
+    if hasattr(engine, "inference_shape"):  # decode straight to the model's size; the sink scales back
+        source.frame_size = engine.inference_shape(source.width, source.height)
     audio_codec = source.audio.codec_context.name if source.audio is not None else None
     try:
         sink = VideoFileSink(dst, width=source.width, height=source.height, time_base=source.time_base,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import cv2
 import numpy as np
 
 DEFAULT_STRENGTH = 0.7  # share of the previous result kept where the input is unchanged, 0..1
@@ -39,6 +38,8 @@ class Deflicker:
         self._prev_in = None
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
+        import cv2  # here, not at the top: file jobs without --deflicker never need OpenCV
+
         result = self.engine(image)
         if self._prev_in is None or self._prev_in.shape != image.shape:
             self._prev_in = image.copy()
@@ -71,6 +72,8 @@ def flicker_ratio(inputs: list[np.ndarray], outputs: list[np.ndarray]) -> float:
     """mean |out(t) - out(t-1)| / mean |in(t) - in(t-1)| over a sequence of equally sized frames."""
     if len(inputs) != len(outputs) or len(inputs) < 2:
         raise ValueError("need two or more input/output frame pairs")
+    import cv2
+
     d_in = np.mean([cv2.absdiff(a, b).mean() for a, b in zip(inputs, inputs[1:])])
     d_out = np.mean([cv2.absdiff(a, b).mean() for a, b in zip(outputs, outputs[1:])])
     return float(d_out / d_in) if d_in > 0 else float("inf")

@@ -3,7 +3,8 @@
 An :class:`Engine` turns an RGB ``uint8`` frame (H x W x 3) into a stylised frame of the same size.
 Frames larger than ``max_side`` pixels are resized so their longest side fits (aspect ratio kept,
 sides rounded to a multiple of :data:`SIDE_MULTIPLE`), stylised, and resized back; smaller ones
-are stylised as they are. Every tensor and array on that path is allocated once per input
+are stylised as they are (file jobs decode frames at that size, so OpenCV is only loaded when a
+frame really needs resizing). Every tensor and array on that path is allocated once per input
 resolution and reused, so memory stays flat over a stream.
 An engine is not thread-safe: the pipeline calls it from its single inference thread.
 """
@@ -17,7 +18,6 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
@@ -142,12 +142,20 @@ def inference_size(width: int, height: int, max_side: int) -> tuple[int, int]:
     return side(width), side(height)
 
 
+def _resize(src: np.ndarray, dst: np.ndarray) -> None:
+    """Resize ``src`` into ``dst`` (area averaging down, bilinear up)."""
+    import cv2
+
+    shrink = dst.shape[0] < src.shape[0]
+    cv2.resize(src, (dst.shape[1], dst.shape[0]), dst=dst, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
 @dataclass
 class _Buffers:
     """Everything the hot path writes into, for one input resolution."""
 
     small: np.ndarray  # h x w x 3 uint8, the resized input
-    inp: torch.Tensor  # 1 x 3 x h x w, model dtype, channels_last
+    inp: torch.Tensor | None  # 1 x 3 x h x w, model dtype, channels_last (None: INT8 reads ``small``)
     out_f32: torch.Tensor  # 1 x 3 x h x w float32 on the device, the model output
     out_u8: torch.Tensor  # 1 x h x w x 3 uint8 on the host, the model output
     full: np.ndarray  # H x W x 3 uint8, the result at the input resolution
@@ -200,10 +208,13 @@ class Engine:
         if buf is None:
             w, h = inference_size(width, height, self.max_side)
             pin = self.device.type == "cuda"
+            inp = None
+            if self.int8 is None:
+                inp = torch.empty((1, 3, h, w), dtype=self.dtype, device=self.device)
+                inp = inp.contiguous(memory_format=torch.channels_last)
             buf = _Buffers(
                 small=torch.empty((h, w, 3), dtype=torch.uint8, pin_memory=pin).numpy(),  # pinned: async upload
-                inp=torch.empty((1, 3, h, w), dtype=self.dtype, device=self.device)
-                .contiguous(memory_format=torch.channels_last),
+                inp=inp,
                 out_f32=torch.empty((1, 3, h, w), dtype=torch.float32, device=self.device),
                 out_u8=torch.empty((1, h, w, 3), dtype=torch.uint8, pin_memory=pin),
                 full=np.empty((height, width, 3), np.uint8),
@@ -229,11 +240,11 @@ class Engine:
             if (h, w) == (height, width):
                 np.copyto(buf.small, frame)
             else:
-                cv2.resize(frame, (w, h), dst=buf.small, interpolation=cv2.INTER_AREA)
+                _resize(frame, buf.small)
             src = torch.from_numpy(buf.small).permute(2, 0, 1).unsqueeze(0)
             if self.int8 is not None:
                 buf.out_f32.copy_(self.int8.forward_uint8(src))
-            elif self.module is not None:
+            elif self.module is not None and buf.inp is not None:
                 buf.inp.copy_(src, non_blocking=True)
                 buf.inp.mul_(1 / 127.5).sub_(1.0)
                 buf.out_f32.copy_(self.module(buf.inp))
@@ -243,5 +254,5 @@ class Engine:
             if (h, w) == (height, width):
                 np.copyto(buf.full, result)
             else:
-                cv2.resize(result, (width, height), dst=buf.full, interpolation=cv2.INTER_LINEAR)
+                _resize(result, buf.full)
             return buf.full

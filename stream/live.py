@@ -20,7 +20,6 @@ from collections.abc import Iterator, Sequence
 from fractions import Fraction
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from .engine import Engine
@@ -59,6 +58,8 @@ class CameraSource:
     audio = None
 
     def __init__(self, spec: str, *, width: int = 0, height: int = 0, fps: float = DEFAULT_CAMERA_FPS):
+        import cv2  # here, not at the top: file jobs import this module and never need OpenCV
+
         self.spec = spec
         # Cameras go straight to V4L2 on Linux: the generic probe tries FFmpeg first, which prints
         # its own error lines before ours. Other specs (a file opened like a camera) use any backend.
@@ -87,6 +88,8 @@ class CameraSource:
         self._clock = _LiveClock()
 
     def __iter__(self) -> Iterator[Frame]:
+        import cv2
+
         while True:
             ok, bgr = self._cap.read()
             if not ok:

@@ -1,4 +1,4 @@
-"""Frame sinks: an encoded video file (PyAV, libx264) and still images (OpenCV).
+"""Frame sinks: an encoded video file (PyAV, libx264) and still images (OpenCV, imported only there).
 
 Every sink writes to a temporary file beside its target and moves it into place only in
 :meth:`VideoFileSink.close` with ``keep=True``; with ``keep=False`` the temporary file is removed,
@@ -11,8 +11,8 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
-import cv2
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from .errors import SinkError
 from .sources import AudioItem, Frame
@@ -20,6 +20,7 @@ from .sources import AudioItem, Frame
 DEFAULT_CRF = 18  # x264 constant rate factor: 0 lossless .. 51 worst; 18 looks transparent
 DEFAULT_PRESET = "veryfast"
 CPU_BOUND_ENCODER_THREADS = 1  # x264 threads when a CPU model sets the pace: more only preempt its threads
+SCALE_FILTER = "BILINEAR"  # swscale's filter for frames written smaller than the video (like OpenCV's INTER_LINEAR)
 X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
 # Audio codecs the MP4/MOV muxers really finish a file with (PyAV's supported_codecs also lists PCM,
 # which then fails at the trailer); other containers are trusted to report their own.
@@ -50,6 +51,8 @@ def temp_path(target: Path) -> Path:
 
 def write_image(target: Path, rgb: np.ndarray) -> None:
     """Encode ``rgb`` by the target's extension and move it into place atomically."""
+    import cv2
+
     ok, data = cv2.imencode(target.suffix or ".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     if not ok:
         raise SinkError(f"{target}: OpenCV cannot write {target.suffix or 'this'} images")
@@ -75,6 +78,8 @@ class VideoFileSink:
     ``"copy"`` when the container accepts its codec, ``"transcode"`` (to AAC, or the container's
     default) otherwise, None without audio. ``threads`` is x264's thread count (0: x264's choice,
     1.5 per core); one is enough when a CPU model sets the pace, and leaves the cores to it.
+    Frames of another size than ``width`` x ``height`` pixels are scaled to it in the same swscale
+    pass that converts them to the encoder's YUV, so a job can stylise at a smaller size for free.
     """
 
     def __init__(self, target: str | Path, *, width: int, height: int, time_base: Fraction, rate: Fraction,
@@ -88,6 +93,8 @@ class VideoFileSink:
             raise ValueError(f"threads must be >= 0, not {threads}")
         self.target = Path(target)
         self.tmp = temp_path(self.target)
+        self.width, self.height = width, height
+        self._scaler = VideoReformatter()
         self.frames_written = 0
         self.last_time: float | None = None
         self._closed = False
@@ -125,8 +132,10 @@ class VideoFileSink:
         return "transcode", out
 
     def write(self, frame: Frame, image: np.ndarray) -> None:
-        """Encode ``image`` (RGB uint8) at ``frame``'s timestamp."""
+        """Encode ``image`` (RGB uint8, any size: see the class) at ``frame``'s timestamp."""
         vf = av.VideoFrame.from_ndarray(image, format="rgb24")
+        if (vf.width, vf.height) != (self.width, self.height):
+            vf = self._scaler.reformat(vf, self.width, self.height, self._video.pix_fmt, interpolation=SCALE_FILTER)
         vf.pts = frame.pts if frame.pts is not None else frame.index
         vf.time_base = frame.time_base
         for packet in self._video.encode(vf):

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import importlib
 import json
+import subprocess
+import sys
 
 import cv2
 import numpy as np
@@ -42,6 +44,16 @@ def test_convert_video_keeps_frames_timestamps_size_and_audio(tmp_path, clip, ti
     assert stats.extra["audio"] == "copy" and stats.extra["audio_codec"] == "aac"
     assert partial_files(tmp_path) == []
     assert animestream_threads() == []
+
+
+def test_a_video_job_never_loads_opencv(tmp_path, clip, tiny_style):
+    """Frames are scaled by swscale inside decode and encode; OpenCV would cost 25 MB of RSS for nothing."""
+    code = ("import sys\nfrom stream.cli import main\n"
+            "rc = main(sys.argv[1:])\nprint(rc, 'cv2' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code, str(clip), str(tmp_path / "out.mp4"), "--style", str(tiny_style),
+                          "--max-side", "32", "--precision", "fp32"], capture_output=True, text=True, timeout=120)
+    assert out.stdout.split() == ["0", "False"], out.stderr
+    assert probe(tmp_path / "out.mp4").frames == probe(clip).frames
 
 
 def test_output_frames_are_stylised_not_copied(tmp_path, clip, tiny_engine):
