@@ -39,6 +39,27 @@ _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8  # mallopt() par
 _malloc_tuned = False
 
 
+def _glibc_function(name: str):
+    """A function of the C library if it is glibc, else None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return getattr(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6"), name)
+    except (OSError, AttributeError):
+        return None
+
+
+def release_free_heap() -> bool:
+    """Give the heap's free memory back to the system (glibc's ``malloc_trim``), once a style is loaded.
+
+    Loading goes through temporaries (the TorchScript module, an eager copy, float weights) that
+    :func:`keep_activation_memory`'s trim threshold would otherwise keep resident: 20 MB for an
+    INT8 style. Returns False where there is no glibc.
+    """
+    trim = _glibc_function("malloc_trim")
+    return trim is not None and bool(trim(0))
+
+
 def keep_activation_memory() -> bool:
     """Make glibc keep the model's activation memory between frames instead of unmapping it.
 
@@ -52,12 +73,8 @@ def keep_activation_memory() -> bool:
     global _malloc_tuned
     if _malloc_tuned:
         return True
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
+    mallopt = _glibc_function("mallopt")
+    if mallopt is None:
         return False
     _malloc_tuned = bool(mallopt(_M_MMAP_THRESHOLD, MALLOC_MMAP_THRESHOLD_BYTES)
                          and mallopt(_M_TRIM_THRESHOLD, MALLOC_TRIM_THRESHOLD_BYTES)
@@ -150,6 +167,12 @@ def _resize(src: np.ndarray, dst: np.ndarray) -> None:
     cv2.resize(src, (dst.shape[1], dst.shape[0]), dst=dst, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
 
 
+def _int8_generator(path: Path, meta: dict, ranges_file: Path) -> quant.Int8Generator:
+    model = weights.eager_generator(weights.load_model(path))
+    ranges = calibration.load_ranges(model, ranges_file, style_sha256=calibration.style_sha256(path, meta))
+    return quant.Int8Generator(model, ranges)
+
+
 @dataclass
 class _Buffers:
     """Everything the hot path writes into, for one input resolution."""
@@ -190,15 +213,15 @@ class Engine:
         self.precision = resolve_precision(precision, self.device, ranges_file.exists())
         self.dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16,
                       "int8": torch.float32}[self.precision]
-        module = weights.load_model(path)
         self.int8: quant.Int8Generator | None = None
         self.module: torch.jit.ScriptModule | None = None
         if self.precision == "int8":
-            model = weights.eager_generator(module)
-            ranges = calibration.load_ranges(model, ranges_file, style_sha256=calibration.style_sha256(path, meta))
-            self.int8 = quant.Int8Generator(model, ranges)
+            self.int8 = _int8_generator(path, meta, ranges_file)
         else:
-            self.module = module.to(self.device).to(self.dtype).to(memory_format=torch.channels_last).eval()
+            self.module = weights.load_model(path).to(self.device).to(self.dtype)
+            self.module = self.module.to(memory_format=torch.channels_last).eval()
+        if self.device.type == "cpu":
+            release_free_heap()  # the loading temporaries are gone by now
         self._buffers: dict[tuple[int, int], _Buffers] = {}
         self._lock = threading.Lock()
 
