@@ -170,6 +170,9 @@ def test_model_bench_counts_flops_and_says_where_the_engines_time_goes():
     assert rows[0]["matmul_gflops"]["fp32"] > 0
     timed = [r for r in rows if "ms_per_frame" in r]
     assert {r["variant"] for r in timed} >= {"eager-fp32", "script-fp32"}
+    from stream.engine import cpu_has_vnni
+    if cpu_has_vnni():  # the shipped INT8 path, timed on the same FLOP count
+        assert {r["variant"] for r in timed} >= {"engine-int8"}
     square, wide = ([r for r in timed if r["size"] == size] for size in (32, "64x32"))
     assert all(r["gflop_per_frame"] == square[0]["gflop_per_frame"] > 0 for r in square)
     assert wide[0]["gflop_per_frame"] == 2 * square[0]["gflop_per_frame"]  # twice the pixels
