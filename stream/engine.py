@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 import sys
 import threading
@@ -39,8 +40,10 @@ _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8  # mallopt() par
 _malloc_tuned = False
 
 
+@functools.cache
 def _glibc_function(name: str):
-    """A function of the C library if it is glibc, else None."""
+    """A function of the C library if it is glibc, else None (looked up once: ``find_library`` runs
+    ``ldconfig``, and every engine, one per style switch, asks)."""
     if not sys.platform.startswith("linux"):
         return None
     try:
