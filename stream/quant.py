@@ -1,4 +1,4 @@
-"""INT8 inference of the generator on x86 CPUs with VNNI: every convolution in 8-bit integers.
+"""INT8 inference of the generator on x86 CPUs with VNNI: every convolution but the last in 8-bit integers.
 
 PyTorch's own quantization flows (eager, FX) leave each single-group GroupNorm in float, so every
 layer dequantizes its activations and quantizes them again, and that costs more than the INT8
@@ -12,7 +12,9 @@ convolutions save (``bench/RESULTS.md``). Here the whole layer stays in ``quint8
 * one scale per tensor fits every channel because each channel is first scaled (and, before a
   GroupNorm, shifted) to its calibrated range: the factors are folded into the weights of the
   convolution before and after, and into the norm's per-channel statistics, so the float result is
-  unchanged.
+  unchanged;
+* the last convolution (1x1, to 3 channels) runs in float on the dequantized features: an 8-bit
+  output before tanh would be visibly coarse.
 
 Activation ranges come from :mod:`stream.calibration`, which runs the float model on photos. Input
 and output are those of the float model, RGB NCHW in [-1, 1]; :meth:`Int8Generator.forward_uint8`
@@ -205,8 +207,10 @@ class Int8Generator(nn.Module):
         self.block_c = [build(m) for m in model.block_c]
         self.block_d = [build(m) for m in model.block_d]
         self.block_e = [build(m) for m in model.block_e]
-        out_conv = model.out_layer[0]
-        self.out_qconv = _QConv(out_conv, ranges[out_conv], equalize=False, in_gain=gain)
+        # The last convolution runs in float: quantizing its output to 8 bits before tanh left steps of up
+        # to ~3 output levels, which shimmer from frame to frame. It is 1x1 and 3 channels wide: cheap.
+        out_w = model.out_layer[0].weight.detach().float()
+        self.out_weight = out_w * gain.view(1, -1, 1, 1) if gain is not None else out_w
         self.grade = model.photo_grade
 
     def forward_uint8(self, frame: torch.Tensor) -> torch.Tensor:
@@ -225,7 +229,7 @@ class Int8Generator(nn.Module):
         out = F.interpolate(out, size=frame.shape[-2:], mode="bilinear", align_corners=True)
         for layer in self.block_e:
             out = layer(out)
-        result = torch.tanh(self.out_qconv(out).dequantize())
+        result = torch.tanh(F.conv2d(out.dequantize(), self.out_weight))
         if self.grade is not None:
             photo = frame.float() / 127.5 - 1
             result = torch.clamp(result + self.grade(torch.cat([photo, photo * photo], dim=1)), -1.0, 1.0)

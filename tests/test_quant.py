@@ -58,6 +58,9 @@ def test_shipped_int8_paprika_stays_close_to_the_float_model(paprika_fp32):
     assert out.shape == reference.shape and out.dtype == torch.float32
     assert psnr(out, reference) >= 35.0
     assert psnr(scrambled, reference) < 20.0
+    # The last convolution runs in float: an 8-bit output before tanh could take at most 256 values,
+    # steps of up to 3 output levels that shimmer from frame to frame.
+    assert out[0, 0].unique().numel() > 1000
 
 
 def test_every_shipped_calibration_matches_its_style():
