@@ -1,6 +1,7 @@
 """Flicker of each style on a real clip, with and without --deflicker.
 
-    python bench/flicker.py [--video ../shared/media/video/portrait_540x960_audio.mp4] [--frames 90]
+    python bench/flicker.py [--video ../shared/media/video/portrait_540x960_audio.mp4] [--frames 90] \
+        [--precision auto|bf16|...]
 
 flicker = mean|out(t) - out(t-1)| / mean|in(t) - in(t-1)|: 1 means the output changes exactly as
 much as the input; above 1 the style adds shimmer of its own. Per style it prints one JSON line with:
@@ -27,7 +28,7 @@ import numpy as np
 
 from stream import weights
 from stream.deflicker import DEFAULT_STRENGTH, DEFAULT_THRESHOLD, Deflicker, flicker_ratio
-from stream.engine import Engine
+from stream.engine import PRECISIONS, Engine
 from stream.sources import Frame, VideoSource
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -102,6 +103,8 @@ def main() -> None:
     p.add_argument("--frames", type=int, default=90)
     p.add_argument("--max-side", type=int, default=512)
     p.add_argument("--out", type=Path, default=Path("/tmp/animestream-flicker"), help="where strips go")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="as the CLI's; auto runs calibrated styles in INT8 on CPUs with VNNI")
     p.add_argument("--styles", default=",".join(s.name for s in weights.list_styles() if s.origin == "built-in"))
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -111,7 +114,7 @@ def main() -> None:
     window = slice(start, start + STRIP_FRAMES)
     input_change = _pixel_change(inputs)
     for style in filter(None, args.styles.split(",")):
-        engine = Engine(style, max_side=args.max_side)
+        engine = Engine(style, max_side=args.max_side, precision=args.precision)
         plain = [engine(f).copy() for f in inputs]
         before = flicker_ratio(inputs, plain)
         settings, filtered_windows = [], []
@@ -122,12 +125,12 @@ def main() -> None:
             settings.append({"strength": strength, "threshold": threshold,
                              "reduction_pct": round(100 * (1 - flicker_ratio(inputs, steady) / before), 1),
                              "lag": _lag(input_change, plain, steady)})
-        print(json.dumps({"style": style, "video": args.video.name, "frames": len(inputs),
-                          "max_side": args.max_side, "flicker": round(before, 3),
+        print(json.dumps({"style": style, "precision": engine.precision, "video": args.video.name,
+                          "frames": len(inputs), "max_side": args.max_side, "flicker": round(before, 3),
                           "excess_pct": round(100 * _excess(input_change, plain), 1),
                           "deflicker": settings}), flush=True)
         strip = _strip([inputs[window], plain[window], filtered_windows[0], filtered_windows[-1]])
-        png = args.out / f"deflicker_{Path(style).stem}.png"
+        png = args.out / f"deflicker_{Path(style).stem}_{engine.precision}.png"
         if not cv2.imwrite(str(png), cv2.cvtColor(strip, cv2.COLOR_RGB2BGR)):
             raise SystemExit(f"could not write {png}")
 
