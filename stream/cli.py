@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from . import __version__, weights
@@ -21,6 +23,7 @@ from .live import StyleSwitcher, is_camera
 from .sources import is_url
 from .livejob import LiveOptions, run_live
 from .pipeline import Stats
+from .serve import ServiceServer, StyleService
 from .sinks import DEFAULT_CRF, DEFAULT_PRESET, X264_PRESETS
 
 EXIT_ERROR = 1
@@ -34,6 +37,7 @@ examples:
   animestream clip.mp4 out.mp4 --max-side 256    4x fewer pixels through the model: ~4x faster
   animestream 0 --preview --style paprika-lite   webcam 0 in a window, real time on a 2-core CPU
   animestream weights list                       the styles you can pass to --style
+  animestream serve --port 8000                  an HTTP service: POST an image, get it stylised
 
 The model runs at most at --max-side pixels on the longest side; the result is scaled back to the
 input's size. Ctrl-C during a video keeps a playable file of the frames done so far.
@@ -197,10 +201,73 @@ def _run_live(args: argparse.Namespace, engine: Engine) -> Stats:
     return run_live(args.input, Deflicker(switcher) if args.deflicker else switcher, options, announce=say)
 
 
+def serve_main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(
+        prog="animestream serve", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Serve the engine over HTTP: POST an image to /v1/stylize, get it back stylised.",
+        epilog="example:\n  curl --data-binary @photo.jpg -o anime.png "
+               "'http://127.0.0.1:8000/v1/stylize?style=paprika&max_side=512'\n\n"
+               "GET /v1/styles lists the styles, GET /healthz answers {\"status\": \"ok\"}. One image is stylised\n"
+               "at a time; up to --queue more wait, and the rest are answered 503 with Retry-After.")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on; 0.0.0.0 for every interface "
+                   "(default: 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=_non_negative_int, default=8000, help="0 picks a free port (default: 8000)")
+    p.add_argument("--style", default=weights.DEFAULT_STYLE, metavar="NAME|PATH",
+                   help="style of requests that name none (default: %(default)s); requests may name any "
+                        "registered style, never a path")
+    p.add_argument("--max-side", type=_non_negative_int, default=None, metavar="PX",
+                   help="cap of requests that set no max_side (default: the style's recommendation)")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto")
+    p.add_argument("--device", choices=DEVICES, default="auto")
+    p.add_argument("--threads", type=_non_negative_int, default=0, metavar="N", help="0 = one per core")
+    p.add_argument("--queue", type=_non_negative_int, default=4, metavar="N",
+                   help="requests that may wait while one is stylised (default: %(default)s)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no line per request")
+    args = p.parse_args(argv)
+
+    def build(style: str, max_side: int | None) -> Engine:
+        return Engine(args.style if style == first.style else style,  # the default may be a file
+                      max_side=args.max_side if max_side is None else max_side,
+                      precision=args.precision, device=args.device, threads=args.threads)
+
+    try:
+        first = Engine(args.style, max_side=args.max_side, precision=args.precision, device=args.device,
+                       threads=args.threads)  # fails now, not at the first request, if the style is unusable
+        service = StyleService(build, default_style=first.style, queue=args.queue)
+        service.adopt(first.style, None, first)
+        server = ServiceServer((args.host, args.port), service,
+                               log=None if args.quiet else (lambda m: print(f"animestream: {m}", file=sys.stderr)))
+    except AnimestreamError as e:
+        print(f"animestream: error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    except OSError as e:
+        print(f"animestream: error: cannot listen on {args.host}:{args.port}: {e.strerror or e}", file=sys.stderr)
+        return EXIT_ERROR
+    print(f"animestream: serving {first.style!r} on {server.url} (POST /v1/stylize; Ctrl-C stops)",
+          file=sys.stderr, flush=True)
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _interrupt) if in_main else None  # a service manager's stop
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        print("animestream: stopping", file=sys.stderr)
+    finally:
+        server.server_close()  # waits for requests in flight
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
+    return 0
+
+
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["weights"]:
         return weights_main(argv[1:])
+    if argv[:1] == ["serve"]:
+        return serve_main(argv[1:])
     parser = build_parser()
     args = parser.parse_intermixed_args(argv)
     if args.list_styles:

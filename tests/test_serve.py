@@ -1,0 +1,206 @@
+"""The HTTP service, through a real server on 127.0.0.1: results, errors, the bounded wait, shutdown."""
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import cv2
+import numpy as np
+import pytest
+
+from stream import serve
+from stream.engine import Engine
+from stream.serve import ServiceServer, StyleService
+
+ROOT = Path(__file__).resolve().parent.parent
+PHOTO = (ROOT / "samples" / "astronaut.jpg").read_bytes()
+
+
+@contextmanager
+def running(service: StyleService):
+    """A server for ``service`` on a free port, serving on a thread; every thread is joined on the way out."""
+    server = ServiceServer(("127.0.0.1", 0), service)
+    thread = threading.Thread(target=server.serve_forever, name="test-serve")
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+
+
+def request(port: int, method: str, path: str, body: bytes | None = None, headers: dict | None = None):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        r = conn.getresponse()
+        return r.status, dict(r.getheaders()), r.read()
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def tiny_service(tiny_style):
+    built = []
+
+    def factory(style: str, max_side: int | None) -> Engine:
+        built.append((style, max_side))
+        return Engine(tiny_style, max_side=64 if max_side is None else max_side, precision="fp32")
+
+    service = StyleService(factory, default_style=tiny_style.stem, queue=2)
+    service.built = built
+    return service
+
+
+def test_a_posted_image_comes_back_stylised_exactly_as_the_engine_makes_it(tiny_service, tiny_style):
+    with running(tiny_service) as port:
+        status, headers, body = request(port, "POST", "/v1/stylize", PHOTO)
+        status2, headers2, body2 = request(port, "POST", "/v1/stylize?format=jpeg&max_side=32", PHOTO)
+    assert status == 200 and headers["Content-Type"] == "image/png"
+    assert headers["X-Animestream-Style"] == "tiny" and float(headers["X-Animestream-Ms"]) > 0
+    got = cv2.cvtColor(cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    photo = cv2.cvtColor(cv2.imdecode(np.frombuffer(PHOTO, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    want = Engine(tiny_style, max_side=64, precision="fp32")(photo)
+    assert got.shape == photo.shape and np.array_equal(got, want)  # PNG is lossless
+    assert np.abs(got.astype(int) - photo).mean() > 10  # and it is not the photo
+    assert status2 == 200 and headers2["Content-Type"] == "image/jpeg"
+    assert cv2.imdecode(np.frombuffer(body2, np.uint8), cv2.IMREAD_COLOR).shape == photo.shape
+    assert tiny_service.built == [("tiny", None), ("tiny", 32)]  # one engine per (style, cap), kept
+
+
+def test_styles_and_health(tiny_service):
+    with running(tiny_service) as port:
+        status, headers, body = request(port, "GET", "/v1/styles")
+        health = request(port, "GET", "/healthz")
+    listing = json.loads(body)
+    assert status == 200 and headers["Content-Type"] == "application/json"
+    assert listing["default"] == "tiny"
+    assert {"paprika", "paprika-lite", "shinkai"} <= {s["name"] for s in listing["styles"]}
+    assert health[0] == 200 and json.loads(health[2]) == {"status": "ok"}
+
+
+@pytest.mark.parametrize("path, body, status, message", [
+    ("/v1/stylize", b"not an image", 400, "not an image"),
+    ("/v1/stylize", b"", 400, "not an image"),
+    ("/v1/stylize?style=../../weights/paprika", PHOTO, 400, "unknown style"),
+    ("/v1/stylize?max_side=-3", PHOTO, 400, "max_side must be"),
+    ("/v1/stylize?max_side=big", PHOTO, 400, "max_side must be"),
+    ("/v1/stylize?format=gif", PHOTO, 400, "format must be"),
+    ("/v1/elsewhere", PHOTO, 404, "no such path"),
+])
+def test_bad_requests_get_a_one_line_json_error(tiny_service, path, body, status, message):
+    with running(tiny_service) as port:
+        got, headers, text = request(port, "POST", path, body)
+    assert got == status and headers["Content-Type"] == "application/json"
+    error = json.loads(text)["error"]
+    assert message in error and "\n" not in error
+
+
+def test_too_large_or_unsized_bodies_are_refused_before_they_are_read(tiny_service, monkeypatch):
+    monkeypatch.setattr(serve, "MAX_BODY_BYTES", 1000)
+    with running(tiny_service) as port:
+        assert request(port, "POST", "/v1/stylize", PHOTO)[0] == 413
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(b"POST /v1/stylize HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert s.recv(100).startswith(b"HTTP/1.1 411 ")
+    assert tiny_service.built == []
+
+
+def _slow_factory(seconds: float, calls: list):
+    def factory(style: str, max_side: int | None):
+        def engine(rgb: np.ndarray) -> np.ndarray:
+            calls.append(time.monotonic())
+            time.sleep(seconds)
+            return rgb
+        return engine
+    return factory
+
+
+@pytest.mark.parametrize("queue, want", [(0, [200, 503, 503]), (2, [200, 200, 200])])
+def test_requests_beyond_the_queue_are_answered_503_at_once(queue, want):
+    calls: list[float] = []
+    service = StyleService(_slow_factory(0.6, calls), default_style="slow", queue=queue)
+    results: list[tuple[int, dict, float]] = []
+    lock = threading.Lock()
+
+    def client(port):
+        start = time.monotonic()
+        status, headers, _ = request(port, "POST", "/v1/stylize", PHOTO)
+        with lock:
+            results.append((status, headers, time.monotonic() - start))
+
+    with running(service) as port:
+        first = threading.Thread(target=client, args=(port,))
+        first.start()
+        while not calls:  # the first request holds the model
+            time.sleep(0.01)
+        others = [threading.Thread(target=client, args=(port,)) for _ in range(2)]
+        for t in others:
+            t.start()
+        for t in [first, *others]:
+            t.join(30)
+    assert sorted(r[0] for r in results) == want
+    assert len(calls) == want.count(200)  # one model call at a time, never two at once
+    assert all(b - a >= 0.55 for a, b in zip(calls, calls[1:]))
+    for status, headers, seconds in results:
+        if status == 503:
+            assert headers["Retry-After"] == "1" and seconds < 0.5  # refused at once, not after a wait
+
+
+def test_closing_the_server_waits_for_the_request_in_flight_and_leaves_no_thread():
+    before = set(threading.enumerate())
+    calls: list[float] = []
+    service = StyleService(_slow_factory(0.5, calls), default_style="slow", queue=1)
+    statuses = []
+    client = threading.Thread(target=lambda: statuses.append(request(port, "POST", "/v1/stylize", PHOTO)[0]))
+    with running(service) as port:
+        client.start()
+        while not calls:
+            time.sleep(0.01)
+    assert set(threading.enumerate()) - before - {client} == set()  # the handler ended before the close did
+    client.join(10)
+    assert statuses == [200]  # answered in full, though the server was closed while it ran
+    assert set(threading.enumerate()) == before
+
+
+def test_the_cli_serves_until_sigterm_then_exits_cleanly(tiny_style):
+    proc = subprocess.Popen([sys.executable, "-m", "stream", "serve", "--port", "0", "--style", str(tiny_style),
+                             "--max-side", "64", "--precision", "fp32"], cwd=ROOT, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    try:
+        line = proc.stderr.readline()
+        assert "serving 'tiny' on http://127.0.0.1:" in line, line
+        port = urlsplit(line.split(" on ")[1].split()[0]).port
+        status, _, body = request(port, "POST", "/v1/stylize", PHOTO)
+        assert status == 200 and body.startswith(b"\x89PNG")
+        proc.send_signal(signal.SIGTERM)
+        err = proc.communicate(timeout=30)[1]
+    finally:
+        proc.kill() if proc.poll() is None else None
+    assert proc.returncode == 0
+    assert '"POST /v1/stylize HTTP/1.1" 200' in err and "stopping" in err and "Traceback" not in err
+
+
+def test_the_cli_says_in_one_line_when_the_port_is_taken(tiny_style, cli):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        rc, _, err = cli("serve", "--port", taken.getsockname()[1], "--style", tiny_style, "--max-side", 64)
+    assert rc == 1 and err.count("\n") == 1
+    assert err.startswith("animestream: error: cannot listen on 127.0.0.1:") and "in use" in err
+
+
+def test_the_cli_refuses_an_unknown_default_style(cli):
+    rc, _, err = cli("serve", "--port", 0, "--style", "no-such-style")
+    assert rc == 1 and err.startswith("animestream: error:") and "no-such-style" in err
