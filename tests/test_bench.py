@@ -179,3 +179,15 @@ def test_model_bench_counts_flops_and_says_where_the_engines_time_goes():
     for profile in (r for r in rows if "ops_ms" in r):  # on CPUs with bf16
         assert 0 < profile["conv_share"] <= 1 and profile["conv_gflops"] > 0
         assert "mkldnn_convolution" in profile["ops_ms"]
+
+
+def test_serve_bench_times_both_services_and_reads_their_peak_rss():
+    done = subprocess.run([sys.executable, "bench/serve.py", "--cap", "64", "--requests", "4", "--clients", "2"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    seed, ours, ratios = [json.loads(line) for line in done.stdout.splitlines()]
+    assert (seed["service"], ours["service"]) == ("seed", "animestream")
+    for row in (seed, ours):
+        assert row["refused"] == 0 and row["qps"] > 0 and 0 < row["latency_s_p50"] <= row["latency_s_p95"]
+        assert 150 < row["peak_rss_mb"] < 4000  # torch alone is ~200 MB
+    assert ratios["speedup_single"] == round(seed["single_s_p50"] / ours["single_s_p50"], 2)
