@@ -32,3 +32,44 @@ def test_convert_with_stats_reports_a_bad_input(tmp_path):
     done = subprocess.run([sys.executable, "examples/convert_with_stats.py", str(bad), str(tmp_path / "o.mp4")],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 1 and done.stderr.startswith("cannot read the input: ")
+
+
+def test_http_client_waits_out_a_busy_service_then_gets_the_image(tmp_path):
+    import threading
+    import time
+
+    import numpy as np
+
+    from stream.serve import ServiceServer, StyleService
+
+    calls = []
+
+    def slow_identity(_style, _max_side):
+        def engine(rgb):
+            calls.append(time.monotonic())
+            time.sleep(0.8)
+            return rgb
+        return engine
+
+    server = ServiceServer(("127.0.0.1", 0), StyleService(slow_identity, default_style="paprika", queue=0))
+    serving = threading.Thread(target=server.serve_forever)
+    serving.start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        import urllib.request
+        busy = threading.Thread(target=lambda: urllib.request.urlopen(  # holds the only place
+            urllib.request.Request(f"{url}/v1/stylize", data=(ROOT / "samples" / "astronaut.jpg").read_bytes(),
+                                   method="POST"), timeout=30).read())
+        busy.start()
+        while not calls:
+            time.sleep(0.01)
+        out = _run("examples/http_client.py", url, "samples/astronaut.jpg", str(tmp_path / "anime.png"))
+        busy.join(30)
+    finally:
+        server.shutdown()
+        server.server_close()
+        serving.join(10)
+    assert out.startswith(f"wrote {tmp_path / 'anime.png'}")
+    assert len(calls) == 2 and calls[1] - calls[0] >= 0.8  # refused while busy, served after its retry
+    import cv2
+    assert np.array_equal(cv2.imread(str(tmp_path / "anime.png")), cv2.imread("samples/astronaut.jpg"))
