@@ -6,7 +6,8 @@
 Endpoints:
 
 * ``POST /v1/stylize`` with the image file as the body (JPEG, PNG, WebP, BMP...); query
-  ``style=NAME`` (a registered style; default: the server's), ``max_side=PX``, ``format=png|jpeg``.
+  ``style=NAME`` (a registered style; default: the server's), ``max_side=PX`` (1 to
+  :data:`MAX_REQUEST_SIDE`; default: the server's), ``format=png|jpeg``.
   Answers the image at the input's size, with ``X-Animestream-Style`` and ``X-Animestream-Ms``
   (milliseconds in the model, waiting excluded).
 * ``GET /v1/styles``: the registered styles as JSON; ``GET /healthz``: ``{"status": "ok"}``.
@@ -38,6 +39,7 @@ from .errors import AnimestreamError, StyleNotFoundError
 
 MAX_BODY_BYTES = 32 * 1024 * 1024  # largest accepted upload
 MAX_PIXELS = 50_000_000  # largest decoded image, width x height
+MAX_REQUEST_SIDE = 1024  # largest max_side a request may ask for, pixels: the model's memory grows with its square
 MAX_ENGINES = 2  # engines kept at once (each holds its weights and buffers)
 RETRY_AFTER_S = 1  # what a 503 suggests
 KEEPALIVE_TIMEOUT_S = 5  # an idle connection is closed after this; shutdown waits for it at most that long
@@ -138,8 +140,9 @@ def _max_side(values: list[str]) -> int | None:
         side = int(values[0])
     except ValueError:
         side = -1
-    if side < 0:
-        raise RequestError(400, f"max_side must be a whole number of pixels >= 0, not {values[0]!r}")
+    if not 0 < side <= MAX_REQUEST_SIDE:
+        raise RequestError(400, f"max_side must be a whole number of pixels from 1 to {MAX_REQUEST_SIDE}, "
+                                f"not {values[0]!r}")
     return side
 
 

@@ -96,6 +96,8 @@ def test_styles_and_health(tiny_service):
     ("/v1/stylize?style=../../weights/paprika", PHOTO, 400, "unknown style"),
     ("/v1/stylize?max_side=-3", PHOTO, 400, "max_side must be"),
     ("/v1/stylize?max_side=big", PHOTO, 400, "max_side must be"),
+    ("/v1/stylize?max_side=0", PHOTO, 400, "from 1 to 1024"),  # full resolution could exhaust memory
+    ("/v1/stylize?max_side=4096", PHOTO, 400, "from 1 to 1024"),
     ("/v1/stylize?format=gif", PHOTO, 400, "format must be"),
     ("/v1/elsewhere", PHOTO, 404, "no such path"),
 ])
