@@ -83,14 +83,14 @@ def _reflect_pad(x: torch.Tensor, pad: tuple[int, int, int, int]) -> torch.Tenso
 
 
 class _QConv:
-    """One convolution: INT8 weights packed for oneDNN, the output's quint8 parameters.
+    """One convolution that feeds a GroupNorm: INT8 weights packed for oneDNN, the output's quint8 parameters.
 
-    With ``equalize`` (a convolution that feeds a GroupNorm) each output channel is shifted and
-    scaled so that its calibrated range becomes [-1, 1]: one per-tensor scale then fits every
-    channel. :class:`_QNorm` undoes the shift and scale in its per-channel statistics, exactly.
+    Each output channel is shifted and scaled so that its calibrated range becomes [-1, 1]: one
+    per-tensor scale then fits every channel. :class:`_QNorm` undoes the shift and scale in its
+    per-channel statistics, exactly.
     """
 
-    def __init__(self, conv: nn.Conv2d, out_range: tuple[torch.Tensor, torch.Tensor], *, equalize: bool,
+    def __init__(self, conv: nn.Conv2d, out_range: tuple[torch.Tensor, torch.Tensor], *,
                  in_gain: torch.Tensor | None = None, extra_bias: torch.Tensor | None = None):
         w = conv.weight.detach().float()
         if in_gain is not None:  # the input's channels arrive divided by in_gain
@@ -99,19 +99,15 @@ class _QConv:
         if extra_bias is not None:
             bias = bias + extra_bias
         lo, hi = out_range
-        if equalize:
-            self.center = (hi + lo) / 2
-            self.gain = 2 / (hi - lo).clamp_min(1e-6)
-            w = w * self.gain.view(-1, 1, 1, 1)
-            bias = (bias - self.center) * self.gain
-            lo, hi = -torch.ones_like(lo), torch.ones_like(hi)
-        else:
-            self.center, self.gain = torch.zeros_like(lo), torch.ones_like(hi)
+        self.center = (hi + lo) / 2
+        self.gain = 2 / (hi - lo).clamp_min(1e-6)
+        w = w * self.gain.view(-1, 1, 1, 1)
+        bias = (bias - self.center) * self.gain
         w_scale = (w.abs().amax(dim=(1, 2, 3)) / 127).clamp_min(1e-12)
         qw = torch.quantize_per_channel(w, w_scale.double(), torch.zeros(w.shape[0], dtype=torch.int64), 0,
                                         torch.qint8)
         self.packed = torch.ops.quantized.conv2d_prepack(qw, bias, list(conv.stride), [0, 0], [1, 1], conv.groups)
-        self.scale, self.zero_point = _qparams(float(lo.min()), float(hi.max()))
+        self.scale, self.zero_point = _qparams(-1.0, 1.0)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return torch.ops.quantized.conv2d(x, self.packed, self.scale, self.zero_point)
@@ -153,7 +149,7 @@ class _QLayer:
                  extra_bias: torch.Tensor | None = None):
         pad, conv, gn, _ = layer
         self.pad = _pad_tuple(pad)
-        self.conv = _QConv(conv, ranges[conv], equalize=True, in_gain=in_gain, extra_bias=extra_bias)
+        self.conv = _QConv(conv, ranges[conv], in_gain=in_gain, extra_bias=extra_bias)
         self.norm = _QNorm(gn, self.conv, ranges[gn], ranges[layer])
         self.out_gain = self.norm.out_gain
 
@@ -166,7 +162,7 @@ class _QResBlock:
         expand, depthwise, project, gn = block.layers
         self.expand = _QLayer(expand, ranges, in_gain)
         self.depthwise = _QLayer(depthwise, ranges, self.expand.out_gain)
-        self.project = _QConv(project, ranges[project], equalize=True, in_gain=self.depthwise.out_gain)
+        self.project = _QConv(project, ranges[project], in_gain=self.depthwise.out_gain)
         self.norm = _QNorm(gn, self.project, ranges[gn], None)
         self.out_gain = None  # a residual stream: its channels are not rescaled
         self.residual = block.use_residual
