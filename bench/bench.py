@@ -43,10 +43,24 @@ def machine() -> str:
     return f"{model}, {os.cpu_count()} cores"
 
 
+def seed_stylize(model, rgb, max_side: int):
+    """The seed's work on one RGB uint8 image, kept deliberately as it was: longest side to
+    ``max_side`` (Lanczos; even sizes, for x264), the TorchScript model in fp32 under no_grad."""
+    import cv2
+    import torch
+
+    h, w = rgb.shape[:2]
+    scale = min(1.0, max_side / max(h, w))
+    small = cv2.resize(rgb, (int(w * scale) // 2 * 2, int(h * scale) // 2 * 2), interpolation=cv2.INTER_LANCZOS4)
+    with torch.no_grad():
+        x = torch.from_numpy(small).permute(2, 0, 1).unsqueeze(0).float() / 127.5 - 1
+        y = model(x)
+    return ((y[0].permute(1, 2, 0).clamp(-1, 1) + 1) * 127.5).byte().numpy()
+
+
 def run_seed(src: str, dst: str, style: str, max_side: int | None, frames: int, device: str = "cpu") -> dict:
     """The seed recipe, kept deliberately as it was (fp32 TorchScript, one thread, per frame)."""
     import av
-    import cv2
     import torch
 
     from stream import weights
@@ -59,18 +73,11 @@ def run_seed(src: str, dst: str, style: str, max_side: int | None, frames: int, 
         vin = inp.streams.video[0]
         stream = None
         for frame in inp.decode(vin):
-            rgb = frame.to_ndarray(format="rgb24")
-            h, w = rgb.shape[:2]
-            scale = min(1.0, max_side / max(h, w))
-            size = (int(w * scale) // 2 * 2, int(h * scale) // 2 * 2)
-            small = cv2.resize(rgb, size, interpolation=cv2.INTER_LANCZOS4)
-            with torch.no_grad():
-                x = torch.from_numpy(small).permute(2, 0, 1).unsqueeze(0).float() / 127.5 - 1
-                y = model(x)
-            res = ((y[0].permute(1, 2, 0).clamp(-1, 1) + 1) * 127.5).byte().numpy()
+            res = seed_stylize(model, frame.to_ndarray(format="rgb24"), max_side)
             if stream is None:
                 stream = out.add_stream("libx264", rate=vin.average_rate or 30)
-                stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
+                stream.height, stream.width = res.shape[:2]
+                stream.pix_fmt = "yuv420p"
             vf = av.VideoFrame.from_ndarray(res, format="rgb24")
             vf.pts, vf.time_base = n, Fraction(1, int(vin.average_rate or 30))
             out.mux(stream.encode(vf))

@@ -28,6 +28,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 PHOTO = ROOT / "samples" / "astronaut.jpg"
@@ -41,9 +43,9 @@ def _seed_server(style: str, cap: int):
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     import cv2
-    import numpy as np
     import torch
 
+    from bench import seed_stylize  # bench/bench.py, beside this script
     from stream import weights
 
     model = torch.jit.load(str(weights.resolve(style)[0])).eval()
@@ -51,15 +53,9 @@ def _seed_server(style: str, cap: int):
 
     def work(body: bytes) -> bytes:
         rgb = cv2.cvtColor(cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
-        h, w = rgb.shape[:2]
-        scale = min(1.0, cap / max(h, w))
-        small = cv2.resize(rgb, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_LANCZOS4)
-        with torch.no_grad():
-            x = torch.from_numpy(small).permute(2, 0, 1).unsqueeze(0).float() / 127.5 - 1
-            y = model(x)
-        out = ((y[0].permute(1, 2, 0).clamp(-1, 1) + 1) * 127.5).byte().numpy()
+        out = seed_stylize(model, rgb, cap)
         png = cv2.imencode(".png", cv2.cvtColor(out, cv2.COLOR_RGB2BGR))[1].tobytes()
-        del rgb, small, x, y, out
+        del rgb, out
         gc.collect()
         return png
 
@@ -115,11 +111,6 @@ def _peak_rss_mb(pid: int) -> float:
         return next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024
 
 
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
 def measure(kind: str, body: bytes, args: argparse.Namespace) -> dict:
     proc = subprocess.Popen([sys.executable, __file__, "--serve", kind, "--style", args.style, "--cap", str(args.cap)],
                             stdout=subprocess.PIPE, text=True)
@@ -143,9 +134,10 @@ def measure(kind: str, body: bytes, args: argparse.Namespace) -> dict:
         wall = time.perf_counter() - start
         ok = [s for status, s in results if status == 200]
         return {"service": kind, "style": args.style, "cap": args.cap, "photo": f"{PHOTO_SIDE}x{PHOTO_SIDE}",
-                "single_s_p50": round(_percentile(single, 0.5), 3), "clients": args.clients,
+                "single_s_p50": round(float(np.median(single)), 3), "clients": args.clients,
                 "requests": args.requests, "qps": round(len(ok) / wall, 3),
-                "latency_s_p50": round(_percentile(ok, 0.5), 3), "latency_s_p95": round(_percentile(ok, 0.95), 3),
+                "latency_s_p50": round(float(np.percentile(ok, 50)), 3),
+                "latency_s_p95": round(float(np.percentile(ok, 95)), 3),
                 "refused": len(results) - len(ok), "peak_rss_mb": round(_peak_rss_mb(proc.pid), 1)}
     finally:
         proc.kill()
