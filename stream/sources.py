@@ -74,6 +74,9 @@ class VideoSource:
     then scaled in the same swscale pass that converts them to RGB, so a smaller size costs nothing.
     Decoding stops early, with :attr:`truncated` set to the reason, when the input is damaged after
     at least one good frame; a damaged input with no good frame raises :class:`SourceError`.
+    A file whose display matrix turns its picture by quarter turns (phones record portrait video
+    as landscape pictures plus such a turn) is delivered upright: :attr:`width`, :attr:`height` and
+    :attr:`frame_size` are the upright picture's, and :attr:`quarter_turns` says how it was turned.
     """
 
     def __init__(self, path: str | Path, *, decode_audio: bool = False):
@@ -97,7 +100,10 @@ class VideoSource:
         if not ctx.width or not ctx.height:
             self._container.close()
             raise SourceError(f"{self.path}: video stream has no picture size (corrupt header?)")
+        self.quarter_turns = 0 if is_url(self.path) else _probe_quarter_turns(self.path)
         self.width, self.height = ctx.width, ctx.height
+        if self.quarter_turns % 2:
+            self.width, self.height = self.height, self.width
         self.frame_size: tuple[int, int] = (self.width, self.height)
         self._scaler = VideoReformatter()
         self.time_base = self.video.time_base or DEFAULT_TIME_BASE
@@ -147,10 +153,14 @@ class VideoSource:
 
     def _frame(self, frame: av.VideoFrame) -> Frame:
         width, height = self.frame_size
+        if self.quarter_turns % 2:
+            width, height = height, width
         if (frame.width, frame.height) == (width, height):
             image = frame.to_ndarray(format="rgb24")
         else:
             image = self._scaler.reformat(frame, width, height, "rgb24", interpolation=SCALE_FILTER).to_ndarray()
+        if self.quarter_turns:
+            image = np.ascontiguousarray(np.rot90(image, self.quarter_turns))
         self.frames_read += 1
         return Frame(self.frames_read - 1, image, frame.pts, self.time_base, time.perf_counter())
 
@@ -162,6 +172,25 @@ class VideoSource:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def quarter_turns(degrees: float) -> int:
+    """Counter-clockwise quarter turns (0..3) for a display rotation in degrees, counter-clockwise
+    as ``VideoFrame.rotation`` gives it; 0 for an angle that is not a multiple of 90 (not supported)."""
+    turns = round(degrees / 90)
+    return turns % 4 if abs(degrees - 90 * turns) < 1 else 0
+
+
+def _probe_quarter_turns(path: str) -> int:
+    """The display rotation of a file's first video frame, as :func:`quarter_turns`; 0 when it has none
+    or does not decode (the decoding pass then reports the damage)."""
+    try:
+        with av.open(path, "r") as container:
+            for frame in container.decode(video=0):
+                return quarter_turns(frame.rotation)
+    except av.error.FFmpegError:
+        return 0  # the decoding pass reports the damage
+    return 0
 
 
 def read_image(path: str | Path) -> np.ndarray:

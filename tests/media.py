@@ -42,9 +42,10 @@ def _tone(n_samples: int) -> np.ndarray:
 
 def write_clip(path: Path, *, frames: int = 24, size: tuple[int, int] = (64, 48), fps: int = 24,
                audio: str | None = "aac", pts: list[int] | None = None, time_base: Fraction | None = None,
-               faststart: bool = False, preset: str = "ultrafast") -> Path:
+               faststart: bool = False, preset: str = "ultrafast", rotation: int = 0) -> Path:
     """Write an H.264 clip; ``audio`` is None, "aac" or "pcm_s16le"; ``pts`` gives irregular
-    timestamps in ``time_base`` units (variable frame rate)."""
+    timestamps in ``time_base`` units (variable frame rate); ``rotation`` (degrees, counter-clockwise)
+    goes into the display matrix, as phones record portrait video."""
     path = Path(path)
     width, height = size
     if pts is not None:
@@ -57,6 +58,8 @@ def write_clip(path: Path, *, frames: int = 24, size: tuple[int, int] = (64, 48)
         video.time_base = tb
         video.codec_context.time_base = tb
         video.options = {"crf": "23", "preset": preset}
+        if rotation:
+            video.set_display_rotation(rotation)
         a = None
         if audio is not None:
             a = out.add_stream(audio, rate=SAMPLE_RATE)

@@ -220,3 +220,26 @@ def test_a_cpu_model_gets_a_one_thread_encoder(tmp_path, clip, tiny_engine, monk
     with pytest.raises(ValueError, match="threads must be >= 0"):
         VideoFileSink(tmp_path / "x.mp4", width=64, height=48, time_base=media.Fraction(1, 24),
                       rate=media.Fraction(24), threads=-1)
+
+
+@pytest.mark.parametrize("rotation", [-90, 90, 180])
+def test_a_phone_video_s_display_rotation_comes_out_upright(tmp_path, tiny_engine, rotation):
+    """Phones store portrait video as landscape pictures plus a display matrix. The output must look
+    like what a player shows for the input (OpenCV applies the matrix: an independent reference),
+    without a matrix of its own that would turn it once more."""
+    import av
+    src = media.write_clip(tmp_path / "phone.mp4", frames=6, size=(64, 48), rotation=rotation)
+    capture = cv2.VideoCapture(str(src))
+    ok, shown = capture.read()
+    capture.release()
+    assert ok and shown.shape[:2] == ((64, 48) if rotation % 180 else (48, 64))
+    out = tmp_path / "out.mp4"
+    convert_video(src, out, tiny_engine, progress=False, crf=0)
+    with av.open(str(out)) as c:
+        first = next(c.decode(video=0))
+        assert first.rotation == 0
+        got = first.to_ndarray(format="rgb24").astype(int)
+    expected = tiny_engine(cv2.cvtColor(shown, cv2.COLOR_BGR2RGB)).astype(int)
+    assert got.shape == expected.shape
+    assert np.abs(got - expected).mean() < 6
+    assert np.abs(got - np.rot90(expected, 2)).mean() > 20  # a turn the wrong way would be caught
