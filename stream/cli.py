@@ -97,9 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=_non_negative_int, default=0, metavar="N",
                    help="CPU threads for inference (default: 0 = one per core, all but one for -lite styles)")
     p.add_argument("--crf", type=_crf, default=DEFAULT_CRF,
-                   help="x264 quality, 0 (lossless) .. 51 (worst) (default: %(default)s)")
+                   help="video quality, 0 (lossless) .. 51 (worst), on x264's scale; .webm outputs are VP9 "
+                        "and map it onto VP9's (default: %(default)s)")
     p.add_argument("--preset", choices=X264_PRESETS, default=DEFAULT_PRESET, metavar="PRESET",
-                   help="x264 speed/size trade-off, ultrafast .. veryslow (default: %(default)s)")
+                   help="encoder speed/size trade-off, ultrafast .. veryslow, x264's names "
+                        "(mapped onto VP9's speeds for .webm) (default: %(default)s)")
     live = p.add_argument_group("live", "a camera (0, /dev/video2), a stream URL (rtsp://, http://) or a "
                                 "file with --live; any mix of OUTPUT (recording), --preview and --vcam")
     live.add_argument("--live", action="store_true",

@@ -1,4 +1,5 @@
-"""Frame sinks: an encoded video file (PyAV, libx264) and still images (OpenCV, imported only there).
+"""Frame sinks: an encoded video file (PyAV: libx264, or VP9 for WebM) and still images (OpenCV,
+imported only there).
 
 Every sink writes to a temporary file beside its target and moves it into place only in
 :meth:`VideoFileSink.close` with ``keep=True``; with ``keep=False`` the temporary file is removed,
@@ -27,6 +28,11 @@ X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium"
 MP4_AUDIO = frozenset({"aac", "mp3", "alac", "ac3", "eac3", "opus", "flac"})
 MP4_FORMATS = frozenset({"mp4", "mov", "ipod", "3gp", "3g2", "psp"})
 VIDEO_EXTENSIONS = frozenset({".mp4", ".mkv", ".mov", ".webm", ".avi", ".m4v"})
+VP9_CRF_PER_X264_CRF = 63 / 51  # libvpx-vp9's crf runs 0..63 where x264's runs 0..51
+# libvpx-vp9's cpu-used (0 slowest .. 8 fastest) for each x264 preset; the fast ones use the realtime deadline
+VP9_CPU_USED = dict(zip(X264_PRESETS, (8, 8, 7, 6, 5, 4, 3, 2, 1)))
+VP9_REALTIME_PRESETS = frozenset({"ultrafast", "superfast", "veryfast"})
+OPUS_RATE = 48000  # Hz: the rate WebM's Opus audio is encoded at, whatever the source's
 
 
 def check_output_path(target: Path, source: str | None) -> None:
@@ -70,8 +76,24 @@ def encoder_threads(model_device: object) -> int:
     return CPU_BOUND_ENCODER_THREADS if getattr(model_device, "type", None) == "cpu" else 0
 
 
+def video_codec_options(container_format: str, crf: int, preset: str, threads: int) -> tuple[str, dict[str, str]]:
+    """The video encoder and its options for a container: libx264, or libvpx-vp9 in WebM (which
+    takes no H.264), with ``crf`` and ``preset`` given on x264's scales and mapped onto VP9's."""
+    if container_format == "webm":
+        options = {"crf": str(round(crf * VP9_CRF_PER_X264_CRF)), "b": "0", "row-mt": "1",
+                   "cpu-used": str(VP9_CPU_USED[preset]),
+                   "deadline": "realtime" if preset in VP9_REALTIME_PRESETS else "good"}
+        name = "libvpx-vp9"
+    else:
+        options, name = {"crf": str(crf), "preset": preset}, "libx264"
+    if threads:
+        options["threads"] = str(threads)
+    return name, options
+
+
 class VideoFileSink:
-    """Encode frames with libx264 (yuv420p; yuv444p for odd sizes) and copy or re-encode audio.
+    """Encode frames with libx264, or VP9 in WebM (yuv420p; yuv444p for odd sizes), and copy or
+    re-encode audio.
 
     Video timestamps are the source's own (``time_base`` ticks), so variable frame rates survive.
     ``audio`` is the source's audio stream or None; :attr:`audio_mode` says what happens to it:
@@ -103,15 +125,15 @@ class VideoFileSink:
         except (av.error.FFmpegError, ValueError) as e:
             self.tmp.unlink(missing_ok=True)
             raise SinkError(f"{self.target}: cannot write this kind of file ({e})") from None
+        self._format = self._container.format.name.split(",")[0]
         try:
-            self._video = self._container.add_stream("libx264", rate=rate)
+            codec, options = video_codec_options(self._format, crf, preset, threads)
+            self._video = self._container.add_stream(codec, rate=rate)
             self._video.width, self._video.height = width, height
             self._video.pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
             self._video.time_base = time_base
             self._video.codec_context.time_base = time_base
-            self._video.options = {"crf": str(crf), "preset": preset}
-            if threads:
-                self._video.options = {**self._video.options, "threads": str(threads)}
+            self._video.options = options
             self.audio_mode, self._audio = self._add_audio(audio)
         except (av.error.FFmpegError, ValueError) as e:
             self.close(keep=False)
@@ -121,12 +143,14 @@ class VideoFileSink:
         if audio is None:
             return None, None
         name = audio.codec_context.name
-        fmt = self._container.format.name.split(",")[0]
-        allowed = MP4_AUDIO if fmt in MP4_FORMATS else self._container.supported_codecs
+        allowed = MP4_AUDIO if self._format in MP4_FORMATS else self._container.supported_codecs
         if name in allowed:
             return "copy", self._container.add_stream_from_template(audio)
         codec = "aac" if "aac" in self._container.supported_codecs else self._container.default_audio_codec
-        out = self._container.add_stream(codec, rate=audio.codec_context.sample_rate or 48000)
+        if codec == "opus":
+            codec = "libopus"  # FFmpeg's own Opus encoder is experimental
+        opus = codec == "libopus"
+        out = self._container.add_stream(codec, rate=OPUS_RATE if opus else audio.codec_context.sample_rate or 48000)
         channels = audio.codec_context.channels or 2
         out.layout = {1: "mono", 2: "stereo"}.get(channels, "stereo")
         return "transcode", out

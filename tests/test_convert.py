@@ -243,3 +243,16 @@ def test_a_phone_video_s_display_rotation_comes_out_upright(tmp_path, tiny_engin
     assert got.shape == expected.shape
     assert np.abs(got - expected).mean() < 6
     assert np.abs(got - np.rot90(expected, 2)).mean() > 20  # a turn the wrong way would be caught
+
+
+def test_a_webm_output_is_vp9_with_opus_sound(tmp_path, clip, tiny_engine):
+    """WebM takes neither H.264 nor AAC: the video is VP9 and the sound Opus, resampled to 48 kHz."""
+    out = tmp_path / "out.webm"
+    stats = convert_video(clip, out, tiny_engine, progress=False, preset="ultrafast")
+    a, b = probe(clip), probe(out)
+    assert "webm" in b.formats and (b.video_codec, b.audio_codec) == ("vp9", "opus")
+    assert (b.width, b.height, len(b.times)) == (a.width, a.height, len(a.times))
+    assert max(abs(x - y) for x, y in zip(a.times, b.times)) <= 0.001  # WebM counts milliseconds
+    assert b.audio_errors == 0 and b.audio_duration == pytest.approx(a.audio_duration, abs=0.03)
+    assert stats.extra["audio"] == "transcode"
+    assert partial_files(tmp_path) == []
