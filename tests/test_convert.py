@@ -256,3 +256,18 @@ def test_a_webm_output_is_vp9_with_opus_sound(tmp_path, clip, tiny_engine):
     assert b.audio_errors == 0 and b.audio_duration == pytest.approx(a.audio_duration, abs=0.03)
     assert stats.extra["audio"] == "transcode"
     assert partial_files(tmp_path) == []
+
+
+def test_an_image_follows_its_exif_orientation(tmp_path, tiny_engine):
+    """A camera JPEG stored landscape with orientation 6 ("turn 90° clockwise") is a portrait."""
+    from PIL import Image
+    stored = media.frame_image(3, 64, 48)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(stored).save(tmp_path / "camera.jpg", quality=98, exif=exif.tobytes())
+    convert(tmp_path / "camera.jpg", tmp_path / "out.png", tiny_engine)
+    got = cv2.cvtColor(cv2.imread(str(tmp_path / "out.png")), cv2.COLOR_BGR2RGB).astype(int)
+    expected = tiny_engine(np.rot90(stored, -1).copy()).astype(int)
+    assert got.shape == (64, 48, 3)
+    assert np.abs(got - expected).mean() < 6
+    assert np.abs(got - np.rot90(expected, 2)).mean() > 20
