@@ -13,14 +13,14 @@ import threading
 from pathlib import Path
 
 from . import __version__, weights
-from .convert import convert
+from .convert import convert, convert_video
 from .deflicker import Deflicker
 from .calibration import calibrate_style, ranges_path
 from .download import OFFICIAL_BLOBS, import_style, pull
 from .engine import DEVICES, PRECISIONS, Engine
 from .errors import AnimestreamError
 from .live import StyleSwitcher, is_camera
-from .sources import is_url
+from .sources import is_image_path, is_url
 from .livejob import LiveOptions, run_live
 from .pipeline import Stats
 from .serve import ServiceServer, StyleService
@@ -35,6 +35,7 @@ examples:
   animestream photo.jpg anime.png                stylise an image
   animestream photos/ anime/                     every image and video in a folder
   animestream clip.mp4 out.mp4 --max-side 256    4x fewer pixels through the model: ~4x faster
+  animestream clip.mp4 try.mp4 --start 1:30 --duration 5   five seconds, to try a style first
   animestream 0 --preview --style paprika-lite   webcam 0 in a window, real time on a 2-core CPU
   animestream weights list                       the styles you can pass to --style
   animestream serve --port 8000                  an HTTP service: POST an image, get it stylised
@@ -71,6 +72,23 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _seconds(text: str) -> float:
+    """Seconds as ``90``, ``90.5``, ``1:30`` or ``0:01:30.5``."""
+    parts = text.strip().split(":")
+    try:
+        if len(parts) > 3 or any(p == "" for p in parts):
+            raise ValueError
+        fields = [float(p) for p in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds (90, 90.5) or [H:]M:S (1:30), got {text!r}") from None
+    if any(f < 0 for f in fields) or any(f >= 60 for f in fields[1:]):
+        raise argparse.ArgumentTypeError(f"expected seconds (90, 90.5) or [H:]M:S (1:30), got {text!r}")
+    value = 0.0
+    for f in fields:
+        value = value * 60 + f
+    return value
+
+
 def _size(text: str) -> tuple[int, int]:
     w, sep, h = text.lower().partition("x")
     if not sep or not w.isdigit() or not h.isdigit() or int(w) == 0 or int(h) == 0:
@@ -102,6 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", choices=X264_PRESETS, default=DEFAULT_PRESET, metavar="PRESET",
                    help="encoder speed/size trade-off, ultrafast .. veryslow, x264's names "
                         "(mapped onto VP9's speeds for .webm) (default: %(default)s)")
+    p.add_argument("--start", type=_seconds, default=0.0, metavar="TIME",
+                   help="convert from this point of a video on, in seconds or [H:]M:S (default: its beginning)")
+    p.add_argument("--duration", type=_seconds, default=None, metavar="TIME",
+                   help="convert only this long a stretch of a video, e.g. 5 to try a style (default: to the end)")
     live = p.add_argument_group("live", "a camera (0, /dev/video2), a stream URL (rtsp://, http://) or a "
                                 "file with --live; any mix of OUTPUT (recording), --preview and --vcam")
     live.add_argument("--live", action="store_true",
@@ -281,6 +303,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give an OUTPUT, e.g. 'animestream clip.mp4 anime.mp4'")
     if is_live and not (args.output or args.preview or args.vcam):
         parser.error("a live source needs an OUTPUT to record to, --preview or --vcam")
+    if args.start or args.duration is not None:
+        if args.duration == 0:
+            parser.error("--duration must be more than 0 seconds")
+        if is_live or Path(args.input).is_dir() or is_image_path(args.input):
+            parser.error("--start and --duration apply to converting one video file")
     if args.stats_json is not None and not (args.stats_json.parent.is_dir() and not args.stats_json.is_dir()):
         parser.error(f"--stats-json {args.stats_json}: the folder does not exist or the path is a folder")
     try:
@@ -289,8 +316,13 @@ def main(argv: list[str] | None = None) -> int:
         if is_live:
             stats = _run_live(args, engine)
         else:
-            stats = convert(args.input, args.output, Deflicker(engine) if args.deflicker else engine,
-                            crf=args.crf, preset=args.preset, progress=not args.quiet)
+            job = Deflicker(engine) if args.deflicker else engine
+            if args.start or args.duration is not None:
+                stats = convert_video(args.input, args.output, job, crf=args.crf, preset=args.preset,
+                                      progress=not args.quiet, start=args.start, duration=args.duration)
+            else:
+                stats = convert(args.input, args.output, job, crf=args.crf, preset=args.preset,
+                                progress=not args.quiet)
     except AnimestreamError as e:
         print(f"animestream: error: {e}", file=sys.stderr)
         return EXIT_ERROR

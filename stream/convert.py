@@ -34,15 +34,17 @@ def _engine_stats(engine: Engine) -> dict:
 
 
 def convert_video(src: str | Path, dst: str | Path, engine: Engine, *, crf: int = DEFAULT_CRF,
-                  preset: str = DEFAULT_PRESET, progress: bool = True, warn: Warn = _stderr) -> Stats:
-    """Stylise every frame of ``src`` into ``dst`` (same size, timestamps and audio)."""
+                  preset: str = DEFAULT_PRESET, progress: bool = True, warn: Warn = _stderr,
+                  start: float = 0.0, duration: float | None = None) -> Stats:
+    """Stylise every frame of ``src`` into ``dst`` (same size, timestamps and audio), or only the
+    ``duration`` seconds from ``start`` seconds on (None: to the end), timed from 0 in ``dst``."""
     dst = Path(dst)
     check_output_path(dst, str(src))
     if dst.suffix.lower() not in VIDEO_EXTENSIONS:
         raise SinkError(f"{dst}: a video output needs one of {', '.join(sorted(VIDEO_EXTENSIONS))}")
     if hasattr(engine, "reset"):
         engine.reset()  # a temporal filter must not carry one video's last frame into the next
-    source = VideoSource(src)
+    source = VideoSource(src, start=start, duration=duration)
     if hasattr(engine, "inference_shape"):  # decode straight to the model's size; the sink scales back
         source.frame_size = engine.inference_shape(source.width, source.height)
     audio_codec = source.audio.codec_context.name if source.audio is not None else None
@@ -61,6 +63,9 @@ def convert_video(src: str | Path, dst: str | Path, engine: Engine, *, crf: int 
     finally:
         source.close()
     if stats.frames_out == 0 and not stats.interrupted:
+        if start > 0 and source.frames_read == 0 and not source.truncated:
+            length = f" (the video is {source.length_s:.2f} s long)" if source.length_s else ""
+            raise SourceError(f"{src}: no frame from {start:g} s on{length}")
         raise SourceError(f"{src}: no video frame could be decoded (damaged or cut short?)")
     if source.truncated:
         warn(f"warning: {src}: input is damaged after frame {source.frames_read} ({source.truncated}); "

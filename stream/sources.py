@@ -77,10 +77,17 @@ class VideoSource:
     A file whose display matrix turns its picture by quarter turns (phones record portrait video
     as landscape pictures plus such a turn) is delivered upright: :attr:`width`, :attr:`height` and
     :attr:`frame_size` are the upright picture's, and :attr:`quarter_turns` says how it was turned.
+    ``start`` and ``duration`` (seconds, from the first frame; None: to the end) deliver only that
+    stretch, video and sound alike, with timestamps moved so that ``start`` becomes 0. Decoding
+    begins at the key frame before ``start``; the frames and sound before it are read and dropped.
     """
 
-    def __init__(self, path: str | Path, *, decode_audio: bool = False):
+    def __init__(self, path: str | Path, *, decode_audio: bool = False, start: float = 0.0,
+                 duration: float | None = None):
+        if start < 0 or (duration is not None and duration <= 0):
+            raise ValueError(f"start must be >= 0 and duration > 0 seconds, not {start} and {duration}")
         self.path = str(path)
+        self.start, self.duration = start, duration
         if not is_url(self.path):
             _check_file(Path(self.path))
         try:
@@ -110,44 +117,100 @@ class VideoSource:
         self.rate = self.video.average_rate or self.video.guessed_rate or Fraction(30)
 
     @property
+    def length_s(self) -> float | None:
+        """The video's duration in seconds, from its stream or else its container; None when unknown."""
+        if self.video.duration:
+            return float(self.video.duration * self.time_base)
+        return self._container.duration / av.time_base if self._container.duration else None
+
+    @property
+    def windowed(self) -> bool:
+        return self.start > 0 or self.duration is not None
+
+    @property
     def frame_count(self) -> int | None:
-        """Frames the container announces, or an estimate from its duration; None when unknown."""
-        if self.video.frames:
-            return int(self.video.frames)
-        if self.video.duration and self.rate:
-            return int(round(float(self.video.duration * self.time_base * self.rate)))
-        return None
+        """Frames to be delivered: the container's count, or an estimate from durations; None when unknown."""
+        total = int(self.video.frames) if self.video.frames else None
+        if total is None and self.length_s:
+            total = int(round(self.length_s * self.rate))
+        if not self.windowed:
+            return total
+        counts = [] if total is None else [max(0, total - int(round(self.start * self.rate)))]
+        if self.duration is not None:
+            counts.append(int(round(self.duration * self.rate)))
+        return min(counts) if counts else None
+
+    def _ticks(self, stream: av.stream.Stream, seconds: float) -> int:
+        """``seconds`` after the video's first frame, in ``stream``'s timestamp units."""
+        origin = float((self.video.start_time or 0) * self.time_base)
+        return int(round((origin + seconds) / float(stream.time_base or self.time_base)))
+
+    def _in_window(self, stream: av.stream.Stream, pts: int | None) -> bool | None:
+        """True inside the window, False before it, None past its end (pts None counts as inside)."""
+        if pts is None or not self.windowed:
+            return True
+        if self.start > 0 and pts < self._ticks(stream, self.start):
+            return False  # (from 0, a pts before the first frame's is the encoder's priming: kept)
+        return None if self.duration is not None and pts >= self._ticks(stream, self.start + self.duration) else True
+
+    def _seek(self) -> None:
+        try:
+            self._container.seek(self._ticks(self.video, self.start), stream=self.video)
+        except av.error.FFmpegError as e:
+            raise SourceError(f"{self.path}: cannot seek to {self.start:g} s ({_reason(e)})") from None
 
     def __iter__(self) -> Iterator[Frame | AudioItem]:
         streams = [self.video] + ([self.audio] if self.audio is not None else [])
+        if self.start > 0:
+            self._seek()
         try:
+            video_done = False  # past the window's end; sound muxed later may still belong in it
             for packet in self._container.demux(streams):
                 if packet.is_corrupt:
                     self.truncated = self.truncated or "a partial packet: the file is cut short"
                     if packet.stream is self.audio:
                         continue  # a cut audio packet would make the output's audio undecodable
                 if packet.stream is self.audio:
+                    if self._in_window(self.audio, packet.pts) is None:
+                        if video_done:
+                            return
+                        continue
                     yield from self._audio(packet)
                     continue
+                if video_done:
+                    continue
                 for frame in packet.decode():
-                    yield self._frame(frame)
+                    inside = self._in_window(self.video, frame.pts)
+                    if inside is None:
+                        video_done = True
+                        if self.audio is None:
+                            return
+                        break
+                    if inside:
+                        yield self._frame(frame)
         except av.error.FFmpegError as e:
             if self.frames_read == 0:
                 raise SourceError(f"{self.path}: cannot decode video ({_reason(e)})") from None
             self.truncated = _reason(e)
             return
-        announced = self.video.frames
+        announced = None if self.windowed else self.video.frames
         if not self.truncated and announced and self.frames_read < announced:
             self.truncated = f"the stream ends after {self.frames_read} of its {announced} frames"
 
     def _audio(self, packet: av.Packet) -> Iterator[AudioItem]:
         if not self.decode_audio:
-            if packet.dts is not None and packet.size:
+            if packet.dts is not None and packet.size and self._in_window(self.audio, packet.pts):
+                if self.start > 0:
+                    shift = self._ticks(self.audio, self.start) - self._ticks(self.audio, 0.0)
+                    packet.dts -= shift
+                    if packet.pts is not None:
+                        packet.pts -= shift
                 yield AudioItem(packet)
             return
         try:
             for frame in packet.decode():
-                yield AudioItem(frame)
+                if self._in_window(self.audio, frame.pts):
+                    yield AudioItem(frame)  # the encoder numbers re-encoded sound itself
         except av.error.FFmpegError:
             return  # a damaged audio packet is skipped, the video goes on
 
@@ -162,7 +225,10 @@ class VideoSource:
         if self.quarter_turns:
             image = np.ascontiguousarray(np.rot90(image, self.quarter_turns))
         self.frames_read += 1
-        return Frame(self.frames_read - 1, image, frame.pts, self.time_base, time.perf_counter())
+        pts = frame.pts
+        if pts is not None and self.start > 0:
+            pts -= self._ticks(self.video, self.start) - self._ticks(self.video, 0.0)
+        return Frame(self.frames_read - 1, image, pts, self.time_base, time.perf_counter())
 
     def close(self) -> None:
         self._container.close()
