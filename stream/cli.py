@@ -303,7 +303,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give an OUTPUT, e.g. 'animestream clip.mp4 anime.mp4'")
     if is_live and not (args.output or args.preview or args.vcam):
         parser.error("a live source needs an OUTPUT to record to, --preview or --vcam")
-    if args.start or args.duration is not None:
+    windowed = args.start > 0 or args.duration is not None
+    if windowed:
         if args.duration == 0:
             parser.error("--duration must be more than 0 seconds")
         if is_live or Path(args.input).is_dir() or is_image_path(args.input):
@@ -317,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
             stats = _run_live(args, engine)
         else:
             job = Deflicker(engine) if args.deflicker else engine
-            if args.start or args.duration is not None:
+            if windowed:
                 stats = convert_video(args.input, args.output, job, crf=args.crf, preset=args.preset,
                                       progress=not args.quiet, start=args.start, duration=args.duration)
             else:

@@ -147,10 +147,10 @@ class VideoFileSink:
         if name in allowed:
             return "copy", self._container.add_stream_from_template(audio)
         codec = "aac" if "aac" in self._container.supported_codecs else self._container.default_audio_codec
+        rate = audio.codec_context.sample_rate or 48000
         if codec == "opus":
-            codec = "libopus"  # FFmpeg's own Opus encoder is experimental
-        opus = codec == "libopus"
-        out = self._container.add_stream(codec, rate=OPUS_RATE if opus else audio.codec_context.sample_rate or 48000)
+            codec, rate = "libopus", OPUS_RATE  # FFmpeg's own Opus encoder is experimental
+        out = self._container.add_stream(codec, rate=rate)
         channels = audio.codec_context.channels or 2
         out.layout = {1: "mono", 2: "stereo"}.get(channels, "stereo")
         return "transcode", out

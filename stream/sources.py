@@ -40,6 +40,15 @@ class Frame:
         return None if self.pts is None else float(self.pts * self.time_base)
 
 
+@dataclass(frozen=True)
+class _Window:
+    """A ``start``/``duration`` window in one stream's timestamp units."""
+
+    first: int | None  # earlier pts are dropped (None: none are)
+    end: int | None  # pts from here on are past the window (None: it runs to the end)
+    shift: int  # subtracted from every kept timestamp, so that the window starts at 0
+
+
 @dataclass
 class AudioItem:
     """An audio packet to copy, or a decoded audio frame to re-encode, in demux order."""
@@ -115,6 +124,8 @@ class VideoSource:
         self._scaler = VideoReformatter()
         self.time_base = self.video.time_base or DEFAULT_TIME_BASE
         self.rate = self.video.average_rate or self.video.guessed_rate or Fraction(30)
+        self._windows = {} if not self.windowed else {
+            stream.index: self._window(stream) for stream in (self.video, self.audio) if stream is not None}
 
     @property
     def length_s(self) -> float | None:
@@ -145,17 +156,25 @@ class VideoSource:
         origin = float((self.video.start_time or 0) * self.time_base)
         return int(round((origin + seconds) / float(stream.time_base or self.time_base)))
 
+    def _window(self, stream: av.stream.Stream) -> _Window:
+        first = self._ticks(stream, self.start)
+        # From 0 nothing is dropped: a pts before the first frame's is the encoder's priming.
+        return _Window(first=first if self.start > 0 else None,
+                       end=None if self.duration is None else self._ticks(stream, self.start + self.duration),
+                       shift=first - self._ticks(stream, 0.0))
+
     def _in_window(self, stream: av.stream.Stream, pts: int | None) -> bool | None:
         """True inside the window, False before it, None past its end (pts None counts as inside)."""
-        if pts is None or not self.windowed:
+        window = self._windows.get(stream.index)
+        if window is None or pts is None:
             return True
-        if self.start > 0 and pts < self._ticks(stream, self.start):
-            return False  # (from 0, a pts before the first frame's is the encoder's priming: kept)
-        return None if self.duration is not None and pts >= self._ticks(stream, self.start + self.duration) else True
+        if window.first is not None and pts < window.first:
+            return False
+        return None if window.end is not None and pts >= window.end else True
 
     def _seek(self) -> None:
         try:
-            self._container.seek(self._ticks(self.video, self.start), stream=self.video)
+            self._container.seek(self._windows[self.video.index].first, stream=self.video)
         except av.error.FFmpegError as e:
             raise SourceError(f"{self.path}: cannot seek to {self.start:g} s ({_reason(e)})") from None
 
@@ -201,7 +220,7 @@ class VideoSource:
         if not self.decode_audio:
             if packet.dts is not None and packet.size and self._in_window(self.audio, packet.pts):
                 if self.start > 0:
-                    shift = self._ticks(self.audio, self.start) - self._ticks(self.audio, 0.0)
+                    shift = self._windows[self.audio.index].shift
                     packet.dts -= shift
                     if packet.pts is not None:
                         packet.pts -= shift
@@ -227,7 +246,7 @@ class VideoSource:
         self.frames_read += 1
         pts = frame.pts
         if pts is not None and self.start > 0:
-            pts -= self._ticks(self.video, self.start) - self._ticks(self.video, 0.0)
+            pts -= self._windows[self.video.index].shift
         return Frame(self.frames_read - 1, image, pts, self.time_base, time.perf_counter())
 
     def close(self) -> None:
@@ -255,7 +274,7 @@ def _probe_quarter_turns(path: str) -> int:
             for frame in container.decode(video=0):
                 return quarter_turns(frame.rotation)
     except av.error.FFmpegError:
-        return 0  # the decoding pass reports the damage
+        return 0
     return 0
 
 
