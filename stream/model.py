@@ -14,6 +14,10 @@ per-pixel quadratic colour transform of the input (a 1x1 convolution of ``[x, x*
 and the last convolution starts at zero, so an untrained network returns the photo. The grade
 carries the full-resolution photo past the generator's 4x bottleneck, where a global colour shift
 would otherwise blur.
+
+``upsample`` is how the two 2x upsamplings map output pixels onto the input: ``"align_corners"``
+(the PyTorch ports' ``align_corners=True``) or ``"asymmetric"`` (TensorFlow 1's legacy
+``resize_bilinear``, source = destination x in/out, what the official AnimeGANv2 graphs use).
 """
 from __future__ import annotations
 
@@ -22,6 +26,16 @@ import torch.nn.functional as F
 from torch import nn
 
 LEAKY_SLOPE = 0.2
+UPSAMPLING = ("align_corners", "asymmetric")
+
+
+def resize_asymmetric(x: torch.Tensor, size: list[int]) -> torch.Tensor:
+    """Bilinear resize with TensorFlow 1's legacy mapping: output pixel ``j`` samples the input at
+    ``j * in / out`` (clamped at the last pixel). That is ``align_corners=True`` on the input with
+    its last row and column repeated once, to one more pixel than asked, minus that last pixel."""
+    padded = F.pad(x, (0, 1, 0, 1), mode="replicate")
+    out = F.interpolate(padded, size=[size[0] + 1, size[1] + 1], mode="bilinear", align_corners=True)
+    return out[:, :, : size[0], : size[1]]
 
 
 class ConvNormLReLU(nn.Sequential):
@@ -61,12 +75,15 @@ class InvertedResBlock(nn.Module):
 class Generator(nn.Module):
     """AnimeGANv2 generator; ``width`` scales every channel count, ``blocks`` is the inverted-residual count."""
 
-    def __init__(self, width: float = 1.0, blocks: int = 4, skip: bool = False):
+    def __init__(self, width: float = 1.0, blocks: int = 4, skip: bool = False, upsample: str = "align_corners"):
         super().__init__()
+        if upsample not in UPSAMPLING:
+            raise ValueError(f"upsample must be one of {', '.join(UPSAMPLING)}, not {upsample!r}")
         c32, c64, c128, c256 = (max(8, int(round(c * width))) for c in (32, 64, 128, 256))
         self.width = width
         self.blocks = blocks
         self.skip = skip
+        self.upsample = upsample
         self.block_a = nn.Sequential(
             ConvNormLReLU(3, c32, kernel_size=7, padding=3),
             ConvNormLReLU(c32, c64, stride=2, padding=(0, 1, 0, 1)),
@@ -114,10 +131,15 @@ class Generator(nn.Module):
         out = self.block_a(x)
         half_size = out.shape[-2:]
         out = self.block_c(self.block_b(out))
-        out = F.interpolate(out, size=half_size, mode="bilinear", align_corners=True)
+        out = self._resize(out, [half_size[0], half_size[1]])
         out = self.block_d(out)
-        out = F.interpolate(out, size=x.shape[-2:], mode="bilinear", align_corners=True)
+        out = self._resize(out, [x.shape[-2], x.shape[-1]])
         return self.head(self.block_e(out), x)
+
+    def _resize(self, x: torch.Tensor, size: list[int]) -> torch.Tensor:
+        if self.upsample == "asymmetric":
+            return resize_asymmetric(x, size)
+        return F.interpolate(x, size=size, mode="bilinear", align_corners=True)
 
     def head(self, features: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """The output from ``block_e``'s features and the input ``x`` (which only ``skip`` uses)."""

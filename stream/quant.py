@@ -82,6 +82,21 @@ def _reflect_pad(x: torch.Tensor, pad: tuple[int, int, int, int]) -> torch.Tenso
     return out
 
 
+def _resize(x: torch.Tensor, size: list[int], asymmetric: bool) -> torch.Tensor:
+    """Bilinear resize of a quint8 tensor, with the generator's mapping (see :mod:`stream.model`)."""
+    if not asymmetric:
+        return F.interpolate(x, size=size, mode="bilinear", align_corners=True)
+    n, c, h, w = x.shape
+    padded = torch._empty_affine_quantized((n, c, h + 1, w + 1), scale=x.q_scale(), zero_point=x.q_zero_point(),
+                                           dtype=torch.quint8, memory_format=torch.channels_last)
+    dst = _bytes(padded)  # the last row and column repeated once, by copying bytes
+    dst[:, :, :h, :w].copy_(_bytes(x))
+    dst[:, :, h, :w].copy_(dst[:, :, h - 1, :w])
+    dst[:, :, :, w].copy_(dst[:, :, :, w - 1])
+    out = F.interpolate(padded, size=[size[0] + 1, size[1] + 1], mode="bilinear", align_corners=True)
+    return out[:, :, : size[0], : size[1]]
+
+
 class _QConv:
     """One convolution that feeds a GroupNorm: INT8 weights packed for oneDNN, the output's quint8 parameters.
 
@@ -208,6 +223,7 @@ class Int8Generator(nn.Module):
         out_w = model.out_layer[0].weight.detach().float()
         self.out_weight = out_w * gain.view(1, -1, 1, 1) if gain is not None else out_w
         self.grade = model.photo_grade
+        self.asymmetric = model.upsample == "asymmetric"
 
     def forward_uint8(self, frame: torch.Tensor) -> torch.Tensor:
         """Stylise ``frame``, 1 x 3 x H x W uint8 RGB (channels-last strides are fastest): fp32 in [-1, 1]."""
@@ -219,10 +235,10 @@ class Int8Generator(nn.Module):
         half_size = out.shape[-2:]
         for layer in self.block_b + self.block_c:
             out = layer(out)
-        out = F.interpolate(out, size=half_size, mode="bilinear", align_corners=True)
+        out = _resize(out, [half_size[0], half_size[1]], self.asymmetric)
         for layer in self.block_d:
             out = layer(out)
-        out = F.interpolate(out, size=frame.shape[-2:], mode="bilinear", align_corners=True)
+        out = _resize(out, [frame.shape[-2], frame.shape[-1]], self.asymmetric)
         for layer in self.block_e:
             out = layer(out)
         result = torch.tanh(F.conv2d(out.dequantize(), self.out_weight))
