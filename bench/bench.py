@@ -66,7 +66,7 @@ def run_seed(src: str, dst: str, style: str, max_side: int | None, frames: int, 
     from stream import weights
     from stream.pipeline import peak_rss_mb
 
-    model = torch.jit.load(str(weights.resolve(style)[0])).eval()
+    model = weights.load_model(style)  # TorchScript fp32, as the seed ran it
     t0 = time.perf_counter()
     n = 0
     with av.open(src) as inp, av.open(dst, "w") as out:

@@ -94,10 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     data = frames(width, height, args.input)
     samples, held = data[:-1], data[-1]
     int8 = quantize(fp32, samples)
-    path, meta = weights.resolve(args.style)
-    if calibration.ranges_path(path).exists():  # the shipped calibration
-        ranges = calibration.load_ranges(fp32, calibration.ranges_path(path),
-                                         style_sha256=calibration.style_sha256(path, meta))
+    style = weights.resolve(args.style)
+    if style.calibrated:  # the shipped calibration
+        ranges = weights.load_ranges(style, fp32)
     else:  # an uncalibrated file: the same frames int8_fx calibrates on
         ranges = calibration.calibrate(fp32, samples)
     engine = quant.Int8Generator(fp32, ranges)

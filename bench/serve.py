@@ -48,7 +48,7 @@ def _seed_server(style: str, cap: int):
     from bench import seed_stylize  # bench/bench.py, beside this script
     from stream import weights
 
-    model = torch.jit.load(str(weights.resolve(style)[0])).eval()
+    model = weights.load_model(style)  # TorchScript fp32, as the seed ran it
     pool = ThreadPoolExecutor(max_workers=SEED_WORKERS)
 
     def work(body: bytes) -> bytes:

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import signal
 import sys
@@ -15,9 +16,9 @@ from pathlib import Path
 from . import __version__, weights
 from .convert import convert, convert_video
 from .deflicker import Deflicker
-from .calibration import calibrate_style, ranges_path
+from .calibration import calibrate_style
 from .download import OFFICIAL_BLOBS, import_style, pull
-from .engine import DEVICES, PRECISIONS, Engine
+from .engine import DEVICES, PRECISIONS, Engine, EngineOptions
 from .errors import AnimestreamError
 from .live import StyleSwitcher, is_camera
 from .sources import is_image_path, is_url
@@ -103,7 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", nargs="?", help="video file, image file, or folder of them")
     p.add_argument("output", nargs="?", help="where to write the result (same kind as the input)")
     p.add_argument("--style", default=weights.DEFAULT_STYLE, metavar="NAME|PATH",
-                   help="style name (see 'animestream weights list') or a .pt file (default: %(default)s)")
+                   help="style name (see 'animestream weights list') or a weights file: .safetensors with its "
+                        ".json, .onnx (needs animestream[onnx]) or TorchScript .pt (default: %(default)s)")
     p.add_argument("--max-side", type=_non_negative_int, default=None, metavar="PX",
                    help="cap the longest side the model sees, in pixels; 0 = no cap "
                         "(default: the style's recommendation: 512, 160 for -lite styles)")
@@ -149,9 +151,18 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _warn(message: str) -> None:
+    print(f"animestream: {message}", file=sys.stderr)
+
+
+def _engine_options(args: argparse.Namespace) -> EngineOptions:
+    """The engine options of a command line (main's and serve's share these four flags)."""
+    return EngineOptions(max_side=args.max_side, precision=args.precision, device=args.device, threads=args.threads)
+
+
 def _print_styles() -> int:
     rows = [("NAME", "ORIGIN", "QUALITY", "INT8", "LICENSE")]
-    for s in weights.list_styles():
+    for s in weights.list_styles(warn=_warn):
         q = s.meta.get("quality", {})
         if "psnr_student" in q:
             quality = f"{q['psnr_student']:.1f} dB (grade {q['psnr_grade']:.1f})"
@@ -159,7 +170,7 @@ def _print_styles() -> int:
             quality = f"{q['psnr_vs_teacher']:.1f} dB vs {q['teacher']}"
         else:
             quality = "-"
-        int8 = "calibrated" if ranges_path(s.path).exists() else "-"
+        int8 = "calibrated" if s.calibrated else "-"
         rows.append((s.name + (" (default)" if s.name == weights.DEFAULT_STYLE else ""),
                      s.origin, quality, int8, s.meta.get("license", "-")))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
@@ -178,10 +189,24 @@ def weights_main(argv: list[str]) -> int:
                           "to use a mirror.")
     pull_p.add_argument("name", choices=sorted(OFFICIAL_BLOBS), metavar="NAME",
                       help=f"one of: {', '.join(sorted(OFFICIAL_BLOBS))}")
-    imp = sub.add_parser("import", help="make a weights file (TorchScript or official state_dict) a style")
-    imp.add_argument("file", type=Path, help="a .pt file: TorchScript, or an AnimeGANv2 state_dict")
+    imp = sub.add_parser("import", help="make a weights file (TorchScript, official state_dict, ONNX) a style",
+                         description="Register a weights file as a style. AnimeGANv2-architecture generators "
+                         "(TorchScript or a state_dict) are stored as safetensors and load on any torch; ONNX "
+                         "generators run through onnxruntime (pip install 'animestream[onnx]'). An ONNX file "
+                         "is taken to be like the AnimeGANv3 releases (NHWC, RGB in [-1, 1], sides a multiple "
+                         "of 8) unless --io declares otherwise.")
+    imp.add_argument("file", type=Path, help="a .pt (TorchScript or AnimeGANv2 state_dict) or .onnx file")
     imp.add_argument("--name", required=True, help="the style name to register it under")
     imp.add_argument("--license", default="unknown (imported file)", help="license to record in the sidecar")
+    imp.add_argument("--io", type=Path, metavar="JSON",
+                     help='for an .onnx file: its input/output, e.g. {"layout": "NCHW", "channels": "BGR", '
+                          '"range": [-1, 1], "size_multiple": 4}, or an entry of a teachers.json manifest')
+    exp = sub.add_parser("export", help="write a style as a TorchScript file (the format of earlier releases)",
+                         description="Write a style's generator as TorchScript (torch.jit.load reads it). Styles "
+                         "themselves are stored as safetensors, which load on any torch version; a TorchScript "
+                         "file loads on the version that wrote it and later ones.")
+    exp.add_argument("style", metavar="NAME|PATH", help="style name or weights file")
+    exp.add_argument("out", type=Path, help="the .pt file to write")
     cal = sub.add_parser("calibrate", help="measure a style's activation ranges on photos, for --precision int8",
                          description="Run the style in float on every image in a folder and save the range of "
                          "each tensor the INT8 path quantizes, as NAME.ranges beside the style. Use a few dozen "
@@ -193,6 +218,12 @@ def weights_main(argv: list[str]) -> int:
                      help="longest side the photos are scaled to (default: the style's recommended cap)")
     args = p.parse_args(argv)
     try:
+        if args.command == "export":
+            if not args.out.parent.is_dir():
+                p.error(f"{args.out}: the folder {args.out.parent} does not exist")
+            print(f"animestream: wrote {weights.export_torchscript(weights.resolve(args.style), args.out)}",
+                  file=sys.stderr)
+            return 0
         if args.command == "calibrate":
             if not args.photos.is_dir():
                 p.error(f"--photos {args.photos}: not a folder")
@@ -202,7 +233,13 @@ def weights_main(argv: list[str]) -> int:
         if args.command == "pull":
             style = pull(args.name)
         elif args.command == "import":
-            style = import_style(args.file, args.name, license=args.license)
+            io = None
+            if args.io is not None:
+                try:
+                    io = json.loads(args.io.read_text())
+                except (OSError, ValueError) as e:
+                    p.error(f"--io {args.io}: not a readable JSON file ({e})")
+            style = import_style(args.file, args.name, license=args.license, io=io)
         else:
             return _print_styles()
     except AnimestreamError as e:
@@ -214,15 +251,14 @@ def weights_main(argv: list[str]) -> int:
 
 def _run_live(args: argparse.Namespace, engine: Engine) -> Stats:
     others = [s.name for s in weights.list_styles() if s.name != engine.style]
-    switcher = StyleSwitcher([args.style, *others], engine, max_side=args.max_side,
-                             precision=args.precision, device=args.device)
+    switcher = StyleSwitcher([engine.spec, *others], engine, engine.options)
     options = LiveOptions(
         output=Path(args.output) if args.output else None, preview=args.preview, vcam=args.vcam,
         vcam_backend=args.vcam_backend, vcam_device=args.vcam_device, vcam_fps=args.vcam_fps,
         camera_width=args.camera_size[0], camera_height=args.camera_size[1], camera_fps=args.camera_fps,
-        paced=args.live, crf=args.crf, preset=args.preset)
+        paced=args.live, crf=args.crf, preset=args.preset, deflicker=args.deflicker)
     say = (lambda _m: None) if args.quiet else (lambda m: print(f"animestream: {m}", file=sys.stderr))
-    return run_live(args.input, Deflicker(switcher) if args.deflicker else switcher, options, announce=say)
+    return run_live(args.input, switcher, options, announce=say)
 
 
 def serve_main(argv: list[str]) -> int:
@@ -249,14 +285,14 @@ def serve_main(argv: list[str]) -> int:
     p.add_argument("-q", "--quiet", action="store_true", help="no line per request")
     args = p.parse_args(argv)
 
+    options = _engine_options(args)
+
     def build(style: str, max_side: int | None) -> Engine:
-        return Engine(args.style if style == first.style else style,  # the default may be a file
-                      max_side=args.max_side if max_side is None else max_side,
-                      precision=args.precision, device=args.device, threads=args.threads)
+        return Engine(first.spec if style == first.style else style,  # the default may be a file
+                      dataclasses.replace(options, max_side=options.max_side if max_side is None else max_side))
 
     try:
-        first = Engine(args.style, max_side=args.max_side, precision=args.precision, device=args.device,
-                       threads=args.threads)  # fails now, not at the first request, if the style is unusable
+        first = Engine(args.style, options)  # fails now, not at the first request, if the style is unusable
         service = StyleService(build, default_style=first.style, queue=args.queue)
         service.adopt(first.style, None, first)
         server = ServiceServer((args.host, args.port), service,
@@ -312,8 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.stats_json is not None and not (args.stats_json.parent.is_dir() and not args.stats_json.is_dir()):
         parser.error(f"--stats-json {args.stats_json}: the folder does not exist or the path is a folder")
     try:
-        engine = Engine(args.style, max_side=args.max_side, precision=args.precision, device=args.device,
-                        threads=args.threads)
+        engine = Engine(args.style, _engine_options(args))
         if is_live:
             stats = _run_live(args, engine)
         else:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .engine import Engine
+from .engine import FrameEngine
 from .errors import AnimestreamError, SinkError, SourceError
 from .pipeline import Pipeline, Stats
 from .sinks import (DEFAULT_CRF, DEFAULT_PRESET, VIDEO_EXTENSIONS, VideoFileSink, check_output_path,
@@ -28,12 +28,12 @@ def _stderr(message: str) -> None:
     print(f"animestream: {message}", file=sys.stderr)
 
 
-def _engine_stats(engine: Engine) -> dict:
+def _engine_stats(engine: FrameEngine) -> dict:
     return {"device": str(engine.device), "precision": engine.precision,
             "max_side": engine.max_side, "style": engine.style}
 
 
-def convert_video(src: str | Path, dst: str | Path, engine: Engine, *, crf: int = DEFAULT_CRF,
+def convert_video(src: str | Path, dst: str | Path, engine: FrameEngine, *, crf: int = DEFAULT_CRF,
                   preset: str = DEFAULT_PRESET, progress: bool = True, warn: Warn = _stderr,
                   start: float = 0.0, duration: float | None = None) -> Stats:
     """Stylise every frame of ``src`` into ``dst`` (same size, timestamps and audio), or only the
@@ -42,16 +42,15 @@ def convert_video(src: str | Path, dst: str | Path, engine: Engine, *, crf: int 
     check_output_path(dst, str(src))
     if dst.suffix.lower() not in VIDEO_EXTENSIONS:
         raise SinkError(f"{dst}: a video output needs one of {', '.join(sorted(VIDEO_EXTENSIONS))}")
-    if hasattr(engine, "reset"):
-        engine.reset()  # a temporal filter must not carry one video's last frame into the next
+    engine.reset()  # a temporal filter must not carry one video's last frame into the next
     source = VideoSource(src, start=start, duration=duration)
-    if hasattr(engine, "inference_shape"):  # decode straight to the model's size; the sink scales back
-        source.frame_size = engine.inference_shape(source.width, source.height)
+    # decode straight to the model's size; the sink scales back
+    source.frame_size = engine.inference_shape(source.width, source.height)
     audio_codec = source.audio.codec_context.name if source.audio is not None else None
     try:
         sink = VideoFileSink(dst, width=source.width, height=source.height, time_base=source.time_base,
                              rate=source.rate, audio=source.audio, crf=crf, preset=preset,
-                             threads=encoder_threads(getattr(engine, "device", None)))
+                             threads=encoder_threads(engine.device))
         stats: Stats | None = None
         try:
             source.decode_audio = sink.audio_mode == "transcode"
@@ -74,7 +73,7 @@ def convert_video(src: str | Path, dst: str | Path, engine: Engine, *, crf: int 
     return stats
 
 
-def convert_image(src: str | Path, dst: str | Path, engine: Engine) -> Stats:
+def convert_image(src: str | Path, dst: str | Path, engine: FrameEngine) -> Stats:
     """Stylise one image into ``dst`` (format from its extension)."""
     dst = Path(dst)
     check_output_path(dst, str(src))
@@ -88,7 +87,7 @@ def convert_image(src: str | Path, dst: str | Path, engine: Engine) -> Stats:
     return stats
 
 
-def convert_folder(src: str | Path, dst: str | Path, engine: Engine, *, crf: int = DEFAULT_CRF,
+def convert_folder(src: str | Path, dst: str | Path, engine: FrameEngine, *, crf: int = DEFAULT_CRF,
                    preset: str = DEFAULT_PRESET, progress: bool = True, warn: Warn = _stderr) -> Stats:
     """Convert every image and video directly in ``src`` into ``dst`` (created if missing).
 
@@ -131,7 +130,7 @@ def convert_folder(src: str | Path, dst: str | Path, engine: Engine, *, crf: int
     return total
 
 
-def convert(src: str | Path, dst: str | Path, engine: Engine, *, crf: int = DEFAULT_CRF,
+def convert(src: str | Path, dst: str | Path, engine: FrameEngine, *, crf: int = DEFAULT_CRF,
             preset: str = DEFAULT_PRESET, progress: bool = True, warn: Warn = _stderr) -> Stats:
     """Convert a video, an image or a folder, whichever ``src`` is."""
     path = Path(src)

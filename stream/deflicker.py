@@ -8,9 +8,9 @@ mean|out(t) - out(t-1)| / mean|in(t) - in(t-1)| by :func:`flicker_ratio`.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
+
+from .engine import FrameEngine
 
 DEFAULT_STRENGTH = 0.7  # share of the previous result kept where the input is unchanged, 0..1
 DEFAULT_THRESHOLD = 10.0  # input change (0..255) above which a pixel counts as moving
@@ -18,9 +18,10 @@ MASK_BLUR_PX = 5  # smooths the motion mask so its edges do not show
 
 
 class Deflicker:
-    """Wrap an engine callable (RGB uint8 in, same out) with the temporal filter. Not thread-safe."""
+    """Wrap an engine (RGB uint8 in, same out) with the temporal filter; itself a
+    :class:`~stream.engine.FrameEngine`. Not thread-safe."""
 
-    def __init__(self, engine: Callable[[np.ndarray], np.ndarray], *, strength: float = DEFAULT_STRENGTH,
+    def __init__(self, engine: FrameEngine, *, strength: float = DEFAULT_STRENGTH,
                  threshold: float = DEFAULT_THRESHOLD):
         if not 0.0 <= strength < 1.0:
             raise ValueError(f"strength must be in [0, 1), got {strength}")
@@ -31,11 +32,28 @@ class Deflicker:
         self._prev_out: np.ndarray | None = None
         self._out = self._diff = self._mask = self._scratch = None
 
-    def __getattr__(self, name: str):
-        return getattr(self.engine, name)  # style, precision, device... of the wrapped engine
+    @property
+    def style(self) -> str:
+        return self.engine.style
+
+    @property
+    def precision(self) -> str:
+        return self.engine.precision
+
+    @property
+    def max_side(self) -> int:
+        return self.engine.max_side
+
+    @property
+    def device(self):
+        return self.engine.device
+
+    def inference_shape(self, width: int, height: int) -> tuple[int, int]:
+        return self.engine.inference_shape(width, height)
 
     def reset(self) -> None:
         self._prev_in = None
+        self.engine.reset()
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         import cv2  # here, not at the top: file jobs without --deflicker never need OpenCV

@@ -97,18 +97,40 @@ def pull(name: str, *, progress: Progress | None = None) -> weights.Style:
         part.unlink(missing_ok=True)
 
 
-def import_style(path: str | os.PathLike, name: str, *, license: str = "unknown (imported file)") -> weights.Style:
-    """Register a TorchScript file or an official-format state_dict as a user style called ``name``."""
+def import_style(path: str | os.PathLike, name: str, *, license: str = "unknown (imported file)",
+                 io: dict | None = None) -> weights.Style:
+    """Register a weights file as a user style called ``name``: an AnimeGANv2-architecture TorchScript
+    file or state_dict (stored as safetensors, so it loads on any torch), another TorchScript generator
+    (kept as TorchScript), or an ONNX generator (``io``: its layout, channels, range and size multiple,
+    as in :class:`stream.onnxgen.OnnxIO`; default: the AnimeGANv3 releases')."""
     _check_name(name)
     src = Path(path)
-    return _register(weights.load_model(src), name, source=f"imported from {src.name}", license=license,
-                     extra={"origin": "imported", "imported_sha256": weights.sha256_of(src)})
+    extra = {"origin": "imported", "imported_sha256": weights.sha256_of(src)} if src.is_file() else {}
+    style = weights.resolve(src)
+    if style.format == "onnx":
+        from .onnxgen import OnnxIO
+
+        declared = OnnxIO.from_manifest(io if io is not None else style.meta.get("onnx", {}))
+        meta = _meta(f"imported from {src.name}", license, {**extra, "onnx": declared.to_sidecar()})
+        return weights.save_file_style(src, weights.user_styles_dir(), name, meta)
+    return _register(weights.load_model(style), name, source=f"imported from {src.name}", license=license,
+                     extra=extra, src=src)
 
 
-def _register(module: torch.jit.ScriptModule, name: str, *, source: str, license: str,
-              extra: dict) -> weights.Style:
-    """Save ``module`` and its sidecar as user style ``name``."""
-    meta = {"name": name, "architecture": weights.ARCHITECTURE, "source": source, "license": license,
-            "training_steps": None, "quality": {}, "recommended_max_side": 512, **extra}
-    weights.save_style(module, weights.user_styles_dir(), name, meta)
-    return weights.find_style(name)
+def _meta(source: str, license: str, extra: dict) -> dict:
+    return {"source": source, "license": license, "training_steps": None, "quality": {},
+            "recommended_max_side": 512, **extra}
+
+
+def _register(module: torch.jit.ScriptModule, name: str, *, source: str, license: str, extra: dict,
+              src: Path | None = None, dtype: torch.dtype = torch.float32) -> weights.Style:
+    """Save ``module`` as user style ``name``: as safetensors when it is our generator, else (a
+    TorchScript generator of another architecture, from ``src``) as TorchScript."""
+    meta = _meta(source, license, extra)
+    try:
+        model = weights.eager_generator(module)
+    except WeightsError:
+        if src is None:
+            raise
+        return weights.save_file_style(src, weights.user_styles_dir(), name, meta)
+    return weights.save_style(model, weights.user_styles_dir(), name, meta, dtype=dtype)

@@ -12,18 +12,22 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import dataclasses
 import functools
 import os
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
 
-from . import calibration, quant, weights
+from . import quant, weights
 from .errors import AnimestreamError
+from .weights import Style
 
 DEFAULT_MAX_SIDE = 512  # pixels, longest side at inference
 SIDE_MULTIPLE = 4  # pixels; the generator downsamples twice
@@ -85,11 +89,11 @@ def keep_activation_memory() -> bool:
     return _malloc_tuned
 
 
-def default_threads(meta: dict) -> int:
+def default_threads(style: Style) -> int:
     """CPU threads for a style: every core, or all but :data:`LITE_SPARE_CORES` for a lite style
     (``width`` < 1 in its sidecar). On 2 cores a lite style runs the live path at 26 fps with one
     thread against 22 with two; the full model is faster with both (``bench/RESULTS.md``)."""
-    if meta.get("width", 1.0) < 1.0:
+    if style.lite:
         return max(1, DEFAULT_THREADS - LITE_SPARE_CORES)
     return DEFAULT_THREADS
 
@@ -117,17 +121,21 @@ def resolve_device(device: str) -> torch.device:
     if device not in DEVICES:
         raise ValueError(f"device must be one of {', '.join(DEVICES)}, not {device!r}")
     if device == "cuda" and not torch.cuda.is_available():
-        raise AnimestreamError("--device cuda: no CUDA GPU is available to this PyTorch build")
+        raise AnimestreamError("device cuda: no CUDA GPU is available to this PyTorch build")
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     return torch.device(device)
 
 
-def resolve_precision(precision: str, device: torch.device, calibrated: bool = False) -> str:
+def resolve_precision(precision: str, device: torch.device, calibrated: bool = False, onnx: bool = False) -> str:
     """``auto`` is fp16 on CUDA; on the CPU int8 for a ``calibrated`` style on a CPU with VNNI,
-    else bf16 on CPUs with native bf16, else fp32."""
+    else bf16 on CPUs with native bf16, else fp32. ONNX styles run in fp32 (onnxruntime's)."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    if onnx:
+        if precision not in ("auto", "fp32"):
+            raise AnimestreamError(f"precision {precision}: an ONNX style runs in fp32 through onnxruntime")
+        return "fp32"
     if precision == "auto":
         if device.type == "cuda":
             return "fp16"
@@ -135,11 +143,11 @@ def resolve_precision(precision: str, device: torch.device, calibrated: bool = F
             return "int8"
         return "bf16" if cpu_has_bf16() else "fp32"
     if precision == "fp16" and device.type != "cuda":
-        raise AnimestreamError("--precision fp16 needs a CUDA GPU; use bf16 or fp32 on the CPU")
+        raise AnimestreamError("precision fp16 needs a CUDA GPU; use bf16 or fp32 on the CPU")
     if precision == "int8" and device.type != "cpu":
-        raise AnimestreamError("--precision int8 runs on the CPU; use fp16 on a GPU")
+        raise AnimestreamError("precision int8 runs on the CPU; use fp16 on a GPU")
     if precision == "int8" and not calibrated:
-        raise AnimestreamError("--precision int8: this style has no INT8 calibration; make one with "
+        raise AnimestreamError("precision int8: this style has no INT8 calibration; make one with "
                                "'animestream weights calibrate STYLE --photos FOLDER'")
     return precision
 
@@ -170,10 +178,55 @@ def _resize(src: np.ndarray, dst: np.ndarray) -> None:
     cv2.resize(src, (dst.shape[1], dst.shape[0]), dst=dst, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
 
 
-def _int8_generator(path: Path, meta: dict, ranges_file: Path) -> quant.Int8Generator:
-    model = weights.eager_generator(weights.load_model(path))
-    ranges = calibration.load_ranges(model, ranges_file, style_sha256=calibration.style_sha256(path, meta))
-    return quant.Int8Generator(model, ranges)
+@dataclass(frozen=True)
+class EngineOptions:
+    """How an engine runs a style: what the CLI, the live style switcher and the service pass around.
+
+    ``max_side`` caps the inference resolution in pixels (0: no cap; None: the style's
+    ``recommended_max_side``, else :data:`DEFAULT_MAX_SIDE`); ``precision`` is one of
+    :data:`PRECISIONS`; ``device`` one of :data:`DEVICES`; ``threads`` the CPU thread count
+    (0: :func:`default_threads`).
+    """
+
+    max_side: int | None = None
+    precision: str = "auto"
+    device: str = "auto"
+    threads: int = 0
+
+    def __post_init__(self):
+        if self.max_side is not None and self.max_side < 0:
+            raise ValueError(f"max_side must be >= 0 pixels, not {self.max_side}")
+        if self.threads < 0:
+            raise ValueError(f"threads must be >= 0, not {self.threads}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
+        if self.device not in DEVICES:
+            raise ValueError(f"device must be one of {', '.join(DEVICES)}, not {self.device!r}")
+
+
+@runtime_checkable
+class FrameEngine(Protocol):
+    """What jobs call: an :class:`Engine`, or a wrapper of one (:class:`~stream.deflicker.Deflicker`,
+    :class:`~stream.live.StyleSwitcher`)."""
+
+    style: str
+    precision: str
+    max_side: int
+    device: torch.device
+
+    def __call__(self, frame: np.ndarray) -> np.ndarray:
+        """One RGB uint8 H x W x 3 frame in, the stylised frame of the same size out (may be reused)."""
+
+    def inference_shape(self, width: int, height: int) -> tuple[int, int]:
+        """(width, height) the model runs at for a frame of that size."""
+
+    def reset(self) -> None:
+        """Forget earlier frames (a new, unrelated stream follows)."""
+
+
+def _int8_generator(style: Style) -> quant.Int8Generator:
+    model = weights.eager_generator(style)
+    return quant.Int8Generator(model, weights.load_ranges(style, model))
 
 
 @dataclass
@@ -181,7 +234,7 @@ class _Buffers:
     """Everything the hot path writes into, for one input resolution."""
 
     small: np.ndarray  # h x w x 3 uint8, the resized input
-    inp: torch.Tensor | None  # 1 x 3 x h x w, model dtype, channels_last (None: INT8 reads ``small``)
+    inp: torch.Tensor | None  # 1 x 3 x h x w, model dtype (channels_last for TorchScript; None: INT8 reads ``small``)
     out_f32: torch.Tensor  # 1 x 3 x h x w float32 on the device, the model output
     out_u8: torch.Tensor  # 1 x h x w x 3 uint8 on the host, the model output
     full: np.ndarray  # H x W x 3 uint8, the result at the input resolution
@@ -190,38 +243,38 @@ class _Buffers:
 class Engine:
     """Stylise frames with one generator.
 
-    ``style`` is a style name or a weights path (see :func:`stream.weights.load_model`).
-    ``max_side`` caps the inference resolution in pixels (0: no cap; default: the style's
-    ``recommended_max_side``, else :data:`DEFAULT_MAX_SIDE`); ``precision`` is one of
-    :data:`PRECISIONS`; ``device`` one of :data:`DEVICES`; ``threads`` is the CPU thread count
-    (0: :func:`default_threads`), PyTorch's process-wide setting, re-applied on each call.
+    ``style`` is a :class:`~stream.weights.Style`, a style name or a weights path (resolved once, see
+    :func:`stream.weights.resolve`); ``options`` an :class:`EngineOptions`, whose fields may also be
+    given as keywords (``Engine("hayao", max_side=256)``). ``threads`` is PyTorch's process-wide
+    setting, re-applied on each call. A ``.onnx`` style runs through onnxruntime in fp32.
     """
 
-    def __init__(self, style: str | os.PathLike = weights.DEFAULT_STYLE, *, max_side: int | None = None,
-                 precision: str = "auto", device: str = "auto", threads: int = 0):
-        if max_side is not None and max_side < 0:
-            raise ValueError(f"max_side must be >= 0 pixels, not {max_side}")
-        if threads < 0:
-            raise ValueError(f"threads must be >= 0, not {threads}")
-        path, meta = weights.resolve(style)
-        self.threads = threads or default_threads(meta)
+    def __init__(self, style: Style | str | os.PathLike = weights.DEFAULT_STYLE, options: EngineOptions | None = None,
+                 **overrides):
+        self.options = options = dataclasses.replace(options or EngineOptions(), **overrides)
+        self.spec = spec = weights.resolve(style)
+        self.style = spec.name
+        self.meta = spec.meta
+        self.threads = options.threads or default_threads(spec)
         torch.set_num_threads(self.threads)
-        self.style = meta.get("name") or Path(os.fspath(style)).stem
-        self.meta = meta
-        self.max_side = max_side if max_side is not None else meta.get("recommended_max_side", DEFAULT_MAX_SIDE)
-        self.device = resolve_device(device)
+        self.max_side = options.max_side if options.max_side is not None else (
+            spec.recommended_max_side or DEFAULT_MAX_SIDE)
+        self.device = resolve_device(options.device)
         if self.device.type == "cpu":
             keep_activation_memory()
-        ranges_file = calibration.ranges_path(path)
-        self.precision = resolve_precision(precision, self.device, ranges_file.exists())
+        onnx = spec.format == "onnx"
+        self.precision = resolve_precision(options.precision, self.device, spec.calibrated, onnx)
         self.dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16,
                       "int8": torch.float32}[self.precision]
         self.int8: quant.Int8Generator | None = None
         self.module: torch.jit.ScriptModule | None = None
-        if self.precision == "int8":
-            self.int8 = _int8_generator(path, meta, ranges_file)
+        self._onnx: Callable[[torch.Tensor], torch.Tensor] | None = None
+        if onnx:
+            self._onnx = weights.onnx_generator(spec, threads=self.threads, cuda=self.device.type == "cuda")
+        elif self.precision == "int8":
+            self.int8 = _int8_generator(spec)
         else:
-            self.module = weights.load_model(path).to(self.device).to(self.dtype)
+            self.module = weights.load_model(spec).to(self.device).to(self.dtype)
             self.module = self.module.to(memory_format=torch.channels_last).eval()
         if self.device.type == "cpu":
             release_free_heap()  # the loading temporaries are gone by now
@@ -237,7 +290,8 @@ class Engine:
             inp = None
             if self.int8 is None:
                 inp = torch.empty((1, 3, h, w), dtype=self.dtype, device=self.device)
-                inp = inp.contiguous(memory_format=torch.channels_last)
+                if self.module is not None:
+                    inp = inp.contiguous(memory_format=torch.channels_last)
             buf = _Buffers(
                 small=torch.empty((h, w, 3), dtype=torch.uint8, pin_memory=pin).numpy(),  # pinned: async upload
                 inp=inp,
@@ -251,6 +305,9 @@ class Engine:
     def inference_shape(self, width: int, height: int) -> tuple[int, int]:
         """(width, height) this engine runs the model at for a frame of that size."""
         return inference_size(width, height, self.max_side)
+
+    def reset(self) -> None:
+        """Nothing to forget: each frame is stylised on its own."""
 
     @torch.inference_mode()
     def __call__(self, frame: np.ndarray) -> np.ndarray:
@@ -270,10 +327,11 @@ class Engine:
             src = torch.from_numpy(buf.small).permute(2, 0, 1).unsqueeze(0)
             if self.int8 is not None:
                 buf.out_f32.copy_(self.int8.forward_uint8(src))
-            elif self.module is not None and buf.inp is not None:
+            elif buf.inp is not None:
                 buf.inp.copy_(src, non_blocking=True)
                 buf.inp.mul_(1 / 127.5).sub_(1.0)
-                buf.out_f32.copy_(self.module(buf.inp))
+                run = self.module if self.module is not None else self._onnx
+                buf.out_f32.copy_(run(buf.inp))
             buf.out_f32.add_(1.0).mul_(127.5).clamp_(0, 255).round_()
             buf.out_u8.copy_(buf.out_f32.permute(0, 2, 3, 1))
             result = buf.out_u8[0].numpy()

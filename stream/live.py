@@ -22,9 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .engine import Engine
+from .engine import Engine, EngineOptions
 from .errors import SourceError
 from .sources import Frame, VideoSource, is_url
+from .weights import Style
 
 CAPTURE_TIME_BASE = Fraction(1, 1_000_000)  # seconds per pts tick of live frames
 DEFAULT_CAMERA_FPS = 30.0
@@ -142,23 +143,24 @@ def open_live_source(spec: str, *, width: int = 0, height: int = 0, fps: float =
 
 
 class StyleSwitcher:
-    """Callable engine that can change style mid-stream.
+    """Callable engine that can change style mid-stream (an :class:`~stream.engine.FrameEngine`).
 
-    ``styles`` are names or paths; engines are loaded on first use and kept. :meth:`select` loads
-    in the calling thread (the preview's), so capture and inference never wait for it; the swap is
-    one reference assignment and the next frame uses the new style.
+    ``styles`` are :class:`~stream.weights.Style` values, names or paths; engines are built with
+    ``options`` (the same cap, precision, device and threads as ``first``) on first use and kept.
+    :meth:`select` loads in the calling thread (the preview's), so capture and inference never wait
+    for it; the swap is one reference assignment and the next frame uses the new style.
     """
 
-    def __init__(self, styles: Sequence[str | os.PathLike], first: Engine, *, max_side: int | None,
-                 precision: str, device: str):
-        self.styles = [str(s) for s in styles]
-        self._options = {"max_side": max_side, "precision": precision, "device": device}
+    def __init__(self, styles: Sequence[Style | str | os.PathLike], first: Engine, options: EngineOptions):
+        self.styles = [s if isinstance(s, Style) else str(s) for s in styles]
+        self.options = options
         self._engines: dict[int, Engine] = {self.index_of(first.style): first}
         self.current = first
         self._lock = threading.Lock()
 
     def index_of(self, style: str) -> int:
-        names = [Path(s).stem if os.sep in s or s.endswith(".pt") else s for s in self.styles]
+        names = [s.name if isinstance(s, Style) else
+                 (Path(s).stem if os.sep in s or Path(s).suffix else s) for s in self.styles]
         return names.index(style) if style in names else 0
 
     @property
@@ -171,14 +173,35 @@ class StyleSwitcher:
         with self._lock:
             engine = self._engines.get(index)
             if engine is None:
-                engine = Engine(self.styles[index], max_side=self._options["max_side"],
-                                precision=self._options["precision"], device=self._options["device"])
+                engine = Engine(self.styles[index], self.options)
                 self._engines[index] = engine
             self.current = engine
         return engine
 
     def next(self) -> Engine:
         return self.select(self.index + 1)
+
+    @property
+    def style(self) -> str:
+        return self.current.style
+
+    @property
+    def precision(self) -> str:
+        return self.current.precision
+
+    @property
+    def max_side(self) -> int:
+        return self.current.max_side
+
+    @property
+    def device(self):
+        return self.current.device
+
+    def inference_shape(self, width: int, height: int) -> tuple[int, int]:
+        return self.current.inference_shape(width, height)
+
+    def reset(self) -> None:
+        self.current.reset()
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         return self.current(image)

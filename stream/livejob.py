@@ -8,14 +8,17 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from .deflicker import Deflicker
+from .engine import FrameEngine
 from .errors import SinkError
 from .live import StyleSwitcher, open_live_source
-from .pipeline import Pipeline, Stats
+from .pipeline import Pipeline, Sink, Stats
 from .sinks import DEFAULT_CRF, DEFAULT_PRESET, VideoFileSink, check_output_path, encoder_threads
 from .sources import AudioItem, Frame
 
@@ -39,12 +42,13 @@ class LiveOptions:
     paced: bool = False  # network streams only: files are always played at their own pace
     crf: int = DEFAULT_CRF
     preset: str = DEFAULT_PRESET
+    deflicker: bool = False  # blend static areas with the previous result (stream.deflicker)
 
 
 class Tee:
     """Hand every result to several sinks, in order."""
 
-    def __init__(self, sinks: Sequence[object]):
+    def __init__(self, sinks: Sequence[Sink]):
         self.sinks = list(sinks)
 
     def write(self, frame: Frame, image: np.ndarray) -> None:
@@ -71,32 +75,40 @@ class _RateMeter:
         return (frames - f0) / (now - t0) if now > t0 else 0.0
 
 
-def run_live(spec: str, engine: StyleSwitcher, options: LiveOptions, *, announce=print) -> Stats:
-    """Run a live job until the source ends, ``q`` in the preview, or Ctrl-C (``Stats.interrupted``)."""
+def run_live(spec: str, switcher: StyleSwitcher, options: LiveOptions, *, announce=print) -> Stats:
+    """Run a live job until the source ends, ``q`` in the preview, or Ctrl-C (``Stats.interrupted``).
+
+    Everything the job opens (source, recorder, virtual camera, window) is closed on the way out,
+    each even if closing another fails."""
     if not (options.output or options.preview or options.vcam):
         raise SinkError("a live run needs somewhere to go: an OUTPUT file, --preview or --vcam")
     if options.output is not None:
         check_output_path(options.output, spec)
-    source = open_live_source(spec, width=options.camera_width, height=options.camera_height,
-                              fps=options.camera_fps, paced=options.paced)
-    announce(getattr(source, "description", spec))
-    recorder = camera = window = None
+    job: FrameEngine = Deflicker(switcher) if options.deflicker else switcher
     stats: Stats | None = None
-    try:
-        sinks: list[object] = []
+    camera = None
+    with ExitStack() as closing:
+        source = open_live_source(spec, width=options.camera_width, height=options.camera_height,
+                                  fps=options.camera_fps, paced=options.paced)
+        closing.callback(source.close)
+        announce(source.description)
+        sinks: list[Sink] = []
         if options.output is not None:
             recorder = VideoFileSink(options.output, width=source.width, height=source.height,
                                      time_base=source.time_base, rate=source.rate, crf=options.crf,
-                                     preset=options.preset, threads=encoder_threads(engine.current.device))
+                                     preset=options.preset, threads=encoder_threads(job.device))
+            closing.callback(lambda: recorder.close(keep=stats is not None and stats.frames_out > 0))
             sinks.append(recorder)
         if options.vcam:
             from .vcam import VirtualCamera
             camera = VirtualCamera(width=source.width, height=source.height,
                                    fps=options.vcam_fps or float(source.rate),
                                    backend=options.vcam_backend, device=options.vcam_device)
+            closing.callback(camera.close)
             announce(f"virtual camera: {camera.device} @ {camera.fps:g} fps")
             sinks.append(camera)
         pipeline: Pipeline | None = None
+        window = None
         if options.preview:
             from .preview import PreviewWindow
             meter = _RateMeter()
@@ -105,24 +117,17 @@ def run_live(spec: str, engine: StyleSwitcher, options: LiveOptions, *, announce
                 return meter(pipeline.stats.frames_out), pipeline.last_latency_ms, pipeline.stats.dropped
 
             def pick(index: int | None) -> str:
-                return (engine.next() if index is None else engine.select(index)).style
+                return (switcher.next() if index is None else switcher.select(index)).style
 
             window = PreviewWindow(on_quit=lambda: pipeline.stop(), on_style=pick, stats=overlay_stats)
-            window.style_name = engine.current.style
+            closing.callback(window.close)
+            window.style_name = switcher.style
             sinks.append(window)
-        pipeline = Pipeline(source, engine, Tee(sinks), drop_stale=True)
+        pipeline = Pipeline(source, job, Tee(sinks), drop_stale=True)
         if window is not None:
             stats = pipeline.run(on_progress=lambda _n: window.pump(), tick_s=PREVIEW_TICK_S)
         else:
             stats = pipeline.run()
-    finally:
-        for closer in (window, camera):
-            if closer is not None:
-                closer.close()
-        if recorder is not None:
-            recorder.close(keep=stats is not None and stats.frames_out > 0)
-        source.close()
-    stats.extra.update(device=str(engine.current.device), precision=engine.current.precision,
-                       max_side=engine.current.max_side, style=engine.current.style,
+    stats.extra.update(device=str(job.device), precision=job.precision, max_side=job.max_side, style=job.style,
                        vcam_frames=camera.frames_sent if camera is not None else 0)
     return stats

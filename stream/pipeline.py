@@ -19,8 +19,9 @@ import resource
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
+from fractions import Fraction
 from typing import Protocol
 
 import numpy as np
@@ -33,8 +34,26 @@ LATENCY_WINDOW = 10_000  # frames kept for latency percentiles
 _END = object()
 
 
+class Source(Protocol):
+    """What the producer thread reads: frames (and, from files, audio items) in order.
+
+    ``width`` and ``height`` are the pictures' size in pixels, ``time_base`` the unit of their
+    ``pts`` (seconds per tick), ``rate`` the nominal frame rate; ``description`` is one line saying
+    what it is. ``close`` releases it and may be called more than once."""
+
+    width: int
+    height: int
+    time_base: Fraction
+    rate: Fraction
+    description: str
+
+    def __iter__(self) -> Iterator[Frame | AudioItem]: ...
+
+    def close(self) -> None: ...
+
+
 class Sink(Protocol):
-    """What the consumer thread writes to."""
+    """What the consumer thread writes to. Whoever opened a sink closes it."""
 
     def write(self, frame: Frame, image: np.ndarray) -> None: ...
 

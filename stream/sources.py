@@ -126,6 +126,7 @@ class VideoSource:
         self.rate = self.video.average_rate or self.video.guessed_rate or Fraction(30)
         self._windows = {} if not self.windowed else {
             stream.index: self._window(stream) for stream in (self.video, self.audio) if stream is not None}
+        self.description = f"{self.path}: {self.width}x{self.height} @ {float(self.rate):g} fps"
 
     @property
     def length_s(self) -> float | None:

@@ -225,7 +225,8 @@ class Run:
         torch.save({"model": self.model.state_dict(), "ema": self.ema.state_dict(), "opt": self.opt.state_dict(),
                     "step": self.step, "rng": self.rng.getstate(),
                     "width": getattr(self.model, "width", 1.0), "blocks": getattr(self.model, "blocks", 4),
-                    "skip": getattr(self.model, "skip", False), "init_steps": self.init_steps}, tmp)
+                    "skip": getattr(self.model, "skip", False), "upsample": getattr(self.model, "upsample", "align_corners"),
+                    "init_steps": self.init_steps}, tmp)
         os.replace(tmp, self.ckpt_path)
 
     def fit(self, sampler, *, steps: int, lr: float, batch: int, amp_dtype: torch.dtype,
@@ -273,8 +274,8 @@ def _init_weights(spec: str) -> tuple[int, dict, bool]:
     if spec.endswith(".ckpt"):
         state = read_checkpoint(spec)
         return state["step"] + state.get("init_steps", 0), state["ema"], bool(state.get("skip", False))
-    module = weights.load_model(spec)
-    return 0, module.state_dict(), bool(getattr(module, "skip", False))
+    model = weights.eager_generator(weights.resolve(spec))
+    return 0, model.state_dict(), model.skip
 
 
 def _load_init(model: Generator, state: dict, init_skip: bool) -> None:
@@ -394,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
               "train_pairs": sorted(k for k in all_pairs if k not in args.val)}
     path = weights.export_style(ema.cpu().float(), args.out, args.name, source=args.source,
                                 license=args.license, training_steps=init_steps + step, quality=quality,
-                                recipe=recipe)
+                                recipe=recipe, probe=[to_tensor(half(ph)).unsqueeze(0) for ph, _ in val_pairs])
     print(json.dumps({"exported": str(path), "steps": step, **quality}))
     return 0
 

@@ -51,8 +51,17 @@ def tiny_model():
 
 @pytest.fixture(scope="session")
 def tiny_style(tmp_path_factory, tiny_model) -> Path:
-    """A scripted random-weight generator with a quarter of the channels and one residual block."""
-    path = tmp_path_factory.mktemp("styles") / "tiny.pt"
+    """A random-weight style with a quarter of the channels and one residual block, stored as the
+    built-ins are (tiny.safetensors + tiny.json)."""
+    from stream import weights
+    return weights.export_style(tiny_model, tmp_path_factory.mktemp("styles"), "tiny", source="test",
+                                license="MIT", training_steps=0, quality={})
+
+
+@pytest.fixture(scope="session")
+def tiny_torchscript(tmp_path_factory, tiny_model) -> Path:
+    """The same generator as a TorchScript file (the format of earlier releases and of users' own files)."""
+    path = tmp_path_factory.mktemp("torchscript") / "tiny.pt"
     torch.jit.script(tiny_model).save(str(path))
     return path
 
@@ -60,7 +69,7 @@ def tiny_style(tmp_path_factory, tiny_model) -> Path:
 @pytest.fixture(scope="session")
 def tiny_engine(tiny_style):
     from stream.engine import Engine
-    return Engine(tiny_style, max_side=64, precision="fp32")
+    return Engine(tiny_style, max_side=64, precision="fp32", device="cpu")  # the CPU even where CUDA is
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(__file__).resolve().parents[2] / "shared"
-PAPRIKA = ROOT / "weights" / "paprika.pt"
+WEIGHTS = ROOT / "weights"
+PAPRIKA = WEIGHTS / "paprika.safetensors"
 VFR_PTS = [0, 33, 50, 120, 150, 200, 260, 270, 330, 400, 401, 480, 560, 600]  # ms: irregular on purpose
 LONG_FRAMES = 2000
 SAMPLE_RATE = 44100  # Hz

@@ -120,7 +120,7 @@ def test_odd_sized_video_keeps_its_size(tmp_path, tiny_engine):
 def test_cli_video_with_stats_json(tmp_path, clip, tiny_style, cli):
     out, stats_path = tmp_path / "cli.mp4", tmp_path / "stats.json"
     rc, stdout, err = cli(clip, out, "--style", tiny_style, "--max-side", 64, "--stats-json", stats_path,
-                          "--preset", "ultrafast", "--crf", 30)
+                          "--preset", "ultrafast", "--crf", 30, "--device", "cpu")
     assert rc == 0, err
     assert_same_video(clip, out, audio_tolerance_s=0.005)
     assert f"wrote {out}" in err and "30 frames" in err

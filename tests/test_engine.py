@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import sys
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -73,7 +75,7 @@ def test_inference_size_respects_a_cap_that_is_not_a_multiple_of_4():
 def test_tiny_or_very_thin_frames_do_not_crash_the_engine(tiny_style, width, height, max_side):
     """The generator downsamples twice and reflect-pads by 1: it needs >= 8 px on each side at
     inference, but inference_size only guarantees 4, so a 4 px side fails inside TorchScript."""
-    engine = Engine(tiny_style, max_side=max_side, precision="fp32")
+    engine = Engine(tiny_style, max_side=max_side, precision="fp32", device="cpu")
     out = engine(frame_image(0, width, height))
     assert out.shape == (height, width, 3)
 
@@ -85,7 +87,7 @@ def test_inference_size_no_cap_rounds_only():
 
 
 def test_engine_runs_at_the_capped_size(tiny_style):
-    engine = Engine(tiny_style, max_side=32, precision="fp32")
+    engine = Engine(tiny_style, max_side=32, precision="fp32", device="cpu")
     assert engine.inference_shape(101, 77) == inference_size(101, 77, 32) == (32, 24)
     engine(frame_image(0, 101, 77))
     ((key, buf),) = engine._buffers.items()
@@ -96,7 +98,7 @@ def test_engine_runs_at_the_capped_size(tiny_style):
 
 
 def test_engine_without_cap_runs_at_full_size(tiny_style):
-    engine = Engine(tiny_style, max_side=0, precision="fp32")
+    engine = Engine(tiny_style, max_side=0, precision="fp32", device="cpu")
     engine(frame_image(0, 96, 64))
     (buf,) = engine._buffers.values()
     assert buf.small.shape == (64, 96, 3)
@@ -139,7 +141,7 @@ def test_engine_rejects_frames_that_are_not_hxwx3_uint8(tiny_engine, bad):
 
 def test_engine_rejects_a_negative_cap(tiny_style):
     with pytest.raises(ValueError):
-        Engine(tiny_style, max_side=-1)
+        Engine(tiny_style, max_side=-1, device="cpu")
 
 
 def test_precision_rules():
@@ -156,13 +158,13 @@ def test_precision_rules():
 
 def test_bf16_engine_is_close_to_fp32(tiny_style):
     image = frame_image(5, 64, 48)
-    ref = Engine(tiny_style, max_side=64, precision="fp32")(image).astype(int)
-    out = Engine(tiny_style, max_side=64, precision="bf16")(image).astype(int)
+    ref = Engine(tiny_style, max_side=64, precision="fp32", device="cpu")(image).astype(int)
+    out = Engine(tiny_style, max_side=64, precision="bf16", device="cpu")(image).astype(int)
     assert np.abs(out - ref).mean() < 4.0
 
 
 def test_default_style_engine_uses_the_sidecar_recommendation():
-    engine = Engine(max_side=None, precision="fp32")
+    engine = Engine(max_side=None, precision="fp32", device="cpu")
     assert engine.style == "paprika"
     assert engine.max_side == engine.meta.get("recommended_max_side", 512)
     image = frame_image(0, 40, 30)
@@ -173,18 +175,24 @@ def test_default_style_engine_uses_the_sidecar_recommendation():
 
 def test_lite_styles_leave_a_core_for_decoding_and_encoding(monkeypatch):
     from stream import engine as engine_module
+    from stream.weights import Style
+
+    def style(meta: dict) -> Style:
+        return Style("s", Path("s.safetensors"), meta)
+
     monkeypatch.setattr(engine_module, "DEFAULT_THREADS", 4)
-    assert engine_module.default_threads({"width": 0.5}) == 3
-    assert engine_module.default_threads({"width": 1.0}) == 4
-    assert engine_module.default_threads({}) == 4
+    assert engine_module.default_threads(style({"architecture": {"width": 0.5}})) == 3
+    assert engine_module.default_threads(style({"architecture": {"width": 1.0}})) == 4
+    assert engine_module.default_threads(style({"width": 0.5})) == 3  # sidecars of earlier releases
+    assert engine_module.default_threads(style({})) == 4
     monkeypatch.setattr(engine_module, "DEFAULT_THREADS", 1)
-    assert engine_module.default_threads({"width": 0.5}) == 1
+    assert engine_module.default_threads(style({"architecture": {"width": 0.5}})) == 1
 
 
 def test_each_engine_runs_with_its_own_thread_count(tiny_style):
     import torch
-    one = Engine(tiny_style, max_side=32, precision="fp32", threads=1)
-    two = Engine(tiny_style, max_side=32, precision="fp32", threads=2)
+    one = Engine(tiny_style, max_side=32, precision="fp32", threads=1, device="cpu")
+    two = Engine(tiny_style, max_side=32, precision="fp32", threads=2, device="cpu")
     frame = frame_image(0, 40, 30)
     try:
         one(frame)
@@ -194,7 +202,7 @@ def test_each_engine_runs_with_its_own_thread_count(tiny_style):
     finally:
         torch.set_num_threads(1)
     with pytest.raises(ValueError, match="threads must be >= 0"):
-        Engine(tiny_style, threads=-1)
+        Engine(tiny_style, threads=-1, device="cpu")
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")

@@ -20,6 +20,7 @@ import torch
 import media
 from stream.engine import Engine
 from stream.errors import SinkError, SourceError
+from stream import weights
 from stream.live import CAPTURE_TIME_BASE, CameraSource, PacedSource, StyleSwitcher
 from stream.livejob import LiveOptions, run_live
 from stream.pipeline import Pipeline
@@ -113,8 +114,7 @@ def test_file_pipeline_never_drops_with_the_same_slow_engine(live_clip):
 
 def test_recording_keeps_capture_timestamps(tmp_path, live_clip, tiny_engine):
     out = tmp_path / "rec.mp4"
-    switcher = StyleSwitcher([str(tiny_engine.meta.get("name", "tiny"))], tiny_engine, max_side=64,
-                             precision="fp32", device="cpu")
+    switcher = StyleSwitcher([tiny_engine.spec], tiny_engine, tiny_engine.options)
     stats = run_live(str(live_clip), switcher, LiveOptions(output=out), announce=lambda m: None)
     with av.open(str(out)) as c:
         times = [f.time for f in c.decode(video=0)]
@@ -158,8 +158,8 @@ def fake_vcam():
 
 
 def test_virtual_camera_gets_frames_at_the_requested_rate(fake_vcam, live_clip, cyan_style):
-    engine = Engine(cyan_style, max_side=64, precision="fp32")
-    switcher = StyleSwitcher([str(cyan_style)], engine, max_side=64, precision="fp32", device="cpu")
+    engine = Engine(cyan_style, max_side=64, precision="fp32", device="cpu")
+    switcher = StyleSwitcher([str(cyan_style)], engine, engine.options)
     stats = run_live(str(live_clip), switcher,
                      LiveOptions(vcam=True, vcam_backend="animestream-test", vcam_fps=20.0),
                      announce=lambda m: None)
@@ -193,9 +193,8 @@ def test_unknown_virtual_camera_backend_is_refused():
 
 
 def test_style_switch_takes_over_within_about_one_frame(live_clip, cyan_style, magenta_style):
-    first = Engine(cyan_style, max_side=64, precision="fp32")
-    switcher = StyleSwitcher([str(cyan_style), str(magenta_style)], first, max_side=64, precision="fp32",
-                             device="cpu")
+    first = Engine(cyan_style, max_side=64, precision="fp32", device="cpu")
+    switcher = StyleSwitcher([str(cyan_style), str(magenta_style)], first, first.options)
     sink = _Collect()
     pipeline = Pipeline(PacedSource(VideoSource(live_clip)), switcher, sink, drop_stale=True)
     switched_at: list[float] = []
@@ -213,6 +212,27 @@ def test_style_switch_takes_over_within_about_one_frame(live_clip, cyan_style, m
     assert colours[0] == (0, 255, 255) and colours[-1] == (255, 0, 255)
     first_magenta = next(when for (_, img, when) in sink.frames if tuple(img[0, 0]) == (255, 0, 255))
     assert first_magenta - switched_at[0] < 0.5  # about one inference time, with a busy machine's slack
+
+
+def test_a_style_switch_keeps_every_engine_option(cyan_style, magenta_style, cli, live_clip, monkeypatch):
+    """--threads, --max-side, --precision and --device hold for every style the preview switches to."""
+    from stream import cli as cli_module
+
+    seen = {}
+
+    def fake_run_live(spec, switcher, options, announce):
+        engine = switcher.select(1)
+        seen.update(threads=engine.threads, max_side=engine.max_side, precision=engine.precision,
+                    device=str(engine.device), first=switcher.styles[0], style=engine.style)
+        return cli_module.Stats(frames_out=1)
+
+    monkeypatch.setattr(cli_module, "run_live", fake_run_live)
+    monkeypatch.setattr(cli_module.weights, "list_styles", lambda **_: [weights.resolve(magenta_style)])
+    rc, _, err = cli(live_clip, "--live", "--preview", "--style", cyan_style, "--threads", 1, "--max-side", 48,
+                     "--precision", "fp32", "--device", "cpu", "-q")
+    assert rc == 0, err
+    assert seen == {"threads": 1, "max_side": 48, "precision": "fp32", "device": "cpu",
+                    "first": weights.resolve(cyan_style), "style": weights.resolve(magenta_style).name}
 
 
 def test_camera_source_reports_what_it_got_and_stamps_capture_time(live_clip):

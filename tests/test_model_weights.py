@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 
 import pytest
 import torch
 
-from media import PAPRIKA, sha256
+from media import PAPRIKA, WEIGHTS, sha256
 from stream import weights
 from stream.engine import Engine
 from stream.errors import StyleNotFoundError, WeightsError
@@ -134,7 +135,7 @@ def test_torchscript_round_trip_through_load_model_and_engine(tmp_path, tiny_mod
 
     # Engine at the model's own size (64x48 is a multiple of 4, max_side 64): no resizing involved,
     # so its uint8 result is the eager output quantised.
-    engine = Engine(path, max_side=64, precision="fp32")
+    engine = Engine(path, max_side=64, precision="fp32", device="cpu")
     assert engine.style == kind
     image = ((x[0].permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255).byte().numpy()
     out = engine(image)
@@ -146,32 +147,99 @@ def test_torchscript_round_trip_through_load_model_and_engine(tmp_path, tiny_mod
     assert diff.max() <= 1, f"engine output differs from the eager model by up to {diff.max()} levels"
 
 
-def test_builtin_paprika_loads_with_plain_torch_jit_load():
-    module = torch.jit.load(str(PAPRIKA), map_location="cpu").eval()
+BUILTINS = sorted(p.stem for p in WEIGHTS.glob("*.json"))
+
+
+def test_builtin_styles_are_safetensors_never_torchscript():
+    assert BUILTINS, "no built-in styles"
+    for path in WEIGHTS.iterdir():
+        assert path.suffix in (".safetensors", ".json", ".ranges"), f"{path.name}: not a style file"
+        assert not zipfile.is_zipfile(path), f"{path.name} is a zip archive (TorchScript or torch.save)"
+    for name in BUILTINS:
+        assert (WEIGHTS / f"{name}.safetensors").exists(), name
+
+
+@pytest.mark.parametrize("name", BUILTINS)
+def test_every_builtin_loads_through_the_public_loader_as_torchscript(name):
+    style = weights.resolve(name)
+    assert style.origin == "built-in" and style.format == "safetensors"
+    assert style.sha256 == sha256(style.path) == style.meta["sha256"]
+    module = weights.load_model(name)
+    assert isinstance(module, torch.jit.ScriptModule) and not module.training
+    arch = style.meta["architecture"]
+    assert set(arch) == {"width", "blocks", "skip", "upsample"}
+    assert (module.width, module.blocks, module.skip, module.upsample) == (
+        arch["width"], arch["blocks"], arch["skip"], arch["upsample"])
     x = _x(32, 32)
     with torch.no_grad():
         y = module(x)
-    assert y.shape == x.shape
-    assert float(y.abs().max()) <= 1.0
+    assert y.shape == x.shape and float(y.abs().max()) <= 1.0
+    assert style.meta["parameters"] == sum(p.numel() for p in module.parameters())
 
 
-TRAINED_STYLES = sorted(p.stem for p in PAPRIKA.parent.glob("*.json")
-                        if "val_pairs" in json.loads(p.read_text()).get("quality", {}))
+@pytest.mark.parametrize("name", BUILTINS)
+def test_fp16_storage_changes_each_builtin_by_under_half_a_level(name):
+    change = weights.resolve(name).meta["storage_change"]
+    assert change["storage"] == "float16" and change["images"] >= 4
+    assert change["mean_levels"] < 0.5 and change["max_levels"] < 2.0
+
+
+def test_fp16_storage_is_measured_against_the_float_weights(tiny_model):
+    torch.manual_seed(3)
+    change = weights.storage_change(tiny_model, [_x(32, 48)])
+    assert 0 < change["mean_levels"] < 0.5  # fp16 rounding changes the output, but by far less than a level
+    rounded = Generator(tiny_model.width, tiny_model.blocks).eval()
+    rounded.load_state_dict({k: v.half().float() for k, v in tiny_model.state_dict().items()})
+    assert weights.storage_change(rounded, [_x(32, 48)])["mean_levels"] == 0.0  # already fp16: no change
+
+
+def test_export_writes_torchscript_that_gives_the_same_output(tmp_path, cli):
+    out = tmp_path / "shinkai.pt"
+    rc, _, err = cli("weights", "export", "shinkai", str(out))
+    assert rc == 0 and str(out) in err
+    assert zipfile.is_zipfile(out)
+    module = torch.jit.load(str(out))
+    x = _x(40, 56)
+    with torch.no_grad():
+        torch.testing.assert_close(module(x), weights.load_model("shinkai")(x), atol=0, rtol=0)
+    style = weights.resolve(out)  # and it is a style file again: --style out.pt
+    assert style.format == "torchscript"
+    frame = ((x[0].permute(1, 2, 0) + 1) * 127.5).round().byte().numpy()
+    a = Engine(out, max_side=0, precision="fp32", device="cpu")(frame).copy()
+    b = Engine("shinkai", max_side=0, precision="fp32", device="cpu")(frame)
+    assert (a == b).all()
+
+
+def test_export_to_a_missing_folder_is_a_usage_error(tmp_path, cli, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli("weights", "export", "paprika", str(tmp_path / "no" / "x.pt"))
+    assert e.value.code == 2 and "does not exist" in capsys.readouterr().err
+
+
+def test_a_style_saved_by_another_torch_loads_here(tmp_path, tiny_model):
+    """What portability means: the weights file holds tensors only, and the generator is scripted on load."""
+    from safetensors import safe_open
+
+    path = weights.export_style(tiny_model, tmp_path, "portable", source="test", license="MIT",
+                                training_steps=0, quality={})
+    with safe_open(str(path), framework="pt") as f:
+        assert set(f.keys()) == set(tiny_model.state_dict())
+        assert all(f.get_tensor(k).dtype == torch.float16 for k in f.keys())
+    assert "code/" not in path.read_bytes().decode("latin-1")  # no TorchScript source inside
+
+
+TRAINED_STYLES = sorted(n for n in BUILTINS
+                        if "val_pairs" in json.loads((WEIGHTS / f"{n}.json").read_text()).get("quality", {}))
 SKIP_PARAMETERS = 21  # photo_grade: a 1x1 convolution of [x, x*x], 3 x 6 weights + 3 biases
-
-
-def test_paprika_and_shinkai_ship_trained_on_pairs():
-    assert {"paprika", "shinkai"} <= set(TRAINED_STYLES)
 
 
 @pytest.mark.parametrize("name", TRAINED_STYLES)
 def test_builtin_trained_style_sidecar(name):
-    pt = PAPRIKA.with_name(f"{name}.pt")
-    meta = json.loads(pt.with_suffix(".json").read_text())
+    path = WEIGHTS / f"{name}.safetensors"
+    meta = json.loads(path.with_suffix(".json").read_text())
     for key in ("name", "architecture", "source", "license", "training_steps", "quality", "sha256"):
         assert key in meta, key
     assert meta["name"] == name
-    assert meta["architecture"] == weights.ARCHITECTURE
     assert isinstance(meta["license"], str) and meta["license"].strip()
     assert isinstance(meta["source"], str) and meta["source"].strip(), "sidecar 'source' must say where it comes from"
     assert isinstance(meta["training_steps"], int) and meta["training_steps"] > 0
@@ -180,19 +248,19 @@ def test_builtin_trained_style_sidecar(name):
         assert 5.0 < meta["quality"][key] < 60.0, key
     assert meta["quality"]["psnr_student"] > meta["quality"]["psnr_grade"]  # more than a recolouring
     assert not set(meta["quality"]["val_pairs"]) & set(meta["recipe"]["train_pairs"])
-    assert meta["sha256"] == sha256(pt)
-    if meta.get("width", 1.0) == 1.0 and meta.get("blocks", 4) == 4:
-        assert meta["parameters"] == OFFICIAL_PARAMETERS + (SKIP_PARAMETERS if meta.get("skip") else 0)
-    assert bool(getattr(torch.jit.load(str(pt)), "skip", False)) == bool(meta.get("skip"))
+    assert meta["sha256"] == sha256(path)
+    arch = meta["architecture"]
+    if arch["width"] == 1.0 and arch["blocks"] == 4:
+        assert meta["parameters"] == OFFICIAL_PARAMETERS + (SKIP_PARAMETERS if arch["skip"] else 0)
 
 
 def test_registry_lists_and_resolves_paprika():
     styles = {s.name: s for s in weights.list_styles()}
     assert "paprika" in styles
     assert styles["paprika"].origin == "built-in"
-    path, meta = weights.resolve("paprika")
-    assert path == PAPRIKA.resolve() or path == PAPRIKA
-    assert meta["name"] == "paprika"
+    style = weights.resolve("paprika")
+    assert style.path.resolve() == PAPRIKA.resolve()
+    assert style.meta["name"] == "paprika" and style.verified
 
 
 def test_unknown_style_name_lists_the_known_ones():
@@ -227,23 +295,93 @@ def test_user_style_is_registered_and_usable_by_name(isolated_home, tiny_model, 
     try:
         styles = {s.name: s for s in weights.list_styles()}
         assert styles["tinyuser"].origin == "user"
-        engine = Engine("tinyuser", max_side=32, precision="fp32")
+        engine = Engine("tinyuser", max_side=32, precision="fp32", device="cpu")
         assert engine.style == "tinyuser"
         rc, out, _ = cli("weights", "list")
         assert rc == 0 and "tinyuser" in out and "paprika" in out
     finally:
-        for suffix in (".pt", ".json"):
+        for suffix in (".safetensors", ".json"):
             (weights.user_styles_dir() / f"tinyuser{suffix}").unlink(missing_ok=True)
 
 
 def test_builtin_lite_style_was_distilled_from_the_shipped_full_style():
-    lite = PAPRIKA.with_name("paprika-lite.pt")
+    lite = PAPRIKA.with_name("paprika-lite.safetensors")
     meta = json.loads(lite.with_suffix(".json").read_text())
     full = json.loads(PAPRIKA.with_suffix(".json").read_text())
     assert meta["sha256"] == sha256(lite)
     assert meta["quality"]["teacher"] == "paprika"
-    assert meta["quality"]["teacher_sha256"] == full["sha256"], "re-distil paprika-lite after changing paprika"
+    teacher_files = {full["sha256"], full.get("converted_from", {}).get("sha256")}
+    assert meta["quality"]["teacher_sha256"] in teacher_files, "re-distil paprika-lite after changing paprika"
     assert 20.0 < meta["quality"]["psnr_vs_teacher"] < 60.0
     assert meta["recommended_max_side"] < full["recommended_max_side"]
     assert meta["parameters"] < OFFICIAL_PARAMETERS / 3
-    assert Engine("paprika-lite").max_side == meta["recommended_max_side"]
+    assert Engine("paprika-lite", device="cpu").max_side == meta["recommended_max_side"]
+
+
+@pytest.mark.parametrize("precision", ["int8", "bf16"])
+def test_a_style_is_resolved_and_hashed_once_from_the_command_line_to_the_model(precision, tmp_path, cli,
+                                                                               monkeypatch):
+    from media import write_image
+
+    hashed, resolved = [], []
+    real_hash, real_resolve = weights.sha256_of, weights.resolve
+    monkeypatch.setattr(weights, "sha256_of", lambda p: hashed.append(p) or real_hash(p))
+    monkeypatch.setattr(weights, "resolve", lambda s: resolved.append(s) or real_resolve(s))
+    image = write_image(tmp_path / "in.png")
+    rc, _, err = cli(image, tmp_path / "out.png", "--style", "shinkai", "--precision", precision, "--device", "cpu",
+                     "-q")
+    assert rc == 0, err
+    assert [p.name for p in hashed] == ["shinkai.safetensors"]
+    assert [type(s).__name__ for s in resolved] == ["str"] + ["Style"] * (len(resolved) - 1)
+
+
+def test_user_folders_are_the_platforms_unless_animestream_home_says(monkeypatch, tmp_path):
+    import platformdirs
+
+    monkeypatch.delenv("ANIMESTREAM_HOME", raising=False)
+    assert weights.user_home() == Path(platformdirs.user_cache_dir("animestream", appauthor=False))
+    monkeypatch.setenv("ANIMESTREAM_HOME", str(tmp_path))
+    assert weights.user_styles_dir() == tmp_path / "styles"
+
+
+def _tf1_resize_bilinear(x: torch.Tensor, out_h: int, out_w: int) -> torch.Tensor:
+    """TensorFlow 1's legacy resize_bilinear (align_corners=False, half_pixel_centers=False), written out."""
+    h, w = x.shape[-2:]
+    ys, xs = torch.arange(out_h) * (h / out_h), torch.arange(out_w) * (w / out_w)
+    y0, x0 = ys.floor().long(), xs.floor().long()
+    y1, x1 = (y0 + 1).clamp(max=h - 1), (x0 + 1).clamp(max=w - 1)
+    dy, dx = (ys - y0)[:, None], (xs - x0)[None, :]
+    top = x[..., y0, :][..., x0] * (1 - dx) + x[..., y0, :][..., x1] * dx
+    bottom = x[..., y1, :][..., x0] * (1 - dx) + x[..., y1, :][..., x1] * dx
+    return top * (1 - dy) + bottom * dy
+
+
+@pytest.mark.parametrize("size", [(10, 14), (9, 13), (5, 7)])
+def test_asymmetric_upsampling_is_tensorflow_1s_resize(size):
+    from stream.model import resize_asymmetric
+
+    x = _x(5, 7, seed=9)
+    torch.testing.assert_close(resize_asymmetric(x, list(size)), _tf1_resize_bilinear(x, *size), atol=1e-5, rtol=0)
+    if size != (5, 7):  # upsampling: what the PyTorch ports do (align_corners=True) differs
+        assert not torch.allclose(torch.nn.functional.interpolate(x, size=size, mode="bilinear", align_corners=True),
+                                  _tf1_resize_bilinear(x, *size), atol=1e-3)
+
+
+def test_asymmetric_generator_scripts_and_its_int8_path_follows_it():
+    from stream import calibration, quant
+
+    torch.manual_seed(2)
+    model = Generator(width=0.25, blocks=1, upsample="asymmetric").eval()
+    same = Generator(width=0.25, blocks=1).eval()
+    same.load_state_dict(model.state_dict())
+    x = _x(48, 64, seed=4)
+    with torch.no_grad():
+        y, y_align = model(x), same(x)
+        torch.testing.assert_close(torch.jit.script(model)(x), y, atol=1e-5, rtol=1e-4)
+    assert (y - y_align).abs().mean() > 0.01  # the option is not a no-op
+    int8 = quant.Int8Generator(model, calibration.calibrate(model, [x]))
+    with torch.inference_mode():
+        q = int8(x)
+    assert (q - y).abs().mean() < (q - y_align).abs().mean() / 2  # INT8 follows its own upsampling
+    with pytest.raises(ValueError, match="upsample must be one of"):
+        Generator(upsample="nearest")

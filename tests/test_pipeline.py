@@ -90,13 +90,29 @@ def test_sink_and_source_errors_are_reraised(tiny_engine):
     assert animestream_threads() == []
 
 
-def test_engine_error_during_convert_video_leaves_nothing(tmp_path, clip, tiny_engine):
-    def engine(image, n=[0]):
-        n[0] += 1
-        if n[0] == 5:
-            raise Boom("engine broke")
-        return tiny_engine(image)
+class _BreaksAtFrame5:
+    """A FrameEngine (see stream.engine) that fails on its fifth frame."""
 
+    def __init__(self, engine):
+        self.engine, self.calls = engine, 0
+        self.style, self.precision, self.max_side, self.device = (engine.style, engine.precision, engine.max_side,
+                                                                  engine.device)
+
+    def inference_shape(self, width, height):
+        return self.engine.inference_shape(width, height)
+
+    def reset(self):
+        self.calls = 0
+
+    def __call__(self, image):
+        self.calls += 1
+        if self.calls == 5:
+            raise Boom("engine broke")
+        return self.engine(image)
+
+
+def test_engine_error_during_convert_video_leaves_nothing(tmp_path, clip, tiny_engine):
+    engine = _BreaksAtFrame5(tiny_engine)
     out = tmp_path / "out.mp4"
     with pytest.raises(Boom):
         convert_video(clip, out, engine, progress=False)
@@ -152,7 +168,7 @@ def test_queue_size_must_be_positive(tiny_engine):
 
 
 def test_memory_stays_flat_over_a_long_stream(tiny_style):
-    engine = Engine(tiny_style, max_side=32, precision="fp32")
+    engine = Engine(tiny_style, max_side=32, precision="fp32", device="cpu")
     total, warmup = 600, 50
     rss: dict[str, float] = {}
 
@@ -177,7 +193,7 @@ def test_memory_stays_flat_over_a_long_stream(tiny_style):
 def test_memory_stays_flat_through_convert_video(tmp_path, tiny_style):
     """The whole file path (decode, engine, x264, mux) over 560 frames."""
     src = media.write_clip(tmp_path / "long.mp4", frames=560, audio=None)
-    engine = Engine(tiny_style, max_side=32, precision="fp32")
+    engine = Engine(tiny_style, max_side=32, precision="fp32", device="cpu")
     convert_video(src, tmp_path / "warm.mp4", engine, progress=False)  # warm every allocator up
     before = current_rss_mb()
     stats = convert_video(src, tmp_path / "again.mp4", engine, progress=False)

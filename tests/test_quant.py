@@ -42,13 +42,12 @@ def astronaut(side: int) -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def paprika_fp32():
-    return weights.eager_generator(weights.load_model("paprika"))
+    return weights.eager_generator(weights.resolve("paprika"))
 
 
 def test_shipped_int8_paprika_stays_close_to_the_float_model(paprika_fp32):
     """The shipped calibration (63 photos) on a photo it never saw: measured 41 dB at 512x288 on video frames."""
-    path, meta = weights.resolve("paprika")
-    ranges = calibration.load_ranges(paprika_fp32, calibration.ranges_path(path), style_sha256=meta["sha256"])
+    ranges = weights.load_ranges(weights.resolve("paprika"), paprika_fp32)
     int8 = quant.Int8Generator(paprika_fp32, ranges)
     frame = astronaut(192)
     with torch.inference_mode():
@@ -65,11 +64,11 @@ def test_shipped_int8_paprika_stays_close_to_the_float_model(paprika_fp32):
 
 def test_every_shipped_calibration_matches_its_style():
     """A style retrained without calibrating again would silently run with stale ranges: refuse in CI."""
-    calibrated = [s for s in weights.list_styles() if calibration.ranges_path(s.path).exists()]
+    calibrated = [weights.resolve(s) for s in weights.list_styles() if s.calibrated]
     assert {s.name for s in calibrated} >= {"paprika", "shinkai"}
     for style in calibrated:
-        model = weights.eager_generator(weights.load_model(style.path))
-        ranges = calibration.load_ranges(model, calibration.ranges_path(style.path), style_sha256=style.meta["sha256"])
+        model = weights.eager_generator(style)
+        ranges = weights.load_ranges(style, model)
         watched = [m for m in model.modules()
                    if isinstance(m, (torch.nn.Conv2d, torch.nn.GroupNorm, ConvNormLReLU, InvertedResBlock))]
         assert set(ranges) == set(watched)
@@ -82,18 +81,18 @@ def test_calibration_round_trip_and_refusals(tmp_path, tiny_model):
     assert all(m in ranges for m in convs)
     lo, hi = ranges[convs[0]]
     assert lo.shape == (convs[0].out_channels,) and bool((lo <= hi).all())
-    path = tmp_path / "tiny.ranges"
-    calibration.save_ranges(tiny_model, ranges, path, style_sha256="abc", images=2)
-    assert not list(tmp_path.glob("*.part"))
-    back = calibration.load_ranges(tiny_model, path, style_sha256="abc")
+    style = weights.Style("tiny", tmp_path / "tiny.safetensors", {}, "abc")
+    path = weights.save_ranges(style, tiny_model, ranges, images=2)
+    assert path == tmp_path / "tiny.ranges" and not list(tmp_path.glob("*.part"))
+    back = weights.load_ranges(style, tiny_model)
     assert all(torch.equal(back[m][0], ranges[m][0]) and torch.equal(back[m][1], ranges[m][1]) for m in ranges)
     with pytest.raises(WeightsError, match="another version of this style"):
-        calibration.load_ranges(tiny_model, path, style_sha256="def")
+        weights.load_ranges(weights.Style("tiny", style.path, {}, "def"), tiny_model)
     with pytest.raises(WeightsError, match="does not fit this style's architecture"):
-        calibration.load_ranges(Generator(width=0.25, blocks=2), path, style_sha256="abc")
+        weights.load_ranges(style, Generator(width=0.25, blocks=2))
     path.write_bytes(b"not a torch file")
     with pytest.raises(WeightsError, match="unreadable INT8 calibration"):
-        calibration.load_ranges(tiny_model, path, style_sha256="abc")
+        weights.load_ranges(style, tiny_model)
 
 
 def test_precision_choice():
@@ -110,20 +109,21 @@ def test_precision_choice():
 
 
 def test_cli_calibrates_a_style_file_then_the_engine_runs_it_in_int8(tmp_path, tiny_style, cli):
-    style = tmp_path / "tiny.pt"
+    style = tmp_path / "tiny.safetensors"
     shutil.copy(tiny_style, style)
+    shutil.copy(tiny_style.with_suffix(".json"), style.with_suffix(".json"))
     photos = tmp_path / "photos"
     photos.mkdir()
     for i, side in enumerate((48, 64, 80)):
         cv2.imwrite(str(photos / f"p{i}.png"), cv2.resize(cv2.imread(str(ASTRONAUT)), (side, side + 8)))
     (photos / "notes.txt").write_text("not an image: skipped")
     with pytest.raises(AnimestreamError, match="no INT8 calibration"):
-        Engine(style, max_side=64, precision="int8")
+        Engine(style, max_side=64, precision="int8", device="cpu")
     rc, _, err = cli("weights", "calibrate", style, "--photos", photos, "--max-side", 64)
     assert rc == 0, err
     assert "calibrated on 3 photos" in err and (tmp_path / "tiny.ranges").exists()
-    int8 = Engine(style, max_side=64, precision="int8")
-    fp32 = Engine(style, max_side=64, precision="fp32")
+    int8 = Engine(style, max_side=64, precision="int8", device="cpu")
+    fp32 = Engine(style, max_side=64, precision="fp32", device="cpu")
     frame = cv2.cvtColor(cv2.resize(cv2.imread(str(ASTRONAUT)), (64, 64)), cv2.COLOR_BGR2RGB)
     a, b = int8(frame).astype(float), fp32(frame).astype(float)
     assert a.shape == (64, 64, 3)
@@ -139,9 +139,9 @@ def test_cli_calibrate_refuses_a_missing_or_empty_photo_folder(tmp_path, tiny_st
 
 
 def test_saving_a_style_again_drops_its_stale_calibration(tmp_path, tiny_model):
-    pt = weights.save_style(torch.jit.script(tiny_model), tmp_path, "mine", {"name": "mine"})
-    calibration.save_ranges(tiny_model, calibration.calibrate(tiny_model, [astronaut(32).float() / 127.5 - 1]),
-                      calibration.ranges_path(pt), style_sha256=weights.sha256_of(pt), images=1)
-    assert calibration.ranges_path(pt).exists()
-    weights.save_style(torch.jit.script(tiny_model), tmp_path, "mine", {"name": "mine"})
-    assert not calibration.ranges_path(pt).exists()
+    style = weights.save_style(tiny_model, tmp_path, "mine", {"name": "mine"})
+    weights.save_ranges(style, tiny_model, calibration.calibrate(tiny_model, [astronaut(32).float() / 127.5 - 1]),
+                        images=1)
+    assert style.ranges_path.exists() and weights.resolve(style.path).calibrated
+    weights.save_style(tiny_model, tmp_path, "mine", {"name": "mine"})
+    assert not style.ranges_path.exists()

@@ -56,7 +56,7 @@ def tiny_service(tiny_style):
 
     def factory(style: str, max_side: int | None) -> Engine:
         built.append((style, max_side))
-        return Engine(tiny_style, max_side=64 if max_side is None else max_side, precision="fp32")
+        return Engine(tiny_style, max_side=64 if max_side is None else max_side, precision="fp32", device="cpu")
 
     service = StyleService(factory, default_style=tiny_style.stem, queue=2)
     service.built = built
@@ -71,7 +71,7 @@ def test_a_posted_image_comes_back_stylised_exactly_as_the_engine_makes_it(tiny_
     assert headers["X-Animestream-Style"] == "tiny" and float(headers["X-Animestream-Ms"]) > 0
     got = cv2.cvtColor(cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
     photo = cv2.cvtColor(cv2.imdecode(np.frombuffer(PHOTO, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
-    want = Engine(tiny_style, max_side=64, precision="fp32")(photo)
+    want = Engine(tiny_style, max_side=64, precision="fp32", device="cpu")(photo)
     assert got.shape == photo.shape and np.array_equal(got, want)  # PNG is lossless
     assert np.abs(got.astype(int) - photo).mean() > 10  # and it is not the photo
     assert status2 == 200 and headers2["Content-Type"] == "image/jpeg"

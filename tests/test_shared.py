@@ -47,15 +47,15 @@ def test_best_grade_beats_the_untouched_photo(stem):
 
 
 @needs_shared
-@pytest.mark.parametrize("style", sorted(s for s in STYLE_PAIRS if PAPRIKA.with_name(f"{s}.pt").exists()))
+@pytest.mark.parametrize("style", sorted(s for s in STYLE_PAIRS if PAPRIKA.with_name(f"{s}.safetensors").exists()))
 def test_shipped_style_beats_the_grade_on_the_pairs_it_never_saw(style):
     """The sidecar's numbers, recomputed: baselines, and the style itself through the engine."""
     from stream.engine import Engine
-    pt = PAPRIKA.with_name(f"{style}.pt")
+    pt = PAPRIKA.with_name(f"{style}.safetensors")
     meta = json.loads(pt.with_suffix(".json").read_text())
     stems = meta["quality"]["val_pairs"]
     assert stems and not set(stems) & set(meta["recipe"]["train_pairs"])
-    engine = Engine(pt, max_side=0, precision="fp32")
+    engine = Engine(pt, max_side=0, precision="fp32", device="cpu")
     photo_db, grade_db, student_db = [], [], []
     for stem in stems:
         photo, target = map(half, _pair(stem, STYLE_PAIRS[style]))

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from stream import distill, train, weights
+from stream import train, weights
 from stream.engine import Engine
 
 TINY = ["--width", "0.25", "--blocks", "1", "--crop", "32", "--batch", "2", "--threads", "1"]
@@ -45,7 +45,7 @@ def test_train_exports_resumes_and_reports_baselines(pairs_dir, tmp_path, capsys
     assert meta["quality"]["val_pairs"] == ["b"]
     assert meta["quality"]["psnr_photo"] < 10  # the target is the negative: the photo is far from it
     assert meta["recipe"]["train_pairs"] == ["a"]
-    model = weights.load_model(tmp_path / "w" / "toy.pt")
+    model = weights.load_model(tmp_path / "w" / "toy.safetensors")
     assert sum(p.numel() for p in model.parameters()) == meta["parameters"]
 
 
@@ -56,56 +56,13 @@ def test_train_rejects_unknown_validation_pair(pairs_dir, tmp_path, capsys):
     assert "--val 'zz': no such pair" in capsys.readouterr().err
 
 
-def test_distill_writes_a_lite_style_with_psnr_against_the_teacher(tiny_style, tmp_path, capsys):
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    for i in range(3):
-        cv2.imwrite(str(photos / f"p{i}.jpg"), _image(10 + i, 150, 200))
-    (photos / "notes.txt").write_text("not a photo")
-    args = ["--teacher", str(tiny_style), "--photos", str(photos), "--name", "toy-lite", "--val", "1",
-            "--max-side", "64", "--steps", "2", "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "w"),
-            "--width", "0.25", "--blocks", "1", "--crop", "32", "--batch", "2", "--threads", "1"]
-    assert distill.main(args) == 0
-    printed = json.loads(capsys.readouterr().out)
-    meta = json.loads((tmp_path / "w" / "toy-lite.json").read_text())
-    assert meta["recommended_max_side"] == 64
-    assert meta["quality"]["val_photos"] == ["p2.jpg"]
-    assert meta["quality"]["psnr_vs_teacher"] == printed["psnr_vs_teacher"] > 0
-    assert meta["recipe"]["train_photos"] == 2
-    cached = sorted(p.name for p in (tmp_path / "cache").glob("teacher-*/*.png"))
-    assert "p0_160.png" in cached and "p2_64.png" in cached
-    assert weights.load_model(tmp_path / "w" / "toy-lite.pt") is not None
-    args[args.index("--crop") + 1], args[args.index("--steps") + 1] = "0", "3"  # a whole-image stage
-    assert distill.main(args) == 0
-    assert "resumed" in capsys.readouterr().err
-    meta = json.loads((tmp_path / "w" / "toy-lite.json").read_text())
-    assert (meta["training_steps"], meta["recipe"]["crop"]) == (3, 0)
-
-
-def test_distill_needs_more_photos_than_it_holds_back(tiny_style, tmp_path, capsys):
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    cv2.imwrite(str(photos / "only.jpg"), _image(0, 64, 64))
-    with pytest.raises(SystemExit) as exc:
-        distill.main(["--teacher", str(tiny_style), "--photos", str(photos), "--cache", str(tmp_path)])
-    assert exc.value.code == 2
-    assert "1 readable photos, need more than --val 8" in capsys.readouterr().err
-
-
-def test_distill_refuses_to_hold_back_nothing(tiny_style, tmp_path, capsys):
-    with pytest.raises(SystemExit) as exc:
-        distill.main(["--teacher", str(tiny_style), "--photos", str(tmp_path), "--val", "0"])
-    assert exc.value.code == 2
-    assert "--val must be >= 1, not 0" in capsys.readouterr().err
-
-
 def test_train_can_start_from_an_existing_style(pairs_dir, tiny_style, tiny_model, tmp_path, capsys):
     common = ["--pairs", str(pairs_dir), "--val", "b", "--name", "toy", "--out", str(tmp_path / "w"), *TINY]
     assert train.main([*common, "--cache", str(tmp_path / "c1"), "--init", str(tiny_style), "--steps", "1",
                        "--lr", "1e-12"]) == 0
-    started = weights.load_model(tmp_path / "w" / "toy.pt").state_dict()
+    started = weights.load_model(tmp_path / "w" / "toy.safetensors").state_dict()
     for key, value in tiny_model.state_dict().items():
-        assert torch.allclose(started[key], value, atol=1e-4), key
+        assert torch.allclose(started[key], value, atol=1e-4, rtol=1e-3), key  # fp16 storage
     assert json.loads((tmp_path / "w" / "toy.json").read_text())["recipe"]["init"] == tiny_style.name
     with pytest.raises(SystemExit) as exc:
         train.main([*common[:-10], "--cache", str(tmp_path / "c2"), "--init", str(tiny_style), "--steps", "1"])
@@ -123,9 +80,9 @@ def test_train_can_continue_another_runs_checkpoint_as_a_new_stage(pairs_dir, tm
     meta = json.loads((tmp_path / "w" / "toy.json").read_text())
     assert meta["training_steps"] == 3
     assert (meta["recipe"]["init"], meta["recipe"]["init_steps"], meta["recipe"]["crop"]) == ("crops/last.ckpt", 2, 0)
-    started = weights.load_model(tmp_path / "w" / "toy.pt").state_dict()
+    started = weights.load_model(tmp_path / "w" / "toy.safetensors").state_dict()
     for key, value in ema.items():
-        assert torch.allclose(started[key], value, atol=1e-4), key
+        assert torch.allclose(started[key], value, atol=1e-4, rtol=1e-3), key  # fp16 storage
     assert train.main([*common, "--cache", str(tmp_path / "third"), "--init", str(tmp_path / "whole" / "last.ckpt"),
                        "--steps", "1"]) == 0  # a third stage counts the steps of both before it
     meta = json.loads((tmp_path / "w" / "toy.json").read_text())
@@ -160,9 +117,9 @@ def test_skip_style_starts_as_the_photo_keeps_its_flag_and_must_resume_the_same_
               "--cache", str(tmp_path / "c"), *TINY]
     assert train.main([*common, "--skip", "--init", str(tiny_style), "--steps", "1", "--lr", "1e-12"]) == 0
     meta = json.loads((tmp_path / "w" / "toy.json").read_text())
-    assert meta["skip"] is True
+    assert meta["architecture"]["skip"] is True
     assert abs(meta["quality"]["psnr_student"] - meta["quality"]["psnr_photo"]) < 0.05  # untrained: the photo
-    engine = Engine(tmp_path / "w" / "toy.pt", precision="fp32")
+    engine = Engine(tmp_path / "w" / "toy.safetensors", precision="fp32", device="cpu")
     frame = _image(7, 48, 64)
     assert np.abs(engine(frame).astype(int) - frame).max() <= 1
     capsys.readouterr()
