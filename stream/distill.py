@@ -1,21 +1,40 @@
-"""Distil a style into a smaller generator for real time: ``<style>-lite``.
+"""Distil a teacher generator into a style: the student learns to reproduce the teacher's output.
 
-    python -m stream.distill --teacher paprika --photos ../shared/media/photos
+    python -m stream.distill --teacher animeganv2_hayao --teachers ../shared/teachers \\
+        --photos ../shared/media/photos ../shared/media/photos_extra --name hayao --upsample asymmetric \\
+        --init paprika --steps 8000
 
-The teacher is a full style as animestream runs it (the engine, at its own precision). It stylises
-every photo once at a few sizes (cached in ``--cache``); the student, a narrower generator, learns
-to reproduce those outputs from random crops. Any photos will do: the teacher defines the target for
-every input, so there is no aligned-pair shortage as there is when training a style. The last
-``--val`` photos (sorted by name) are held back, and the student's PSNR against the teacher on them,
-both at the student's recommended inference cap, goes into the sidecar. A rerun with ``--crop 0``
-and more ``--steps`` continues the same run on whole images, normalised as at inference.
+The teacher is an ONNX generator listed in a ``teachers.json`` manifest (``--teachers`` names its
+folder; the manifest says how the model wants its pictures), an ONNX file with ``--io`` naming a
+JSON object of that form, or one of our own styles (how a ``-lite`` style learns from its full one).
+A teacher defines the target for any photo, so data is not the limit: every training photo is
+scaled so its short side is each of ``--sides`` pixels, ``--tiles`` square tiles of ``--tile``
+pixels are cut from it at random, and the teacher stylises each tile on its own. The student sees
+exactly the teacher's input, so its whole-picture normalisations see the same statistics and
+nothing needs to be approximated. Teacher outputs are cached outside the repository (under the
+teacher's sha256), so they are computed once per photo, scale and tile.
+
+``--val`` photos (``--val-faces`` of them from a ``face`` category, where a folder has a
+``SOURCES.tsv`` with a ``category`` column) are held back, chosen by a hash of their names, and
+never trained on. The student's PSNR and SSIM against the teacher on them, both run at
+``--eval-side`` pixels on the longest side, go into the style's sidecar.
+
+Training is resumable (``--cache``, default ``~/.cache/animestream/train/NAME``): the same command
+carries on from the latest checkpoint; ``--export`` writes the style from it without training.
+bf16 autocast on CPUs with native bf16, CUDA when present.
 """
 from __future__ import annotations
 
 import argparse
+import csv
+import hashlib
 import json
+import os
+import random
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -23,141 +42,308 @@ import torch
 
 from . import weights
 from .engine import SIDE_MULTIPLE, Engine
-from .model import Generator
-from .quality import psnr
-from .train import (DEFAULT_CACHE, EDGE_WEIGHT, EMA_DECAY, CropSampler, Run, pick_device, style_loss, to_image,
-                    to_tensor)
+from .errors import AnimestreamError
+from .model import UPSAMPLING, Generator
+from .onnxgen import OnnxGenerator, OnnxIO
+from .quality import psnr, ssim
+from .train import (DEFAULT_CACHE, EMA_DECAY, Run, _init_name, _init_weights, _load_init, pick_device, style_loss,
+                    to_image, to_tensor)
 
-LITE_WIDTH = 0.5  # of the full generator's channels
-LITE_BLOCKS = 4
-LITE_MAX_SIDE = 160  # pixels; where a 640x480 live stream keeps >= 24 fps on 2 cores
-LEVELS = (160, 224, 320, 448)  # longest sides (pixels) the teacher stylises each photo at
-CROP_PX = 96
-BATCH = 16
-STEPS = 4000
-LR = 2e-3
-VAL_PHOTOS = 8
+TILE_PX = 192
+SIDES = (192, 288, 384)  # short sides (pixels) the training photos are scaled to before tiling
+TILES_PER_SIDE = 4
+BATCH = 4
+STEPS = 8000
+LR = 1e-3
+EDGE_WEIGHT = 0.25
+VAL_PHOTOS = 32
+VAL_FACES = 8
+EVAL_SIDE = 512  # longest side (pixels) at which student and teacher are compared
+VAL_DURING_TRAINING = 8  # of the held-back photos, scored every validation step (all of them at export)
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 
 
 def fit_side(rgb: np.ndarray, longest: int) -> np.ndarray:
-    """``rgb`` resized so its longest side is ``longest``, both sides multiples of SIDE_MULTIPLE."""
+    """``rgb`` resized so its longest side is ``longest``, both sides multiples of SIDE_MULTIPLE
+    (what the engine runs a frame at with ``max_side=longest``)."""
     h, w = rgb.shape[:2]
     scale = longest / max(h, w)
     size = tuple(max(SIDE_MULTIPLE, int(round(n * scale / SIDE_MULTIPLE)) * SIDE_MULTIPLE) for n in (w, h))
-    return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+    return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
 
 
-def load_photos(folder: Path) -> list[tuple[str, np.ndarray]]:
-    """``(name, RGB uint8)`` for every readable image in ``folder``, sorted by name."""
+@dataclass(frozen=True)
+class Photo:
+    name: str  # unique across folders: FOLDER/FILE
+    path: Path
+    category: str  # from the folder's SOURCES.tsv, else ""
+
+    def read(self) -> np.ndarray:
+        bgr = cv2.imread(str(self.path), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise AnimestreamError(f"{self.path}: unreadable image")
+        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def find_photos(folders: list[Path]) -> list[Photo]:
+    """Every image file in ``folders`` (not recursive), with its category from a ``SOURCES.tsv``
+    (columns ``file`` and ``category``) where the folder has one."""
     photos = []
-    for path in sorted(folder.iterdir()):
-        if path.suffix.lower() in PHOTO_SUFFIXES:
-            bgr = cv2.imread(str(path))
-            if bgr is not None:
-                photos.append((path.name, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)))
+    for folder in folders:
+        if not folder.is_dir():
+            raise AnimestreamError(f"--photos {folder}: not a folder")
+        categories = {}
+        sources = folder / "SOURCES.tsv"
+        if sources.exists():
+            with open(sources, newline="") as f:
+                categories = {row["file"]: row.get("category", "") for row in csv.DictReader(f, delimiter="\t")}
+        for path in sorted(folder.iterdir()):
+            if path.suffix.lower() in PHOTO_SUFFIXES and not path.name.startswith("."):
+                photos.append(Photo(f"{folder.name}/{path.name}", path, categories.get(path.name, "")))
     return photos
 
 
+def _rank(name: str) -> str:
+    return hashlib.sha1(name.encode()).hexdigest()
+
+
+def hold_out(photos: list[Photo], count: int, faces: int) -> tuple[list[Photo], list[Photo]]:
+    """(training, held back): ``count`` photos chosen by a hash of their names, ``faces`` of them
+    (as many as there are, at most) from the ``face`` category. The same photos for the same names."""
+    ranked = sorted(photos, key=lambda p: _rank(p.name))
+    face = [p for p in ranked if p.category == "face"][:faces]
+    rest = [p for p in ranked if p not in face][: max(0, count - len(face))]
+    held = set(face + rest)
+    return [p for p in photos if p not in held], sorted(held, key=lambda p: p.name)
+
+
 class Teacher:
-    """A full style and its outputs, cached in ``cache`` under the style's sha256.
+    """A generator whose outputs the student learns: ``teacher(rgb) -> rgb`` (H x W x 3 uint8)."""
 
-    The style is resolved once; its engine is loaded only when an output is not cached yet.
-    """
+    def __init__(self, name: str, sha256: str, license: str, fn: Callable[[np.ndarray], np.ndarray],
+                 credit: str = ""):
+        self.name, self.sha256, self.license, self._fn, self.credit = name, sha256, license, fn, credit
 
-    def __init__(self, style: str, cache: Path):
-        path, self.meta = weights.resolve(style)
-        self.style = style
-        self.folder = cache / f"teacher-{(self.meta.get('sha256') or weights.sha256_of(path))[:16]}"
-        self._engine: Engine | None = None
+    def __call__(self, rgb: np.ndarray) -> np.ndarray:
+        return self._fn(rgb)
 
-    def pairs(self, photos: list[tuple[str, np.ndarray]],
-              sides: tuple[int, ...]) -> list[tuple[np.ndarray, np.ndarray]]:
-        """(photo, teacher output) for each photo at each longest side in ``sides``."""
-        self.folder.mkdir(parents=True, exist_ok=True)
-        pairs = []
-        for name, rgb in photos:
-            for side in sides:
-                x = fit_side(rgb, side)
-                out_path = self.folder / f"{Path(name).stem}_{side}.png"
-                y = cv2.imread(str(out_path)) if out_path.exists() else None
-                if y is None or y.shape != x.shape:
-                    self._engine = self._engine or Engine(self.style, max_side=0)
-                    y = self._engine(x).copy()
-                    cv2.imwrite(str(out_path), cv2.cvtColor(y, cv2.COLOR_RGB2BGR))
-                else:
-                    y = cv2.cvtColor(y, cv2.COLOR_BGR2RGB)
-                pairs.append((x, y))
-        return pairs
+    def cached(self, cache: Path, key: str, rgb: np.ndarray) -> np.ndarray:
+        """The teacher's output for ``rgb``, read from ``cache/teacher-SHA/key.png`` when it is there."""
+        path = cache / f"teacher-{self.sha256[:16]}" / f"{key}.png"
+        if path.exists():
+            bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            if bgr is not None and bgr.shape == rgb.shape:
+                return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        out = self(rgb)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.png")
+        cv2.imwrite(str(tmp), cv2.cvtColor(out, cv2.COLOR_RGB2BGR))
+        os.replace(tmp, path)
+        return out
+
+
+def load_teacher(spec: str, teachers: Path | None, io_file: Path | None, threads: int) -> Teacher:
+    """A teacher from a manifest name, an ONNX file (with an optional ``--io`` declaration) or a style."""
+    entry = None
+    if teachers is not None and not spec.endswith(".onnx"):
+        manifest = teachers / "teachers.json"
+        try:
+            entries = {t["name"]: t for t in json.loads(manifest.read_text())["teachers"]}
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise AnimestreamError(f"--teachers {teachers}: unreadable teachers.json ({e})") from None
+        entry = entries.get(spec)
+        if entry is None:
+            raise AnimestreamError(f"--teacher {spec!r}: not in {manifest} (have: {', '.join(entries)})")
+    if entry is not None or spec.endswith(".onnx"):
+        if entry is None:
+            path = Path(spec)
+            try:
+                entry = json.loads(io_file.read_text()) if io_file else {}
+            except (OSError, ValueError) as e:
+                raise AnimestreamError(f"--io {io_file}: unreadable ({e})") from None
+        else:
+            path = teachers / entry["file"]
+        sha = weights.sha256_of(path)
+        if entry.get("sha256") and entry["sha256"] != sha:
+            raise AnimestreamError(f"{path}: sha256 does not match its manifest entry")
+        gen = OnnxGenerator(path, OnnxIO.from_manifest(entry), threads=threads)
+        lic = entry.get("license", {})
+        what = entry.get("what", {})
+        return Teacher(entry.get("name", path.stem), sha, lic.get("terms", "") if isinstance(lic, dict) else str(lic),
+                       gen.stylise, credit=f"{what.get('model', '')}; {what.get('style', '')}".strip("; "))
+    style = weights.resolve(spec)
+    engine = Engine(style, max_side=0, precision="fp32", device="cpu", threads=threads or 0)
+    return Teacher(style.name, style.sha256, style.meta.get("license", ""), lambda rgb: engine(rgb).copy())
+
+
+def scale_short(rgb: np.ndarray, short: int) -> np.ndarray:
+    h, w = rgb.shape[:2]
+    scale = short / min(h, w)
+    size = (max(short, int(round(w * scale))), max(short, int(round(h * scale))))
+    return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+
+
+def build_tiles(photos: list[Photo], teacher: Teacher, cache: Path, *, tile: int, sides: tuple[int, ...],
+                per_side: int, log: Callable[[str], None]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(photo tiles, teacher tiles) as uint8 N x 3 x tile x tile tensors. Tile positions come from a
+    hash of the photo's name, side and tile number, so the same arguments always give the same tiles
+    (and cache hits), and a rerun with more ``per_side`` keeps the tiles it had."""
+    n = len(photos) * len(sides) * per_side
+    xs = torch.empty((n, 3, tile, tile), dtype=torch.uint8)
+    ys = torch.empty_like(xs)
+    i = 0
+    for k, photo in enumerate(photos):
+        rgb = photo.read()
+        for side in sides:
+            if side < tile:
+                raise AnimestreamError(f"--sides {side} is smaller than --tile {tile}")
+            scaled = scale_short(rgb, side)
+            h, w = scaled.shape[:2]
+            for j in range(per_side):
+                rng = random.Random(f"{_rank(photo.name)}/{side}/{j}")  # tile j is the same whatever per_side is
+                top, left = rng.randrange(h - tile + 1), rng.randrange(w - tile + 1)
+                x = np.ascontiguousarray(scaled[top:top + tile, left:left + tile])
+                key = f"t{tile}/{photo.name.replace('/', '__')}_{side}_{j}"
+                y = teacher.cached(cache, key, x)
+                xs[i] = torch.from_numpy(x).permute(2, 0, 1)
+                ys[i] = torch.from_numpy(y).permute(2, 0, 1)
+                i += 1
+        if (k + 1) % 50 == 0 or k + 1 == len(photos):
+            log(f"teacher tiles: {k + 1}/{len(photos)} photos")
+    return xs, ys
+
+
+class TileSampler:
+    """Random batches of (photo, teacher) tiles as float tensors in [-1, 1]."""
+
+    def __init__(self, xs: torch.Tensor, ys: torch.Tensor, rng: random.Random):
+        self.xs, self.ys, self.rng = xs, ys, rng
+
+    def batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = torch.tensor([self.rng.randrange(len(self.xs)) for _ in range(n)])
+        return self.xs[idx].float().div(127.5).sub(1.0), self.ys[idx].float().div(127.5).sub(1.0)
+
+
+def eval_pairs(photos: list[Photo], teacher: Teacher, cache: Path, side: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(photo, teacher output) for each held-back photo at ``side`` pixels on its longest side."""
+    pairs = []
+    for photo in photos:
+        x = fit_side(photo.read(), side)
+        pairs.append((x, teacher.cached(cache, f"val{side}/{photo.name.replace('/', '__')}", x)))
+    return pairs
 
 
 @torch.inference_mode()
-def psnr_vs_teacher(model: torch.nn.Module, pairs: list[tuple[np.ndarray, np.ndarray]]) -> float:
-    """Mean PSNR (dB) of ``model``'s fp32 outputs against the teacher's on the given pairs."""
+def student_outputs(model: torch.nn.Module, pairs: list[tuple[np.ndarray, np.ndarray]]) -> list[np.ndarray]:
     model.eval()
-    return float(np.mean([psnr(to_image(model(to_tensor(x).unsqueeze(0))[0].cpu()), y) for x, y in pairs]))
+    device = next(model.parameters()).device
+    return [to_image(model(to_tensor(x).unsqueeze(0).to(device))[0].float().cpu()) for x, _ in pairs]
+
+
+def score(model: torch.nn.Module, pairs: list[tuple[np.ndarray, np.ndarray]]) -> tuple[float, float, list[float]]:
+    """Mean PSNR (dB) and SSIM of ``model``'s fp32 outputs against the teacher's, and each pair's PSNR."""
+    outs = student_outputs(model, pairs)
+    each = [psnr(o, y) for o, (_, y) in zip(outs, pairs)]
+    return float(np.mean(each)), float(np.mean([ssim(o, y) for o, (_, y) in zip(outs, pairs)])), each
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m stream.distill", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--teacher", default="paprika", help="full style to distil (default: %(default)s)")
-    p.add_argument("--photos", type=Path, required=True, help="folder of photos (any content)")
-    p.add_argument("--name", help="output style name (default: TEACHER-lite)")
-    p.add_argument("--width", type=float, default=LITE_WIDTH, help="channel width multiplier (default: %(default)s)")
-    p.add_argument("--blocks", type=int, default=LITE_BLOCKS, help="inverted residual blocks (default: %(default)s)")
-    p.add_argument("--max-side", type=int, default=LITE_MAX_SIDE,
-                   help="recommended inference cap written to the sidecar, pixels (default: %(default)s)")
+    p.add_argument("--teacher", required=True,
+                   help="a name in --teachers' teachers.json, an .onnx file, or one of our styles")
+    p.add_argument("--teachers", type=Path, help="folder with teachers.json and the ONNX files it lists")
+    p.add_argument("--io", type=Path, help="for an .onnx --teacher: JSON declaring its layout, channels, range, "
+                                           "size_multiple (default: NHWC, RGB, [-1, 1], 8)")
+    p.add_argument("--photos", type=Path, nargs="+", required=True, help="folders of photos (any content)")
+    p.add_argument("--name", required=True, help="style name; exported as weights/NAME.*")
+    p.add_argument("--width", type=float, default=1.0, help="student channel width multiplier (default: %(default)s)")
+    p.add_argument("--blocks", type=int, default=4, help="inverted residual blocks (default: %(default)s)")
+    p.add_argument("--skip", action="store_true", help="the student adds its output to a colour grade of the "
+                   "photo and starts as the photo (for teachers that keep most of it)")
+    p.add_argument("--upsample", choices=UPSAMPLING, default="align_corners",
+                   help="the student's upsampling (asymmetric: TF1's, as the official AnimeGANv2 graphs)")
+    p.add_argument("--init", metavar="STYLE", help="start from this style's or run checkpoint's weights")
     p.add_argument("--steps", type=int, default=STEPS, help="total optimiser steps (default: %(default)s)")
     p.add_argument("--lr", type=float, default=LR, help="peak Adam learning rate (default: %(default)s)")
-    p.add_argument("--crop", type=int, default=CROP_PX,
-                   help="crop side, pixels; 0 trains on whole images, normalised as at inference "
-                        "(default: %(default)s)")
-    p.add_argument("--batch", type=int, default=BATCH, help="crops per step (default: %(default)s)")
+    p.add_argument("--batch", type=int, default=BATCH, help="tiles per step (default: %(default)s)")
+    p.add_argument("--tile", type=int, default=TILE_PX, help="tile side, pixels (default: %(default)s)")
+    p.add_argument("--sides", type=int, nargs="+", default=list(SIDES),
+                   help="short sides (pixels) the photos are scaled to before tiling (default: %(default)s)")
+    p.add_argument("--tiles", type=int, default=TILES_PER_SIDE, help="tiles per photo and side (default: %(default)s)")
+    p.add_argument("--edge", type=float, default=EDGE_WEIGHT, help="Sobel-edge L1 weight (default: %(default)s)")
+    p.add_argument("--pixel", choices=("l1", "l2"), default="l1", help="pixel loss (default: %(default)s)")
     p.add_argument("--val", type=int, default=VAL_PHOTOS, help="photos held back (default: %(default)s)")
+    p.add_argument("--val-faces", type=int, default=VAL_FACES, help="of them, faces (default: %(default)s)")
+    p.add_argument("--eval-side", type=int, default=EVAL_SIDE,
+                   help="longest side (pixels) at which quality is measured, and the style's recommended cap "
+                        "(default: %(default)s)")
     p.add_argument("--cache", type=Path, default=None, help=f"checkpoint folder (default: {DEFAULT_CACHE}/NAME)")
     p.add_argument("--out", type=Path, default=Path("weights"), help="where the style is exported")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
+    p.add_argument("--threads", type=int, default=0, help="torch and teacher CPU threads (0: one per core)")
     p.add_argument("--export", action="store_true", help="only export the latest checkpoint")
     args = p.parse_args(argv)
-    for flag, value in (("--val", args.val), ("--max-side", args.max_side), ("--steps", args.steps),
-                        ("--batch", args.batch)):
+    for flag, value in (("--steps", args.steps), ("--batch", args.batch), ("--tile", args.tile),
+                        ("--tiles", args.tiles), ("--eval-side", args.eval_side), ("--val", args.val)):
         if value < 1:
             p.error(f"{flag} must be >= 1, not {value}")
-    if args.crop < 0:
-        p.error(f"--crop must be >= 0, not {args.crop}")
     if args.threads:
         torch.set_num_threads(args.threads)
-    name = args.name or f"{Path(args.teacher).stem}-lite"
-    photos = load_photos(args.photos)
-    if len(photos) <= args.val:
-        p.error(f"--photos {args.photos}: {len(photos)} readable photos, need more than --val {args.val}")
-    cache = args.cache or DEFAULT_CACHE / name
-    teacher = Teacher(args.teacher, cache)
-    train_photos, val_photos = photos[: -args.val], photos[-args.val:]
-    val_pairs = teacher.pairs(val_photos, (args.max_side,))
+    cache = args.cache or DEFAULT_CACHE / args.name
 
-    device, amp_dtype = pick_device()
-    run = Run(Generator(args.width, args.blocks), cache, device)
-    if not args.export:
-        pairs = [(x, y) for x, y in teacher.pairs(train_photos, LEVELS)
-                 if min(x.shape[:2]) >= args.crop]
-        sampler = CropSampler([(to_tensor(x), to_tensor(y)) for x, y in pairs], run.rng, args.crop)
-        run.fit(sampler, steps=args.steps, lr=args.lr, batch=args.batch, amp_dtype=amp_dtype,
-                loss_fn=lambda out, y: style_loss(out, y, EDGE_WEIGHT, 0.0),
-                validate_fn=lambda m: psnr_vs_teacher(m, val_pairs))
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    try:
+        photos = find_photos(args.photos)
+        if len(photos) <= args.val:
+            p.error(f"{len(photos)} photos in --photos, need more than --val {args.val}")
+        train_photos, val_photos = hold_out(photos, args.val, args.val_faces)
+        teacher = load_teacher(args.teacher, args.teachers, args.io, args.threads)
+        val_pairs = eval_pairs(val_photos, teacher, cache.parent / "teachers", args.eval_side)
+        device, amp_dtype = pick_device()
+        model = Generator(args.width, args.blocks, args.skip, args.upsample)
+        init_steps = 0
+        if args.init:
+            init_steps, init_state, init_skip = _init_weights(args.init)
+            if not (cache / "last.ckpt").exists():
+                try:
+                    _load_init(model, init_state, init_skip)
+                except RuntimeError as e:
+                    p.error(f"--init {args.init}: not the same architecture ({str(e).splitlines()[0]})")
+        run = Run(model, cache, device, init_steps=init_steps)
+        if not args.export:
+            xs, ys = build_tiles(train_photos, teacher, cache.parent / "teachers", tile=args.tile,
+                                 sides=tuple(args.sides), per_side=args.tiles, log=log)
+            log(f"{len(xs)} tiles of {args.tile}px from {len(train_photos)} photos; "
+                f"{len(val_photos)} held back")
+            run.fit(TileSampler(xs, ys, run.rng), steps=args.steps, lr=args.lr, batch=args.batch,
+                    amp_dtype=amp_dtype, loss_fn=lambda out, y: style_loss(out, y, args.edge, 0.0, args.pixel),
+                    validate_fn=lambda m: score(m, val_pairs[:VAL_DURING_TRAINING])[0])
+    except AnimestreamError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
 
     ema = run.ema.cpu().float()
-    quality = {"teacher": args.teacher, "teacher_sha256": teacher.meta.get("sha256", ""),
-               "psnr_vs_teacher": round(psnr_vs_teacher(ema, val_pairs), 2),
-               "val_photos": [n for n, _ in val_photos], "resolution": f"longest side {args.max_side} px"}
-    recipe = {"crop": args.crop, "batch": args.batch, "lr": args.lr, "edge": EDGE_WEIGHT,
-              "ema_decay": EMA_DECAY, "levels": list(LEVELS), "train_photos": len(train_photos)}
-    path = weights.export_style(ema, args.out, name, source=f"distilled from {args.teacher} on {args.photos.name}/",
-                                license=teacher.meta.get("license", "as the teacher's"),
-                                training_steps=run.step, quality=quality, recipe=recipe,
-                                recommended_max_side=args.max_side)
-    print(json.dumps({"exported": str(path), "steps": run.step, **quality}))
+    val_psnr, val_ssim, each = score(ema, val_pairs)
+    photo_psnr = float(np.mean([psnr(x, y) for x, y in val_pairs]))
+    quality = {"teacher": teacher.name, "teacher_sha256": teacher.sha256,
+               "psnr_vs_teacher": round(val_psnr, 2), "ssim_vs_teacher": round(val_ssim, 4),
+               "psnr_photo_vs_teacher": round(photo_psnr, 2),
+               "val_photos": [ph.name for ph in val_photos],
+               "psnr_per_photo": {ph.name: round(v, 2) for ph, v in zip(val_photos, each)},
+               "val_faces": sum(ph.category == "face" for ph in val_photos),
+               "resolution": f"longest side {args.eval_side} px"}
+    recipe = {"tile": args.tile, "sides": args.sides, "tiles_per_side": args.tiles, "batch": args.batch,
+              "lr": args.lr, "pixel": args.pixel, "edge": args.edge, "ema_decay": EMA_DECAY,
+              "init": _init_name(args.init), "init_steps": run.init_steps, "train_photos": len(train_photos)}
+    path = weights.export_style(ema, args.out, args.name,
+                                source=f"distilled from {teacher.name}" + (f" ({teacher.credit})" if teacher.credit else ""),
+                                license=teacher.license or "as the teacher's", training_steps=run.init_steps + run.step,
+                                quality=quality, recipe=recipe, recommended_max_side=args.eval_side,
+                                probe=[to_tensor(x).unsqueeze(0) for x, _ in val_pairs[:VAL_DURING_TRAINING]])
+    print(json.dumps({"exported": str(path), "steps": run.step, **{k: v for k, v in quality.items()
+                                                                    if k not in ("val_photos", "psnr_per_photo")}}))
     return 0
 
 

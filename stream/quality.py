@@ -43,3 +43,20 @@ def baselines(photo: np.ndarray, target: np.ndarray) -> dict[str, float]:
     """PSNR of the untouched photo and of its best global grade against ``target``, in dB."""
     return {"psnr_photo": round(psnr(photo, target), 2),
             "psnr_grade": round(psnr(best_grade(photo, target), target), 2)}
+
+
+def ssim(a: np.ndarray, b: np.ndarray) -> float:
+    """Structural similarity (Wang et al. 2004: 11x11 Gaussian window, sigma 1.5, K1 0.01, K2 0.03) of
+    two equally sized uint8 images, the mean over pixels and channels; 1.0 for identical images."""
+    if a.shape != b.shape:
+        raise ValueError(f"shape mismatch: {a.shape} vs {b.shape}")
+    x, y = a.astype(np.float64), b.astype(np.float64)
+    c1, c2 = (0.01 * PEAK) ** 2, (0.03 * PEAK) ** 2
+
+    def blur(img: np.ndarray) -> np.ndarray:
+        return cv2.GaussianBlur(img, (11, 11), 1.5, borderType=cv2.BORDER_REFLECT)
+
+    mx, my = blur(x), blur(y)
+    sxx, syy, sxy = blur(x * x) - mx * mx, blur(y * y) - my * my, blur(x * y) - mx * my
+    s = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))
+    return float(s.mean())

@@ -1,0 +1,116 @@
+"""Each distilled style next to its teacher: quality on the held-back photos and speed, in one run.
+
+    python bench/teachers.py [--teachers ../shared/teachers] [--photos-root ../shared/media] [--styles hayao,...]
+
+For every style whose sidecar names a teacher of ``teachers.json`` (``quality.teacher``), it prints
+one JSON line with:
+
+- ``psnr``/``ssim``: the student's output against the teacher's on the held-back photos the sidecar
+  lists (never trained on), both run at the sidecar's resolution (the longest side, 512 for full styles,
+  the cap for lites); ``psnr_fp32`` is the float model (what the sidecar records), ``psnr`` the style at
+  its default precision here (INT8 where it is calibrated), ``psnr_photo`` the untouched photo;
+- ``student_ms``/``teacher_ms``: model time per 512x512 frame, the student at its default precision in
+  the engine's own path, the teacher in onnxruntime (``session.run`` only) with as many threads; the two
+  are timed in alternation, ``--repeat`` rounds after a warm-up, and the medians reported, so that a
+  shared machine slows both alike. ``faster`` is teacher_ms / student_ms.
+
+A last line, ``{"summary": ...}``, lists every style's margin. Needs onnxruntime (``animestream[onnx]``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from stream import weights
+from stream.distill import fit_side
+from stream.engine import Engine
+from stream.onnxgen import OnnxGenerator, OnnxIO
+from stream.quality import psnr, ssim
+from stream.sources import read_image
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared"
+SPEED_SIDE = 512  # pixels: frames are SPEED_SIDE x SPEED_SIDE for the timings
+
+
+def _teacher_entries(folder: Path) -> dict[str, dict]:
+    return {t["name"]: t for t in json.loads((folder / "teachers.json").read_text())["teachers"]}
+
+
+def _time(fn, rounds: int) -> list[float]:
+    out = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - t0) * 1000)
+    return out
+
+
+def bench_style(style: weights.Style, entry: dict, teachers: Path, photos_root: Path, *, repeat: int,
+                threads: int, limit: int) -> dict:
+    q = style.meta["quality"]
+    side = int(q["resolution"].split()[-2])
+    teacher = OnnxGenerator(teachers / entry["file"], OnnxIO.from_manifest(entry), threads=threads)
+    student = Engine(style, max_side=side, device="cpu", threads=threads)
+    fp32 = Engine(style, max_side=side, precision="fp32", device="cpu", threads=threads)
+    names = q["val_photos"][:limit] if limit else q["val_photos"]
+    rows = []
+    for name in names:
+        x = fit_side(read_image(photos_root / name), side)
+        y = teacher.stylise(x)
+        rows.append((psnr(student(x), y), psnr(fp32(x), y), ssim(student(x), y), psnr(x, y)))
+    psnr_default, psnr_fp32, ssim_default, psnr_photo = (float(np.mean(c)) for c in zip(*rows))
+
+    frame = (np.random.default_rng(0).integers(0, 256, (SPEED_SIDE, SPEED_SIDE, 3))).astype(np.uint8)
+    x = torch.from_numpy(frame).permute(2, 0, 1)[None].float() / 127.5 - 1
+    fast = Engine(style, max_side=SPEED_SIDE, device="cpu", threads=threads)
+    fast(frame), teacher(x)  # warm-up: buffers, oneDNN primitives, onnxruntime's arenas
+    student_ms, teacher_ms = [], []
+    for _ in range(repeat):  # alternate, so that load from elsewhere hits both
+        student_ms += _time(lambda: fast(frame), 1)
+        teacher_ms += _time(lambda: teacher(x), 1)
+    s_ms, t_ms = statistics.median(student_ms), statistics.median(teacher_ms)
+    return {"style": style.name, "teacher": entry["name"], "precision": fast.precision, "resolution": side,
+            "photos": len(rows), "psnr": round(psnr_default, 2), "psnr_fp32": round(psnr_fp32, 2),
+            "ssim": round(ssim_default, 4), "psnr_photo": round(psnr_photo, 2),
+            "sidecar_psnr": q["psnr_vs_teacher"], "student_ms": round(s_ms, 1), "teacher_ms": round(t_ms, 1),
+            "faster": round(t_ms / s_ms, 2), "threads": threads}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--teachers", type=Path, default=SHARED / "teachers")
+    p.add_argument("--photos-root", type=Path, default=SHARED / "media",
+                   help="folder the sidecars' photo names (FOLDER/FILE) are relative to")
+    p.add_argument("--styles", default="", help="comma-separated styles (default: every style with a teacher)")
+    p.add_argument("--repeat", type=int, default=7, help="timed rounds per model (default: %(default)s)")
+    p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="threads for both (default: all)")
+    p.add_argument("--limit", type=int, default=0, help="score only the first N held-back photos (0: all)")
+    args = p.parse_args(argv)
+    if not (args.teachers / "teachers.json").exists():
+        print(f"error: {args.teachers}/teachers.json not found (--teachers)", file=sys.stderr)
+        return 1
+    entries = _teacher_entries(args.teachers)
+    wanted = [s for s in args.styles.split(",") if s]
+    rows = []
+    for listed in weights.list_styles():
+        teacher = listed.meta.get("quality", {}).get("teacher")
+        if teacher not in entries or (wanted and listed.name not in wanted):
+            continue
+        row = bench_style(weights.resolve(listed), entries[teacher], args.teachers, args.photos_root,
+                          repeat=args.repeat, threads=args.threads, limit=args.limit)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    print(json.dumps({"summary": {r["style"]: {"psnr": r["psnr"], "faster": r["faster"]} for r in rows}}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,143 @@
+"""The distillation command: a teacher's outputs on tiles, held-back photos, resumable, exported as a style."""
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from stream import distill, weights
+from stream.model import Generator
+from stream.onnxgen import OnnxGenerator, OnnxIO
+
+
+def _photo(seed: int, h: int, w: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (h // 8, w // 8, 3), dtype=np.uint8)
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)
+
+
+class _NhwcBgrUnit(torch.nn.Module):
+    """A generator that wants what some exporters give: NHWC, BGR, values in [0, 1]."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(4)
+        self.net = Generator(width=0.25, blocks=1).eval()
+
+    def forward(self, x):  # N x H x W x 3 BGR in [0, 1]
+        rgb = x.permute(0, 3, 1, 2).flip(1) * 2 - 1
+        return ((self.net(rgb) + 1) / 2).flip(1).permute(0, 2, 3, 1)
+
+
+@pytest.fixture(scope="module")
+def onnx_teachers(tmp_path_factory):
+    """A teachers.json folder holding one tiny ONNX teacher with a declared, non-default layout."""
+    folder = tmp_path_factory.mktemp("teachers")
+    model = _NhwcBgrUnit()
+    torch.onnx.export(model, (torch.rand(1, 32, 48, 3),), str(folder / "tiny.onnx"), input_names=["photo"],
+                      output_names=["anime"], dynamic_axes={"photo": {1: "h", 2: "w"}, "anime": {1: "h", 2: "w"}},
+                      opset_version=17, dynamo=False)
+    io = {"name": "photo", "layout": "NHWC", "channels": "BGR", "range": [0, 1], "size_multiple": 4}
+    entry = {"name": "tiny_teacher", "file": "tiny.onnx", "sha256": weights.sha256_of(folder / "tiny.onnx"),
+             "license": {"terms": "test-only"}, "what": {"model": "a test generator", "style": "noise"},
+             "input": io, "output": {**io, "name": "anime"}}
+    (folder / "teachers.json").write_text(json.dumps({"format": 1, "teachers": [entry]}))
+    return folder, model
+
+
+@pytest.fixture()
+def photos(tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    rows = ["file\tcategory"]
+    for i in range(12):
+        cv2.imwrite(str(folder / f"p{i:02d}.jpg"), _photo(10 + i, 90 + 4 * i, 120))
+        rows.append(f"p{i:02d}.jpg\t{'face' if i % 3 == 0 else 'city'}")
+    (folder / "SOURCES.tsv").write_text("\n".join(rows) + "\n")
+    (folder / "notes.txt").write_text("not a photo")
+    return folder
+
+
+def test_the_onnx_teacher_runs_as_its_manifest_declares(onnx_teachers):
+    folder, model = onnx_teachers
+    entry = json.loads((folder / "teachers.json").read_text())["teachers"][0]
+    gen = OnnxGenerator(folder / "tiny.onnx", OnnxIO.from_manifest(entry))
+    x = torch.rand(2, 3, 30, 42) * 2 - 1  # sides not a multiple of 4: padded, then cropped back
+    with torch.no_grad():
+        want = model.net(torch.nn.functional.pad(x, (0, 2, 0, 2), mode="reflect"))[:, :, :30, :42]
+    torch.testing.assert_close(gen(x), want, atol=1e-4, rtol=1e-3)
+
+
+def test_hold_out_is_stable_and_takes_faces(photos):
+    found = distill.find_photos([photos])
+    assert len(found) == 12 and all(p.category for p in found)
+    train, held = distill.hold_out(found, 5, 2)
+    assert len(held) == 5 and sum(p.category == "face" for p in held) == 2
+    assert not set(train) & set(held) and len(train) == 7
+    assert distill.hold_out(list(reversed(found)), 5, 2)[1] == held  # by name, not by order
+
+
+def test_distill_from_an_onnx_teacher_exports_a_style_that_matches_it(onnx_teachers, photos, tmp_path, capsys):
+    folder, _ = onnx_teachers
+    args = ["--teacher", "tiny_teacher", "--teachers", str(folder), "--photos", str(photos), "--name", "toy",
+            "--val", "3", "--val-faces", "1", "--eval-side", "64", "--steps", "2", "--width", "0.25", "--blocks", "1",
+            "--tile", "32", "--sides", "32", "48", "--tiles", "2", "--batch", "2", "--threads", "1",
+            "--cache", str(tmp_path / "runs" / "toy"), "--out", str(tmp_path / "w")]
+    assert distill.main(args) == 0
+    printed = json.loads(capsys.readouterr().out)
+    meta = json.loads((tmp_path / "w" / "toy.json").read_text())
+    q = meta["quality"]
+    assert q["teacher"] == "tiny_teacher" and q["teacher_sha256"] == weights.sha256_of(folder / "tiny.onnx")
+    assert q["psnr_vs_teacher"] == printed["psnr_vs_teacher"] > 5 and 0 < q["ssim_vs_teacher"] <= 1
+    assert len(q["val_photos"]) == 3 and q["val_faces"] == 1 and q["resolution"] == "longest side 64 px"
+    assert meta["license"] == "test-only" and "tiny_teacher" in meta["source"]
+    assert meta["recipe"]["train_photos"] == 9 and meta["recommended_max_side"] == 64
+    assert meta["storage_change"]["mean_levels"] < 0.5
+    # Every training tile was stylised once and cached; no held-back photo was ever tiled.
+    tiles = sorted(p.name for p in (tmp_path / "runs" / "teachers").glob("teacher-*/t32/*.png"))
+    assert len(tiles) == 9 * 2 * 2
+    assert not any(name.split("/")[-1] in t for name in q["val_photos"] for t in tiles)
+    style = weights.resolve(tmp_path / "w" / "toy.safetensors")
+    assert style.architecture == {"width": 0.25, "blocks": 1, "skip": False, "upsample": "align_corners"}
+    # Resumed: two more steps, nothing stylised again.
+    mtimes = {p: p.stat().st_mtime_ns for p in (tmp_path / "runs" / "teachers").rglob("*.png")}
+    args[args.index("--steps") + 1] = "4"
+    assert distill.main(args) == 0
+    assert "resumed" in capsys.readouterr().err
+    assert json.loads((tmp_path / "w" / "toy.json").read_text())["training_steps"] == 4
+    assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
+
+
+def test_distill_a_lite_style_from_one_of_ours_with_tf_upsampling(tiny_style, photos, tmp_path, capsys):
+    args = ["--teacher", str(tiny_style), "--photos", str(photos), "--name", "toy-lite", "--val", "2",
+            "--val-faces", "0", "--eval-side", "48", "--steps", "1", "--width", "0.25", "--blocks", "1",
+            "--upsample", "asymmetric", "--skip", "--tile", "32", "--sides", "32", "--tiles", "1",
+            "--batch", "2", "--threads", "1", "--cache", str(tmp_path / "c"), "--out", str(tmp_path / "w")]
+    assert distill.main(args) == 0
+    meta = json.loads((tmp_path / "w" / "toy-lite.json").read_text())
+    assert meta["quality"]["teacher"] == "tiny" and meta["quality"]["teacher_sha256"] == weights.sha256_of(tiny_style)
+    assert meta["architecture"]["upsample"] == "asymmetric" and meta["architecture"]["skip"]
+    assert weights.load_model(tmp_path / "w" / "toy-lite.safetensors").upsample == "asymmetric"
+
+
+def test_distill_needs_more_photos_than_it_holds_back(tiny_style, tmp_path, capsys):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    cv2.imwrite(str(photos / "only.jpg"), _photo(0, 64, 64))
+    with pytest.raises(SystemExit) as exc:
+        distill.main(["--teacher", str(tiny_style), "--photos", str(photos), "--name", "x", "--cache", str(tmp_path)])
+    assert exc.value.code == 2
+    assert "1 photos in --photos, need more than --val 32" in capsys.readouterr().err
+
+
+def test_distill_refuses_to_hold_back_nothing_and_unknown_teachers(onnx_teachers, photos, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        distill.main(["--teacher", "x", "--photos", str(photos), "--name", "x", "--val", "0"])
+    assert exc.value.code == 2 and "--val must be >= 1, not 0" in capsys.readouterr().err
+    rc = distill.main(["--teacher", "nope", "--teachers", str(onnx_teachers[0]), "--photos", str(photos),
+                       "--name", "x", "--val", "2", "--cache", str(tmp_path / "c")])
+    err = capsys.readouterr().err
+    assert rc == 1 and "'nope': not in" in err and "tiny_teacher" in err and err.count("\n") == 1
