@@ -16,6 +16,10 @@ much as the input; above 1 the style adds shimmer of its own. Per style it print
 Each style is run once; the settings replay its outputs. It writes OUT/deflicker_<style>.png:
 consecutive frames of the most moving part (input, plain, default filter, strongest setting) to
 look at. It goes to a scratch folder, not docs/: the clip is not ours.
+
+With ``--teachers DIR`` (a teachers.json folder), a distilled style's teacher runs on the same frames at
+the same cap, resized as the engine resizes, and its line follows the style's (``"teacher": true``):
+a student should flicker no more than its teacher. ``--video`` takes several clips.
 """
 from __future__ import annotations
 
@@ -28,7 +32,8 @@ import numpy as np
 
 from stream import weights
 from stream.deflicker import DEFAULT_STRENGTH, DEFAULT_THRESHOLD, Deflicker, flicker_ratio
-from stream.engine import PRECISIONS, Engine
+from stream.engine import PRECISIONS, Engine, inference_size
+from stream.onnxgen import OnnxGenerator, OnnxIO
 from stream.sources import Frame, VideoSource
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -97,9 +102,31 @@ def _lag(input_change: list[np.ndarray], plain: list[np.ndarray], steady: list[n
     return {f"{lo}-{hi if hi < 256 else 255}": round(t / max(n, 1), 2) for (lo, hi), (t, n) in sums.items()}
 
 
+class _TeacherEngine:
+    """A teacher generator run as the engine runs a style: scaled to the cap, stylised, scaled back."""
+
+    def __init__(self, folder: Path, entry: dict, max_side: int):
+        self.gen = OnnxGenerator(folder / entry["file"], OnnxIO.from_manifest(entry))
+        self.max_side, self.precision = max_side, "fp32"
+
+    def __call__(self, frame: np.ndarray) -> np.ndarray:
+        h, w = frame.shape[:2]
+        iw, ih = inference_size(w, h, self.max_side)
+        small = frame if (iw, ih) == (w, h) else cv2.resize(frame, (iw, ih), interpolation=cv2.INTER_AREA)
+        out = self.gen.stylise(small)
+        return out if (iw, ih) == (w, h) else cv2.resize(out, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def _teachers(folder: Path | None) -> dict[str, dict]:
+    if folder is None:
+        return {}
+    return {t["name"]: t for t in json.loads((folder / "teachers.json").read_text())["teachers"]}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--video", type=Path, default=VIDEO)
+    p.add_argument("--video", type=Path, nargs="+", default=[VIDEO])
+    p.add_argument("--teachers", type=Path, help="teachers.json folder: also measure each style's teacher")
     p.add_argument("--frames", type=int, default=90)
     p.add_argument("--max-side", type=int, default=512)
     p.add_argument("--out", type=Path, default=Path("/tmp/animestream-flicker"), help="where strips go")
@@ -108,13 +135,25 @@ def main() -> None:
     p.add_argument("--styles", default=",".join(s.name for s in weights.list_styles() if s.origin == "built-in"))
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    inputs = _frames(args.video, args.frames)
+    teachers = _teachers(args.teachers)
+    for video in args.video:
+        _one_video(args, video, teachers)
+
+
+def _one_video(args: argparse.Namespace, video: Path, teachers: dict[str, dict]) -> None:
+    inputs = _frames(video, args.frames)
     motion = [float(cv2.absdiff(a, b).mean()) for a, b in zip(inputs, inputs[1:])]
     start = int(np.argmax(np.convolve(motion, np.ones(STRIP_FRAMES), "valid")))  # the most motion
     window = slice(start, start + STRIP_FRAMES)
     input_change = _pixel_change(inputs)
+    jobs = []
     for style in filter(None, args.styles.split(",")):
-        engine = Engine(style, max_side=args.max_side, precision=args.precision)
+        jobs.append((style, False, lambda s=style: Engine(s, max_side=args.max_side, precision=args.precision)))
+        teacher = weights.resolve(style).meta.get("quality", {}).get("teacher")
+        if teacher in teachers:
+            jobs.append((teacher, True, lambda t=teacher: _TeacherEngine(args.teachers, teachers[t], args.max_side)))
+    for style, is_teacher, make in jobs:
+        engine = make()
         plain = [engine(f).copy() for f in inputs]
         before = flicker_ratio(inputs, plain)
         settings, filtered_windows = [], []
@@ -125,12 +164,12 @@ def main() -> None:
             settings.append({"strength": strength, "threshold": threshold,
                              "reduction_pct": round(100 * (1 - flicker_ratio(inputs, steady) / before), 1),
                              "lag": _lag(input_change, plain, steady)})
-        print(json.dumps({"style": style, "precision": engine.precision, "video": args.video.name,
+        print(json.dumps({"style": style, "teacher": is_teacher, "precision": engine.precision, "video": video.name,
                           "frames": len(inputs), "max_side": args.max_side, "flicker": round(before, 3),
                           "excess_pct": round(100 * _excess(input_change, plain), 1),
                           "deflicker": settings}), flush=True)
         strip = _strip([inputs[window], plain[window], filtered_windows[0], filtered_windows[-1]])
-        png = args.out / f"deflicker_{Path(style).stem}_{engine.precision}.png"
+        png = args.out / f"deflicker_{Path(style).stem}_{engine.precision}_{video.stem}.png"
         if not cv2.imwrite(str(png), cv2.cvtColor(strip, cv2.COLOR_RGB2BGR)):
             raise SystemExit(f"could not write {png}")
 

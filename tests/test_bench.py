@@ -146,7 +146,22 @@ def test_flicker_bench_reports_excess_change_and_the_lag_of_each_filter_setting(
     settings = row["deflicker"]
     assert (settings[0]["strength"], settings[0]["threshold"]) == (0.7, 10.0)  # the shipped default
     assert [set(s["lag"]) for s in settings] == [{"10-30", "30-255"}] * len(settings)
-    assert (tmp_path / f"deflicker_{tiny_style.stem}_{row['precision']}.png").stat().st_size > 1000
+    assert (tmp_path / f"deflicker_{tiny_style.stem}_{row['precision']}_{clip.stem}.png").stat().st_size > 1000
+
+
+def test_flicker_bench_measures_a_distilled_styles_teacher_beside_it(onnx_teachers, tiny_model, clip, tmp_path):
+    from stream import weights
+
+    folder, _ = onnx_teachers
+    style = weights.export_style(tiny_model, tmp_path, "student", source="test", license="MIT", training_steps=1,
+                                 quality={"teacher": "tiny_teacher"})
+    done = subprocess.run([sys.executable, "bench/flicker.py", "--video", str(clip), str(clip), "--frames", "8",
+                           "--max-side", "32", "--styles", str(style), "--teachers", str(folder), "--out",
+                           str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    rows = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [(r["style"], r["teacher"]) for r in rows] == [(str(style), False), ("tiny_teacher", True)] * 2
+    assert all(r["flicker"] > 0 for r in rows) and rows[0]["flicker"] != rows[1]["flicker"]
 
 
 def test_excess_change_counts_only_change_beyond_the_inputs():

@@ -19,35 +19,6 @@ def _photo(seed: int, h: int, w: int) -> np.ndarray:
     return cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)
 
 
-class _NhwcBgrUnit(torch.nn.Module):
-    """A generator that wants what some exporters give: NHWC, BGR, values in [0, 1]."""
-
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(4)
-        self.net = Generator(width=0.25, blocks=1).eval()
-
-    def forward(self, x):  # N x H x W x 3 BGR in [0, 1]
-        rgb = x.permute(0, 3, 1, 2).flip(1) * 2 - 1
-        return ((self.net(rgb) + 1) / 2).flip(1).permute(0, 2, 3, 1)
-
-
-@pytest.fixture(scope="module")
-def onnx_teachers(tmp_path_factory):
-    """A teachers.json folder holding one tiny ONNX teacher with a declared, non-default layout."""
-    folder = tmp_path_factory.mktemp("teachers")
-    model = _NhwcBgrUnit()
-    torch.onnx.export(model, (torch.rand(1, 32, 48, 3),), str(folder / "tiny.onnx"), input_names=["photo"],
-                      output_names=["anime"], dynamic_axes={"photo": {1: "h", 2: "w"}, "anime": {1: "h", 2: "w"}},
-                      opset_version=17, dynamo=False)
-    io = {"name": "photo", "layout": "NHWC", "channels": "BGR", "range": [0, 1], "size_multiple": 4}
-    entry = {"name": "tiny_teacher", "file": "tiny.onnx", "sha256": weights.sha256_of(folder / "tiny.onnx"),
-             "license": {"terms": "test-only"}, "what": {"model": "a test generator", "style": "noise"},
-             "input": io, "output": {**io, "name": "anime"}}
-    (folder / "teachers.json").write_text(json.dumps({"format": 1, "teachers": [entry]}))
-    return folder, model
-
-
 @pytest.fixture()
 def photos(tmp_path):
     folder = tmp_path / "photos"
