@@ -25,6 +25,7 @@ from .sources import is_image_path, is_url
 from .livejob import LiveOptions, run_live
 from .pipeline import Stats
 from .serve import ServiceServer, StyleService
+from .signals import Stopped, exit_code, stop_on_signals
 from .sinks import DEFAULT_CRF, DEFAULT_PRESET, X264_PRESETS
 
 EXIT_ERROR = 1
@@ -347,33 +348,47 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--start and --duration apply to converting one video file")
     if args.stats_json is not None and not (args.stats_json.parent.is_dir() and not args.stats_json.is_dir()):
         parser.error(f"--stats-json {args.stats_json}: the folder does not exist or the path is a folder")
-    try:
-        engine = Engine(args.style, _engine_options(args))
-        if is_live:
-            stats = _run_live(args, engine)
-        else:
-            job = Deflicker(engine) if args.deflicker else engine
-            if windowed:
-                stats = convert_video(args.input, args.output, job, crf=args.crf, preset=args.preset,
-                                      progress=not args.quiet, start=args.start, duration=args.duration)
+    with stop_on_signals() as received:
+        try:
+            engine = Engine(args.style, _engine_options(args))
+            if is_live:
+                stats = _run_live(args, engine)
             else:
-                stats = convert(args.input, args.output, job, crf=args.crf, preset=args.preset,
-                                progress=not args.quiet)
-    except AnimestreamError as e:
-        print(f"animestream: error: {e}", file=sys.stderr)
-        return EXIT_ERROR
-    except KeyboardInterrupt:
-        print("animestream: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+                job = Deflicker(engine) if args.deflicker else engine
+                if windowed:
+                    stats = convert_video(args.input, args.output, job, crf=args.crf, preset=args.preset,
+                                          progress=not args.quiet, start=args.start, duration=args.duration)
+                else:
+                    stats = convert(args.input, args.output, job, crf=args.crf, preset=args.preset,
+                                    progress=not args.quiet)
+        except AnimestreamError as e:
+            print(f"animestream: error: {e}", file=sys.stderr)
+            return EXIT_ERROR
+        except KeyboardInterrupt as e:
+            print(f"animestream: {_stopped_by(e)}: nothing written", file=sys.stderr)
+            return exit_code(e)
     if args.stats_json:
         args.stats_json.write_text(json.dumps(stats.as_dict()) + "\n")
     if stats.interrupted:
-        print(f"animestream: interrupted: wrote {stats.frames_out} frames to {args.output or 'the live sinks'}",
-              file=sys.stderr)
-        return EXIT_INTERRUPTED
+        last = signal_name(received[-1]) if received else "interrupted"
+        if "files_done" in stats.extra:  # a folder: the file in progress is not kept
+            done = f"{stats.extra['files_done']} complete files of {stats.extra['files']}"
+        else:
+            done = f"{stats.frames_out} frames"
+        print(f"animestream: {last}: wrote {done} to {args.output or 'the live sinks'}", file=sys.stderr)
+        return 128 + received[-1] if received else EXIT_INTERRUPTED
     if not args.quiet:
         dropped = f", {stats.dropped} dropped" if stats.dropped else ""
         where = args.output or "the live sinks"
         print(f"animestream: wrote {where} ({stats.frames_out} frames{dropped}, {stats.fps:.1f} fps, "
               f"latency p95 {stats.latency_ms_p95:.0f} ms)", file=sys.stderr)
     return 0
+
+
+def signal_name(signum: int) -> str:
+    """How the summary line names a stop: "stopped by SIGTERM"."""
+    return f"stopped by {signal.Signals(signum).name}"
+
+
+def _stopped_by(e: KeyboardInterrupt) -> str:
+    return signal_name(e.signum) if isinstance(e, Stopped) else "interrupted"

@@ -35,9 +35,12 @@ def _engine_stats(engine: FrameEngine) -> dict:
 
 def convert_video(src: str | Path, dst: str | Path, engine: FrameEngine, *, crf: int = DEFAULT_CRF,
                   preset: str = DEFAULT_PRESET, progress: bool = True, warn: Warn = _stderr,
-                  start: float = 0.0, duration: float | None = None) -> Stats:
+                  start: float = 0.0, duration: float | None = None, keep_partial: bool = True) -> Stats:
     """Stylise every frame of ``src`` into ``dst`` (same size, timestamps and audio), or only the
-    ``duration`` seconds from ``start`` seconds on (None: to the end), timed from 0 in ``dst``."""
+    ``duration`` seconds from ``start`` seconds on (None: to the end), timed from 0 in ``dst``.
+
+    Interrupted (Ctrl-C, SIGTERM, SIGHUP), ``dst`` holds a playable file of the frames done so far, or,
+    with ``keep_partial=False``, nothing at all (``Stats.frames_out`` still counts what was done)."""
     dst = Path(dst)
     check_output_path(dst, str(src))
     if dst.suffix.lower() not in VIDEO_EXTENSIONS:
@@ -58,7 +61,7 @@ def convert_video(src: str | Path, dst: str | Path, engine: FrameEngine, *, crf:
                       file=sys.stderr, dynamic_ncols=True, leave=False) as bar:
                 stats = Pipeline(source, engine, sink).run(on_progress=lambda n: bar.update(n - bar.n))
         finally:
-            sink.close(keep=stats is not None and stats.frames_out > 0)
+            sink.close(keep=stats is not None and stats.frames_out > 0 and (keep_partial or not stats.interrupted))
     finally:
         source.close()
     if stats.frames_out == 0 and not stats.interrupted:
@@ -101,32 +104,33 @@ def convert_folder(src: str | Path, dst: str | Path, engine: FrameEngine, *, crf
         raise SinkError(f"{dst}: exists and is not a folder")
     if dst.resolve() == src.resolve():
         raise SinkError(f"{dst}: output folder is the input folder; choose another")
-    files = [p for p in sorted(src.iterdir())
-             if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS | VIDEO_EXTENSIONS]
+    files = [p for p in sorted(src.iterdir())  # hidden files (an earlier run's .partial leftovers) are not inputs
+             if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS | VIDEO_EXTENSIONS]
     if not files:
         raise SourceError(f"{src}: no images or videos in this folder")
     dst.mkdir(exist_ok=True)
-    total, failed = Stats(), 0
+    total, failed, done = Stats(), 0, 0
     for path in tqdm(files, unit="file", disable=not progress or len(files) < 2, file=sys.stderr, leave=False):
         try:
             if is_image_path(path):
                 one = convert_image(path, dst / path.name, engine)
             else:
                 one = convert_video(path, dst / path.name, engine, crf=crf, preset=preset, progress=progress,
-                                    warn=warn)
+                                    warn=warn, keep_partial=False)  # a folder holds complete files only
         except AnimestreamError as e:
             warn(f"error: {e}")
             failed += 1
             continue
+        if one.interrupted:  # that file was not kept
+            total.interrupted = True
+            break
         total.frames_in += one.frames_in
         total.frames_out += one.frames_out
         total.wall_s += one.wall_s
-        if one.interrupted:
-            total.interrupted = True
-            break
-    if failed:
+        done += 1
+    if failed and not total.interrupted:
         raise SourceError(f"{src}: {failed} of {len(files)} files failed (see above)")
-    total.extra.update(_engine_stats(engine), files=len(files))
+    total.extra.update(_engine_stats(engine), files=len(files), files_done=done)
     return total
 
 

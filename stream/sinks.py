@@ -51,8 +51,40 @@ def check_output_path(target: Path, source: str | None) -> None:
 
 
 def temp_path(target: Path) -> Path:
-    """A hidden file beside ``target`` with the same extension (FFmpeg picks formats by extension)."""
+    """A hidden file beside ``target`` with the same extension (FFmpeg picks formats by extension).
+
+    Leftovers of earlier runs for the same target whose process is gone (killed with SIGKILL, or a
+    power cut) are removed first."""
+    remove_stale_temp_files(target)
     return target.with_name(f".{target.stem}.{os.getpid()}.partial{target.suffix}")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
+
+
+def remove_stale_temp_files(target: Path) -> list[Path]:
+    """Delete ``.STEM.PID.partial.EXT`` files beside ``target`` left by processes that no longer run."""
+    removed = []
+    try:
+        candidates = list(target.parent.glob(f".{target.stem}.*.partial{target.suffix}"))
+    except OSError:
+        return removed
+    for tmp in candidates:
+        pid = tmp.name[len(target.stem) + 2: -len(f".partial{target.suffix}")]
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            try:
+                tmp.unlink()
+                removed.append(tmp)
+            except OSError:
+                pass
+    return removed
 
 
 def write_image(target: Path, rgb: np.ndarray) -> None:
