@@ -87,8 +87,19 @@ def remove_stale_temp_files(target: Path) -> list[Path]:
     return removed
 
 
+def _reason(e: BaseException) -> str:
+    text = getattr(e, "strerror", None) or str(e)
+    return text.strip().splitlines()[0] if text.strip() else type(e).__name__
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+
+
 def write_image(target: Path, rgb: np.ndarray) -> None:
-    """Encode ``rgb`` by the target's extension and move it into place atomically."""
+    """Encode ``rgb`` by the target's extension and move it into place atomically; a file system that
+    refuses (read-only, no permission, full) is a one-line :class:`SinkError` and leaves nothing behind."""
     import cv2
 
     ok, data = cv2.imencode(target.suffix or ".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
@@ -96,10 +107,15 @@ def write_image(target: Path, rgb: np.ndarray) -> None:
         raise SinkError(f"{target}: OpenCV cannot write {target.suffix or 'this'} images")
     tmp = temp_path(target)
     try:
-        data.tofile(tmp)
+        _write_bytes(tmp, data.tobytes())
         os.replace(tmp, target)
+    except OSError as e:
+        raise SinkError(f"{target}: cannot write it ({_reason(e)})") from None
     finally:
-        tmp.unlink(missing_ok=True)
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass  # never created (a read-only or unwritable folder)
 
 
 def encoder_threads(model_device: object) -> int:
@@ -154,8 +170,13 @@ class VideoFileSink:
         self._closed = False
         try:
             self._container = av.open(str(self.tmp), "w")
-        except (av.error.FFmpegError, ValueError) as e:
-            self.tmp.unlink(missing_ok=True)
+        except (av.error.FFmpegError, OSError, ValueError) as e:
+            try:
+                self.tmp.unlink(missing_ok=True)
+            except OSError:
+                pass
+            if isinstance(e, OSError) and e.errno is not None:
+                raise SinkError(f"{self.target}: cannot write it ({_reason(e)})") from None
             raise SinkError(f"{self.target}: cannot write this kind of file ({e})") from None
         self._format = self._container.format.name.split(",")[0]
         try:
@@ -194,8 +215,11 @@ class VideoFileSink:
             vf = self._scaler.reformat(vf, self.width, self.height, self._video.pix_fmt, interpolation=SCALE_FILTER)
         vf.pts = frame.pts if frame.pts is not None else frame.index
         vf.time_base = frame.time_base
-        for packet in self._video.encode(vf):
-            self._container.mux(packet)
+        try:
+            for packet in self._video.encode(vf):
+                self._container.mux(packet)
+        except (av.error.FFmpegError, OSError) as e:
+            raise SinkError(f"{self.target}: cannot write it ({_reason(e)})") from None
         self.frames_written += 1
         self.last_time = frame.time
 
@@ -204,13 +228,16 @@ class VideoFileSink:
         if self._audio is None:
             return
         payload = item.payload
-        if isinstance(payload, av.Packet):
-            payload.stream = self._audio
-            self._container.mux(payload)
-            return
-        payload.pts = None  # the encoder re-chunks samples and numbers them itself
-        for packet in self._audio.encode(payload):
-            self._container.mux(packet)
+        try:
+            if isinstance(payload, av.Packet):
+                payload.stream = self._audio
+                self._container.mux(payload)
+                return
+            payload.pts = None  # the encoder re-chunks samples and numbers them itself
+            for packet in self._audio.encode(payload):
+                self._container.mux(packet)
+        except (av.error.FFmpegError, OSError) as e:
+            raise SinkError(f"{self.target}: cannot write it ({_reason(e)})") from None
 
     def close(self, *, keep: bool) -> None:
         """Flush the encoders and, with ``keep``, move the file into place; else delete it. Idempotent."""
@@ -226,11 +253,13 @@ class VideoFileSink:
             self._container.close()
             if keep:
                 os.replace(self.tmp, self.target)
-        except av.error.FFmpegError as e:
-            raise SinkError(f"{self.target}: cannot finish the file ({e})") from None
+        except (av.error.FFmpegError, OSError) as e:
+            raise SinkError(f"{self.target}: cannot finish the file ({_reason(e)})") from None
         finally:
-            if not keep or self.tmp.exists():
+            try:
                 self.tmp.unlink(missing_ok=True)
+            except OSError:
+                pass
 
     def __enter__(self) -> VideoFileSink:
         return self
