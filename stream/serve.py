@@ -36,6 +36,7 @@ import numpy as np
 
 from . import __version__, weights
 from .errors import AnimestreamError, StyleNotFoundError
+from .imageinfo import HEADER_BYTES, size_from_bytes
 
 MAX_BODY_BYTES = 32 * 1024 * 1024  # largest accepted upload
 MAX_PIXELS = 50_000_000  # largest decoded image, width x height
@@ -104,7 +105,13 @@ class StyleService:
             raise RequestError(400, f"unknown style {style!r}; GET /v1/styles lists them")
         if fmt not in FORMATS:
             raise RequestError(400, f"format must be one of png, jpeg, not {fmt!r}")
-        bgr = cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR) if body else None
+        declared = size_from_bytes(body[:HEADER_BYTES])  # refuse a decompression bomb before decoding it
+        if declared is not None and declared[0] * declared[1] > MAX_PIXELS:
+            raise RequestError(413, f"{declared[0]}x{declared[1]} is over {MAX_PIXELS} pixels")
+        try:
+            bgr = cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR) if body else None
+        except cv2.error:
+            bgr = None
         if bgr is None:
             raise RequestError(400, "the body is not an image OpenCV can read")
         if bgr.shape[0] * bgr.shape[1] > MAX_PIXELS:

@@ -18,6 +18,7 @@ import numpy as np
 from av.video.reformatter import VideoReformatter
 
 from .errors import SourceError
+from .imageinfo import DEFAULT_MAX_PIXELS, header_size
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 DEFAULT_TIME_BASE = Fraction(1, 90000)  # seconds per pts tick when the input has none
@@ -81,8 +82,10 @@ class VideoSource:
     :attr:`frame_size` is the (width, height) frames are delivered at, in pixels: the video's own
     size unless set (before iterating) to something else, e.g. a model's inference size. Frames are
     then scaled in the same swscale pass that converts them to RGB, so a smaller size costs nothing.
-    Decoding stops early, with :attr:`truncated` set to the reason, when the input is damaged after
-    at least one good frame; a damaged input with no good frame raises :class:`SourceError`.
+    A packet that does not decode is skipped and counted in :attr:`undecodable` (the first error in
+    :attr:`damage`); the frames after it keep their own timestamps. Decoding stops early, with
+    :attr:`truncated` set to the reason, when the file itself breaks off after at least one good frame;
+    a damaged input with no good frame raises :class:`SourceError`.
     A file whose display matrix turns its picture by quarter turns (phones record portrait video
     as landscape pictures plus such a turn) is delivered upright: :attr:`width`, :attr:`height` and
     :attr:`frame_size` are the upright picture's, and :attr:`quarter_turns` says how it was turned.
@@ -111,6 +114,8 @@ class VideoSource:
         self.audio = self._container.streams.audio[0] if self._container.streams.audio else None
         self.decode_audio = decode_audio
         self.truncated: str | None = None
+        self.undecodable = 0  # video packets that failed to decode and were skipped
+        self.damage: str | None = None  # what the first of them said
         self.frames_read = 0
         ctx = self.video.codec_context
         if not ctx.width or not ctx.height:
@@ -199,7 +204,13 @@ class VideoSource:
                     continue
                 if video_done:
                     continue
-                for frame in packet.decode():
+                try:
+                    decoded = packet.decode()
+                except av.error.FFmpegError as e:  # a damaged packet: skip it, the next key frame recovers
+                    self.undecodable += 1
+                    self.damage = self.damage or _reason(e)
+                    continue
+                for frame in decoded:
                     inside = self._in_window(self.video, frame.pts)
                     if inside is None:
                         video_done = True
@@ -214,7 +225,7 @@ class VideoSource:
             self.truncated = _reason(e)
             return
         announced = None if self.windowed else self.video.frames
-        if not self.truncated and announced and self.frames_read < announced:
+        if not self.truncated and announced and self.frames_read + self.undecodable < announced:
             self.truncated = f"the stream ends after {self.frames_read} of its {announced} frames"
 
     def _audio(self, packet: av.Packet) -> Iterator[AudioItem]:
@@ -279,14 +290,27 @@ def _probe_quarter_turns(path: str) -> int:
     return 0
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """Read an image file as RGB uint8 (alpha dropped, 16-bit reduced to 8)."""
+def read_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Read an image file as RGB uint8 (alpha dropped, 16-bit reduced to 8).
+
+    An image whose header declares more than ``max_pixels`` (width x height; 0: no limit) is refused
+    before it is decoded: a small file can declare a picture that takes gigabytes to decode."""
     import cv2
 
     path = Path(path)
     _check_file(path)
+    try:
+        size = header_size(path)
+    except OSError as e:
+        raise SourceError(f"{path}: cannot read it ({_reason(e)})") from None
+    if size is not None and max_pixels and size[0] * size[1] > max_pixels:
+        raise SourceError(f"{path}: {size[0]}x{size[1]} is {size[0] * size[1] / 1e6:.0f} megapixels, over the "
+                          f"limit of {max_pixels / 1e6:g} (max_pixels)")
     data = np.fromfile(path, np.uint8)
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    try:
+        image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    except cv2.error as e:
+        raise SourceError(f"{path}: OpenCV cannot decode it ({_reason(e)})") from None
     if image is None:
         raise SourceError(f"{path}: not an image OpenCV can read")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
