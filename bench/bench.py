@@ -91,7 +91,7 @@ def run_seed(src: str, dst: str, style: str, max_side: int | None, frames: int, 
 
 
 def run_animestream(src: str, dst: str, style: str, max_side: int | None, frames: int, device: str = "auto") -> dict:
-    from stream.convert import convert_video
+    from stream.filejob import convert_video
     from stream.engine import Engine
     from stream.sources import VideoSource
 
@@ -198,7 +198,7 @@ def run_memory(src: str, dst: str, style: str, max_side: int | None, frames: int
     """RSS growth of a whole file job (decode, engine, x264, mux) over MEMORY_FRAMES frames."""
     import numpy as np
 
-    from stream.convert import convert_video
+    from stream.filejob import convert_video
     from stream.engine import Engine
 
     clip = Path(dst).with_name(f"memory_{MEMORY_FRAMES}.mp4")

@@ -25,4 +25,6 @@ def main(src: str, dst: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(*sys.argv[1:3]))
+    if len(sys.argv) != 3:
+        sys.exit(f"usage: python {sys.argv[0]} INPUT OUTPUT   (e.g. samples/astronaut_pan.mp4 /tmp/anime.mp4)")
+    sys.exit(main(sys.argv[1], sys.argv[2]))

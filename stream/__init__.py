@@ -15,18 +15,30 @@ from ._xcb import prefer_opencv_xcb
 
 prefer_opencv_xcb()  # before anything imports av: see the module
 
-from .convert import convert, convert_folder, convert_image, convert_video
-from .deflicker import Deflicker
-from .engine import Engine, EngineOptions, FrameEngine
-from .errors import (AnimestreamError, DownloadError, SinkError, SourceError, StyleNotFoundError,
-                     WeightsError)
-from .model import Generator
-from .pipeline import Pipeline, Stats
-from .weights import Style, list_styles, load_model
-from .weights import resolve as resolve_style
+# The public names, imported on first use (PEP 562): ``import stream`` stays cheap, and the command line
+# can catch a Ctrl-C that arrives while PyTorch and PyAV are still loading.
+_PUBLIC = {
+    "convert": "filejob", "convert_folder": "filejob", "convert_image": "filejob", "convert_video": "filejob",
+    "Deflicker": "deflicker", "Engine": "engine", "EngineOptions": "engine", "FrameEngine": "engine",
+    "AnimestreamError": "errors", "DownloadError": "errors", "SinkError": "errors", "SourceError": "errors",
+    "StyleNotFoundError": "errors", "WeightsError": "errors", "Generator": "model", "Pipeline": "pipeline",
+    "Stats": "pipeline", "Style": "weights", "list_styles": "weights", "load_model": "weights",
+    "resolve_style": ("weights", "resolve"),
+}
+__all__ = sorted(_PUBLIC)
 
-__all__ = [
-    "AnimestreamError", "Deflicker", "DownloadError", "Engine", "EngineOptions", "FrameEngine", "Generator",
-    "Pipeline", "SinkError", "SourceError", "Stats", "Style", "StyleNotFoundError", "WeightsError", "convert",
-    "convert_folder", "convert_image", "convert_video", "list_styles", "load_model", "resolve_style",
-]
+
+def __getattr__(name: str):
+    where = _PUBLIC.get(name)
+    if where is None:
+        raise AttributeError(f"module 'stream' has no attribute {name!r}")
+    module, attr = where if isinstance(where, tuple) else (where, name)
+    import importlib
+
+    value = getattr(importlib.import_module(f".{module}", __name__), attr)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_PUBLIC))

@@ -14,12 +14,13 @@ import threading
 from pathlib import Path
 
 from . import __version__, weights
-from .convert import convert, convert_video
+from .filejob import convert, convert_video
 from .deflicker import Deflicker
 from .calibration import calibrate_style
 from .download import OFFICIAL_BLOBS, import_style, pull
 from .engine import DEVICES, PRECISIONS, Engine, EngineOptions
 from .errors import AnimestreamError
+from .imageinfo import DEFAULT_MAX_PIXELS
 from .live import StyleSwitcher, is_camera
 from .sources import is_image_path, is_url
 from .livejob import LiveOptions, run_live
@@ -142,6 +143,12 @@ def build_parser() -> argparse.ArgumentParser:
                       help="size to ask the camera for, e.g. 1280x720 (default: the camera's)")
     live.add_argument("--camera-fps", type=_positive_float, default=30.0, metavar="FPS",
                       help="rate to ask the camera for (default: %(default)s)")
+    p.add_argument("--max-pixels", type=_non_negative_int, default=DEFAULT_MAX_PIXELS, metavar="N",
+                   help="refuse input images larger than N pixels (width x height), checked in the file's header "
+                        "before decoding; 0 = no limit (default: %(default)s)")
+    p.add_argument("--strict", action="store_true",
+                   help="treat a damaged video as an error and write nothing (default: skip frames that do not "
+                        "decode, warn, and keep the rest)")
     p.add_argument("--deflicker", action="store_true",
                    help="steady static areas: blend each result with the previous one where the input "
                         "did not change (moving parts are never blended, so no ghosting)")
@@ -357,10 +364,11 @@ def main(argv: list[str] | None = None) -> int:
                 job = Deflicker(engine) if args.deflicker else engine
                 if windowed:
                     stats = convert_video(args.input, args.output, job, crf=args.crf, preset=args.preset,
-                                          progress=not args.quiet, start=args.start, duration=args.duration)
+                                          progress=not args.quiet, start=args.start, duration=args.duration,
+                                          strict=args.strict)
                 else:
                     stats = convert(args.input, args.output, job, crf=args.crf, preset=args.preset,
-                                    progress=not args.quiet)
+                                    progress=not args.quiet, max_pixels=args.max_pixels, strict=args.strict)
         except AnimestreamError as e:
             print(f"animestream: error: {e}", file=sys.stderr)
             return EXIT_ERROR
@@ -380,8 +388,12 @@ def main(argv: list[str] | None = None) -> int:
     if not args.quiet:
         dropped = f", {stats.dropped} dropped" if stats.dropped else ""
         where = args.output or "the live sinks"
-        print(f"animestream: wrote {where} ({stats.frames_out} frames{dropped}, {stats.fps:.1f} fps, "
-              f"latency p95 {stats.latency_ms_p95:.0f} ms)", file=sys.stderr)
+        if stats.extra.get("kind") == "image":
+            print(f"animestream: wrote {where} (1 frame in {stats.wall_s:.2f} s, "
+                  f"{stats.latency_ms_p95:.0f} ms in the model)", file=sys.stderr)
+        else:
+            print(f"animestream: wrote {where} ({stats.frames_out} frames{dropped}, {stats.fps:.1f} fps, "
+                  f"latency p95 {stats.latency_ms_p95:.0f} ms)", file=sys.stderr)
     return 0
 
 

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from . import quant, weights
-from .errors import AnimestreamError
+from .errors import AnimestreamError, OutOfMemoryError
 from .weights import Style
 
 DEFAULT_MAX_SIDE = 512  # pixels, longest side at inference
@@ -36,6 +36,10 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
 DEVICES = ("auto", "cpu", "cuda")
 DEFAULT_THREADS = torch.get_num_threads()  # PyTorch's own choice (one per core), read before anyone changes it
 LITE_SPARE_CORES = 1  # a lite style's small layers gain little from threads; decode and encode use that core
+# Peak activation memory of the full-width generator per input pixel, bytes, by precision (fp32 measured at
+# 512x288: ~1.4 KB; bf16 and INT8 values take a half and a quarter of that); scaled by a style's width.
+ACTIVATION_BYTES_PER_PIXEL = {"fp32": 1400, "fp16": 700, "bf16": 700, "int8": 350}
+MEMORY_HEADROOM = 0.8  # share of the available memory the model's activations may take
 
 MALLOC_MMAP_THRESHOLD_BYTES = 32 * 2**20  # glibc's maximum: activations this size come from the heap
 MALLOC_TRIM_THRESHOLD_BYTES = 2**30  # and freed heap memory is kept for the next frame
@@ -170,6 +174,21 @@ def inference_size(width: int, height: int, max_side: int) -> tuple[int, int]:
     return side(width), side(height)
 
 
+def available_memory_bytes(device: torch.device) -> int | None:
+    """Memory free for new allocations: the GPU's free memory, or the system's MemAvailable (Linux);
+    None where unknown."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
 def _resize(src: np.ndarray, dst: np.ndarray) -> None:
     """Resize ``src`` into ``dst`` (area averaging down, bilinear up)."""
     import cv2
@@ -281,11 +300,23 @@ class Engine:
         self._buffers: dict[tuple[int, int], _Buffers] = {}
         self._lock = threading.Lock()
 
+    def _check_memory(self, w: int, h: int) -> None:
+        """Refuse a resolution whose activations would not fit, before allocating anything for it."""
+        if self.spec.format == "onnx":
+            return  # onnxruntime's own arena; it reports its own failures
+        per_pixel = ACTIVATION_BYTES_PER_PIXEL[self.precision] * self.spec.architecture["width"]
+        need, free = w * h * per_pixel, available_memory_bytes(self.device)
+        if free is not None and need > free * MEMORY_HEADROOM:
+            fits = int((free * MEMORY_HEADROOM / per_pixel * max(w, h) / min(w, h)) ** 0.5) // SIDE_MULTIPLE
+            raise OutOfMemoryError(f"the model needs about {need / 2**30:.1f} GiB at {w}x{h}, {free / 2**30:.1f} GiB "
+                                   f"is free: cap the size it runs at, e.g. max_side {fits * SIDE_MULTIPLE}")
+
     def _buffers_for(self, height: int, width: int) -> _Buffers:
         key = (height, width)
         buf = self._buffers.get(key)
         if buf is None:
             w, h = inference_size(width, height, self.max_side)
+            self._check_memory(w, h)
             pin = self.device.type == "cuda"
             inp = None
             if self.int8 is None:
@@ -325,13 +356,19 @@ class Engine:
             else:
                 _resize(frame, buf.small)
             src = torch.from_numpy(buf.small).permute(2, 0, 1).unsqueeze(0)
-            if self.int8 is not None:
-                buf.out_f32.copy_(self.int8.forward_uint8(src))
-            elif buf.inp is not None:
-                buf.inp.copy_(src, non_blocking=True)
-                buf.inp.mul_(1 / 127.5).sub_(1.0)
-                run = self.module if self.module is not None else self._onnx
-                buf.out_f32.copy_(run(buf.inp))
+            try:
+                if self.int8 is not None:
+                    buf.out_f32.copy_(self.int8.forward_uint8(src))
+                elif buf.inp is not None:
+                    buf.inp.copy_(src, non_blocking=True)
+                    buf.inp.mul_(1 / 127.5).sub_(1.0)
+                    run = self.module if self.module is not None else self._onnx
+                    buf.out_f32.copy_(run(buf.inp))
+            except (MemoryError, RuntimeError) as e:  # torch.OutOfMemoryError is a RuntimeError
+                if not isinstance(e, MemoryError) and "memory" not in str(e).lower():
+                    raise
+                raise OutOfMemoryError(f"out of memory running the model at {w}x{h}: cap the size it runs at "
+                                       "(max_side)") from None
             buf.out_f32.add_(1.0).mul_(127.5).clamp_(0, 255).round_()
             buf.out_u8.copy_(buf.out_f32.permute(0, 2, 3, 1))
             result = buf.out_u8[0].numpy()

@@ -29,3 +29,7 @@ class StyleNotFoundError(AnimestreamError, LookupError):
 
 class DownloadError(AnimestreamError, OSError):
     """Official weights could not be fetched or failed verification."""
+
+
+class OutOfMemoryError(AnimestreamError, MemoryError):
+    """The model would not fit in memory at this resolution (or did not): a smaller cap would."""

@@ -9,6 +9,7 @@ On Ctrl-C the frames finished so far are flushed into a playable file and ``Stat
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,7 +17,8 @@ from tqdm import tqdm
 
 from .engine import FrameEngine
 from .errors import AnimestreamError, SinkError, SourceError
-from .pipeline import Pipeline, Stats
+from .imageinfo import DEFAULT_MAX_PIXELS
+from .pipeline import Pipeline, Stats, peak_rss_mb
 from .sinks import (DEFAULT_CRF, DEFAULT_PRESET, VIDEO_EXTENSIONS, VideoFileSink, check_output_path,
                     encoder_threads, write_image)
 from .sources import IMAGE_EXTENSIONS, VideoSource, is_image_path, read_image
@@ -35,12 +37,15 @@ def _engine_stats(engine: FrameEngine) -> dict:
 
 def convert_video(src: str | Path, dst: str | Path, engine: FrameEngine, *, crf: int = DEFAULT_CRF,
                   preset: str = DEFAULT_PRESET, progress: bool = True, warn: Warn = _stderr,
-                  start: float = 0.0, duration: float | None = None, keep_partial: bool = True) -> Stats:
+                  start: float = 0.0, duration: float | None = None, keep_partial: bool = True,
+                  strict: bool = False) -> Stats:
     """Stylise every frame of ``src`` into ``dst`` (same size, timestamps and audio), or only the
     ``duration`` seconds from ``start`` seconds on (None: to the end), timed from 0 in ``dst``.
 
     Interrupted (Ctrl-C, SIGTERM, SIGHUP), ``dst`` holds a playable file of the frames done so far, or,
-    with ``keep_partial=False``, nothing at all (``Stats.frames_out`` still counts what was done)."""
+    with ``keep_partial=False``, nothing at all (``Stats.frames_out`` still counts what was done).
+    Frames that do not decode are skipped with a warning (``Stats.extra["undecodable"]``); with
+    ``strict``, any damage is a :class:`SourceError` and nothing is written."""
     dst = Path(dst)
     check_output_path(dst, str(src))
     if dst.suffix.lower() not in VIDEO_EXTENSIONS:
@@ -61,37 +66,63 @@ def convert_video(src: str | Path, dst: str | Path, engine: FrameEngine, *, crf:
                       file=sys.stderr, dynamic_ncols=True, leave=False) as bar:
                 stats = Pipeline(source, engine, sink).run(on_progress=lambda n: bar.update(n - bar.n))
         finally:
-            sink.close(keep=stats is not None and stats.frames_out > 0 and (keep_partial or not stats.interrupted))
+            damaged = strict and (source.undecodable or source.truncated)
+            sink.close(keep=stats is not None and stats.frames_out > 0 and not damaged
+                       and (keep_partial or not stats.interrupted))
     finally:
         source.close()
     if stats.frames_out == 0 and not stats.interrupted:
+        if source.undecodable:
+            raise SourceError(f"{src}: no video frame could be decoded ({source.undecodable} damaged packets: "
+                              f"{source.damage})")
         if start > 0 and source.frames_read == 0 and not source.truncated:
             length = f" (the video is {source.length_s:.2f} s long)" if source.length_s else ""
             raise SourceError(f"{src}: no frame from {start:g} s on{length}")
         raise SourceError(f"{src}: no video frame could be decoded (damaged or cut short?)")
+    if strict and (source.undecodable or source.truncated) and not stats.interrupted:
+        what = (f"{source.undecodable} frames could not be decoded ({source.damage})" if source.undecodable
+                else f"damaged after frame {source.frames_read} ({source.truncated})")
+        raise SourceError(f"{src}: {what}; nothing written (strict)")
+    if source.undecodable:
+        warn(f"warning: {src}: {source.undecodable} frames could not be decoded ({source.damage}) and were "
+             f"skipped; the {stats.frames_out} others keep their timestamps")
     if source.truncated:
         warn(f"warning: {src}: input is damaged after frame {source.frames_read} ({source.truncated}); "
              f"converted the {stats.frames_out} frames that decoded")
-    stats.extra.update(_engine_stats(engine), audio=sink.audio_mode or "none", audio_codec=audio_codec)
+    stats.extra.update(_engine_stats(engine), audio=sink.audio_mode or "none", audio_codec=audio_codec,
+                       undecodable=source.undecodable, truncated=bool(source.truncated))
     return stats
 
 
-def convert_image(src: str | Path, dst: str | Path, engine: FrameEngine) -> Stats:
-    """Stylise one image into ``dst`` (format from its extension)."""
+def convert_image(src: str | Path, dst: str | Path, engine: FrameEngine, *,
+                  max_pixels: int = DEFAULT_MAX_PIXELS) -> Stats:
+    """Stylise one image into ``dst`` (format from its extension). ``max_pixels``: see :func:`read_image`.
+
+    The statistics are those of the whole job: ``wall_s`` from reading to the written file,
+    ``latency_ms_*`` the time in the engine, ``fps`` one over the wall time."""
     dst = Path(dst)
     check_output_path(dst, str(src))
     if dst.suffix.lower() not in IMAGE_EXTENSIONS:
         raise SinkError(f"{dst}: an image output needs one of {', '.join(sorted(IMAGE_EXTENSIONS))}")
-    image = read_image(src)
+    t0 = time.perf_counter()
+    image = read_image(src, max_pixels=max_pixels)
     stats = Stats(frames_in=1)
-    write_image(dst, engine(image))
+    t1 = time.perf_counter()
+    result = engine(image)
+    model_ms = round((time.perf_counter() - t1) * 1000, 1)
+    write_image(dst, result)
     stats.frames_out = 1
-    stats.extra.update(_engine_stats(engine))
+    stats.wall_s = round(time.perf_counter() - t0, 3)
+    stats.fps = round(1 / stats.wall_s, 2) if stats.wall_s > 0 else 0.0
+    stats.latency_ms_p50 = stats.latency_ms_p95 = model_ms
+    stats.peak_rss_mb = round(peak_rss_mb(), 1)
+    stats.extra.update(_engine_stats(engine), kind="image")
     return stats
 
 
 def convert_folder(src: str | Path, dst: str | Path, engine: FrameEngine, *, crf: int = DEFAULT_CRF,
-                   preset: str = DEFAULT_PRESET, progress: bool = True, warn: Warn = _stderr) -> Stats:
+                   preset: str = DEFAULT_PRESET, progress: bool = True, warn: Warn = _stderr,
+                   max_pixels: int = DEFAULT_MAX_PIXELS, strict: bool = False) -> Stats:
     """Convert every image and video directly in ``src`` into ``dst`` (created if missing).
 
     A file that fails is reported through ``warn`` and the rest go on; if any failed, a
@@ -113,10 +144,10 @@ def convert_folder(src: str | Path, dst: str | Path, engine: FrameEngine, *, crf
     for path in tqdm(files, unit="file", disable=not progress or len(files) < 2, file=sys.stderr, leave=False):
         try:
             if is_image_path(path):
-                one = convert_image(path, dst / path.name, engine)
+                one = convert_image(path, dst / path.name, engine, max_pixels=max_pixels)
             else:
                 one = convert_video(path, dst / path.name, engine, crf=crf, preset=preset, progress=progress,
-                                    warn=warn, keep_partial=False)  # a folder holds complete files only
+                                    warn=warn, keep_partial=False, strict=strict)  # complete files only
         except AnimestreamError as e:
             warn(f"error: {e}")
             failed += 1
@@ -135,11 +166,13 @@ def convert_folder(src: str | Path, dst: str | Path, engine: FrameEngine, *, crf
 
 
 def convert(src: str | Path, dst: str | Path, engine: FrameEngine, *, crf: int = DEFAULT_CRF,
-            preset: str = DEFAULT_PRESET, progress: bool = True, warn: Warn = _stderr) -> Stats:
+            preset: str = DEFAULT_PRESET, progress: bool = True, warn: Warn = _stderr,
+            max_pixels: int = DEFAULT_MAX_PIXELS, strict: bool = False) -> Stats:
     """Convert a video, an image or a folder, whichever ``src`` is."""
     path = Path(src)
     if path.is_dir():
-        return convert_folder(path, dst, engine, crf=crf, preset=preset, progress=progress, warn=warn)
+        return convert_folder(path, dst, engine, crf=crf, preset=preset, progress=progress, warn=warn,
+                              max_pixels=max_pixels, strict=strict)
     if is_image_path(path):
-        return convert_image(path, dst, engine)
-    return convert_video(src, dst, engine, crf=crf, preset=preset, progress=progress, warn=warn)
+        return convert_image(path, dst, engine, max_pixels=max_pixels)
+    return convert_video(src, dst, engine, crf=crf, preset=preset, progress=progress, warn=warn, strict=strict)

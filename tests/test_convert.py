@@ -12,7 +12,7 @@ import pytest
 
 import media
 from media import VFR_PTS, animestream_threads, partial_files, probe
-from stream.convert import convert, convert_video
+from stream.filejob import convert, convert_video
 
 STATS_KEYS = {"frames_in", "frames_out", "dropped", "wall_s", "fps", "latency_ms_p50", "latency_ms_p95",
               "peak_rss_mb", "device", "precision", "max_side", "style"}
@@ -204,7 +204,7 @@ def test_default_style_converts_a_short_clip(tmp_path, cli):
 
 
 def test_a_cpu_model_gets_a_one_thread_encoder(tmp_path, clip, tiny_engine, monkeypatch):
-    convert_module = importlib.import_module("stream.convert")  # stream.convert is also a function
+    convert_module = importlib.import_module("stream.filejob")
     from stream.sinks import VideoFileSink
     seen = {}
 

@@ -187,3 +187,179 @@ def test_error_message_is_a_single_line_even_for_ffmpeg_errors(tmp_path, tiny_st
     rc, _, err = cli(src, tmp_path / "o.mkv", "--style", tiny_style)
     assert rc == 1
     assert re.fullmatch(r"animestream: error: .*noise\.mkv.*\n", err)
+
+
+def _png_declaring(width: int, height: int) -> bytes:
+    """A valid PNG signature and IHDR declaring width x height, with one tiny (truncated) IDAT."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 1000)) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("args", [(), ("--max-pixels", "1000")])
+def test_an_image_bomb_is_refused_from_its_header(tmp_path, tiny_style, cli, args):
+    src = _bad(tmp_path, "bomb.png", _png_declaring(40000, 40000) if not args else _png_declaring(40, 40))
+    out = tmp_path / "out.png"
+    rc, _, err = cli(src, out, "--style", tiny_style, *args)
+    assert_clean_failure(rc, err, names="bomb.png", output=out)
+    assert "megapixels, over the limit" in err
+
+
+@pytest.mark.parametrize("ext", [".png", ".jpg", ".bmp", ".webp", ".tiff", ".gif"])
+def test_header_sizes_agree_with_the_decoder(tmp_path, ext):
+    import cv2
+    from PIL import Image
+
+    from stream.imageinfo import header_size
+
+    path = tmp_path / f"a{ext}"
+    rgb = media.frame_image(0, 53, 37)
+    if ext == ".gif":
+        Image.fromarray(rgb).save(path)
+    else:
+        assert cv2.imwrite(str(path), rgb)
+    assert header_size(path) == (53, 37)
+
+
+def test_an_image_job_reports_real_statistics(tmp_path, tiny_style, cli):
+    import json
+
+    src = media.write_image(tmp_path / "in.png", 64, 48)
+    rc, _, err = cli(src, tmp_path / "out.png", "--style", tiny_style, "--stats-json", tmp_path / "s.json")
+    assert rc == 0
+    assert re.search(r"wrote .*out\.png \(1 frame in \d+\.\d\d s, \d+ ms in the model\)", err), err
+    stats = json.loads((tmp_path / "s.json").read_text())
+    assert stats["frames_out"] == 1 and stats["wall_s"] > 0 and stats["fps"] > 0
+    assert 0 < stats["latency_ms_p95"] <= stats["wall_s"] * 1000 and stats["peak_rss_mb"] > 50
+
+
+def test_ctrl_c_while_starting_up_prints_no_traceback(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    src = media.write_image(tmp_path / "in.png")
+    proc = subprocess.Popen([sys.executable, "-m", "stream", str(src), str(tmp_path / "out.png")], cwd=media.ROOT,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    time.sleep(0.3)  # inside the imports of torch and PyAV
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert b"Traceback" not in err and err.count(b"\n") == 1
+    assert not (tmp_path / "out.png").exists()
+
+
+def test_a_resolution_that_would_not_fit_in_memory_is_refused_with_a_cap_that_would(tmp_path, tiny_style, cli,
+                                                                                      monkeypatch):
+    from stream import engine as engine_module
+
+    monkeypatch.setattr(engine_module, "available_memory_bytes", lambda device: 2**20)  # 1 MiB free
+    src = media.write_image(tmp_path / "big.png", 640, 480)
+    out = tmp_path / "out.png"
+    rc, _, err = cli(src, out, "--style", tiny_style, "--max-side", 0)
+    assert_clean_failure(rc, err, names="GiB at 640x480", output=out)
+    side = int(re.search(r"max_side (\d+)", err).group(1))
+    assert 8 <= side < 640
+    rc, _, err = cli(src, out, "--style", tiny_style, "--max-side", side)
+    assert rc == 0, err
+
+
+@pytest.fixture(scope="module")
+def damaged_in_the_middle(tmp_path_factory) -> tuple[Path, list[float]]:
+    """96 frames of 128x96 with 20 KB of garbage written over the middle of the picture data."""
+    folder = tmp_path_factory.mktemp("damaged")
+    clip = media.write_clip(folder / "clean.mp4", frames=96, size=(128, 96))
+    data = bytearray(clip.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 20_000] = os.urandom(20_000)
+    damaged = folder / "damaged.mp4"
+    damaged.write_bytes(bytes(data))
+    return damaged, probe(clip).times
+
+
+def test_damage_in_the_middle_skips_what_does_not_decode_and_keeps_the_rest(damaged_in_the_middle, tiny_style,
+                                                                           cli, tmp_path):
+    import json
+
+    src, clean_times = damaged_in_the_middle
+    out = tmp_path / "out.mp4"
+    rc, _, err = cli(src, out, "--style", tiny_style, "--max-side", 64, "-q", "--stats-json", tmp_path / "s.json")
+    assert rc == 0 and "Traceback" not in err, err
+    stats = json.loads((tmp_path / "s.json").read_text())
+    m = re.search(r"(\d+) frames could not be decoded", err)
+    assert m and int(m.group(1)) == stats["undecodable"] > 0, err
+    result = probe(out)
+    assert result.frames == stats["frames_out"] > 48  # not stopped at the damage
+    assert result.times == sorted(result.times)
+    assert all(any(abs(t - c) < 1e-3 for c in clean_times) for t in result.times)  # good frames keep their times
+    rc, _, err = cli(src, tmp_path / "strict.mp4", "--style", tiny_style, "--max-side", 64, "-q", "--strict")
+    assert_clean_failure(rc, err, names="could not be decoded", output=tmp_path / "strict.mp4")
+
+
+@pytest.mark.parametrize("name", ["o.png", "o.mp4"])
+def test_an_output_the_system_refuses_is_one_line(tmp_path, clip, tiny_style, cli, name):
+    src = clip if name.endswith(".mp4") else media.write_image(tmp_path / "in.png")
+    rc, _, err = cli(src, f"/proc/{name}", "--style", tiny_style, "--max-side", 32, "-q")
+    assert_clean_failure(rc, err, names=f"/proc/{name}: cannot write it", output=Path(f"/proc/{name}"))
+
+
+def test_a_full_disk_while_writing_an_image_is_one_line(tmp_path, tiny_style, cli, monkeypatch):
+    import errno
+
+    from stream import sinks
+
+    def full(path, data):
+        Path(path).write_bytes(data[: len(data) // 2])  # half of it made it to disk
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(sinks, "_write_bytes", full)
+    out = tmp_path / "out.png"
+    rc, _, err = cli(media.write_image(tmp_path / "in.png"), out, "--style", tiny_style, "-q")
+    assert_clean_failure(rc, err, names="No space left on device", output=out)
+
+
+def _run_or_skip(*cmd: str) -> None:
+    import subprocess
+
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"{' '.join(cmd)}: not permitted here ({done.stderr.strip()[:80]})")
+
+
+@pytest.fixture
+def refusing_folder(tmp_path, request):
+    """A folder the file system refuses to write into: immutable (EPERM), read-only (EROFS) or nearly full
+    (ENOSPC: a 64 KiB tmpfs). Needs root's chattr and mount; skipped where they are not permitted."""
+    import shutil
+
+    kind = request.param
+    folder = tmp_path / kind
+    folder.mkdir()
+    if kind == "immutable":
+        if not shutil.which("chattr"):
+            pytest.skip("no chattr")
+        _run_or_skip("chattr", "+i", str(folder))
+        yield folder, "Operation not permitted"
+        _run_or_skip("chattr", "-i", str(folder))
+    else:
+        options = "ro,size=64k" if kind == "read-only" else "size=64k"
+        _run_or_skip("mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder))
+        yield folder, "Read-only file system" if kind == "read-only" else "No space left on device"
+        _run_or_skip("umount", str(folder))
+
+
+@pytest.mark.parametrize("refusing_folder", ["immutable", "read-only", "full"], indirect=True)
+@pytest.mark.parametrize("name", ["o.png", "o.mp4"])
+def test_a_folder_the_file_system_refuses_is_one_line_and_leaves_nothing(refusing_folder, tmp_path, long_clip,
+                                                                        tiny_style, cli, name):
+    folder, reason = refusing_folder
+    src = long_clip if name.endswith(".mp4") else media.write_image(tmp_path / "in.png", 640, 480, i=3)
+    rc, _, err = cli(src, folder / name, "--style", tiny_style, "--max-side", 64, "-q", "--crf", 0)
+    assert_clean_failure(rc, err, names=reason, output=folder / name)
+    assert list(folder.iterdir()) == []

@@ -34,6 +34,12 @@ def test_convert_with_stats_reports_a_bad_input(tmp_path):
     assert done.returncode == 1 and done.stderr.startswith("cannot read the input: ")
 
 
+def test_convert_with_stats_without_arguments_says_how_to_call_it():
+    done = subprocess.run([sys.executable, "examples/convert_with_stats.py"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 1 and done.stderr.startswith("usage: ") and "Traceback" not in done.stderr
+
+
 def test_http_client_waits_out_a_busy_service_then_gets_the_image(tmp_path):
     import threading
     import time

@@ -9,7 +9,7 @@ import pytest
 
 import media
 from media import animestream_threads, frame_image, partial_files
-from stream.convert import convert_video
+from stream.filejob import convert_video
 from stream.engine import Engine
 from stream.pipeline import Pipeline, current_rss_mb
 from stream.sources import AudioItem, Frame

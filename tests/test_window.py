@@ -8,7 +8,7 @@ import pytest
 import media
 from media import partial_files, probe
 from stream.cli import _seconds
-from stream.convert import convert_video
+from stream.filejob import convert_video
 from test_errors import assert_clean_failure
 
 FPS = 24
