@@ -11,6 +11,7 @@ import json
 import signal
 import sys
 import threading
+import warnings
 from pathlib import Path
 
 from . import __version__, weights
@@ -19,7 +20,7 @@ from .deflicker import Deflicker
 from .calibration import calibrate_style
 from .download import OFFICIAL_BLOBS, import_style, pull
 from .engine import DEVICES, PRECISIONS, Engine, EngineOptions
-from .errors import AnimestreamError
+from .errors import AnimestreamError, StyleWarning
 from .imageinfo import DEFAULT_MAX_PIXELS
 from .live import StyleSwitcher, is_camera
 from .sources import is_image_path, is_url
@@ -163,6 +164,17 @@ def _warn(message: str) -> None:
     print(f"animestream: {message}", file=sys.stderr)
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Our own warnings as one line each, without Python's file and line decoration."""
+    if issubclass(category, StyleWarning):
+        _warn(f"warning: {message}")
+    else:
+        _default_showwarning(message, category, filename, lineno, file, line)
+
+
+_default_showwarning = warnings.showwarning
+
+
 def _engine_options(args: argparse.Namespace) -> EngineOptions:
     """The engine options of a command line (main's and serve's share these four flags)."""
     return EngineOptions(max_side=args.max_side, precision=args.precision, device=args.device, threads=args.threads)
@@ -170,7 +182,7 @@ def _engine_options(args: argparse.Namespace) -> EngineOptions:
 
 def _print_styles() -> int:
     rows = [("NAME", "ORIGIN", "QUALITY", "INT8", "LICENSE")]
-    for s in weights.list_styles(warn=_warn):
+    for s in weights.list_styles():
         q = s.meta.get("quality", {})
         if "psnr_student" in q:
             quality = f"{q['psnr_student']:.1f} dB (grade {q['psnr_grade']:.1f})"
@@ -331,7 +343,16 @@ def _interrupt(_signum: int, _frame: object) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command line ``argv`` (default: ``sys.argv[1:]``); returns the exit code."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    previous, warnings.showwarning = warnings.showwarning, _show_warning
+    try:
+        return _main(argv)
+    finally:
+        warnings.showwarning = previous
+
+
+def _main(argv: list[str]) -> int:
     if argv[:1] == ["weights"]:
         return weights_main(argv[1:])
     if argv[:1] == ["serve"]:

@@ -108,13 +108,15 @@ def import_style(path: str | os.PathLike, name: str, *, license: str = "unknown 
     extra = {"origin": "imported", "imported_sha256": weights.sha256_of(src)} if src.is_file() else {}
     style = weights.resolve(src)
     if style.format == "onnx":
-        from .onnxgen import OnnxIO
+        from .onnxgen import OnnxGenerator, OnnxIO
 
         declared = OnnxIO.from_manifest(io if io is not None else style.meta.get("onnx", {}))
+        weights.check_generator(OnnxGenerator(src, declared), src)
         meta = _meta(f"imported from {src.name}", license, {**extra, "onnx": declared.to_sidecar()})
         return weights.save_file_style(src, weights.user_styles_dir(), name, meta)
-    return _register(weights.load_model(style), name, source=f"imported from {src.name}", license=license,
-                     extra=extra, src=src)
+    module = weights.load_model(style)
+    weights.check_generator(module, src)
+    return _register(module, name, source=f"imported from {src.name}", license=license, extra=extra, src=src)
 
 
 def _meta(source: str, license: str, extra: dict) -> dict:

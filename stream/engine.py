@@ -290,11 +290,14 @@ class Engine:
         self._onnx: Callable[[torch.Tensor], torch.Tensor] | None = None
         if onnx:
             self._onnx = weights.onnx_generator(spec, threads=self.threads, cuda=self.device.type == "cuda")
+            weights.check_generator(self._onnx, spec.path)
         elif self.precision == "int8":
             self.int8 = _int8_generator(spec)
         else:
-            self.module = weights.load_model(spec).to(self.device).to(self.dtype)
-            self.module = self.module.to(memory_format=torch.channels_last).eval()
+            module = weights.load_model(spec)
+            if spec.format == "torchscript":  # any TorchScript file loads: check it is a generator at all
+                weights.check_generator(module, spec.path)
+            self.module = module.to(self.device).to(self.dtype).to(memory_format=torch.channels_last).eval()
         if self.device.type == "cpu":
             release_free_heap()  # the loading temporaries are gone by now
         self._buffers: dict[tuple[int, int], _Buffers] = {}

@@ -33,3 +33,7 @@ class DownloadError(AnimestreamError, OSError):
 
 class OutOfMemoryError(AnimestreamError, MemoryError):
     """The model would not fit in memory at this resolution (or did not): a smaller cap would."""
+
+
+class StyleWarning(UserWarning):
+    """A style was left out (an unreadable sidecar or styles folder); the others are still usable."""

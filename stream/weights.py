@@ -29,6 +29,7 @@ import json
 import os
 import pickle
 import shutil
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +37,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import StyleNotFoundError, WeightsError
+from .errors import StyleNotFoundError, StyleWarning, WeightsError
 from .model import UPSAMPLING, Generator
 
 DEFAULT_STYLE = "paprika"
@@ -166,28 +167,26 @@ def _format_of(path: Path) -> str:
     return "state_dict"
 
 
-def list_styles(*, warn=None) -> list[Style]:
+def list_styles() -> list[Style]:
     """Every registered style, user styles first; a name appears once (the first found wins).
 
-    A style whose sidecar cannot be read is left out, and ``warn`` (if given) is called with one line
-    naming it; so is a user styles folder that cannot be read.
+    A style whose sidecar cannot be read is left out with a :class:`~stream.errors.StyleWarning` naming
+    it, and so is a user styles folder that cannot be read: one broken file never hides the others.
     """
     seen: dict[str, Style] = {}
     for folder in (user_styles_dir(), BUILTIN_DIR):
         try:
             files = sorted(p for p in folder.iterdir() if p.suffix.lower() in WEIGHT_SUFFIXES) if folder.is_dir() else []
         except OSError as e:
-            if warn is not None:
-                warn(f"warning: {folder}: cannot read the styles folder ({e.strerror or e})")
+            warnings.warn(f"{folder}: cannot read the styles folder ({e.strerror or e})", StyleWarning, stacklevel=2)
             continue
         for path in sorted(files, key=lambda p: WEIGHT_SUFFIXES.index(p.suffix.lower())):
-            if path.stem in seen or path.name.startswith(".") or not _sidecar_path(path).exists():
-                continue
             try:
+                if path.stem in seen or path.name.startswith(".") or not _sidecar_path(path).exists():
+                    continue
                 meta = read_sidecar(path)
-            except WeightsError as e:
-                if warn is not None:
-                    warn(f"warning: skipping a style: {e}")
+            except (WeightsError, OSError) as e:
+                warnings.warn(f"skipping a style: {e}", StyleWarning, stacklevel=2)
                 continue
             seen[path.stem] = Style(path.stem, path, meta, meta.get("sha256", ""), _format_of(path))
     return list(seen.values())
@@ -309,6 +308,24 @@ def load_model(name_or_path: str | os.PathLike | Style = DEFAULT_STYLE) -> torch
     except (RuntimeError, ValueError, OSError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError) as e:
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
         raise WeightsError(f"{path}: corrupt or unreadable weights ({reason})") from None
+
+
+PROBE_SHAPE = (1, 3, 24, 32)  # a small picture every supported generator must map to its own shape
+
+
+def check_generator(run, path: Path) -> None:
+    """Refuse, with one line, a model that is not a picture-to-picture generator: ``run`` (a TorchScript
+    module or an ONNX generator) must map a 1 x 3 x 24 x 32 picture to one of the same shape."""
+    x = torch.zeros(PROBE_SHAPE).uniform_(-1, 1)
+    try:
+        with torch.inference_mode():
+            y = run(x)
+    except (RuntimeError, ValueError, TypeError, IndexError, WeightsError) as e:
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:120]
+        raise WeightsError(f"{path}: not a picture-to-picture generator (a 24x32 picture failed: {reason})") from None
+    if not isinstance(y, torch.Tensor) or tuple(y.shape) != PROBE_SHAPE or not y.is_floating_point():
+        got = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
+        raise WeightsError(f"{path}: not a picture-to-picture generator (a 1x3x24x32 picture gave {got})")
 
 
 def onnx_generator(style: Style, *, threads: int = 0, cuda: bool = False):

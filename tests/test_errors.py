@@ -363,3 +363,36 @@ def test_a_folder_the_file_system_refuses_is_one_line_and_leaves_nothing(refusin
     rc, _, err = cli(src, folder / name, "--style", tiny_style, "--max-side", 64, "-q", "--crf", 0)
     assert_clean_failure(rc, err, names=reason, output=folder / name)
     assert list(folder.iterdir()) == []
+
+
+def test_a_torchscript_file_that_is_not_a_generator_is_refused_at_load(tmp_path, clip, cli):
+    import torch
+
+    class Classifier(torch.nn.Module):
+        def forward(self, x):
+            return x.mean(dim=(2, 3))  # N x 3: not a picture
+
+    path = tmp_path / "classifier.pt"
+    torch.jit.script(Classifier()).save(str(path))
+    out = tmp_path / "out.mp4"
+    rc, _, err = cli(clip, out, "--style", path, "--max-side", 32)
+    assert_clean_failure(rc, err, names="classifier.pt: not a picture-to-picture generator", output=out)
+    rc, _, err = cli("weights", "import", path, "--name", "classifier")
+    assert rc == 1 and err.count("\n") == 1 and "not a picture-to-picture generator" in err
+
+
+def test_one_corrupt_sidecar_hides_nothing_else(tmp_path, tiny_model, clip, cli):
+    from stream import weights
+
+    folder = weights.user_styles_dir()
+    weights.export_style(tiny_model, folder, "broken", source="t", license="MIT", training_steps=0, quality={})
+    (folder / "broken.json").write_text("{ not json")
+    try:
+        rc, out, err = cli("weights", "list")
+        assert rc == 0 and "paprika" in out and "broken" not in out
+        assert "warning: skipping a style" in err and "broken.json" in err and "Traceback" not in err
+        rc, _, err = cli(clip, tmp_path / "o.mp4", "--style", "paprika-lite", "--max-side", 32, "-q")
+        assert rc == 0 and "broken.json" in err
+    finally:
+        for p in folder.glob("broken.*"):
+            p.unlink()
