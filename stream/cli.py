@@ -23,7 +23,7 @@ from .engine import DEVICES, PRECISIONS, Engine, EngineOptions
 from .errors import AnimestreamError, StyleWarning
 from .imageinfo import DEFAULT_MAX_PIXELS
 from .live import StyleSwitcher, is_camera
-from .sources import is_image_path, is_url
+from .sources import DEFAULT_STREAM_TIMEOUT_S, is_image_path, is_url
 from .livejob import LiveOptions, run_live
 from .pipeline import Stats
 from .serve import ServiceServer, StyleService
@@ -144,6 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="size to ask the camera for, e.g. 1280x720 (default: the camera's)")
     live.add_argument("--camera-fps", type=_positive_float, default=30.0, metavar="FPS",
                       help="rate to ask the camera for (default: %(default)s)")
+    live.add_argument("--timeout", type=_positive_float, default=DEFAULT_STREAM_TIMEOUT_S, metavar="SECONDS",
+                      help="a network stream that sends nothing for this long has stalled and the run ends; it "
+                           "gets twice as long to answer at all (default: %(default)s)")
     p.add_argument("--max-pixels", type=_non_negative_int, default=DEFAULT_MAX_PIXELS, metavar="N",
                    help="refuse input images larger than N pixels (width x height), checked in the file's header "
                         "before decoding; 0 = no limit (default: %(default)s)")
@@ -276,7 +279,7 @@ def _run_live(args: argparse.Namespace, engine: Engine) -> Stats:
         output=Path(args.output) if args.output else None, preview=args.preview, vcam=args.vcam,
         vcam_backend=args.vcam_backend, vcam_device=args.vcam_device, vcam_fps=args.vcam_fps,
         camera_width=args.camera_size[0], camera_height=args.camera_size[1], camera_fps=args.camera_fps,
-        paced=args.live, crf=args.crf, preset=args.preset, deflicker=args.deflicker)
+        paced=args.live, crf=args.crf, preset=args.preset, deflicker=args.deflicker, timeout=args.timeout)
     say = (lambda _m: None) if args.quiet else (lambda m: print(f"animestream: {m}", file=sys.stderr))
     return run_live(args.input, switcher, options, announce=say)
 

@@ -24,7 +24,7 @@ import numpy as np
 
 from .engine import Engine, EngineOptions
 from .errors import SourceError
-from .sources import Frame, VideoSource, is_url
+from .sources import DEFAULT_STREAM_TIMEOUT_S, Frame, VideoSource, is_url
 from .weights import Style
 
 CAPTURE_TIME_BASE = Fraction(1, 1_000_000)  # seconds per pts tick of live frames
@@ -108,7 +108,7 @@ class PacedSource:
     audio = None
 
     def __init__(self, source: VideoSource):
-        self._source = source
+        self.source = source
         self.width, self.height, self.rate = source.width, source.height, source.rate
         self.description = f"{source.path}: {self.width}x{self.height} @ {float(self.rate):g} fps, played live"
         self._clock = _LiveClock()
@@ -116,7 +116,7 @@ class PacedSource:
     def __iter__(self) -> Iterator[Frame]:
         start: float | None = None
         first: float | None = None
-        for item in self._source:
+        for item in self.source:
             if not isinstance(item, Frame):
                 continue  # live paths carry no sound
             t = item.time if item.time is not None else item.index / float(self.rate)
@@ -128,18 +128,56 @@ class PacedSource:
             yield self._clock.stamp(item.image)
 
     def close(self) -> None:
-        self._source.close()
+        self.source.close()
 
 
 def open_live_source(spec: str, *, width: int = 0, height: int = 0, fps: float = DEFAULT_CAMERA_FPS,
-                     paced: bool = False) -> CameraSource | PacedSource | VideoSource:
-    """A camera (index or /dev path), a network stream URL, or a file played at its own pace."""
+                     paced: bool = False, timeout: float = DEFAULT_STREAM_TIMEOUT_S
+                     ) -> CameraSource | PacedSource | VideoSource:
+    """A camera (index or /dev path), a network stream URL (``timeout``: seconds without data before it
+    counts as stalled), or a file played at its own pace."""
     if is_camera(spec):
         return CameraSource(spec, width=width, height=height, fps=fps)
-    source = VideoSource(spec)
+    source = open_network_source(spec, timeout) if is_url(spec) else VideoSource(spec)
     if is_url(spec) and not paced:
         return source  # a network stream already arrives in real time
     return PacedSource(source)
+
+
+def open_network_source(url: str, timeout: float) -> VideoSource:
+    """Open a stream URL in a helper thread, so that Ctrl-C reaches the caller at once even while the
+    server keeps the connection open and silent (FFmpeg only gives up after its timeout). A helper
+    left behind that way closes whatever it opens, and ends within 2 x ``timeout``."""
+    result: dict[str, object] = {}
+    left = threading.Event()
+    lock = threading.Lock()
+
+    def opener() -> None:
+        try:
+            source = VideoSource(url, timeout=timeout)
+        except BaseException as e:  # noqa: BLE001 - handed to the waiting caller
+            result["error"] = e
+            return
+        with lock:
+            if left.is_set():
+                source.close()  # nobody waits for it any more
+            else:
+                result["source"] = source
+
+    helper = threading.Thread(target=opener, name="animestream-open", daemon=True)
+    helper.start()
+    try:
+        while helper.is_alive():
+            helper.join(0.1)  # short waits: a signal is handled between them
+    except BaseException:
+        with lock:
+            left.set()
+            if "source" in result:
+                result.pop("source").close()
+        raise
+    if "error" in result:
+        raise result["error"]
+    return result["source"]
 
 
 class StyleSwitcher:

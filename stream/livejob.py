@@ -17,10 +17,10 @@ import numpy as np
 from .deflicker import Deflicker
 from .engine import FrameEngine
 from .errors import SinkError
-from .live import StyleSwitcher, open_live_source
+from .live import PacedSource, StyleSwitcher, open_live_source
 from .pipeline import Pipeline, Sink, Stats
 from .sinks import DEFAULT_CRF, DEFAULT_PRESET, VideoFileSink, check_output_path, encoder_threads
-from .sources import AudioItem, Frame
+from .sources import DEFAULT_STREAM_TIMEOUT_S, AudioItem, Frame, VideoSource, is_url
 
 PREVIEW_TICK_S = 0.01  # how often the main thread redraws the preview and reads keys, seconds
 RATE_WINDOW_S = 1.0  # the overlay's fps is averaged over this many seconds
@@ -43,6 +43,7 @@ class LiveOptions:
     crf: int = DEFAULT_CRF
     preset: str = DEFAULT_PRESET
     deflicker: bool = False  # blend static areas with the previous result (stream.deflicker)
+    timeout: float = DEFAULT_STREAM_TIMEOUT_S  # seconds without data after which a network stream has stalled
 
 
 class Tee:
@@ -87,10 +88,16 @@ def run_live(spec: str, switcher: StyleSwitcher, options: LiveOptions, *, announ
     job: FrameEngine = Deflicker(switcher) if options.deflicker else switcher
     stats: Stats | None = None
     camera = None
+    pipeline: Pipeline | None = None
     with ExitStack() as closing:
         source = open_live_source(spec, width=options.camera_width, height=options.camera_height,
-                                  fps=options.camera_fps, paced=options.paced)
-        closing.callback(source.close)
+                                  fps=options.camera_fps, paced=options.paced, timeout=options.timeout)
+
+        def close_source() -> None:
+            if pipeline is None or not pipeline.source_abandoned:  # else its producer closes it
+                source.close()
+
+        closing.callback(close_source)
         announce(source.description)
         sinks: list[Sink] = []
         if options.output is not None:
@@ -107,7 +114,6 @@ def run_live(spec: str, switcher: StyleSwitcher, options: LiveOptions, *, announ
             closing.callback(camera.close)
             announce(f"virtual camera: {camera.device} @ {camera.fps:g} fps")
             sinks.append(camera)
-        pipeline: Pipeline | None = None
         window = None
         if options.preview:
             from .preview import PreviewWindow
@@ -124,10 +130,16 @@ def run_live(spec: str, switcher: StyleSwitcher, options: LiveOptions, *, announ
             window.style_name = switcher.style
             sinks.append(window)
         pipeline = Pipeline(source, job, Tee(sinks), drop_stale=True)
+        if is_url(spec):  # a stalled network read must not hold Ctrl-C back (see Pipeline)
+            pipeline.on_source_released = source.close
         if window is not None:
             stats = pipeline.run(on_progress=lambda _n: window.pump(), tick_s=PREVIEW_TICK_S)
         else:
             stats = pipeline.run()
     stats.extra.update(device=str(job.device), precision=job.precision, max_side=job.max_side, style=job.style,
                        vcam_frames=camera.frames_sent if camera is not None else 0)
+    video = source.source if isinstance(source, PacedSource) else source
+    if isinstance(video, VideoSource) and video.truncated and not stats.interrupted:
+        announce(f"warning: {spec}: the stream ended early ({video.truncated})")
+        stats.extra["stalled"] = video.truncated
     return stats

@@ -29,6 +29,7 @@ import numpy as np
 from .sources import AudioItem, Frame
 
 QUEUE_FRAMES = 4  # frames waiting between two stages
+INTERRUPT_GRACE_S = 0.5  # live: how long Ctrl-C waits for a producer blocked in its source before leaving it
 POLL_S = 0.05  # how often blocked threads look at the stop flag, seconds
 LATENCY_WINDOW = 10_000  # frames kept for latency percentiles
 _END = object()
@@ -134,6 +135,14 @@ class Pipeline:
         self._errors: list[BaseException] = []
         self._latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)
         self.stats = Stats()
+        # Live only: a Ctrl-C does not wait for a producer blocked in its source (a stalled network stream,
+        # until its read timeout). That thread is left to finish on its own, and calls this when it does,
+        # so the source is closed by the one thread that uses it. run() then sets source_abandoned.
+        self.on_source_released: Callable[[], None] | None = None
+        self.source_abandoned = False
+        self._release = threading.Lock()  # the producer's end and run()'s decision to leave it, in one order
+        self._producer_done = False
+        self._interrupted_at: float | None = None
 
     # -- queue helpers: every blocking call wakes up to look at the stop flag
     def _put(self, q: queue.Queue, item: object) -> bool:
@@ -180,6 +189,15 @@ class Pipeline:
 
     # -- the three stages
     def _produce(self) -> None:
+        try:
+            self._produce_items()
+        finally:
+            with self._release:
+                self._producer_done = True
+                if self.source_abandoned and self.on_source_released is not None:
+                    self.on_source_released()
+
+    def _produce_items(self) -> None:
         try:
             for item in self.source:
                 if self._stop.is_set() or self._interrupt.is_set():
@@ -253,8 +271,14 @@ class Pipeline:
             self._wait(threads, on_progress, tick_s)
         finally:
             self._stop.set()
-            for t in threads:
+            for t in threads[1:]:
                 t.join()
+            abandon = self.drop_stale and self.on_source_released is not None and self._interrupt.is_set()
+            since = time.perf_counter() - (self._interrupted_at or time.perf_counter())
+            threads[0].join(max(0.0, INTERRUPT_GRACE_S - since) if abandon else None)
+            with self._release:
+                if not self._producer_done:  # blocked in the source: it releases the source when it returns
+                    self.source_abandoned = True
         self._finish_stats(time.perf_counter() - t0)
         if self._errors:
             raise self._errors[0]
@@ -263,6 +287,11 @@ class Pipeline:
     def _wait(self, threads: list[threading.Thread], on_progress: Callable[[int], None] | None,
               tick_s: float) -> None:
         while any(t.is_alive() for t in threads):
+            if self._interrupted_at is None and self._interrupt.is_set():
+                self._interrupted_at = time.perf_counter()
+            if (self._interrupted_at is not None and self.drop_stale and self.on_source_released is not None
+                    and time.perf_counter() - self._interrupted_at > INTERRUPT_GRACE_S):
+                break  # a live source that does not let go (see on_source_released)
             try:
                 threads[-1].join(tick_s)
                 if on_progress is not None:

@@ -20,6 +20,9 @@ from av.video.reformatter import VideoReformatter
 from .errors import SourceError
 from .imageinfo import DEFAULT_MAX_PIXELS, header_size
 
+DEFAULT_STREAM_TIMEOUT_S = 5.0  # a network source that sends nothing for this long has stalled
+OPEN_TIMEOUT_FACTOR = 2  # and it may take twice that to answer at all
+
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 DEFAULT_TIME_BASE = Fraction(1, 90000)  # seconds per pts tick when the input has none
 SCALE_FILTER = "AREA"  # swscale's filter when frame_size differs from the video's (like OpenCV's INTER_AREA)
@@ -95,15 +98,23 @@ class VideoSource:
     """
 
     def __init__(self, path: str | Path, *, decode_audio: bool = False, start: float = 0.0,
-                 duration: float | None = None):
+                 duration: float | None = None, timeout: float = DEFAULT_STREAM_TIMEOUT_S):
         if start < 0 or (duration is not None and duration <= 0):
             raise ValueError(f"start must be >= 0 and duration > 0 seconds, not {start} and {duration}")
+        if timeout <= 0:
+            raise ValueError(f"timeout must be > 0 seconds, not {timeout}")
         self.path = str(path)
         self.start, self.duration = start, duration
+        self.timeout = timeout if is_url(self.path) else None
         if not is_url(self.path):
             _check_file(Path(self.path))
         try:
-            self._container = av.open(self.path, "r")
+            # A network source gets OPEN_TIMEOUT_FACTOR x timeout to answer, then timeout per read.
+            self._container = av.open(self.path, "r", timeout=(OPEN_TIMEOUT_FACTOR * timeout, timeout)
+                                      if self.timeout else None)
+        except av.error.ExitError:
+            raise SourceError(f"{self.path}: no answer within {OPEN_TIMEOUT_FACTOR * timeout:g} s "
+                              "(the server accepted the connection but sent nothing)") from None
         except av.error.FFmpegError as e:
             raise SourceError(f"{self.path}: not a video FFmpeg can read ({_reason(e)})") from None
         if not self._container.streams.video:
@@ -220,9 +231,10 @@ class VideoSource:
                     if inside:
                         yield self._frame(frame)
         except av.error.FFmpegError as e:
+            reason = f"no data for {self.timeout:g} s" if isinstance(e, av.error.ExitError) else _reason(e)
             if self.frames_read == 0:
-                raise SourceError(f"{self.path}: cannot decode video ({_reason(e)})") from None
-            self.truncated = _reason(e)
+                raise SourceError(f"{self.path}: cannot decode video ({reason})") from None
+            self.truncated = reason
             return
         announced = None if self.windowed else self.video.frames
         if not self.truncated and announced and self.frames_read + self.undecodable < announced:

@@ -445,3 +445,121 @@ def test_missing_camera_through_the_cli_prints_exactly_one_line(capfd):
     assert err.splitlines() == [
         "animestream: error: camera /dev/video97: cannot open it (is it connected, and not in use by another "
         "program?)"]
+
+
+@pytest.fixture
+def silent_server():
+    """A TCP server on 127.0.0.1 that accepts every connection and never sends a byte."""
+    import socket
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    srv.settimeout(0.2)
+    held, stop = [], threading.Event()
+
+    def accept():
+        while not stop.is_set():
+            try:
+                held.append(srv.accept()[0])
+            except OSError:
+                continue
+
+    t = threading.Thread(target=accept)
+    t.start()
+    yield srv.getsockname()[1]
+    stop.set()
+    t.join(5)
+    for c in held:
+        c.close()
+    srv.close()
+
+
+@pytest.mark.parametrize("scheme", ["http", "rtsp"])
+def test_a_stream_that_accepts_and_never_answers_is_one_line_within_the_timeout(silent_server, cli, tmp_path,
+                                                                                scheme):
+    t0 = time.perf_counter()
+    rc, _, err = cli(f"{scheme}://127.0.0.1:{silent_server}/live", tmp_path / "rec.mp4", "--timeout", 1)
+    assert time.perf_counter() - t0 < 10
+    assert rc == 1 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert f"127.0.0.1:{silent_server}" in err
+    assert not (tmp_path / "rec.mp4").exists()
+
+
+def test_ctrl_c_ends_a_live_run_on_a_stalled_stream_promptly(silent_server, tmp_path):
+    """SIGINT while the source waits for its first answer: the run ends within about a second."""
+    import signal as signal_module
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "stream", f"http://127.0.0.1:{silent_server}/live",
+                             str(tmp_path / "rec.mp4"), "--timeout", "30"], cwd=media.ROOT,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    time.sleep(6)  # started up, connected, waiting
+    t0 = time.perf_counter()
+    proc.send_signal(signal_module.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert time.perf_counter() - t0 < 1.5, err
+    assert proc.returncode == 130 and b"Traceback" not in err, err
+
+
+@pytest.fixture
+def stalling_server(media_dir):
+    """An HTTP server on 127.0.0.1 that sends half of an MPEG-TS clip, then keeps the connection silent."""
+    import socket
+
+    ts = media.write_clip(media_dir / "stall.ts", frames=120, size=(96, 64), fps=30, audio=None)
+    data = ts.read_bytes()[: ts.stat().st_size // 2 // 188 * 188]
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    srv.settimeout(0.2)
+    held, stop = [], threading.Event()
+
+    def serve():
+        while not stop.is_set():
+            try:
+                conn = srv.accept()[0]
+            except OSError:
+                continue
+            held.append(conn)
+            conn.recv(4096)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: video/mp2t\r\n\r\n" + data)
+
+    t = threading.Thread(target=serve)
+    t.start()
+    yield f"http://127.0.0.1:{srv.getsockname()[1]}/live.ts"
+    stop.set()
+    t.join(5)
+    for c in held:
+        c.close()
+    srv.close()
+
+
+def test_a_stream_that_stalls_ends_the_run_with_one_line_and_keeps_the_recording(stalling_server, cli, tmp_path,
+                                                                                tiny_style):
+    t0 = time.perf_counter()
+    rc, _, err = cli(stalling_server, tmp_path / "rec.mp4", "--timeout", 1, "--style", tiny_style, "--max-side", 32)
+    assert time.perf_counter() - t0 < 30
+    assert rc == 0 and "Traceback" not in err, err
+    assert "the stream ended early (no data for 1 s)" in err
+    assert media.probe(tmp_path / "rec.mp4", audio=False).frames >= 2  # a burst: most frames are stale
+
+
+def test_ctrl_c_during_a_stalled_read_ends_the_run_within_a_second(stalling_server, tmp_path, tiny_style):
+    proc = subprocess.Popen([sys.executable, "-m", "stream", stalling_server, str(tmp_path / "rec.mp4"),
+                             "--timeout", "30", "--style", str(tiny_style), "--max-side", "32"], cwd=media.ROOT,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    lines: list[tuple[float, bytes]] = []
+    reader = threading.Thread(target=lambda: lines.extend((time.perf_counter(), line) for line in proc.stderr))
+    reader.start()
+    time.sleep(8)  # started, read what was sent, now waiting for more
+    t0 = time.perf_counter()
+    proc.send_signal(signal.SIGINT)
+    proc.wait(60)
+    reader.join(10)
+    err = b"".join(line for _, line in lines)
+    ended = [t for t, line in lines if b"interrupted: wrote" in line]
+    assert ended and ended[0] - t0 < 1.0, err  # the run is over, the recording finished, within a second
+    assert proc.returncode == 130 and b"Traceback" not in err, err
+    assert media.probe(tmp_path / "rec.mp4", audio=False).frames >= 2  # what came before the stall is kept
