@@ -563,3 +563,42 @@ def test_ctrl_c_during_a_stalled_read_ends_the_run_within_a_second(stalling_serv
     assert ended and ended[0] - t0 < 1.0, err  # the run is over, the recording finished, within a second
     assert proc.returncode == 130 and b"Traceback" not in err, err
     assert media.probe(tmp_path / "rec.mp4", audio=False).frames >= 2  # what came before the stall is kept
+
+
+@needs_x
+def test_closing_the_preview_window_ends_the_run_like_q(xdisplay, cyan_style, media_dir, tmp_path):
+    import xwindow
+
+    clip = media.write_clip(media_dir / "preview.mp4", frames=1800, size=(160, 120), fps=30, audio=None)
+    rec, log = tmp_path / "rec.mp4", tmp_path / "stderr.txt"
+    with _preview(xdisplay, clip, cyan_style, log, rec) as proc:
+        wid = _window(xdisplay, proc, log)
+        assert _wait_for(lambda: _cyan_pixels(xdisplay) > 0.5 * 160 * 120, 45), "no stylised picture on screen"
+        xwindow.close(xdisplay, int(wid))
+        assert proc.wait(30) == 0, log.read_text()  # ended, not a new window and the run going on
+    assert "Traceback" not in log.read_text()
+    with av.open(str(rec)) as c:
+        assert sum(1 for _ in c.decode(video=0)) > 0  # the recording was finished
+
+
+@needs_x
+def test_the_overlay_text_on_screen_is_drawn_once_on_a_solid_box(xdisplay, cyan_style, media_dir, tmp_path):
+    """The help line on screen matches that text rendered once, white on the box colour, pixel for pixel."""
+    import cv2
+    from PIL import ImageGrab
+
+    from stream.preview import FONT, HELP, OVERLAY_BOX, OVERLAY_PAD_PX, OVERLAY_SCALE, OVERLAY_TEXT
+
+    clip = media.write_clip(media_dir / "wide.mp4", frames=1800, size=(480, 120), fps=30, audio=None)
+    log = tmp_path / "stderr.txt"
+    (w, h), base = cv2.getTextSize(HELP, FONT, OVERLAY_SCALE, 1)
+    template = np.full((h + base + 2, w + 4, 3), OVERLAY_BOX, np.uint8)
+    cv2.putText(template, HELP, (2, h + 1), FONT, OVERLAY_SCALE, OVERLAY_TEXT, 1, cv2.LINE_AA)
+    with _preview(xdisplay, clip, cyan_style, log) as proc:
+        _window(xdisplay, proc, log)
+        assert _wait_for(lambda: _cyan_pixels(xdisplay) > 0.3 * 480 * 120, 45), "no stylised picture on screen"
+        shot = cv2.cvtColor(np.asarray(ImageGrab.grab(xdisplay=xdisplay).convert("RGB")), cv2.COLOR_RGB2BGR)
+    scores = cv2.matchTemplate(shot, template, cv2.TM_SQDIFF)
+    best, _, where, _ = cv2.minMaxLoc(scores)
+    assert best / template.size < 1.0, f"no clean copy of the help text on screen (mean square error {best / template.size:.1f})"
+    assert where[0] <= 2 * OVERLAY_PAD_PX  # in the top-left overlay
