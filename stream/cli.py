@@ -150,6 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-pixels", type=_non_negative_int, default=DEFAULT_MAX_PIXELS, metavar="N",
                    help="refuse input images larger than N pixels (width x height), checked in the file's header "
                         "before decoding; 0 = no limit (default: %(default)s)")
+    p.add_argument("--no-recursive", dest="recursive", action="store_false",
+                   help="a folder INPUT: only its own files, not its subfolders' (default: the whole tree, mirrored "
+                        "in OUTPUT)")
     p.add_argument("--strict", action="store_true",
                    help="treat a damaged video as an error and write nothing (default: skip frames that do not "
                         "decode, warn, and keep the rest)")
@@ -392,7 +395,8 @@ def _main(argv: list[str]) -> int:
                                           strict=args.strict)
                 else:
                     stats = convert(args.input, args.output, job, crf=args.crf, preset=args.preset,
-                                    progress=not args.quiet, max_pixels=args.max_pixels, strict=args.strict)
+                                    progress=not args.quiet, max_pixels=args.max_pixels, strict=args.strict,
+                                    recursive=args.recursive)
         except AnimestreamError as e:
             print(f"animestream: error: {e}", file=sys.stderr)
             return EXIT_ERROR

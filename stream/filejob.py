@@ -8,19 +8,21 @@ On Ctrl-C the frames finished so far are flushed into a playable file and ``Stat
 """
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 from .engine import FrameEngine
 from .errors import AnimestreamError, SinkError, SourceError
 from .imageinfo import DEFAULT_MAX_PIXELS
 from .pipeline import Pipeline, Stats, peak_rss_mb
-from .sinks import (DEFAULT_CRF, DEFAULT_PRESET, VIDEO_EXTENSIONS, VideoFileSink, check_output_path,
-                    encoder_threads, write_image)
+from .sinks import (ALPHA_EXTENSIONS, DEFAULT_CRF, DEFAULT_PRESET, VIDEO_EXTENSIONS, VideoFileSink,
+                    check_output_path, encoder_threads, write_image)
 from .sources import IMAGE_EXTENSIONS, VideoSource, is_image_path, read_image
 
 Warn = Callable[[str], None]
@@ -57,11 +59,11 @@ def convert_video(src: str | Path, dst: str | Path, engine: FrameEngine, *, crf:
     audio_codec = source.audio.codec_context.name if source.audio is not None else None
     try:
         sink = VideoFileSink(dst, width=source.width, height=source.height, time_base=source.time_base,
-                             rate=source.rate, audio=source.audio, crf=crf, preset=preset,
-                             threads=encoder_threads(engine.device))
+                             rate=source.rate, audio=source.audios, subtitles=source.subtitles, crf=crf,
+                             preset=preset, threads=encoder_threads(engine.device))
         stats: Stats | None = None
         try:
-            source.decode_audio = sink.audio_mode == "transcode"
+            source.decode_streams = {i for i, mode in sink.audio_modes.items() if mode == "transcode"}
             with tqdm(total=source.frame_count, unit="frame", desc=Path(str(src)).name, disable=not progress,
                       file=sys.stderr, dynamic_ncols=True, leave=False) as bar:
                 stats = Pipeline(source, engine, sink).run(on_progress=lambda n: bar.update(n - bar.n))
@@ -83,6 +85,8 @@ def convert_video(src: str | Path, dst: str | Path, engine: FrameEngine, *, crf:
         what = (f"{source.undecodable} frames could not be decoded ({source.damage})" if source.undecodable
                 else f"damaged after frame {source.frames_read} ({source.truncated})")
         raise SourceError(f"{src}: {what}; nothing written (strict)")
+    if sink.dropped:
+        warn(f"warning: {dst}: left out " + "; ".join(sink.dropped))
     if source.undecodable:
         warn(f"warning: {src}: {source.undecodable} frames could not be decoded ({source.damage}) and were "
              f"skipped; the {stats.frames_out} others keep their timestamps")
@@ -90,12 +94,13 @@ def convert_video(src: str | Path, dst: str | Path, engine: FrameEngine, *, crf:
         warn(f"warning: {src}: input is damaged after frame {source.frames_read} ({source.truncated}); "
              f"converted the {stats.frames_out} frames that decoded")
     stats.extra.update(_engine_stats(engine), audio=sink.audio_mode or "none", audio_codec=audio_codec,
+                       audio_tracks=len(sink.audio_modes), dropped_streams=list(sink.dropped),
                        undecodable=source.undecodable, truncated=bool(source.truncated))
     return stats
 
 
 def convert_image(src: str | Path, dst: str | Path, engine: FrameEngine, *,
-                  max_pixels: int = DEFAULT_MAX_PIXELS) -> Stats:
+                  max_pixels: int = DEFAULT_MAX_PIXELS, warn: Warn = _stderr) -> Stats:
     """Stylise one image into ``dst`` (format from its extension). ``max_pixels``: see :func:`read_image`.
 
     The statistics are those of the whole job: ``wall_s`` from reading to the written file,
@@ -105,11 +110,19 @@ def convert_image(src: str | Path, dst: str | Path, engine: FrameEngine, *,
     if dst.suffix.lower() not in IMAGE_EXTENSIONS:
         raise SinkError(f"{dst}: an image output needs one of {', '.join(sorted(IMAGE_EXTENSIONS))}")
     t0 = time.perf_counter()
-    image = read_image(src, max_pixels=max_pixels)
+    image = read_image(src, max_pixels=max_pixels, keep_alpha=True)
+    alpha = None
+    if image.shape[2] == 4:  # the model styles RGB; the transparency is carried through untouched
+        image, alpha = np.ascontiguousarray(image[..., :3]), image[..., 3]
     stats = Stats(frames_in=1)
     t1 = time.perf_counter()
     result = engine(image)
     model_ms = round((time.perf_counter() - t1) * 1000, 1)
+    if alpha is not None and dst.suffix.lower() in ALPHA_EXTENSIONS:
+        result = np.dstack([result, alpha])
+    elif alpha is not None:
+        warn(f"warning: {dst}: left out the transparency ({dst.suffix.lstrip('.').upper()} has none; "
+             f"{', '.join(sorted(ALPHA_EXTENSIONS))} keep it)")
     write_image(dst, result)
     stats.frames_out = 1
     stats.wall_s = round(time.perf_counter() - t0, 3)
@@ -120,10 +133,34 @@ def convert_image(src: str | Path, dst: str | Path, engine: FrameEngine, *,
     return stats
 
 
+def folder_inputs(src: Path, *, recursive: bool = True, skip: Path | None = None,
+                  warn: Warn = _stderr) -> list[Path]:
+    """The images and videos in ``src`` (and, with ``recursive``, its subfolders), sorted, as paths
+    relative to ``src``. Hidden files and folders (an earlier run's ``.partial`` leftovers) are not
+    inputs; nor is anything under ``skip`` (an output folder inside the input folder). Other files are
+    named in one warning line."""
+    found, ignored = [], []
+    for folder, dirs, names in os.walk(src, onerror=lambda e: warn(f"warning: {e.filename}: cannot read it "
+                                                                   f"({e.strerror})")):
+        here = Path(folder)
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and (skip is None or (here / d).resolve() != skip)) \
+            if recursive else []
+        for name in sorted(names):
+            if name.startswith("."):
+                continue
+            path = here / name
+            (found if path.suffix.lower() in IMAGE_EXTENSIONS | VIDEO_EXTENSIONS else ignored).append(path.relative_to(src))
+    if ignored:
+        shown = ", ".join(str(p) for p in ignored[:3]) + (f" and {len(ignored) - 3} more" if len(ignored) > 3 else "")
+        warn(f"warning: {src}: {len(ignored)} files are neither images nor videos and were left out: {shown}")
+    return found
+
+
 def convert_folder(src: str | Path, dst: str | Path, engine: FrameEngine, *, crf: int = DEFAULT_CRF,
                    preset: str = DEFAULT_PRESET, progress: bool = True, warn: Warn = _stderr,
-                   max_pixels: int = DEFAULT_MAX_PIXELS, strict: bool = False) -> Stats:
-    """Convert every image and video directly in ``src`` into ``dst`` (created if missing).
+                   max_pixels: int = DEFAULT_MAX_PIXELS, strict: bool = False, recursive: bool = True) -> Stats:
+    """Convert every image and video in ``src`` and, with ``recursive``, its subfolders into ``dst``
+    (created if missing), mirroring the folder tree.
 
     A file that fails is reported through ``warn`` and the rest go on; if any failed, a
     :class:`SourceError` naming the count is raised at the end.
@@ -135,18 +172,22 @@ def convert_folder(src: str | Path, dst: str | Path, engine: FrameEngine, *, crf
         raise SinkError(f"{dst}: exists and is not a folder")
     if dst.resolve() == src.resolve():
         raise SinkError(f"{dst}: output folder is the input folder; choose another")
-    files = [p for p in sorted(src.iterdir())  # hidden files (an earlier run's .partial leftovers) are not inputs
-             if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS | VIDEO_EXTENSIONS]
+    files = folder_inputs(src, recursive=recursive, skip=dst.resolve(), warn=warn)
     if not files:
-        raise SourceError(f"{src}: no images or videos in this folder")
+        raise SourceError(f"{src}: no images or videos in this folder" + (" or its subfolders" if recursive else ""))
     dst.mkdir(exist_ok=True)
     total, failed, done = Stats(), 0, 0
-    for path in tqdm(files, unit="file", disable=not progress or len(files) < 2, file=sys.stderr, leave=False):
+    for rel in tqdm(files, unit="file", disable=not progress or len(files) < 2, file=sys.stderr, leave=False):
+        path, out = src / rel, dst / rel
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise SinkError(f"{out.parent}: cannot create the folder ({e.strerror or e})") from None
         try:
             if is_image_path(path):
-                one = convert_image(path, dst / path.name, engine, max_pixels=max_pixels)
+                one = convert_image(path, out, engine, max_pixels=max_pixels, warn=warn)
             else:
-                one = convert_video(path, dst / path.name, engine, crf=crf, preset=preset, progress=progress,
+                one = convert_video(path, out, engine, crf=crf, preset=preset, progress=progress,
                                     warn=warn, keep_partial=False, strict=strict)  # complete files only
         except AnimestreamError as e:
             warn(f"error: {e}")
@@ -167,12 +208,12 @@ def convert_folder(src: str | Path, dst: str | Path, engine: FrameEngine, *, crf
 
 def convert(src: str | Path, dst: str | Path, engine: FrameEngine, *, crf: int = DEFAULT_CRF,
             preset: str = DEFAULT_PRESET, progress: bool = True, warn: Warn = _stderr,
-            max_pixels: int = DEFAULT_MAX_PIXELS, strict: bool = False) -> Stats:
+            max_pixels: int = DEFAULT_MAX_PIXELS, strict: bool = False, recursive: bool = True) -> Stats:
     """Convert a video, an image or a folder, whichever ``src`` is."""
     path = Path(src)
     if path.is_dir():
         return convert_folder(path, dst, engine, crf=crf, preset=preset, progress=progress, warn=warn,
-                              max_pixels=max_pixels, strict=strict)
+                              max_pixels=max_pixels, strict=strict, recursive=recursive)
     if is_image_path(path):
-        return convert_image(path, dst, engine, max_pixels=max_pixels)
+        return convert_image(path, dst, engine, max_pixels=max_pixels, warn=warn)
     return convert_video(src, dst, engine, crf=crf, preset=preset, progress=progress, warn=warn, strict=strict)

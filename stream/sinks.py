@@ -27,7 +27,7 @@ X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium"
 # which then fails at the trailer); other containers are trusted to report their own.
 MP4_AUDIO = frozenset({"aac", "mp3", "alac", "ac3", "eac3", "opus", "flac"})
 MP4_FORMATS = frozenset({"mp4", "mov", "ipod", "3gp", "3g2", "psp"})
-VIDEO_EXTENSIONS = frozenset({".mp4", ".mkv", ".mov", ".webm", ".avi", ".m4v"})
+VIDEO_EXTENSIONS = frozenset({".mp4", ".mkv", ".mov", ".webm", ".avi", ".m4v", ".gif"})
 VP9_CRF_PER_X264_CRF = 63 / 51  # libvpx-vp9's crf runs 0..63 where x264's runs 0..51
 # libvpx-vp9's cpu-used (0 slowest .. 8 fastest) for each x264 preset; the fast ones use the realtime deadline
 VP9_CPU_USED = dict(zip(X264_PRESETS, (8, 8, 7, 6, 5, 4, 3, 2, 1)))
@@ -97,12 +97,23 @@ def _write_bytes(path: Path, data: bytes) -> None:
         f.write(data)
 
 
+ALPHA_EXTENSIONS = frozenset({".png", ".webp", ".tif", ".tiff"})  # image outputs that keep transparency
+
+
 def write_image(target: Path, rgb: np.ndarray) -> None:
-    """Encode ``rgb`` by the target's extension and move it into place atomically; a file system that
-    refuses (read-only, no permission, full) is a one-line :class:`SinkError` and leaves nothing behind."""
+    """Encode ``rgb`` (RGB, or RGBA for :data:`ALPHA_EXTENSIONS`) by the target's extension and move it
+    into place atomically; a file system that refuses (read-only, no permission, full) is a one-line
+    :class:`SinkError` and leaves nothing behind. WebP is written lossless when it carries transparency."""
     import cv2
 
-    ok, data = cv2.imencode(target.suffix or ".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    params: list[int] = []
+    if rgb.shape[2] == 4:
+        bgr = cv2.cvtColor(rgb, cv2.COLOR_RGBA2BGRA)
+        if target.suffix.lower() == ".webp":
+            params = [cv2.IMWRITE_WEBP_QUALITY, 101]  # above 100: lossless, so the alpha survives as it was
+    else:
+        bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+    ok, data = cv2.imencode(target.suffix or ".png", bgr, params)
     if not ok:
         raise SinkError(f"{target}: OpenCV cannot write {target.suffix or 'this'} images")
     tmp = temp_path(target)
@@ -127,6 +138,8 @@ def encoder_threads(model_device: object) -> int:
 def video_codec_options(container_format: str, crf: int, preset: str, threads: int) -> tuple[str, dict[str, str]]:
     """The video encoder and its options for a container: libx264, or libvpx-vp9 in WebM (which
     takes no H.264), with ``crf`` and ``preset`` given on x264's scales and mapped onto VP9's."""
+    if container_format == "gif":
+        return "gif", {}
     if container_format == "webm":
         options = {"crf": str(round(crf * VP9_CRF_PER_X264_CRF)), "b": "0", "row-mt": "1",
                    "cpu-used": str(VP9_CPU_USED[preset]),
@@ -153,8 +166,8 @@ class VideoFileSink:
     """
 
     def __init__(self, target: str | Path, *, width: int, height: int, time_base: Fraction, rate: Fraction,
-                 audio: av.audio.stream.AudioStream | None = None, crf: int = DEFAULT_CRF,
-                 preset: str = DEFAULT_PRESET, threads: int = 0):
+                 audio: av.audio.stream.AudioStream | list | None = None, crf: int = DEFAULT_CRF,
+                 preset: str = DEFAULT_PRESET, threads: int = 0, subtitles: list | None = ()):
         if not 0 <= crf <= 51:
             raise ValueError(f"crf must be in 0..51, not {crf}")
         if preset not in X264_PRESETS:
@@ -168,6 +181,10 @@ class VideoFileSink:
         self.frames_written = 0
         self.last_time: float | None = None
         self._closed = False
+        self.dropped: list[str] = []  # what the input had that this output cannot hold, for a warning
+        # input stream index -> (mode, output stream): every sound track (copied or re-encoded), subtitles
+        self._sides: dict[int, tuple[str, av.stream.Stream]] = {}
+        self.audio_mode, self._audio, self.audio_modes = None, None, {}
         try:
             self._container = av.open(str(self.tmp), "w")
         except (av.error.FFmpegError, OSError, ValueError) as e:
@@ -183,17 +200,40 @@ class VideoFileSink:
             codec, options = video_codec_options(self._format, crf, preset, threads)
             self._video = self._container.add_stream(codec, rate=rate)
             self._video.width, self._video.height = width, height
-            self._video.pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
+            if codec == "gif":
+                self._video.pix_fmt = "rgb8"
+            else:
+                self._video.pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
             self._video.time_base = time_base
             self._video.codec_context.time_base = time_base
             self._video.options = options
-            self.audio_mode, self._audio = self._add_audio(audio)
+            audios = [] if audio is None else list(audio) if isinstance(audio, (list, tuple)) else [audio]
+            for track in audios:
+                added = self._add_audio(track)
+                if added[0] is not None:
+                    self._sides[track.index] = added
+            for sub in subtitles:
+                self._add_subtitles(sub)
+            first = self._sides.get(audios[0].index) if audios else None
+            self.audio_mode, self._audio = first if first else (None, None)
+            self.audio_modes = {index: mode for index, (mode, _) in self._sides.items() if mode in ("copy", "transcode")}
         except (av.error.FFmpegError, ValueError) as e:
             self.close(keep=False)
             raise SinkError(f"{self.target}: cannot set up the encoder ({e})") from None
 
+    def _add_subtitles(self, sub: av.stream.Stream) -> None:
+        name = sub.codec_context.name
+        allowed = {"mov_text"} if self._format in MP4_FORMATS else self._container.supported_codecs
+        if name not in allowed:
+            self.dropped.append(f"{name} subtitles (stream {sub.index}: {self._format} cannot hold them)")
+            return
+        self._sides[sub.index] = ("subtitles", self._container.add_stream_from_template(sub))
+
     def _add_audio(self, audio: av.audio.stream.AudioStream | None):
         if audio is None:
+            return None, None
+        if self._format == "gif":
+            self.dropped.append(f"sound (stream {audio.index}: GIF has none)")
             return None, None
         name = audio.codec_context.name
         allowed = MP4_AUDIO if self._format in MP4_FORMATS else self._container.supported_codecs
@@ -224,17 +264,21 @@ class VideoFileSink:
         self.last_time = frame.time
 
     def write_audio(self, item: AudioItem) -> None:
-        """Copy an audio packet or re-encode an audio frame (whichever :attr:`audio_mode` needs)."""
-        if self._audio is None:
+        """Copy a sound or subtitle packet, or re-encode an audio frame, into its track of this file."""
+        if item.stream_index == -1:
+            out = self._audio
+        else:
+            out = self._sides.get(item.stream_index, (None, None))[1]
+        if out is None:
             return
         payload = item.payload
         try:
             if isinstance(payload, av.Packet):
-                payload.stream = self._audio
+                payload.stream = out
                 self._container.mux(payload)
                 return
             payload.pts = None  # the encoder re-chunks samples and numbers them itself
-            for packet in self._audio.encode(payload):
+            for packet in out.encode(payload):
                 self._container.mux(packet)
         except (av.error.FFmpegError, OSError) as e:
             raise SinkError(f"{self.target}: cannot write it ({_reason(e)})") from None
@@ -246,10 +290,10 @@ class VideoFileSink:
         self._closed = True
         try:
             if keep:
-                for stream in (self._video, self._audio if self.audio_mode == "transcode" else None):
-                    if stream is not None:
-                        for packet in stream.encode(None):
-                            self._container.mux(packet)
+                flushed = [self._video] + [out for mode, out in self._sides.values() if mode == "transcode"]
+                for stream in flushed:
+                    for packet in stream.encode(None):
+                        self._container.mux(packet)
             self._container.close()
             if keep:
                 os.replace(self.tmp, self.target)

@@ -55,9 +55,11 @@ class _Window:
 
 @dataclass
 class AudioItem:
-    """An audio packet to copy, or a decoded audio frame to re-encode, in demux order."""
+    """A sound or subtitle packet to copy, or a decoded audio frame to re-encode, in demux order.
+    ``stream_index`` is the input stream it belongs to (-1: the first audio stream)."""
 
     payload: av.Packet | av.AudioFrame
+    stream_index: int = -1
 
 
 def _check_file(path: Path) -> None:
@@ -122,8 +124,11 @@ class VideoSource:
             raise SourceError(f"{self.path}: no video stream (an audio-only or data file?)")
         self.video = self._container.streams.video[0]
         self.video.thread_type = "AUTO"
-        self.audio = self._container.streams.audio[0] if self._container.streams.audio else None
-        self.decode_audio = decode_audio
+        self.audios = list(self._container.streams.audio)  # every sound track
+        self.audio = self.audios[0] if self.audios else None
+        self.subtitles = list(self._container.streams.subtitles)
+        # Audio streams delivered as decoded frames (to be re-encoded); the others come as packets.
+        self.decode_streams: set[int] = {a.index for a in self.audios} if decode_audio else set()
         self.truncated: str | None = None
         self.undecodable = 0  # video packets that failed to decode and were skipped
         self.damage: str | None = None  # what the first of them said
@@ -141,7 +146,7 @@ class VideoSource:
         self.time_base = self.video.time_base or DEFAULT_TIME_BASE
         self.rate = self.video.average_rate or self.video.guessed_rate or Fraction(30)
         self._windows = {} if not self.windowed else {
-            stream.index: self._window(stream) for stream in (self.video, self.audio) if stream is not None}
+            stream.index: self._window(stream) for stream in (self.video, *self.audios, *self.subtitles)}
         self.description = f"{self.path}: {self.width}x{self.height} @ {float(self.rate):g} fps"
 
     @property
@@ -195,8 +200,18 @@ class VideoSource:
         except av.error.FFmpegError as e:
             raise SourceError(f"{self.path}: cannot seek to {self.start:g} s ({_reason(e)})") from None
 
+    @property
+    def decode_audio(self) -> bool:
+        """Whether sound comes as decoded frames (for re-encoding) rather than packets (for copying)."""
+        return bool(self.decode_streams)
+
+    @decode_audio.setter
+    def decode_audio(self, value: bool) -> None:
+        self.decode_streams = {a.index for a in self.audios} if value else set()
+
     def __iter__(self) -> Iterator[Frame | AudioItem]:
-        streams = [self.video] + ([self.audio] if self.audio is not None else [])
+        side = {s.index for s in (*self.audios, *self.subtitles)}
+        streams = [self.video, *self.audios, *self.subtitles]
         if self.start > 0:
             self._seek()
         try:
@@ -204,14 +219,14 @@ class VideoSource:
             for packet in self._container.demux(streams):
                 if packet.is_corrupt:
                     self.truncated = self.truncated or "a partial packet: the file is cut short"
-                    if packet.stream is self.audio:
+                    if packet.stream.index in side:
                         continue  # a cut audio packet would make the output's audio undecodable
-                if packet.stream is self.audio:
-                    if self._in_window(self.audio, packet.pts) is None:
+                if packet.stream.index in side:
+                    if self._in_window(packet.stream, packet.pts) is None:
                         if video_done:
                             return
                         continue
-                    yield from self._audio(packet)
+                    yield from self._side(packet)
                     continue
                 if video_done:
                     continue
@@ -225,7 +240,7 @@ class VideoSource:
                     inside = self._in_window(self.video, frame.pts)
                     if inside is None:
                         video_done = True
-                        if self.audio is None:
+                        if not side:
                             return
                         break
                     if inside:
@@ -240,20 +255,23 @@ class VideoSource:
         if not self.truncated and announced and self.frames_read + self.undecodable < announced:
             self.truncated = f"the stream ends after {self.frames_read} of its {announced} frames"
 
-    def _audio(self, packet: av.Packet) -> Iterator[AudioItem]:
-        if not self.decode_audio:
-            if packet.dts is not None and packet.size and self._in_window(self.audio, packet.pts):
+    def _side(self, packet: av.Packet) -> Iterator[AudioItem]:
+        """A sound or subtitle packet as it is to be written: the packet (moved to the window's time)
+        or, for a sound track that is re-encoded, its decoded frames."""
+        stream = packet.stream
+        if stream.index not in self.decode_streams:
+            if packet.dts is not None and packet.size and self._in_window(stream, packet.pts):
                 if self.start > 0:
-                    shift = self._windows[self.audio.index].shift
+                    shift = self._windows[stream.index].shift
                     packet.dts -= shift
                     if packet.pts is not None:
                         packet.pts -= shift
-                yield AudioItem(packet)
+                yield AudioItem(packet, stream.index)
             return
         try:
             for frame in packet.decode():
-                if self._in_window(self.audio, frame.pts):
-                    yield AudioItem(frame)  # the encoder numbers re-encoded sound itself
+                if self._in_window(stream, frame.pts):
+                    yield AudioItem(frame, stream.index)  # the encoder numbers re-encoded sound itself
         except av.error.FFmpegError:
             return  # a damaged audio packet is skipped, the video goes on
 
@@ -302,8 +320,9 @@ def _probe_quarter_turns(path: str) -> int:
     return 0
 
 
-def read_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Read an image file as RGB uint8 (alpha dropped, 16-bit reduced to 8).
+def read_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS, keep_alpha: bool = False) -> np.ndarray:
+    """Read an image file as RGB uint8 (16-bit reduced to 8; grey made RGB), or with ``keep_alpha``
+    as RGBA when the file has transparency (else RGB).
 
     An image whose header declares more than ``max_pixels`` (width x height; 0: no limit) is refused
     before it is decoded: a small file can declare a picture that takes gigabytes to decode."""
@@ -320,6 +339,12 @@ def read_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.
                           f"limit of {max_pixels / 1e6:g} (max_pixels)")
     data = np.fromfile(path, np.uint8)
     try:
+        if keep_alpha:
+            image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+            if image is not None and image.ndim == 3 and image.shape[2] == 4:
+                if image.dtype != np.uint8:
+                    image = (image // 257).astype(np.uint8)
+                return cv2.cvtColor(image, cv2.COLOR_BGRA2RGBA)
         image = cv2.imdecode(data, cv2.IMREAD_COLOR)
     except cv2.error as e:
         raise SourceError(f"{path}: OpenCV cannot decode it ({_reason(e)})") from None
