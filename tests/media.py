@@ -43,7 +43,8 @@ def _tone(n_samples: int) -> np.ndarray:
 
 def write_clip(path: Path, *, frames: int = 24, size: tuple[int, int] = (64, 48), fps: int = 24,
                audio: str | None = "aac", pts: list[int] | None = None, time_base: Fraction | None = None,
-               faststart: bool = False, preset: str = "ultrafast", rotation: int = 0) -> Path:
+               faststart: bool = False, preset: str = "ultrafast", rotation: int = 0,
+               pix_fmt: str = "yuv420p") -> Path:
     """Write an H.264 clip; ``audio`` is None, "aac" or "pcm_s16le"; ``pts`` gives irregular
     timestamps in ``time_base`` units (variable frame rate); ``rotation`` (degrees, counter-clockwise)
     goes into the display matrix, as phones record portrait video."""
@@ -55,7 +56,7 @@ def write_clip(path: Path, *, frames: int = 24, size: tuple[int, int] = (64, 48)
     options = {"movflags": "faststart"} if faststart else {}
     with av.open(str(path), "w", options=options) as out:
         video = out.add_stream("libx264", rate=fps)
-        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+        video.width, video.height, video.pix_fmt = width, height, pix_fmt
         video.time_base = tb
         video.codec_context.time_base = tb
         video.options = {"crf": "23", "preset": preset}
