@@ -133,7 +133,7 @@ def run_live(src: str, dst: str, style: str, max_side: int | None, frames: int, 
     if not clip.exists():
         _camera_clip(clip)
     engine = Engine(style, max_side=max_side, device=device)
-    switcher = StyleSwitcher([style], engine, max_side=max_side, precision="auto", device=device)
+    switcher = StyleSwitcher([style], engine, engine.options)
     stats = live_job(str(clip), switcher, LiveOptions(output=Path(dst)), announce=lambda _m: None)
     return {"frames_in": stats.frames_in, "frames_out": stats.frames_out, "dropped": stats.dropped,
             "fps": stats.fps, "latency_ms_p50": stats.latency_ms_p50, "latency_ms_p95": stats.latency_ms_p95,

@@ -206,3 +206,32 @@ def test_serve_bench_times_both_services_and_reads_their_peak_rss():
         assert row["refused"] == 0 and row["qps"] > 0 and 0 < row["latency_s_p50"] <= row["latency_s_p95"]
         assert 150 < row["peak_rss_mb"] < 4000  # torch alone is ~200 MB
     assert ratios["speedup_single"] == round(seed["single_s_p50"] / ours["single_s_p50"], 2)
+
+
+def test_teachers_bench_sets_each_style_beside_its_teacher(onnx_teachers, tiny_model, tmp_path):
+    import os
+
+    import cv2
+
+    from media import frame_image
+    from stream import weights
+
+    folder, _ = onnx_teachers
+    home, photos = tmp_path / "home", tmp_path / "media" / "photos"
+    photos.mkdir(parents=True)
+    for i in range(2):
+        cv2.imwrite(str(photos / f"p{i}.png"), frame_image(i, 80, 60))
+    quality = {"teacher": "tiny_teacher", "resolution": "longest side 64 px", "psnr_vs_teacher": 10.0,
+               "val_photos": ["photos/p0.png", "photos/p1.png"]}
+    weights.export_style(tiny_model, home / "styles", "student", source="test", license="MIT", training_steps=1,
+                         quality=quality)
+    done = subprocess.run([sys.executable, "bench/teachers.py", "--teachers", str(folder), "--photos-root",
+                           str(tmp_path / "media"), "--styles", "student", "--repeat", "2", "--threads", "1"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, ANIMESTREAM_HOME=str(home)))
+    assert done.returncode == 0, done.stderr
+    row, summary = [json.loads(line) for line in done.stdout.splitlines()]
+    assert (row["style"], row["teacher"], row["photos"], row["resolution"]) == ("student", "tiny_teacher", 2, 64)
+    assert row["psnr"] > 0 and 0 < row["ssim"] <= 1 and row["student_ms"] > 0 and row["teacher_ms"] > 0
+    assert row["faster"] == pytest.approx(row["teacher_ms"] / row["student_ms"], rel=0.02)
+    assert summary == {"summary": {"student": {"psnr": row["psnr"], "faster": row["faster"]}}}
