@@ -281,6 +281,9 @@ def main(argv: list[str] | None = None) -> int:
             for spec in args.live.split(",") if spec}
     memory = _child(args, "memory", args.memory_cap, args.style) if args.memory_cap else None
     shares = _model_shares(args.model_size, args.style) if args.model_size else {}
+    if args.device == "cuda":  # model-only fps at 512 and 1080p, 1080p file jobs, live at 512, vs the fp16 peak
+        gpu = [sys.executable, str(Path(__file__).with_name("gpu.py")), "--style", args.style, "--device", "cuda"]
+        print(subprocess.run(gpu, check=True, capture_output=True, text=True).stdout, end="", flush=True)
 
     summary = {"summary": True, "machine": machine(), "input": Path(args.input).name}
     for cap in caps:

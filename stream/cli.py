@@ -119,6 +119,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=DEVICES, default="auto", help="default: cuda when present, else cpu")
     p.add_argument("--threads", type=_non_negative_int, default=0, metavar="N",
                    help="CPU threads for inference (default: 0 = one per core, all but one for -lite styles)")
+    p.add_argument("--batch", type=_non_negative_int, default=0, metavar="N",
+                   help="file jobs on a GPU: frames per model call (default: 0 = chosen from free GPU memory; "
+                        "the CPU runs one at a time, which measured fastest there)")
+    p.add_argument("--compile", action="store_true",
+                   help="GPU: compile the model with torch.compile first (a one-off cost, reported in "
+                        "--stats-json as compile_s; pays on long videos)")
     p.add_argument("--crf", type=_crf, default=DEFAULT_CRF,
                    help="video quality, 0 (lossless) .. 51 (worst), on x264's scale; .webm outputs are VP9 "
                         "and map it onto VP9's (default: %(default)s)")
@@ -384,7 +390,8 @@ def _main(argv: list[str]) -> int:
         parser.error(f"--stats-json {args.stats_json}: the folder does not exist or the path is a folder")
     with stop_on_signals() as received:
         try:
-            engine = Engine(args.style, _engine_options(args))
+            options = dataclasses.replace(_engine_options(args), batch=args.batch, compile=args.compile)
+            engine = Engine(args.style, options)
             if is_live:
                 stats = _run_live(args, engine)
             else:

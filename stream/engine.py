@@ -17,6 +17,7 @@ import functools
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ import torch
 
 from . import quant, weights
 from .errors import AnimestreamError, OutOfMemoryError
+from .model import with_parallel_group_norm
 from .weights import Style
 
 DEFAULT_MAX_SIDE = 512  # pixels, longest side at inference
@@ -40,6 +42,8 @@ LITE_SPARE_CORES = 1  # a lite style's small layers gain little from threads; de
 # 512x288: ~1.4 KB; bf16 and INT8 values take a half and a quarter of that); scaled by a style's width.
 ACTIVATION_BYTES_PER_PIXEL = {"fp32": 1400, "fp16": 700, "bf16": 700, "int8": 350}
 MEMORY_HEADROOM = 0.8  # share of the available memory the model's activations may take
+MAX_AUTO_BATCH = 16  # frames per model call the engine picks at most on a GPU
+BATCH_MEMORY_SHARE = 0.5  # of the free GPU memory, what a batch's activations may take
 
 MALLOC_MMAP_THRESHOLD_BYTES = 32 * 2**20  # glibc's maximum: activations this size come from the heap
 MALLOC_TRIM_THRESHOLD_BYTES = 2**30  # and freed heap memory is kept for the next frame
@@ -211,8 +215,12 @@ class EngineOptions:
     precision: str = "auto"
     device: str = "auto"
     threads: int = 0
+    batch: int = 0  # frames per model call in file jobs: 0 = the engine's choice (1 on the CPU)
+    compile: bool = False  # torch.compile the generator (CUDA), paying a one-off compile time
 
     def __post_init__(self):
+        if self.batch < 0:
+            raise ValueError(f"batch must be >= 0, not {self.batch}")
         if self.max_side is not None and self.max_side < 0:
             raise ValueError(f"max_side must be >= 0 pixels, not {self.max_side}")
         if self.threads < 0:
@@ -259,6 +267,22 @@ class _Buffers:
     full: np.ndarray  # H x W x 3 uint8, the result at the input resolution
 
 
+@dataclass
+class _DeviceSlot:
+    """Pinned host buffers and device buffers for one batch of N frames of H x W on a GPU (two of them
+    alternate, so one batch's download overlaps the next one's upload and compute)."""
+
+    host_in: torch.Tensor  # N x H x W x 3 uint8, pinned
+    dev_in: torch.Tensor  # N x H x W x 3 uint8 on the device
+    host_out: torch.Tensor  # N x H x W x 3 uint8, pinned
+    uploaded: torch.cuda.Event | None  # None where the device is the CPU (tests run this path there)
+    done: torch.cuda.Event | None
+
+    def wait(self) -> None:
+        if self.done is not None:
+            self.done.synchronize()
+
+
 class Engine:
     """Stylise frames with one generator.
 
@@ -294,25 +318,55 @@ class Engine:
         elif self.precision == "int8":
             self.int8 = _int8_generator(spec)
         else:
-            module = weights.load_model(spec)
-            if spec.format == "torchscript":  # any TorchScript file loads: check it is a generator at all
-                weights.check_generator(module, spec.path)
-            self.module = module.to(self.device).to(self.dtype).to(memory_format=torch.channels_last).eval()
+            self.module = self._load_float_module(spec, options.compile)
+        # On a GPU the frames are resized there (full-size frames in, full-size results out); elsewhere
+        # file jobs decode straight at the inference size and the encoder scales back (swscale). Tests set
+        # it on a CPU engine to run the GPU path's batching and resize arithmetic on the CPU.
+        self.resizes_on_device = self.device.type == "cuda" and self.module is not None
+        self.batch_size = options.batch or self._auto_batch()
+        self.compile_s = 0.0  # the one-off cost of --compile, paid at the first call of each frame size
+        self._compiled: set[tuple[int, int, int]] = set()
+        self._slot_key: tuple[int, int, int] | None = None  # the GPU path's buffers are for this batch shape
+        self._slots: list[_DeviceSlot] = []
         if self.device.type == "cpu":
             release_free_heap()  # the loading temporaries are gone by now
         self._buffers: dict[tuple[int, int], _Buffers] = {}
         self._lock = threading.Lock()
 
-    def _check_memory(self, w: int, h: int) -> None:
+    def _check_memory(self, w: int, h: int, frames: int = 1) -> None:
         """Refuse a resolution whose activations would not fit, before allocating anything for it."""
         if self.spec.format == "onnx":
             return  # onnxruntime's own arena; it reports its own failures
         per_pixel = ACTIVATION_BYTES_PER_PIXEL[self.precision] * self.spec.architecture["width"]
-        need, free = w * h * per_pixel, available_memory_bytes(self.device)
+        need, free = w * h * per_pixel * frames, available_memory_bytes(self.device)
         if free is not None and need > free * MEMORY_HEADROOM:
             fits = int((free * MEMORY_HEADROOM / per_pixel * max(w, h) / min(w, h)) ** 0.5) // SIDE_MULTIPLE
             raise OutOfMemoryError(f"the model needs about {need / 2**30:.1f} GiB at {w}x{h}, {free / 2**30:.1f} GiB "
                                    f"is free: cap the size it runs at, e.g. max_side {fits * SIDE_MULTIPLE}")
+
+    def _load_float_module(self, spec: Style, compile_it: bool):
+        """The generator as the float path runs it: TorchScript on the CPU (channels-last memory), and on a
+        GPU our generators with :class:`~stream.model.GroupNorm1` (contiguous memory: faster there)."""
+        if self.device.type == "cuda" and spec.format in ("safetensors", "state_dict"):
+            eager = with_parallel_group_norm(weights.eager_generator(spec)).to(self.device).to(self.dtype).eval()
+            if compile_it:
+                return torch.compile(eager)
+            return torch.jit.script(eager)
+        module = weights.load_model(spec)
+        if spec.format == "torchscript":  # any TorchScript file loads: check it is a generator at all
+            weights.check_generator(module, spec.path)
+        memory = torch.channels_last if self.device.type == "cpu" else torch.contiguous_format
+        return module.to(self.device).to(self.dtype).to(memory_format=memory).eval()
+
+    def _auto_batch(self) -> int:
+        """1 on the CPU (batching measured no faster there); on a GPU, as many 512x512 frames as half the
+        free memory holds, at most :data:`MAX_AUTO_BATCH`."""
+        if not self.resizes_on_device:
+            return 1
+        side = self.max_side or DEFAULT_MAX_SIDE
+        per_frame = side * side * ACTIVATION_BYTES_PER_PIXEL[self.precision] * self.spec.architecture["width"]
+        free = available_memory_bytes(self.device) or 0
+        return int(max(1, min(MAX_AUTO_BATCH, free * BATCH_MEMORY_SHARE // per_frame)))
 
     def _buffers_for(self, height: int, width: int) -> _Buffers:
         key = (height, width)
@@ -340,6 +394,87 @@ class Engine:
         """(width, height) this engine runs the model at for a frame of that size."""
         return inference_size(width, height, self.max_side)
 
+    def decode_shape(self, width: int, height: int) -> tuple[int, int]:
+        """(width, height) a file job should decode frames at: the inference size, so that decoding scales
+        them for free, or on a GPU the frame's own size (the GPU resizes them)."""
+        return (width, height) if self.resizes_on_device else self.inference_shape(width, height)
+
+    def run_batch(self, frames: list[np.ndarray]) -> list[np.ndarray]:
+        """Stylise same-size frames in one model call where that pays (a GPU); the results are reused by
+        the next call but one. See :meth:`submit`."""
+        return self.submit(frames)()
+
+    def submit(self, frames: list[np.ndarray]) -> Callable[[], list[np.ndarray]]:
+        """Start stylising ``frames`` (RGB uint8, all the same size) and return a function that waits for
+        and returns the results. On a GPU the work is queued asynchronously: a caller can submit the next
+        batch before collecting this one, so uploads, compute and downloads overlap; each result array
+        stays valid until the next call but one. On the CPU the frames are stylised one by one at once."""
+        if not self.resizes_on_device:
+            results = [self(frame).copy() for frame in frames]
+            return lambda: results
+        return self._submit_on_device(frames)
+
+    def _slot(self, n: int, height: int, width: int) -> _DeviceSlot:
+        key = (n, height, width)
+        if self._slot_key != key:
+            self._check_memory(*inference_size(width, height, self.max_side), frames=n)
+            cuda = self.device.type == "cuda"
+            self._slots = [_DeviceSlot(
+                host_in=torch.empty((n, height, width, 3), dtype=torch.uint8, pin_memory=cuda),
+                dev_in=torch.empty((n, height, width, 3), dtype=torch.uint8, device=self.device),
+                host_out=torch.empty((n, height, width, 3), dtype=torch.uint8, pin_memory=cuda),
+                uploaded=torch.cuda.Event() if cuda else None, done=torch.cuda.Event() if cuda else None)
+                for _ in range(2)]
+            self._slot_key, self._next_slot = key, 0
+            self._copy_stream = torch.cuda.Stream(self.device) if cuda else None
+        slot = self._slots[self._next_slot]
+        self._next_slot ^= 1
+        return slot
+
+    @torch.inference_mode()
+    def _submit_on_device(self, frames: list[np.ndarray]) -> Callable[[], list[np.ndarray]]:
+        import torch.nn.functional as F
+
+        height, width = frames[0].shape[:2]
+        if any(f.shape != frames[0].shape for f in frames) or frames[0].dtype != np.uint8 or frames[0].ndim != 3:
+            raise ValueError("a batch is H x W x 3 uint8 RGB frames, all of one size")
+        slot = self._slot(len(frames), height, width)
+        slot.wait()  # this slot's previous results have been collected and copied out
+        host = slot.host_in.numpy()
+        for i, frame in enumerate(frames):
+            np.copyto(host[i], frame)
+        if self._copy_stream is not None:  # upload on its own stream: it overlaps the previous batch's compute
+            compute = torch.cuda.current_stream(self.device)
+            with torch.cuda.stream(self._copy_stream):
+                slot.dev_in.copy_(slot.host_in, non_blocking=True)
+                slot.uploaded.record()
+            compute.wait_event(slot.uploaded)
+        else:
+            slot.dev_in.copy_(slot.host_in)
+        w, h = inference_size(width, height, self.max_side)
+        t0 = time.perf_counter() if self.options.compile and (len(frames), h, w) not in self._compiled else None
+        x = slot.dev_in.permute(0, 3, 1, 2).float()
+        if (h, w) != (height, width):
+            x = F.interpolate(x, size=(h, w), mode="bilinear", antialias=True, align_corners=False)
+        y = self.module(x.mul_(1 / 127.5).sub_(1.0).to(self.dtype)).float()
+        if (h, w) != (height, width):
+            y = F.interpolate(y, size=(height, width), mode="bilinear", align_corners=False)
+        out = y.add_(1.0).mul_(127.5).clamp_(0, 255).round_().to(torch.uint8).permute(0, 2, 3, 1)
+        slot.host_out.copy_(out, non_blocking=slot.done is not None)
+        if slot.done is not None:
+            slot.done.record(torch.cuda.current_stream(self.device))
+        if t0 is not None:
+            slot.wait()
+            self.compile_s += time.perf_counter() - t0
+            self._compiled.add((len(frames), h, w))
+        result = slot.host_out.numpy()
+
+        def collect() -> list[np.ndarray]:
+            slot.wait()
+            return [result[i] for i in range(len(frames))]
+
+        return collect
+
     def reset(self) -> None:
         """Nothing to forget: each frame is stylised on its own."""
 
@@ -348,6 +483,8 @@ class Engine:
         """Stylise one RGB uint8 H x W x 3 frame. The returned array is reused by the next call."""
         if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
             raise ValueError(f"expected an H x W x 3 uint8 RGB frame, got {frame.dtype} {frame.shape}")
+        if self.resizes_on_device:
+            return self._submit_on_device([frame])()[0]
         height, width = frame.shape[:2]
         if torch.get_num_threads() != self.threads:  # another style's engine may have changed it
             torch.set_num_threads(self.threads)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from .engine import FrameEngine
+from .engine import Engine, FrameEngine
 from .errors import AnimestreamError, SinkError, SourceError
 from .imageinfo import DEFAULT_MAX_PIXELS
 from .pipeline import Pipeline, Stats, peak_rss_mb
@@ -33,8 +33,11 @@ def _stderr(message: str) -> None:
 
 
 def _engine_stats(engine: FrameEngine) -> dict:
-    return {"device": str(engine.device), "precision": engine.precision,
-            "max_side": engine.max_side, "style": engine.style}
+    stats = {"device": str(engine.device), "precision": engine.precision, "max_side": engine.max_side,
+             "style": engine.style}
+    if isinstance(engine, Engine):
+        stats.update(batch=engine.batch_size, compile_s=round(engine.compile_s, 2))
+    return stats
 
 
 def convert_video(src: str | Path, dst: str | Path, engine: FrameEngine, *, crf: int = DEFAULT_CRF,
@@ -54,8 +57,11 @@ def convert_video(src: str | Path, dst: str | Path, engine: FrameEngine, *, crf:
         raise SinkError(f"{dst}: a video output needs one of {', '.join(sorted(VIDEO_EXTENSIONS))}")
     engine.reset()  # a temporal filter must not carry one video's last frame into the next
     source = VideoSource(src, start=start, duration=duration)
-    # decode straight to the model's size; the sink scales back
-    source.frame_size = engine.inference_shape(source.width, source.height)
+    batch = engine if isinstance(engine, Engine) and engine.batch_size > 1 else None
+    # Decode straight at the model's size (the sink scales back), or, where the engine resizes on its
+    # device (a GPU), at the frame's own size.
+    shape = engine.decode_shape if isinstance(engine, Engine) else engine.inference_shape
+    source.frame_size = shape(source.width, source.height)
     audio_codec = source.audio.codec_context.name if source.audio is not None else None
     try:
         sink = VideoFileSink(dst, width=source.width, height=source.height, time_base=source.time_base,
@@ -66,7 +72,7 @@ def convert_video(src: str | Path, dst: str | Path, engine: FrameEngine, *, crf:
             source.decode_streams = {i for i, mode in sink.audio_modes.items() if mode == "transcode"}
             with tqdm(total=source.frame_count, unit="frame", desc=Path(str(src)).name, disable=not progress,
                       file=sys.stderr, dynamic_ncols=True, leave=False) as bar:
-                stats = Pipeline(source, engine, sink).run(on_progress=lambda n: bar.update(n - bar.n))
+                stats = Pipeline(source, engine, sink, batch=batch).run(on_progress=lambda n: bar.update(n - bar.n))
         finally:
             damaged = strict and (source.undecodable or source.truncated)
             sink.close(keep=stats is not None and stats.frames_out > 0 and not damaged

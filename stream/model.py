@@ -38,6 +38,38 @@ def resize_asymmetric(x: torch.Tensor, size: list[int]) -> torch.Tensor:
     return out[:, :, : size[0], : size[1]]
 
 
+class GroupNorm1(nn.Module):
+    """``nn.GroupNorm(1, C)`` computed as one parallel reduction: ``var_mean`` over (C, H, W), then the
+    per-channel affine. Same parameters (``weight``, ``bias``) and state_dict keys, same result within
+    float rounding.
+
+    For CUDA: PyTorch computes a single group's statistics in one thread block, so one of a GPU's
+    many multiprocessors did the work (95% of the GPU time, ``../shared/gpu/README.md``). On the CPU
+    ``nn.GroupNorm`` is 10-50x faster than this, so the CPU keeps it.
+    """
+
+    def __init__(self, norm: nn.GroupNorm):
+        super().__init__()
+        if norm.num_groups != 1 or not norm.affine:
+            raise ValueError("GroupNorm1 replaces affine single-group GroupNorm layers only")
+        self.weight, self.bias, self.eps = norm.weight, norm.bias, float(norm.eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        var, mean = torch.var_mean(x, dim=(1, 2, 3), keepdim=True, correction=0)
+        shape = [1, -1, 1, 1]
+        return (x - mean) * torch.rsqrt(var + self.eps) * self.weight.view(shape) + self.bias.view(shape)
+
+
+def with_parallel_group_norm(model: nn.Module) -> nn.Module:
+    """Replace every single-group ``nn.GroupNorm`` in ``model`` with :class:`GroupNorm1` (in place)."""
+    for name, child in list(model.named_children()):
+        if isinstance(child, nn.GroupNorm) and child.num_groups == 1 and child.affine:
+            setattr(model, name, GroupNorm1(child))
+        else:
+            with_parallel_group_norm(child)
+    return model
+
+
 class ConvNormLReLU(nn.Sequential):
     """pad -> conv -> GroupNorm(1 group) -> LeakyReLU(0.2): keys ``1.weight``, ``2.weight``, ``2.bias``."""
 

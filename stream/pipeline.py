@@ -53,6 +53,14 @@ class Source(Protocol):
     def close(self) -> None: ...
 
 
+class BatchEngine(Protocol):
+    """An engine that stylises several same-size frames per call (see :meth:`stream.engine.Engine.submit`)."""
+
+    batch_size: int
+
+    def submit(self, frames: list[np.ndarray]) -> Callable[[], list[np.ndarray]]: ...
+
+
 class Sink(Protocol):
     """What the consumer thread writes to. Whoever opened a sink closes it."""
 
@@ -121,15 +129,23 @@ class Pipeline:
     """Run ``engine`` over ``source`` into ``sink`` on three threads (see the module docstring)."""
 
     def __init__(self, source: Iterable[Frame | AudioItem], engine: Callable[[np.ndarray], np.ndarray],
-                 sink: Sink, *, drop_stale: bool = False, queue_frames: int = QUEUE_FRAMES):
+                 sink: Sink, *, drop_stale: bool = False, queue_frames: int = QUEUE_FRAMES,
+                 batch: BatchEngine | None = None):
+        """``batch``: an engine that takes several frames per call (:class:`BatchEngine`, e.g. an
+        :class:`~stream.engine.Engine` on a GPU) to run ``batch.batch_size`` frames at a time instead of
+        calling ``engine`` per frame; file jobs only (frames keep their order, count and timestamps)."""
         if queue_frames < 1:
             raise ValueError(f"queue_frames must be >= 1, not {queue_frames}")
+        if batch is not None and drop_stale:
+            raise ValueError("live pipelines run one frame at a time: the newest frame wins")
         self.source, self.engine, self.sink = source, engine, sink
         self.drop_stale = drop_stale
-        size = 1 if drop_stale else queue_frames
+        self._batch = batch if batch is not None and batch.batch_size > 1 else None
+        n = self._batch.batch_size if self._batch is not None else 1
+        size = 1 if drop_stale else max(queue_frames, 2 * n)
         self._frames: queue.Queue = queue.Queue(size)
         self._results: queue.Queue = queue.Queue(size)
-        self._pool = _BufferPool(size + 2)
+        self._pool = _BufferPool(size + 2 * n + 2)
         self._stop = threading.Event()  # abort: an error, or a second Ctrl-C
         self._interrupt = threading.Event()  # finish early but cleanly: Ctrl-C
         self._errors: list[BaseException] = []
@@ -215,6 +231,9 @@ class Pipeline:
             self._put(self._frames, _END)
 
     def _infer(self) -> None:
+        if self._batch is not None:
+            self._infer_batches(self._batch)
+            return
         try:
             while (item := self._get(self._frames)) is not _END:
                 if isinstance(item, AudioItem):
@@ -232,6 +251,48 @@ class Pipeline:
                     break
         finally:
             self._put(self._results, _END)
+
+    def _infer_batches(self, engine: BatchEngine) -> None:
+        """Frames ``engine.batch_size`` at a time; a batch is submitted before the previous one's results
+        are collected, so the device never waits for the host. Sound passes straight through; a frame
+        of another size than the batch's starts the next batch."""
+        pending: tuple[list[Frame], Callable[[], list[np.ndarray]]] | None = None
+        carry: Frame | None = None
+        try:
+            done = False
+            while not done:
+                frames: list[Frame] = [carry] if carry is not None else []
+                carry = None
+                while len(frames) < engine.batch_size:
+                    item = self._get(self._frames)
+                    if item is _END:
+                        done = True
+                        break
+                    if isinstance(item, AudioItem):
+                        if not self._put(self._results, item):
+                            return
+                        continue
+                    if frames and item.image.shape != frames[0].image.shape:
+                        carry = item
+                        break
+                    frames.append(item)
+                if self._interrupt.is_set() or self._stop.is_set():
+                    frames, carry = [], None  # Ctrl-C: frames not yet started are not worth waiting for
+                submitted = (frames, engine.submit([f.image for f in frames])) if frames else None
+                if pending is not None and not self._deliver(*pending):
+                    return
+                pending = submitted
+            if pending is not None:
+                self._deliver(*pending)
+        finally:
+            self._put(self._results, _END)
+
+    def _deliver(self, frames: list[Frame], collect: Callable[[], list[np.ndarray]]) -> bool:
+        for frame, image in zip(frames, collect()):
+            buf = self._pool.take(image, self._stop)
+            if buf is None or not self._put(self._results, (frame, buf)):
+                return False
+        return True
 
     def _consume(self) -> None:
         while (item := self._get(self._results)) is not _END:

@@ -235,3 +235,18 @@ def test_teachers_bench_sets_each_style_beside_its_teacher(onnx_teachers, tiny_m
     assert row["psnr"] > 0 and 0 < row["ssim"] <= 1 and row["student_ms"] > 0 and row["teacher_ms"] > 0
     assert row["faster"] == pytest.approx(row["teacher_ms"] / row["student_ms"], rel=0.02)
     assert summary == {"summary": {"student": {"psnr": row["psnr"], "faster": row["faster"]}}}
+
+
+def test_gpu_bench_runs_its_code_on_the_cpu(tiny_style, tmp_path):
+    """bench/gpu.py is run for real only on a GPU; --quick checks every code path of it on the CPU."""
+    done = subprocess.run([sys.executable, "bench/gpu.py", "--device", "cpu", "--quick", "--style", str(tiny_style),
+                           "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    rows = [json.loads(line) for line in done.stdout.splitlines()]
+    assert rows[0]["matmul_peak_tflops"] > 0
+    assert sorted((r["model"], r["batch"]) for r in rows if "model" in r) == [
+        ("128x72", 1), ("128x72", 2), ("64x64", 1), ("64x64", 2)]
+    files = {r["file"]: r for r in rows if "file" in r}
+    assert set(files) == {"cap", "full"} and all(r["frames"] == 12 and r["fps"] > 0 for r in files.values())
+    (live,) = [r for r in rows if "live" in r]
+    assert live["frames"] > 0 and live["latency_ms_p95"] > 0

@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import sys
+from fractions import Fraction
 
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 
+import media
 from media import frame_image
 from stream.engine import SIDE_MULTIPLE, Engine, inference_size, resolve_precision
 from stream.errors import AnimestreamError
@@ -211,3 +214,71 @@ def test_cpu_engines_keep_activation_memory_between_frames(tiny_style):
     Engine(tiny_style, max_side=32, precision="fp32", device="cpu")
     assert engine_module._malloc_tuned
     assert engine_module.keep_activation_memory()  # idempotent
+
+
+def test_parallel_group_norm_computes_what_group_norm_does():
+    """The GPU's GroupNorm(1) as one var_mean reduction: the same function, in fp32 on the CPU."""
+    import copy
+
+    import torch
+
+    from stream.model import Generator, GroupNorm1, with_parallel_group_norm
+
+    torch.manual_seed(3)
+    model = Generator(width=0.5, blocks=2).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.ndim == 1:
+                p.uniform_(0.5, 1.5) if name.endswith("weight") else p.uniform_(-0.3, 0.3)
+    fast = with_parallel_group_norm(copy.deepcopy(model))
+    assert not any(isinstance(m, torch.nn.GroupNorm) for m in fast.modules())
+    assert sum(isinstance(m, GroupNorm1) for m in fast.modules()) == sum(
+        isinstance(m, torch.nn.GroupNorm) for m in model.modules())
+    assert sorted(fast.state_dict()) == sorted(model.state_dict())  # the layout does not change
+    x = torch.rand(2, 3, 52, 68) * 2 - 1
+    with torch.no_grad():
+        torch.testing.assert_close(torch.jit.script(fast)(x), model(x), atol=2e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("frames, batch", [(7, 3), (5, 8), (1, 2)])
+def test_batched_file_jobs_keep_every_frame_in_order_with_its_timestamp(tmp_path, tiny_style, frames, batch):
+    """The GPU path's batching and device-side resize, run on the CPU: a batch size that does not divide the
+    frame count, frames in order, timestamps and sound kept, results those of frame-by-frame runs."""
+    from stream.filejob import convert_video
+
+    src = media.write_clip(tmp_path / "in.mp4", frames=frames, size=(96, 72), pts=media.VFR_PTS[:frames],
+                           time_base=Fraction(1, 1000))
+    single = Engine(tiny_style, max_side=48, precision="fp32", device="cpu")
+    single.resizes_on_device = True  # the seam: the GPU path, on the CPU
+    batched = Engine(tiny_style, max_side=48, precision="fp32", device="cpu", batch=batch)
+    batched.resizes_on_device = True
+    assert batched.batch_size == batch and batched.decode_shape(96, 72) == (96, 72)
+    convert_video(src, tmp_path / "one.mp4", single, progress=False, crf=0)
+    stats = convert_video(src, tmp_path / "many.mp4", batched, progress=False, crf=0)
+    assert stats.extra["batch"] == batch and stats.frames_out == frames
+    one, many = media.probe(tmp_path / "one.mp4"), media.probe(tmp_path / "many.mp4")
+    assert many.times == one.times == media.probe(src).times
+    assert many.audio_duration == pytest.approx(one.audio_duration)
+    with av.open(str(tmp_path / "one.mp4")) as a, av.open(str(tmp_path / "many.mp4")) as b:
+        ones = [f.to_ndarray(format="rgb24").astype(int) for f in a.decode(video=0)]
+        manys = [f.to_ndarray(format="rgb24").astype(int) for f in b.decode(video=0)]
+    for i, got in enumerate(manys):  # each frame is its own (batched convolutions round a little differently)
+        errors = [np.abs(got - want).mean() for want in ones]
+        assert np.abs(got - ones[i]).max() <= 3 and int(np.argmin(errors)) == i
+
+
+def test_device_resize_arithmetic_matches_a_reference_resize(tiny_style):
+    """Down to the inference size with antialiasing, model, back up bilinearly: as torch does it on the CPU."""
+    import torch
+    import torch.nn.functional as F
+
+    engine = Engine(tiny_style, max_side=40, precision="fp32", device="cpu")
+    engine.resizes_on_device = True
+    frame = media.frame_image(4, 100, 60)
+    got = engine(frame)
+    x = torch.from_numpy(frame).permute(2, 0, 1)[None].float()
+    x = F.interpolate(x, size=(24, 40), mode="bilinear", antialias=True, align_corners=False) / 127.5 - 1
+    with torch.no_grad():
+        y = F.interpolate(engine.module(x).float(), size=(60, 100), mode="bilinear", align_corners=False)
+    want = ((y + 1) * 127.5).clamp(0, 255).round().byte()[0].permute(1, 2, 0).numpy()
+    assert got.shape == frame.shape and np.abs(got.astype(int) - want).max() <= 1
