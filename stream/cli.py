@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import signal
 import sys
 import threading
@@ -43,6 +44,7 @@ examples:
   animestream 0 --preview --style paprika-lite   webcam 0 in a window, real time on a 2-core CPU
   animestream weights list                       the styles you can pass to --style
   animestream serve --port 8000                  an HTTP service: POST an image, get it stylised
+  animestream batch clips/ --out anime/          many files or a long film on Ray workers (animestream[ray])
 
 The model runs at most at --max-side pixels on the longest side; the result is scaled back to the
 input's size. Ctrl-C during a video keeps a playable file of the frames done so far.
@@ -350,6 +352,68 @@ def serve_main(argv: list[str]) -> int:
     return 0
 
 
+def batch_main(argv: list[str]) -> int:
+    from .batch import DEFAULT_SEGMENT_S, INSTALL_HINT, BatchOptions, run_batch
+
+    p = argparse.ArgumentParser(
+        prog="animestream batch", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Convert many files, or one long film, on a Ray cluster: workers load the engine once and "
+                    "convert file after file; a video longer than --segment is cut at key frames into pieces "
+                    "converted on different workers and joined by stream copy. Needs " + INSTALL_HINT + ".",
+        epilog="examples:\n"
+               "  animestream batch clips/ --out anime/                   an embedded Ray on this machine\n"
+               "  animestream batch @list.txt 'film/*.mkv' --out /mnt/shared/anime --ray auto --gpus-per-worker 0.5\n\n"
+               "Outputs mirror the inputs' folders under --out, which every worker must be able to write (a local\n"
+               "folder with --ray local, a shared file system on a cluster). A second run skips what is complete.")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="files, folders, glob patterns, or @FILE listing paths")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder (see below)")
+    p.add_argument("--ray", default="local", metavar="local|auto|ADDRESS",
+                   help="local: start an embedded Ray here; auto or ADDRESS (host:port): join a cluster "
+                        "(default: %(default)s)")
+    p.add_argument("--workers", type=_non_negative_int, default=0, metavar="N",
+                   help="workers (default: 0 = as many as the cluster's CPUs or GPUs allow)")
+    p.add_argument("--cpus-per-worker", type=_positive_float, default=None, metavar="N",
+                   help="CPUs each worker reserves, also its model threads (default: every core of this machine)")
+    p.add_argument("--gpus-per-worker", type=float, default=0.0, metavar="F", help="GPUs each worker reserves; "
+                   "fractions share one (default: 0)")
+    p.add_argument("--segment", type=_positive_float, default=DEFAULT_SEGMENT_S, metavar="SECONDS",
+                   help="cut longer videos into pieces of about this length (default: %(default)s)")
+    p.add_argument("--overwrite", action="store_true", help="convert again what is already in --out "
+                   "(default: resume, skipping complete outputs)")
+    p.add_argument("--report", type=Path, metavar="FILE", help="write one JSON line per input: status, frames, "
+                   "seconds, worker, error")
+    p.add_argument("--style", default=weights.DEFAULT_STYLE, metavar="NAME|PATH")
+    p.add_argument("--max-side", type=_non_negative_int, default=None, metavar="PX")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto")
+    p.add_argument("--device", choices=DEVICES, default="auto")
+    p.add_argument("--crf", type=_crf, default=DEFAULT_CRF)
+    p.add_argument("--preset", choices=X264_PRESETS, default=DEFAULT_PRESET, metavar="PRESET")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    args = p.parse_args(argv)
+    cpus = args.cpus_per_worker or float(os.cpu_count() or 1)
+    options = BatchOptions(out=args.out, style=args.style, ray=args.ray, workers=args.workers,
+                           engine=EngineOptions(max_side=args.max_side, precision=args.precision,
+                                                device=args.device, threads=max(1, int(cpus))),
+                           cpus_per_worker=cpus, gpus_per_worker=args.gpus_per_worker, segment_s=args.segment,
+                           overwrite=args.overwrite, crf=args.crf, preset=args.preset, report=args.report)
+    with stop_on_signals():
+        try:
+            outcomes = run_batch(args.inputs, options, progress=not args.quiet)
+        except AnimestreamError as e:
+            print(f"animestream: error: {e}", file=sys.stderr)
+            return EXIT_ERROR
+        except KeyboardInterrupt as e:
+            print(f"animestream: {_stopped_by(e)}: complete outputs kept in {args.out}", file=sys.stderr)
+            return exit_code(e)
+    counts = {s: sum(o.status == s for o in outcomes) for s in ("done", "skipped", "failed")}
+    for o in outcomes:
+        if o.status == "failed":
+            print(f"animestream: error: {o.error}", file=sys.stderr)
+    print(f"animestream: batch: {counts['done']} converted, {counts['skipped']} already there, "
+          f"{counts['failed']} failed ({args.out})", file=sys.stderr)
+    return EXIT_ERROR if counts["failed"] else 0
+
+
 def _interrupt(_signum: int, _frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -369,6 +433,8 @@ def _main(argv: list[str]) -> int:
         return weights_main(argv[1:])
     if argv[:1] == ["serve"]:
         return serve_main(argv[1:])
+    if argv[:1] == ["batch"]:
+        return batch_main(argv[1:])
     parser = build_parser()
     args = parser.parse_intermixed_args(argv)
     if args.list_styles:

@@ -167,7 +167,11 @@ class VideoFileSink:
 
     def __init__(self, target: str | Path, *, width: int, height: int, time_base: Fraction, rate: Fraction,
                  audio: av.audio.stream.AudioStream | list | None = None, crf: int = DEFAULT_CRF,
-                 preset: str = DEFAULT_PRESET, threads: int = 0, subtitles: list | None = ()):
+                 preset: str = DEFAULT_PRESET, threads: int = 0, subtitles: list | None = (),
+                 video_template: av.video.stream.VideoStream | None = None, no_bframes: bool = False):
+        """``video_template``: copy encoded video packets of a stream like this one (:meth:`write_video_packet`)
+        instead of encoding frames; ``no_bframes``: encode without B-frames, so that each packet's decoding
+        time equals its presentation time (pieces of one video encoded apart can then be joined)."""
         if not 0 <= crf <= 51:
             raise ValueError(f"crf must be in 0..51, not {crf}")
         if preset not in X264_PRESETS:
@@ -196,17 +200,24 @@ class VideoFileSink:
                 raise SinkError(f"{self.target}: cannot write it ({_reason(e)})") from None
             raise SinkError(f"{self.target}: cannot write this kind of file ({e})") from None
         self._format = self._container.format.name.split(",")[0]
+        self._copy_video = video_template is not None
         try:
-            codec, options = video_codec_options(self._format, crf, preset, threads)
-            self._video = self._container.add_stream(codec, rate=rate)
-            self._video.width, self._video.height = width, height
-            if codec == "gif":
-                self._video.pix_fmt = "rgb8"
+            if video_template is not None:
+                self._video = self._container.add_stream_from_template(video_template)
+                self._video.time_base = video_template.time_base
             else:
-                self._video.pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
-            self._video.time_base = time_base
-            self._video.codec_context.time_base = time_base
-            self._video.options = options
+                codec, options = video_codec_options(self._format, crf, preset, threads)
+                if no_bframes and codec == "libx264":
+                    options["bf"] = "0"
+                self._video = self._container.add_stream(codec, rate=rate)
+                self._video.width, self._video.height = width, height
+                if codec == "gif":
+                    self._video.pix_fmt = "rgb8"
+                else:
+                    self._video.pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
+                self._video.time_base = time_base
+                self._video.codec_context.time_base = time_base
+                self._video.options = options
             audios = [] if audio is None else list(audio) if isinstance(audio, (list, tuple)) else [audio]
             for track in audios:
                 added = self._add_audio(track)
@@ -263,6 +274,15 @@ class VideoFileSink:
         self.frames_written += 1
         self.last_time = frame.time
 
+    def write_video_packet(self, packet: av.Packet) -> None:
+        """Copy an encoded video packet (a sink made with ``video_template``), timestamps as they are."""
+        packet.stream = self._video
+        try:
+            self._container.mux(packet)
+        except (av.error.FFmpegError, OSError) as e:
+            raise SinkError(f"{self.target}: cannot write it ({_reason(e)})") from None
+        self.frames_written += 1
+
     def write_audio(self, item: AudioItem) -> None:
         """Copy a sound or subtitle packet, or re-encode an audio frame, into its track of this file."""
         if item.stream_index == -1:
@@ -290,7 +310,8 @@ class VideoFileSink:
         self._closed = True
         try:
             if keep:
-                flushed = [self._video] + [out for mode, out in self._sides.values() if mode == "transcode"]
+                flushed = [] if self._copy_video else [self._video]
+                flushed += [out for mode, out in self._sides.values() if mode == "transcode"]
                 for stream in flushed:
                     for packet in stream.encode(None):
                         self._container.mux(packet)

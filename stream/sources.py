@@ -100,7 +100,8 @@ class VideoSource:
     """
 
     def __init__(self, path: str | Path, *, decode_audio: bool = False, start: float = 0.0,
-                 duration: float | None = None, timeout: float = DEFAULT_STREAM_TIMEOUT_S):
+                 duration: float | None = None, timeout: float = DEFAULT_STREAM_TIMEOUT_S,
+                 segment: tuple[int, int | None] | None = None):
         if start < 0 or (duration is not None and duration <= 0):
             raise ValueError(f"start must be >= 0 and duration > 0 seconds, not {start} and {duration}")
         if timeout <= 0:
@@ -145,8 +146,13 @@ class VideoSource:
         self._scaler = VideoReformatter()
         self.time_base = self.video.time_base or DEFAULT_TIME_BASE
         self.rate = self.video.average_rate or self.video.guessed_rate or Fraction(30)
-        self._windows = {} if not self.windowed else {
-            stream.index: self._window(stream) for stream in (self.video, *self.audios, *self.subtitles)}
+        self.segment = segment
+        if segment is not None:  # pictures only, pts in [first, end) of the video's own ticks, not moved
+            self.audios, self.audio, self.subtitles = [], None, []
+            self._windows = {self.video.index: _Window(first=segment[0], end=segment[1], shift=0)}
+        else:
+            self._windows = {} if not self.windowed else {
+                stream.index: self._window(stream) for stream in (self.video, *self.audios, *self.subtitles)}
         self.description = f"{self.path}: {self.width}x{self.height} @ {float(self.rate):g} fps"
 
     @property
@@ -158,7 +164,7 @@ class VideoSource:
 
     @property
     def windowed(self) -> bool:
-        return self.start > 0 or self.duration is not None
+        return self.start > 0 or self.duration is not None or self.segment is not None
 
     @property
     def frame_count(self) -> int | None:
@@ -168,6 +174,10 @@ class VideoSource:
             total = int(round(self.length_s * self.rate))
         if not self.windowed:
             return total
+        if self.segment is not None:
+            first, end = self.segment
+            end = end if end is not None else (self.video.start_time or 0) + (self.video.duration or 0)
+            return max(1, int(round(float((end - first) * self.time_base) * self.rate)))
         counts = [] if total is None else [max(0, total - int(round(self.start * self.rate)))]
         if self.duration is not None:
             counts.append(int(round(self.duration * self.rate)))
@@ -212,7 +222,7 @@ class VideoSource:
     def __iter__(self) -> Iterator[Frame | AudioItem]:
         side = {s.index for s in (*self.audios, *self.subtitles)}
         streams = [self.video, *self.audios, *self.subtitles]
-        if self.start > 0:
+        if self.start > 0 or (self.segment is not None and self.segment[0] > (self.video.start_time or 0)):
             self._seek()
         try:
             video_done = False  # past the window's end; sound muxed later may still belong in it
@@ -255,6 +265,19 @@ class VideoSource:
         if not self.truncated and announced and self.frames_read + self.undecodable < announced:
             self.truncated = f"the stream ends after {self.frames_read} of its {announced} frames"
 
+    def side_items(self) -> Iterator[AudioItem]:
+        """Only the sound and subtitle items, in demux order, without decoding a picture (to join pieces
+        of this video converted elsewhere with its own sound)."""
+        side = [*self.audios, *self.subtitles]
+        if not side:
+            return
+        try:
+            for packet in self._container.demux(side):
+                if not packet.is_corrupt:
+                    yield from self._side(packet)
+        except av.error.FFmpegError as e:
+            self.truncated = _reason(e)
+
     def _side(self, packet: av.Packet) -> Iterator[AudioItem]:
         """A sound or subtitle packet as it is to be written: the packet (moved to the window's time)
         or, for a sound track that is re-encoded, its decoded frames."""
@@ -287,7 +310,7 @@ class VideoSource:
             image = np.ascontiguousarray(np.rot90(image, self.quarter_turns))
         self.frames_read += 1
         pts = frame.pts
-        if pts is not None and self.start > 0:
+        if pts is not None and self.start > 0 and self.segment is None:
             pts -= self._windows[self.video.index].shift
         return Frame(self.frames_read - 1, image, pts, self.time_base, time.perf_counter())
 

@@ -44,7 +44,7 @@ def _tone(n_samples: int) -> np.ndarray:
 def write_clip(path: Path, *, frames: int = 24, size: tuple[int, int] = (64, 48), fps: int = 24,
                audio: str | None = "aac", pts: list[int] | None = None, time_base: Fraction | None = None,
                faststart: bool = False, preset: str = "ultrafast", rotation: int = 0,
-               pix_fmt: str = "yuv420p") -> Path:
+               pix_fmt: str = "yuv420p", keyint: int = 0) -> Path:
     """Write an H.264 clip; ``audio`` is None, "aac" or "pcm_s16le"; ``pts`` gives irregular
     timestamps in ``time_base`` units (variable frame rate); ``rotation`` (degrees, counter-clockwise)
     goes into the display matrix, as phones record portrait video."""
@@ -60,6 +60,8 @@ def write_clip(path: Path, *, frames: int = 24, size: tuple[int, int] = (64, 48)
         video.time_base = tb
         video.codec_context.time_base = tb
         video.options = {"crf": "23", "preset": preset}
+        if keyint:  # a key frame every keyint frames (pieces of a video are cut at key frames)
+            video.options = {**video.options, "g": str(keyint), "keyint_min": str(keyint), "sc_threshold": "0"}
         if rotation:
             video.set_display_rotation(rotation)
         a = None

@@ -1,0 +1,147 @@
+"""A long video in pieces: cut at key frames, each piece converted on its own, joined by stream copy.
+
+This is how ``animestream batch`` spreads one film over many workers. The plan (:func:`plan`) cuts at
+key frames, so each piece decodes on its own; a piece (:func:`convert_piece`) holds the stylised
+pictures of its key-frame interval with their original timestamps and no sound, encoded without
+B-frames (each packet's decoding time is its presentation time, so pieces encoded apart line up);
+:func:`join` copies the pieces' packets one after the other and takes every sound and subtitle track
+from the original, copied or re-encoded exactly as a single-process conversion does. The result has the
+frames, timestamps and sound of ``animestream in.mp4 out.mp4``.
+"""
+from __future__ import annotations
+
+import heapq
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+
+from .engine import FrameEngine
+from .errors import SinkError, SourceError
+from .pipeline import Pipeline, Stats
+from .sinks import DEFAULT_CRF, DEFAULT_PRESET, VideoFileSink, check_output_path, encoder_threads
+from .sources import AudioItem, VideoSource
+
+
+@dataclass(frozen=True)
+class Piece:
+    """Pictures with pts in ``[first, end)`` (the video stream's own ticks; ``end`` None: to the end)."""
+
+    index: int
+    first: int
+    end: int | None
+
+    def name(self, dst: Path) -> Path:
+        """Where this piece of ``dst`` is written (beside it, hidden)."""
+        return dst.with_name(f".{dst.stem}.piece{self.index:04d}{dst.suffix}")
+
+
+def key_frames(src: str | Path) -> tuple[list[int], float, float]:
+    """(key frame pts in presentation order, the video's ticks per second, its length in seconds)."""
+    try:
+        with av.open(str(src)) as container:
+            video = container.streams.video[0]
+            ticks = [p.pts for p in container.demux(video) if p.is_keyframe and p.pts is not None]
+            tb = video.time_base
+            length = float(video.duration * tb) if video.duration else (container.duration or 0) / av.time_base
+    except (av.error.FFmpegError, IndexError) as e:
+        raise SourceError(f"{src}: cannot read its key frames ({e})") from None
+    return sorted(set(ticks)), float(1 / tb), length
+
+
+def plan(src: str | Path, seconds: float) -> list[Piece]:
+    """Pieces of about ``seconds`` each, cut at the first key frame at or after each multiple of it.
+    A video shorter than that, or with a single key frame, is one piece."""
+    if seconds <= 0:
+        raise ValueError(f"seconds must be > 0, not {seconds}")
+    keys, per_second, _ = key_frames(src)
+    if not keys:
+        return [Piece(0, 0, None)]
+    cuts, origin = [keys[0]], keys[0]
+    for k in keys[1:]:
+        if (k - cuts[-1]) / per_second >= seconds and (k - origin) / per_second >= seconds * len(cuts):
+            cuts.append(k)
+    return [Piece(i, first, cuts[i + 1] if i + 1 < len(cuts) else None) for i, first in enumerate(cuts)]
+
+
+def convert_piece(src: str | Path, dst: Path, piece: Piece, engine: FrameEngine, *, crf: int = DEFAULT_CRF,
+                  preset: str = DEFAULT_PRESET) -> Stats:
+    """Stylise one piece of ``src`` into ``piece.name(dst)``: pictures only, original timestamps."""
+    out = piece.name(dst)
+    source = VideoSource(src, segment=(piece.first, piece.end))
+    source.frame_size = engine.inference_shape(source.width, source.height)
+    try:
+        sink = VideoFileSink(out, width=source.width, height=source.height, time_base=source.time_base,
+                             rate=source.rate, crf=crf, preset=preset, threads=encoder_threads(engine.device),
+                             no_bframes=True)
+        stats: Stats | None = None
+        try:
+            stats = Pipeline(source, engine, sink).run()
+        finally:
+            sink.close(keep=stats is not None and stats.frames_out > 0 and not stats.interrupted)
+    finally:
+        source.close()
+    if stats.interrupted:
+        raise KeyboardInterrupt
+    if stats.frames_out == 0:
+        raise SourceError(f"{src}: no frame decoded in piece {piece.index} (pts {piece.first}..{piece.end})")
+    return stats
+
+
+def _video_packets(parts: list[Path]) -> Iterator[tuple[float, int, av.Packet]]:
+    for order, part in enumerate(parts):
+        with av.open(str(part)) as container:
+            video = container.streams.video[0]
+            for packet in container.demux(video):
+                if packet.size and packet.dts is not None:
+                    yield float(packet.dts * packet.time_base), order, packet
+
+
+def _side_items(source: VideoSource) -> Iterator[tuple[float, int, AudioItem]]:
+    for item in source.side_items():
+        payload = item.payload
+        t = payload.dts if isinstance(payload, av.Packet) else payload.pts
+        yield (float(t * payload.time_base) if t is not None else 0.0), -1, item
+
+
+def join(src: str | Path, parts: list[Path], dst: str | Path, *, warn=None) -> int:
+    """Write ``dst`` from the pieces' pictures (in order, copied) and the sound and subtitles of ``src``
+    (copied or re-encoded as :func:`stream.filejob.convert_video` does); atomic. Returns the frames written."""
+    dst = Path(dst)
+    check_output_path(dst, str(src))
+    if not parts:
+        raise SinkError(f"{dst}: nothing to join")
+    with av.open(str(parts[0])) as first:
+        template = first.streams.video[0]
+        source = VideoSource(src)
+        try:
+            sink = VideoFileSink(dst, width=source.width, height=source.height, time_base=template.time_base,
+                                 rate=source.rate, audio=source.audios, subtitles=source.subtitles,
+                                 video_template=template)
+            keep = False
+            try:
+                source.decode_streams = {i for i, mode in sink.audio_modes.items() if mode == "transcode"}
+                merged = heapq.merge(_video_packets(parts), _side_items(source), key=lambda x: (x[0], x[1]))
+                for _, order, item in merged:
+                    if order >= 0:
+                        sink.write_video_packet(item)
+                    else:
+                        sink.write_audio(item)
+                keep = sink.frames_written > 0
+            finally:
+                sink.close(keep=keep)
+        finally:
+            source.close()
+    if sink.dropped and warn is not None:
+        warn(f"warning: {dst}: left out " + "; ".join(sink.dropped))
+    return sink.frames_written
+
+
+def remove_pieces(dst: Path, pieces: list[Piece]) -> None:
+    for piece in pieces:
+        try:
+            piece.name(dst).unlink(missing_ok=True)
+        except OSError as e:
+            print(f"animestream: warning: {piece.name(dst)}: cannot remove it ({e.strerror})", file=sys.stderr)

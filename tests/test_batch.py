@@ -1,0 +1,141 @@
+"""animestream batch on a real local Ray: mixed inputs, a worker killed mid-file, resume, a film in pieces."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import av
+import pytest
+
+import media
+from stream import segments
+from stream.engine import Engine
+from stream.filejob import convert_video
+
+pytest.importorskip("ray")
+
+COMMON = ["--max-side", "32", "--cpus-per-worker", "1", "-q"]
+
+
+def _ray_processes() -> list[str]:
+    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout.splitlines()
+    return [line for line in out if ("raylet" in line or "gcs_server" in line or "ray::" in line)
+            and "ps -eo" not in line]
+
+
+@pytest.fixture
+def no_ray_left():
+    yield
+    deadline = time.monotonic() + 20
+    while _ray_processes() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert _ray_processes() == []
+
+
+def _batch(*args: object, timeout: float = 600) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.run([sys.executable, "-m", "stream", "batch", *map(str, args)], cwd=media.ROOT,
+                          capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def _report(path: Path) -> dict[str, dict]:
+    return {Path(r["input"]).name: r for r in map(json.loads, path.read_text().splitlines())}
+
+
+def test_a_batch_of_good_and_bad_files_reports_each_and_resumes(tmp_path, clip, tiny_style, no_ray_left):
+    src = tmp_path / "in"
+    (src / "sub").mkdir(parents=True)
+    shutil.copy(clip, src / "a.mp4")
+    media.write_image(src / "sub" / "b.png")
+    (src / "broken.mp4").write_bytes(b"not a video" * 100)
+    out, report = tmp_path / "out", tmp_path / "report.jsonl"
+    done = _batch(src, "--out", out, "--style", tiny_style, "--workers", 2, "--report", report, *COMMON)
+    assert done.returncode == 1, done.stderr  # something failed, the rest went on
+    rows = _report(report)
+    assert {k: r["status"] for k, r in rows.items()} == {"a.mp4": "done", "b.png": "done", "broken.mp4": "failed"}
+    assert rows["a.mp4"]["frames"] == 30 and rows["a.mp4"]["worker"] and "broken.mp4" in rows["broken.mp4"]["error"]
+    assert "2 converted, 0 already there, 1 failed" in done.stderr and "Traceback" not in done.stderr
+    assert media.probe(out / "a.mp4").times == media.probe(clip).times
+    assert (out / "sub" / "b.png").exists() and media.partial_files(out) == []
+    mtime = (out / "a.mp4").stat().st_mtime_ns
+    (out / "sub" / "b.png").unlink()
+    again = _batch(src, "--out", out, "--style", tiny_style, "--report", report, *COMMON)
+    rows = _report(report)
+    assert rows["a.mp4"]["status"] == "skipped" and rows["b.png"]["status"] == "done"
+    assert (out / "a.mp4").stat().st_mtime_ns == mtime  # no work done twice
+    assert again.returncode == 1  # the broken input is still broken
+
+
+def test_a_long_clip_in_three_pieces_equals_the_single_process_output(tmp_path, tiny_style, no_ray_left):
+    src = media.write_clip(tmp_path / "film.mkv", frames=72, size=(64, 48), fps=24, keyint=24, audio="pcm_s16le",
+                           preset="veryfast")
+    assert len(segments.plan(src, 1.0)) == 3
+    out = tmp_path / "out"
+    done = _batch(src, "--out", out, "--style", tiny_style, "--workers", 2, "--segment", 1.0,
+                  "--report", tmp_path / "r.jsonl", *COMMON)
+    assert done.returncode == 0, done.stderr
+    assert _report(tmp_path / "r.jsonl")["film.mkv"]["pieces"] == 3
+    single = tmp_path / "single.mkv"
+    convert_video(src, single, Engine(tiny_style, max_side=32, device="cpu", threads=1), progress=False)
+    a, b = media.probe(out / "film.mkv"), media.probe(single)
+    assert a.frames == b.frames == 72 and a.times == b.times
+    assert (a.audio_codec, a.audio_duration) == (b.audio_codec, b.audio_duration)
+    with av.open(str(out / "film.mkv")) as c, av.open(str(single)) as d:
+        assert [bytes(p) for p in c.demux(c.streams.audio[0])] == [bytes(p) for p in d.demux(d.streams.audio[0])]
+    assert sorted(p.name for p in out.iterdir()) == ["film.mkv"]  # the pieces are gone
+
+
+def test_a_worker_killed_mid_file_is_retried_and_every_output_is_right(tmp_path, tiny_style, no_ray_left):
+    src = tmp_path / "in"
+    src.mkdir()
+    clip = media.write_clip(src / "a.mp4", frames=600)
+    shutil.copy(clip, src / "b.mp4")
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "stream", "batch", str(src), "--out", str(out), "--style",
+                             str(tiny_style), "--workers", "2", "--segment", "1000", *COMMON], cwd=media.ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    killed = []
+
+    def kill_one_worker():
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not killed:
+            if any(p.name.startswith(".") and ".partial" in p.name for p in out.glob(".*")):  # mid-file
+                for line in _ray_processes():
+                    if "ray::Converter" in line:
+                        os.kill(int(line.split()[0]), signal.SIGKILL)
+                        killed.append(line)
+                        return
+            time.sleep(0.2)
+
+    killer = threading.Thread(target=kill_one_worker)
+    killer.start()
+    _, err = proc.communicate(timeout=600)
+    killer.join()
+    assert killed, "no worker was caught mid-file"
+    assert proc.returncode == 0, err
+    for name in ("a.mp4", "b.mp4"):
+        got = media.probe(out / name)
+        assert got.frames == 600 and got.times == media.probe(clip).times
+    assert sorted(p.name for p in out.iterdir()) == ["a.mp4", "b.mp4"]  # no partial file left behind
+
+
+def test_without_ray_the_batch_command_says_how_to_get_it(monkeypatch, cli, tmp_path, capsys):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_ray(name, *args, **kwargs):
+        if name == "ray" or name.startswith("ray."):
+            raise ImportError("No module named 'ray'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_ray)
+    rc, _, err = cli("batch", media.write_image(tmp_path / "a.png"), "--out", tmp_path / "out")
+    assert rc == 1 and err.count("\n") == 1 and "pip install 'animestream[ray]'" in err
