@@ -250,3 +250,16 @@ def test_gpu_bench_runs_its_code_on_the_cpu(tiny_style, tmp_path):
     assert set(files) == {"cap", "full"} and all(r["frames"] == 12 and r["fps"] > 0 for r in files.values())
     (live,) = [r for r in rows if "live" in r]
     assert live["frames"] > 0 and live["latency_ms_p95"] > 0
+
+
+def test_batch_bench_times_the_cli_and_ray_side_by_side(tiny_style, tmp_path):
+    pytest.importorskip("ray")
+    done = subprocess.run([sys.executable, "bench/batch.py", "--clips", "2", "--seconds", "0.25", "--style",
+                           str(tiny_style), "--max-side", "32", "--out", str(tmp_path)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    rows = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [r.get("config") for r in rows[:3]] == ["sequential", "batch_workers_1", "batch_workers_2"]
+    assert all(r["frames"] == 12 and r["wall_s"] > 0 for r in rows[:3])
+    assert set(rows[3]) == {"ray_overhead_1_worker", "goal", "met", "cores"}
+    assert sorted(p.name for p in (tmp_path / "batch2").iterdir()) == ["clip00.mp4", "clip01.mp4"]
