@@ -95,6 +95,15 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _mjpeg_address(text: str) -> tuple[str, int]:
+    from .mjpeg import parse_address
+
+    try:
+        return parse_address(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _size(text: str) -> tuple[int, int]:
     w, sep, h = text.lower().partition("x")
     if not sep or not w.isdigit() or not h.isdigit() or int(w) == 0 or int(h) == 0:
@@ -152,6 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="size to ask the camera for, e.g. 1280x720 (default: the camera's)")
     live.add_argument("--camera-fps", type=_positive_float, default=30.0, metavar="FPS",
                       help="rate to ask the camera for (default: %(default)s)")
+    live.add_argument("--mjpeg", type=_mjpeg_address, default=None, metavar="[HOST:]PORT",
+                      help="serve the stylised frames as MJPEG on http://HOST:PORT/ (a browser, or OBS's Browser "
+                           "or Media Source: a virtual camera without drivers); HOST defaults to 127.0.0.1")
     live.add_argument("--timeout", type=_positive_float, default=DEFAULT_STREAM_TIMEOUT_S, metavar="SECONDS",
                       help="a network stream that sends nothing for this long has stalled and the run ends; it "
                            "gets twice as long to answer at all (default: %(default)s)")
@@ -290,7 +302,8 @@ def _run_live(args: argparse.Namespace, engine: Engine) -> Stats:
         output=Path(args.output) if args.output else None, preview=args.preview, vcam=args.vcam,
         vcam_backend=args.vcam_backend, vcam_device=args.vcam_device, vcam_fps=args.vcam_fps,
         camera_width=args.camera_size[0], camera_height=args.camera_size[1], camera_fps=args.camera_fps,
-        paced=args.live, crf=args.crf, preset=args.preset, deflicker=args.deflicker, timeout=args.timeout)
+        paced=args.live, crf=args.crf, preset=args.preset, deflicker=args.deflicker, timeout=args.timeout,
+        mjpeg=args.mjpeg)
     say = (lambda _m: None) if args.quiet else (lambda m: print(f"animestream: {m}", file=sys.stderr))
     return run_live(args.input, switcher, options, announce=say)
 
@@ -441,11 +454,11 @@ def _main(argv: list[str]) -> int:
         return _print_styles()
     if args.input is None:
         parser.error("give an INPUT, e.g. 'animestream clip.mp4 anime.mp4' or 'animestream 0 --preview'")
-    is_live = args.live or args.preview or args.vcam or is_camera(args.input) or is_url(args.input)
+    is_live = args.live or args.preview or args.vcam or args.mjpeg or is_camera(args.input) or is_url(args.input)
     if not is_live and args.output is None:
         parser.error("give an OUTPUT, e.g. 'animestream clip.mp4 anime.mp4'")
-    if is_live and not (args.output or args.preview or args.vcam):
-        parser.error("a live source needs an OUTPUT to record to, --preview or --vcam")
+    if is_live and not (args.output or args.preview or args.vcam or args.mjpeg):
+        parser.error("a live source needs an OUTPUT to record to, --preview, --vcam or --mjpeg")
     windowed = args.start > 0 or args.duration is not None
     if windowed:
         if args.duration == 0:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -43,14 +44,17 @@ def _engine_stats(engine: FrameEngine) -> dict:
 def convert_video(src: str | Path, dst: str | Path, engine: FrameEngine, *, crf: int = DEFAULT_CRF,
                   preset: str = DEFAULT_PRESET, progress: bool = True, warn: Warn = _stderr,
                   start: float = 0.0, duration: float | None = None, keep_partial: bool = True,
-                  strict: bool = False) -> Stats:
+                  strict: bool = False, on_progress: Callable[[int, int | None], None] | None = None,
+                  cancel: threading.Event | None = None) -> Stats:
     """Stylise every frame of ``src`` into ``dst`` (same size, timestamps and audio), or only the
     ``duration`` seconds from ``start`` seconds on (None: to the end), timed from 0 in ``dst``.
 
     Interrupted (Ctrl-C, SIGTERM, SIGHUP), ``dst`` holds a playable file of the frames done so far, or,
     with ``keep_partial=False``, nothing at all (``Stats.frames_out`` still counts what was done).
     Frames that do not decode are skipped with a warning (``Stats.extra["undecodable"]``); with
-    ``strict``, any damage is a :class:`SourceError` and nothing is written."""
+    ``strict``, any damage is a :class:`SourceError` and nothing is written. ``on_progress(frames done,
+    frames expected or None)`` is called a few times a second; setting ``cancel`` stops the job as Ctrl-C
+    does (with ``keep_partial=False``: nothing written)."""
     dst = Path(dst)
     check_output_path(dst, str(src))
     if dst.suffix.lower() not in VIDEO_EXTENSIONS:
@@ -72,7 +76,16 @@ def convert_video(src: str | Path, dst: str | Path, engine: FrameEngine, *, crf:
             source.decode_streams = {i for i, mode in sink.audio_modes.items() if mode == "transcode"}
             with tqdm(total=source.frame_count, unit="frame", desc=Path(str(src)).name, disable=not progress,
                       file=sys.stderr, dynamic_ncols=True, leave=False) as bar:
-                stats = Pipeline(source, engine, sink, batch=batch).run(on_progress=lambda n: bar.update(n - bar.n))
+                pipeline = Pipeline(source, engine, sink, batch=batch)
+
+                def tick(done: int) -> None:
+                    bar.update(done - bar.n)
+                    if on_progress is not None:
+                        on_progress(done, source.frame_count)
+                    if cancel is not None and cancel.is_set():
+                        pipeline.stop()
+
+                stats = pipeline.run(on_progress=tick)
         finally:
             damaged = strict and (source.undecodable or source.truncated)
             sink.close(keep=stats is not None and stats.frames_out > 0 and not damaged

@@ -44,6 +44,7 @@ class LiveOptions:
     preset: str = DEFAULT_PRESET
     deflicker: bool = False  # blend static areas with the previous result (stream.deflicker)
     timeout: float = DEFAULT_STREAM_TIMEOUT_S  # seconds without data after which a network stream has stalled
+    mjpeg: tuple[str, int] | None = None  # (host, port) to serve the results as MJPEG (stream.mjpeg)
 
 
 class Tee:
@@ -81,8 +82,8 @@ def run_live(spec: str, switcher: StyleSwitcher, options: LiveOptions, *, announ
 
     Everything the job opens (source, recorder, virtual camera, window) is closed on the way out,
     each even if closing another fails."""
-    if not (options.output or options.preview or options.vcam):
-        raise SinkError("a live run needs somewhere to go: an OUTPUT file, --preview or --vcam")
+    if not (options.output or options.preview or options.vcam or options.mjpeg):
+        raise SinkError("a live run needs somewhere to go: an OUTPUT file, --preview, --vcam or --mjpeg")
     if options.output is not None:
         check_output_path(options.output, spec)
     job: FrameEngine = Deflicker(switcher) if options.deflicker else switcher
@@ -114,6 +115,12 @@ def run_live(spec: str, switcher: StyleSwitcher, options: LiveOptions, *, announ
             closing.callback(camera.close)
             announce(f"virtual camera: {camera.device} @ {camera.fps:g} fps")
             sinks.append(camera)
+        if options.mjpeg is not None:
+            from .mjpeg import MjpegSink
+            stream = MjpegSink(*options.mjpeg)
+            closing.callback(stream.close)
+            announce(f"MJPEG: {stream.url} (a browser, or OBS: Browser or Media Source)")
+            sinks.append(stream)
         window = None
         if options.preview:
             from .preview import PreviewWindow

@@ -602,3 +602,52 @@ def test_the_overlay_text_on_screen_is_drawn_once_on_a_solid_box(xdisplay, cyan_
     best, _, where, _ = cv2.minMaxLoc(scores)
     assert best / template.size < 1.0, f"no clean copy of the help text on screen (mean square error {best / template.size:.1f})"
     assert where[0] <= 2 * OVERLAY_PAD_PX  # in the top-left overlay
+
+
+def _mjpeg_parts(url: str, count: int, timeout: float = 30) -> list[bytes]:
+    """The first ``count`` JPEGs of a multipart/x-mixed-replace stream."""
+    import urllib.request
+
+    parts: list[bytes] = []
+    with urllib.request.urlopen(url, timeout=timeout) as r:
+        assert r.headers["Content-Type"].startswith("multipart/x-mixed-replace; boundary=")
+        while len(parts) < count:
+            line = r.readline()
+            if line.lower().startswith(b"content-length:"):
+                size = int(line.split(b":")[1])
+                r.readline()  # the blank line before the picture
+                parts.append(r.read(size))
+    return parts
+
+
+def test_a_live_run_serves_its_frames_as_mjpeg(live_clip, cyan_style):
+    import cv2
+
+    engine = Engine(cyan_style, max_side=64, precision="fp32", device="cpu")
+    with socket_port() as port:
+        pass
+    lines: list[str] = []
+    result: dict = {}
+    runner = threading.Thread(target=lambda: result.update(stats=run_live(
+        str(live_clip), StyleSwitcher([str(cyan_style)], engine, engine.options),
+        LiveOptions(mjpeg=("127.0.0.1", port)), announce=lines.append)))
+    runner.start()
+    deadline = time.monotonic() + 30
+    while not any("MJPEG" in line for line in lines) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    parts = _mjpeg_parts(f"http://127.0.0.1:{port}/", 3)
+    runner.join(60)
+    assert not runner.is_alive() and result["stats"].frames_out > 3
+    for jpeg in parts:
+        img = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+        assert img.shape == (64, 96, 3) and abs(img.reshape(-1, 3).mean(axis=0) - (255, 255, 0)).max() < 8  # cyan
+    assert not [t for t in threading.enumerate() if t.name.startswith("animestream-mjpeg")]
+
+
+@contextlib.contextmanager
+def socket_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        yield s.getsockname()[1]
