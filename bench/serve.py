@@ -12,8 +12,8 @@ server's ``peak_rss_mb``; then a line with the ratios.
                workers, each request decoded, resized to longest side 512 (Lanczos), run through the
                TorchScript model in fp32 under eval + no_grad, encoded as PNG at that size, then
                ``del`` and ``gc.collect()``
-  animestream  ``animestream serve``: the engine's default precision, one model call at a time, a
-               bounded queue; the result at the input's size (more pixels to encode than the seed)
+  animestream  ``animestream serve``: FastAPI on uvicorn, the engine's default precision, one model call
+               at a time, a bounded queue; the result at the input's size (more pixels to encode than the seed)
 
 The photo is samples/astronaut.jpg scaled to 1024x1024, sent as JPEG (quality 90).
 """
@@ -77,19 +77,26 @@ def _seed_server(style: str, cap: int):
 
 
 def _animestream_server(style: str, cap: int):
+    """What ``animestream serve`` runs: the FastAPI app on uvicorn."""
     from stream.engine import Engine
-    from stream.serve import ServiceServer, StyleService
+    from stream.serve import StyleService
+    from stream.webapp import WebServer, create_app
 
     engine = Engine(style, max_side=cap)
     service = StyleService(lambda s, m: Engine(s, max_side=cap if m is None else m), default_style=engine.style)
     service.adopt(engine.style, None, engine)
-    return ServiceServer(("127.0.0.1", 0), service)
+    return WebServer(create_app(service), "127.0.0.1", 0)
 
 
 def _serve(kind: str, style: str, cap: int) -> None:
-    server = (_seed_server if kind == "seed" else _animestream_server)(style, cap)
-    print(server.server_address[1], flush=True)
-    server.serve_forever()  # until the parent kills this process
+    if kind == "seed":
+        server = _seed_server(style, cap)
+        print(server.server_address[1], flush=True)
+        server.serve_forever()  # until the parent kills this process
+    else:
+        server = _animestream_server(style, cap)
+        print(server.port, flush=True)
+        server.serve()
 
 
 def _post(port: int, body: bytes) -> tuple[int, float]:

@@ -11,7 +11,6 @@ import json
 import os
 import signal
 import sys
-import threading
 import warnings
 from pathlib import Path
 
@@ -27,11 +26,12 @@ from .live import StyleSwitcher, is_camera
 from .sources import DEFAULT_STREAM_TIMEOUT_S, is_image_path, is_url
 from .livejob import LiveOptions, run_live
 from .pipeline import Stats
-from .serve import ServiceServer, StyleService
+from .serve import StyleService
 from .signals import Stopped, exit_code, stop_on_signals
 from .sinks import DEFAULT_CRF, DEFAULT_PRESET, X264_PRESETS
 
 EXIT_ERROR = 1
+WEB_INSTALL_HINT = "pip install 'animestream[web]'"
 EXIT_INTERRUPTED = 130
 
 EPILOG = """\
@@ -308,17 +308,27 @@ def _run_live(args: argparse.Namespace, engine: Engine) -> Stats:
     return run_live(args.input, switcher, options, announce=say)
 
 
+def _port(text: str) -> int:
+    value = _non_negative_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"a TCP port is 0..65535, got {value}")
+    return value
+
+
 def serve_main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(
         prog="animestream serve", formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Serve the engine over HTTP: POST an image to /v1/stylize, get it back stylised.",
-        epilog="example:\n  curl --data-binary @photo.jpg -o anime.png "
-               "'http://127.0.0.1:8000/v1/stylize?style=paprika&max_side=512'\n\n"
-               "GET /v1/styles lists the styles, GET /healthz answers {\"status\": \"ok\"}. One image is stylised\n"
-               "at a time; up to --queue more wait, and the rest are answered 503 with Retry-After.")
+        description="Serve the web page and API: images, video jobs and the webcam live, in any browser. "
+                    "Needs " + WEB_INSTALL_HINT + ".",
+        epilog="examples:\n"
+               "  animestream serve                              then open http://127.0.0.1:8000/\n"
+               "  animestream serve --host 0.0.0.0               phones on this network too (no authentication!)\n"
+               "  curl --data-binary @photo.jpg -o anime.png 'http://127.0.0.1:8000/v1/stylize?style=hayao'\n\n"
+               "The API is described at /docs. One image is stylised at a time; up to --queue more wait, and the\n"
+               "rest are answered 503 with Retry-After. Video jobs run one at a time, in --jobs-dir.")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on; 0.0.0.0 for every interface "
                    "(default: 127.0.0.1, this machine only)")
-    p.add_argument("--port", type=_non_negative_int, default=8000, help="0 picks a free port (default: 8000)")
+    p.add_argument("--port", type=_port, default=8000, help="0 picks a free port (default: 8000)")
     p.add_argument("--style", default=weights.DEFAULT_STYLE, metavar="NAME|PATH",
                    help="style of requests that name none (default: %(default)s); requests may name any "
                         "registered style, never a path")
@@ -328,9 +338,23 @@ def serve_main(argv: list[str]) -> int:
     p.add_argument("--device", choices=DEVICES, default="auto")
     p.add_argument("--threads", type=_non_negative_int, default=0, metavar="N", help="0 = one per core")
     p.add_argument("--queue", type=_non_negative_int, default=4, metavar="N",
-                   help="requests that may wait while one is stylised (default: %(default)s)")
+                   help="image requests that may wait while one is stylised (default: %(default)s)")
+    p.add_argument("--jobs-dir", type=Path, default=None, metavar="DIR",
+                   help="where video jobs keep uploads and results (default: a temporary folder, removed on exit)")
+    p.add_argument("--jobs-ttl", type=_positive_float, default=3600.0, metavar="S",
+                   help="seconds a finished job's result is kept (default: %(default)s)")
+    p.add_argument("--jobs-quota", type=_positive_float, default=4.0, metavar="GB",
+                   help="disk space video jobs may use in all (default: %(default)s)")
     p.add_argument("-q", "--quiet", action="store_true", help="no line per request")
     args = p.parse_args(argv)
+    try:
+        from .webapp import WebServer, create_app
+    except ImportError:
+        print(f"animestream: error: the web service needs FastAPI and uvicorn: {WEB_INSTALL_HINT}", file=sys.stderr)
+        return EXIT_ERROR
+    import tempfile
+
+    from .jobs import JobQueue
 
     options = _engine_options(args)
 
@@ -338,30 +362,34 @@ def serve_main(argv: list[str]) -> int:
         return Engine(first.spec if style == first.style else style,  # the default may be a file
                       dataclasses.replace(options, max_side=options.max_side if max_side is None else max_side))
 
+    def convert_job(job, progress) -> None:
+        engine = build(job.style, job.max_side)
+        convert_video(job.upload, job.result, engine, progress=False, warn=lambda _m: None, keep_partial=False,
+                      on_progress=progress, cancel=job.cancel)
+
+    log = None if args.quiet else (lambda m: print(f"animestream: {m}", file=sys.stderr, flush=True))
     try:
         first = Engine(args.style, options)  # fails now, not at the first request, if the style is unusable
-        service = StyleService(build, default_style=first.style, queue=args.queue)
-        service.adopt(first.style, None, first)
-        server = ServiceServer((args.host, args.port), service,
-                               log=None if args.quiet else (lambda m: print(f"animestream: {m}", file=sys.stderr)))
     except AnimestreamError as e:
         print(f"animestream: error: {e}", file=sys.stderr)
         return EXIT_ERROR
+    service = StyleService(build, default_style=first.style, queue=args.queue)
+    service.adopt(first.style, None, first)
+    jobs = JobQueue(args.jobs_dir or Path(tempfile.mkdtemp(prefix="animestream-jobs-")), convert_job,
+                    ttl_s=args.jobs_ttl, quota_bytes=int(args.jobs_quota * 2**30))
+    try:
+        server = WebServer(create_app(service, jobs, log=log), args.host, args.port,
+                           on_stop=lambda: print("animestream: stopping", file=sys.stderr, flush=True))
     except OSError as e:
+        jobs.close()
         print(f"animestream: error: cannot listen on {args.host}:{args.port}: {e.strerror or e}", file=sys.stderr)
         return EXIT_ERROR
-    print(f"animestream: serving {first.style!r} on {server.url} (POST /v1/stylize; Ctrl-C stops)",
+    print(f"animestream: serving {first.style!r} on {server.url} (the page at /, the API at /docs; Ctrl-C stops)",
           file=sys.stderr, flush=True)
-    in_main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _interrupt) if in_main else None  # a service manager's stop
     try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        print("animestream: stopping", file=sys.stderr)
+        server.serve()
     finally:
-        server.server_close()  # waits for requests in flight
-        if in_main:
-            signal.signal(signal.SIGTERM, previous)
+        jobs.close()
     return 0
 
 
@@ -425,10 +453,6 @@ def batch_main(argv: list[str]) -> int:
     print(f"animestream: batch: {counts['done']} converted, {counts['skipped']} already there, "
           f"{counts['failed']} failed ({args.out})", file=sys.stderr)
     return EXIT_ERROR if counts["failed"] else 0
-
-
-def _interrupt(_signum: int, _frame: object) -> None:
-    raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> int:
