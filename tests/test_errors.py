@@ -396,3 +396,21 @@ def test_one_corrupt_sidecar_hides_nothing_else(tmp_path, tiny_model, clip, cli)
     finally:
         for p in folder.glob("broken.*"):
             p.unlink()
+
+
+def test_an_unreadable_user_styles_folder_is_a_warning(cli, monkeypatch, tmp_path, clip):
+    from stream import weights
+
+    folder = weights.user_styles_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    real_iterdir = Path.iterdir
+
+    def iterdir(self):
+        if self == folder:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_iterdir(self)
+
+    monkeypatch.setattr(Path, "iterdir", iterdir)
+    rc, out, err = cli("weights", "list")
+    assert rc == 0 and "paprika" in out
+    assert err.count("\n") == 1 and "cannot read the styles folder (Permission denied)" in err
