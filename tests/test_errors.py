@@ -247,7 +247,14 @@ def test_ctrl_c_while_starting_up_prints_no_traceback(tmp_path):
     src = media.write_image(tmp_path / "in.png")
     proc = subprocess.Popen([sys.executable, "-m", "stream", str(src), str(tmp_path / "out.png")], cwd=media.ROOT,
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    time.sleep(0.3)  # inside the imports of torch and PyAV
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # until the child is inside PyTorch's import (its libraries mapped)
+        try:
+            if "libtorch" in Path(f"/proc/{proc.pid}/maps").read_text():
+                break
+        except OSError:
+            pass
+        time.sleep(0.01)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err

@@ -46,7 +46,8 @@ def test_http_client_waits_out_a_busy_service_then_gets_the_image(tmp_path):
 
     import numpy as np
 
-    from stream.serve import ServiceServer, StyleService
+    from stream.serve import StyleService
+    from stream.webapp import WebServer, create_app
 
     calls = []
 
@@ -57,10 +58,9 @@ def test_http_client_waits_out_a_busy_service_then_gets_the_image(tmp_path):
             return rgb
         return engine
 
-    server = ServiceServer(("127.0.0.1", 0), StyleService(slow_identity, default_style="paprika", queue=0))
-    serving = threading.Thread(target=server.serve_forever)
-    serving.start()
-    url = f"http://127.0.0.1:{server.server_address[1]}"
+    server = WebServer(create_app(StyleService(slow_identity, default_style="paprika", queue=0)), "127.0.0.1", 0)
+    server.start()
+    url = server.url
     try:
         import urllib.request
         busy = threading.Thread(target=lambda: urllib.request.urlopen(  # holds the only place
@@ -72,9 +72,7 @@ def test_http_client_waits_out_a_busy_service_then_gets_the_image(tmp_path):
         out = _run("examples/http_client.py", url, "samples/astronaut.jpg", str(tmp_path / "anime.png"))
         busy.join(30)
     finally:
-        server.shutdown()
-        server.server_close()
-        serving.join(10)
+        server.stop()
     assert out.startswith(f"wrote {tmp_path / 'anime.png'}")
     assert len(calls) == 2 and calls[1] - calls[0] >= 0.8  # refused while busy, served after its retry
     import cv2
