@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from .engine import FrameEngine
+from .engine import EngineWrapper, FrameEngine
 
 DEFAULT_STRENGTH = 0.7  # share of the previous result kept where the input is unchanged, 0..1
 DEFAULT_THRESHOLD = 10.0  # input change (0..255) above which a pixel counts as moving
 MASK_BLUR_PX = 5  # smooths the motion mask so its edges do not show
 
 
-class Deflicker:
+class Deflicker(EngineWrapper):
     """Wrap an engine (RGB uint8 in, same out) with the temporal filter; itself a
     :class:`~stream.engine.FrameEngine`. Not thread-safe."""
 
@@ -32,24 +32,8 @@ class Deflicker:
         self._prev_out: np.ndarray | None = None
         self._out = self._diff = self._mask = self._scratch = None
 
-    @property
-    def style(self) -> str:
-        return self.engine.style
-
-    @property
-    def precision(self) -> str:
-        return self.engine.precision
-
-    @property
-    def max_side(self) -> int:
-        return self.engine.max_side
-
-    @property
-    def device(self):
-        return self.engine.device
-
-    def inference_shape(self, width: int, height: int) -> tuple[int, int]:
-        return self.engine.inference_shape(width, height)
+    def wrapped(self) -> FrameEngine:
+        return self.engine
 
     def reset(self) -> None:
         self._prev_in = None

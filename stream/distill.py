@@ -26,6 +26,7 @@ bf16 autocast on CPUs with native bf16, CUDA when present.
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
 import hashlib
 import json
@@ -325,7 +326,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
     ema = run.ema.cpu().float()
-    val_psnr, val_ssim, each = score(ema, val_pairs)
+    shipped = copy.deepcopy(ema)  # scored as it ships: its tensors rounded to the storage precision
+    with torch.no_grad():
+        for t in shipped.state_dict().values():
+            t.copy_(t.to(weights.STORAGE_DTYPE).float())
+    val_psnr, val_ssim, each = score(shipped, val_pairs)
     photo_psnr = float(np.mean([psnr(x, y) for x, y in val_pairs]))
     quality = {"teacher": teacher.name, "teacher_sha256": teacher.sha256,
                "psnr_vs_teacher": round(val_psnr, 2), "ssim_vs_teacher": round(val_ssim, 4),

@@ -251,6 +251,34 @@ class FrameEngine(Protocol):
         """Forget earlier frames (a new, unrelated stream follows)."""
 
 
+class EngineWrapper:
+    """The :class:`FrameEngine` attributes of a wrapper, read from the engine it wraps now
+    (:meth:`wrapped`): what :class:`~stream.deflicker.Deflicker` and :class:`~stream.live.StyleSwitcher`
+    share."""
+
+    def wrapped(self) -> FrameEngine:
+        raise NotImplementedError
+
+    @property
+    def style(self) -> str:
+        return self.wrapped().style
+
+    @property
+    def precision(self) -> str:
+        return self.wrapped().precision
+
+    @property
+    def max_side(self) -> int:
+        return self.wrapped().max_side
+
+    @property
+    def device(self) -> torch.device:
+        return self.wrapped().device
+
+    def inference_shape(self, width: int, height: int) -> tuple[int, int]:
+        return self.wrapped().inference_shape(width, height)
+
+
 def _int8_generator(style: Style) -> quant.Int8Generator:
     model = weights.eager_generator(style)
     return quant.Int8Generator(model, weights.load_ranges(style, model))

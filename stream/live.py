@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .engine import Engine, EngineOptions
+from .engine import Engine, EngineOptions, EngineWrapper
 from .errors import SourceError
 from .sources import DEFAULT_STREAM_TIMEOUT_S, Frame, VideoSource, is_url
 from .weights import Style
@@ -180,7 +180,7 @@ def open_network_source(url: str, timeout: float) -> VideoSource:
     return result["source"]
 
 
-class StyleSwitcher:
+class StyleSwitcher(EngineWrapper):
     """Callable engine that can change style mid-stream (an :class:`~stream.engine.FrameEngine`).
 
     ``styles`` are :class:`~stream.weights.Style` values, names or paths; engines are built with
@@ -219,24 +219,8 @@ class StyleSwitcher:
     def next(self) -> Engine:
         return self.select(self.index + 1)
 
-    @property
-    def style(self) -> str:
-        return self.current.style
-
-    @property
-    def precision(self) -> str:
-        return self.current.precision
-
-    @property
-    def max_side(self) -> int:
-        return self.current.max_side
-
-    @property
-    def device(self):
-        return self.current.device
-
-    def inference_shape(self, width: int, height: int) -> tuple[int, int]:
-        return self.current.inference_shape(width, height)
+    def wrapped(self) -> Engine:
+        return self.current
 
     def reset(self) -> None:
         self.current.reset()

@@ -41,7 +41,7 @@ from starlette.requests import ClientDisconnect
 from . import __version__, weights
 from .jobs import JobError, JobQueue
 from .mjpeg import BOUNDARY, encode_jpeg, part
-from .serve import (FORMATS, MAX_BODY_BYTES, RETRY_AFTER_S, RequestError, StyleService, max_side_param)
+from .serve import MAX_BODY_BYTES, RETRY_AFTER_S, RequestError, StyleService, max_side_param
 
 PAGE = Path(__file__).resolve().parent / "webui" / "index.html"
 THUMBNAIL = Path(__file__).resolve().parent / "webui" / "thumbnail.jpg"

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
-import av
 import cv2
 import numpy as np
 
@@ -93,28 +92,7 @@ def _truncated_image(name: str, ext: str) -> Callable[[Path], Path]:
 
 
 def _two_tracks_and_subtitles(folder: Path) -> Path:
-    path = folder / "tracks.mkv"
-    with av.open(str(path), "w") as out:
-        v = out.add_stream("libx264", rate=24)
-        v.width, v.height, v.pix_fmt = 64, 48, "yuv420p"
-        a1 = out.add_stream("aac", rate=media.SAMPLE_RATE)
-        a1.layout = "stereo"
-        a2 = out.add_stream("pcm_s16le", rate=media.SAMPLE_RATE)
-        a2.layout = "stereo"
-        sub = out.add_stream("ass")
-        sub.time_base = sub.codec_context.time_base = Fraction(1, 1000)
-        for i in range(24):
-            frame = av.VideoFrame.from_ndarray(media.frame_image(i, 64, 48), format="rgb24")
-            frame.pts = i
-            out.mux(v.encode(frame))
-        media.write_audio(out, a1, "aac", media.SAMPLE_RATE)
-        media.write_audio(out, a2, "pcm_s16le", media.SAMPLE_RATE)
-        packet = av.Packet(b"0,0,Default,,0,0,0,,hi")
-        packet.stream, packet.pts, packet.dts, packet.duration = sub, 100, 100, 500
-        packet.time_base = Fraction(1, 1000)
-        out.mux(packet)
-        out.mux(v.encode(None))
-    return path
+    return media.write_tracks_and_subtitles(folder / "tracks.mkv", frames=24, seconds=1.0, text=b"hi")
 
 
 def _folder(folder: Path) -> Path:

@@ -95,6 +95,39 @@ def write_audio(out, stream, codec: str, n_samples: int) -> None:
     out.mux(stream.encode(None))
 
 
+def write_tracks_and_subtitles(path: Path, frames: int = 48, seconds: float = 2.0, text: bytes = b"hello") -> Path:
+    """An MKV with 64x48 video at 24 fps, two sound tracks (AAC, PCM) of ``seconds`` and an ASS subtitle."""
+    with av.open(str(path), "w") as out:
+        v = out.add_stream("libx264", rate=24)
+        v.width, v.height, v.pix_fmt = 64, 48, "yuv420p"
+        tracks = []
+        for codec in ("aac", "pcm_s16le"):
+            a = out.add_stream(codec, rate=SAMPLE_RATE)
+            a.layout = "stereo"
+            tracks.append((a, codec))
+        sub = out.add_stream("ass")
+        sub.time_base = sub.codec_context.time_base = Fraction(1, 1000)
+        for i in range(frames):
+            frame = av.VideoFrame.from_ndarray(frame_image(i, 64, 48), format="rgb24")
+            frame.pts = i
+            out.mux(v.encode(frame))
+        for a, codec in tracks:
+            write_audio(out, a, codec, int(seconds * SAMPLE_RATE))
+        packet = av.Packet(b"0,0,Default,,0,0,0,," + text)
+        packet.stream, packet.pts, packet.dts, packet.duration = sub, 500, 500, 1000
+        packet.time_base = Fraction(1, 1000)
+        out.mux(packet)
+        out.mux(v.encode(None))
+    return path
+
+
+def noise_image(seed: int, h: int, w: int) -> np.ndarray:
+    """A smooth random picture (blocks of 8, cubic-interpolated) as H x W x 3 uint8."""
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (h // 8, w // 8, 3), dtype=np.uint8)
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)
+
+
 def write_audio_only(path: Path, seconds: float = 1.0) -> Path:
     with av.open(str(path), "w") as out:
         a = out.add_stream("aac", rate=SAMPLE_RATE)

@@ -6,7 +6,6 @@ An image through the page, a video job through the page, and the Live tab with C
 from __future__ import annotations
 
 import shutil
-import threading
 from pathlib import Path
 
 import av

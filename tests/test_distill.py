@@ -4,19 +4,15 @@ from __future__ import annotations
 import json
 
 import cv2
-import numpy as np
 import pytest
+
+import media
 import torch
 
 from stream import distill, weights
-from stream.model import Generator
 from stream.onnxgen import OnnxGenerator, OnnxIO
 
 
-def _photo(seed: int, h: int, w: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    small = rng.integers(0, 256, (h // 8, w // 8, 3), dtype=np.uint8)
-    return cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)
 
 
 @pytest.fixture()
@@ -25,7 +21,7 @@ def photos(tmp_path):
     folder.mkdir()
     rows = ["file\tcategory"]
     for i in range(12):
-        cv2.imwrite(str(folder / f"p{i:02d}.jpg"), _photo(10 + i, 90 + 4 * i, 120))
+        cv2.imwrite(str(folder / f"p{i:02d}.jpg"), media.noise_image(10 + i, 90 + 4 * i, 120))
         rows.append(f"p{i:02d}.jpg\t{'face' if i % 3 == 0 else 'city'}")
     (folder / "SOURCES.tsv").write_text("\n".join(rows) + "\n")
     (folder / "notes.txt").write_text("not a photo")
@@ -97,7 +93,7 @@ def test_distill_a_lite_style_from_one_of_ours_with_tf_upsampling(tiny_style, ph
 def test_distill_needs_more_photos_than_it_holds_back(tiny_style, tmp_path, capsys):
     photos = tmp_path / "photos"
     photos.mkdir()
-    cv2.imwrite(str(photos / "only.jpg"), _photo(0, 64, 64))
+    cv2.imwrite(str(photos / "only.jpg"), media.noise_image(0, 64, 64))
     with pytest.raises(SystemExit) as exc:
         distill.main(["--teacher", str(tiny_style), "--photos", str(photos), "--name", "x", "--cache", str(tmp_path)])
     assert exc.value.code == 2

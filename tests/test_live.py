@@ -447,9 +447,10 @@ def test_missing_camera_through_the_cli_prints_exactly_one_line(capfd):
         "program?)"]
 
 
-@pytest.fixture
-def silent_server():
-    """A TCP server on 127.0.0.1 that accepts every connection and never sends a byte."""
+@contextlib.contextmanager
+def tcp_server(on_connect):
+    """A TCP server on 127.0.0.1 calling ``on_connect(connection)`` for each client; yields its port.
+    Connections stay open until the server stops."""
     import socket
 
     srv = socket.socket()
@@ -458,21 +459,32 @@ def silent_server():
     srv.settimeout(0.2)
     held, stop = [], threading.Event()
 
-    def accept():
+    def serve():
         while not stop.is_set():
             try:
-                held.append(srv.accept()[0])
+                conn = srv.accept()[0]
             except OSError:
                 continue
+            held.append(conn)
+            on_connect(conn)
 
-    t = threading.Thread(target=accept)
+    t = threading.Thread(target=serve)
     t.start()
-    yield srv.getsockname()[1]
-    stop.set()
-    t.join(5)
-    for c in held:
-        c.close()
-    srv.close()
+    try:
+        yield srv.getsockname()[1]
+    finally:
+        stop.set()
+        t.join(5)
+        for c in held:
+            c.close()
+        srv.close()
+
+
+@pytest.fixture
+def silent_server():
+    """Accepts every connection and never sends a byte."""
+    with tcp_server(lambda conn: None) as port:
+        yield port
 
 
 @pytest.mark.parametrize("scheme", ["http", "rtsp"])
@@ -505,35 +517,16 @@ def test_ctrl_c_ends_a_live_run_on_a_stalled_stream_promptly(silent_server, tmp_
 
 @pytest.fixture
 def stalling_server(media_dir):
-    """An HTTP server on 127.0.0.1 that sends half of an MPEG-TS clip, then keeps the connection silent."""
-    import socket
-
+    """An HTTP server that sends half of an MPEG-TS clip, then keeps the connection silent."""
     ts = media.write_clip(media_dir / "stall.ts", frames=120, size=(96, 64), fps=30, audio=None)
     data = ts.read_bytes()[: ts.stat().st_size // 2 // 188 * 188]
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(8)
-    srv.settimeout(0.2)
-    held, stop = [], threading.Event()
 
-    def serve():
-        while not stop.is_set():
-            try:
-                conn = srv.accept()[0]
-            except OSError:
-                continue
-            held.append(conn)
-            conn.recv(4096)
-            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: video/mp2t\r\n\r\n" + data)
+    def answer(conn):
+        conn.recv(4096)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: video/mp2t\r\n\r\n" + data)
 
-    t = threading.Thread(target=serve)
-    t.start()
-    yield f"http://127.0.0.1:{srv.getsockname()[1]}/live.ts"
-    stop.set()
-    t.join(5)
-    for c in held:
-        c.close()
-    srv.close()
+    with tcp_server(answer) as port:
+        yield f"http://127.0.0.1:{port}/live.ts"
 
 
 def test_a_stream_that_stalls_ends_the_run_with_one_line_and_keeps_the_recording(stalling_server, cli, tmp_path,

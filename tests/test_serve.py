@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 import pytest
 
-from stream import serve, webapp
+from stream import webapp
 from stream.engine import Engine
 from stream.serve import StyleService
 from stream.webapp import WebServer, create_app

@@ -2,7 +2,6 @@
 transparency; what an output cannot hold is named in a warning."""
 from __future__ import annotations
 
-from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -34,27 +33,7 @@ def _audio_seconds(path: Path) -> list[float]:
 @pytest.fixture(scope="module")
 def rich_mkv(media_dir) -> Path:
     """48 frames at 24 fps with two sound tracks (AAC, PCM) and an ASS subtitle track saying 'hello'."""
-    path = media_dir / "rich.mkv"
-    with av.open(str(path), "w") as out:
-        v = out.add_stream("libx264", rate=24)
-        v.width, v.height, v.pix_fmt = 64, 48, "yuv420p"
-        a1 = out.add_stream("aac", rate=media.SAMPLE_RATE)
-        a1.layout = "stereo"
-        a2 = out.add_stream("pcm_s16le", rate=media.SAMPLE_RATE)
-        a2.layout = "stereo"
-        sub = out.add_stream("ass")
-        sub.time_base = sub.codec_context.time_base = Fraction(1, 1000)
-        for i in range(48):
-            frame = av.VideoFrame.from_ndarray(media.frame_image(i, 64, 48), format="rgb24")
-            frame.pts = i
-            out.mux(v.encode(frame))
-        media.write_audio(out, a1, "aac", 2 * media.SAMPLE_RATE)
-        media.write_audio(out, a2, "pcm_s16le", 2 * media.SAMPLE_RATE)
-        packet = av.Packet(b"0,0,Default,,0,0,0,,hello")
-        packet.stream, packet.pts, packet.dts, packet.duration = sub, 500, 500, 1000
-        packet.time_base = Fraction(1, 1000)
-        out.mux(packet)
-        out.mux(v.encode(None))
+    path = media.write_tracks_and_subtitles(media_dir / "rich.mkv")
     assert [t for t, _ in _tracks(path)] == ["video", "audio", "audio", "subtitle"]
     return path
 

@@ -7,6 +7,8 @@ import random
 import cv2
 import numpy as np
 import pytest
+
+import media
 import torch
 
 from stream import train, weights
@@ -15,10 +17,6 @@ from stream.engine import Engine
 TINY = ["--width", "0.25", "--blocks", "1", "--crop", "32", "--batch", "2", "--threads", "1"]
 
 
-def _image(seed: int, h: int, w: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    small = rng.integers(0, 256, (h // 8, w // 8, 3), dtype=np.uint8)
-    return cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)
 
 
 @pytest.fixture()
@@ -26,7 +24,7 @@ def pairs_dir(tmp_path):
     folder = tmp_path / "pairs"
     folder.mkdir()
     for i, name in enumerate(("a", "b")):
-        photo = _image(i, 96, 128)
+        photo = media.noise_image(i, 96, 128)
         cv2.imwrite(str(folder / f"{name}_photo.png"), photo)
         cv2.imwrite(str(folder / f"{name}_target.png"), 255 - photo)
     return folder
@@ -99,7 +97,7 @@ def test_train_can_continue_another_runs_checkpoint_as_a_new_stage(pairs_dir, tm
 
 
 def test_whole_image_sampling_keeps_the_pair_aligned_and_uncropped():
-    photo = _image(3, 40, 64)
+    photo = media.noise_image(3, 40, 64)
     levels = train.pyramid([(photo, 255 - photo)], 0, (0.5, 1.0))
     sampler = train.CropSampler(levels, random.Random(1), 0, color_aug=1.0, tone_aug=0.0)
     sizes = set()
@@ -120,7 +118,7 @@ def test_skip_style_starts_as_the_photo_keeps_its_flag_and_must_resume_the_same_
     assert meta["architecture"]["skip"] is True
     assert abs(meta["quality"]["psnr_student"] - meta["quality"]["psnr_photo"]) < 0.05  # untrained: the photo
     engine = Engine(tmp_path / "w" / "toy.safetensors", precision="fp32", device="cpu")
-    frame = _image(7, 48, 64)
+    frame = media.noise_image(7, 48, 64)
     assert np.abs(engine(frame).astype(int) - frame).max() <= 1
     capsys.readouterr()
     with pytest.raises(SystemExit) as exc:
