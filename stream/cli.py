@@ -147,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=_seconds, default=None, metavar="TIME",
                    help="convert only this long a stretch of a video, e.g. 5 to try a style (default: to the end)")
     live = p.add_argument_group("live", "a camera (0, /dev/video2), a stream URL (rtsp://, http://) or a "
-                                "file with --live; any mix of OUTPUT (recording), --preview and --vcam")
+                                "file with --live; any mix of OUTPUT (recording), --preview, --vcam and --mjpeg")
     live.add_argument("--live", action="store_true",
                       help="play a file at its own frame rate, as a camera would deliver it")
     live.add_argument("--preview", action="store_true", help="show a window (keys: q quit, s/1-9 style, "
