@@ -113,13 +113,30 @@ def test_too_large_or_unsized_bodies_are_refused_before_they_are_read(tiny_servi
         assert request(port, "POST", "/v1/stylize", PHOTO)[0] == 413
         with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
             s.sendall(b"POST /v1/stylize HTTP/1.1\r\nHost: x\r\n\r\n")
-            answer = s.recv(1000)
-            assert answer.startswith(b"HTTP/1.1 411 ") and b"Content-Length" in answer
+            head, body = _read_response(s)
+            assert head.startswith(b"HTTP/1.1 411 ") and b"Content-Length" in body
         with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
             s.sendall(b"POST /v1/stylize HTTP/1.1\r\nHost: x\r\nContent-Length: 12\r\n\r\nnot an image")
-            answer = s.recv(1000)
-            assert answer.startswith(b"HTTP/1.1 415 ") and b"Content-Length" not in answer.split(b"\r\n\r\n")[1]
+            head, body = _read_response(s)
+            assert head.startswith(b"HTTP/1.1 415 ") and b"Content-Length" not in body
     assert tiny_service.built == []
+
+
+def _read_response(s: socket.socket) -> tuple[bytes, bytes]:
+    """One whole HTTP response from a raw socket: its head and its body (which may arrive in a later packet)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = s.recv(4096)
+        assert chunk, f"connection closed before the response head: {data!r}"
+        data += chunk
+    head, body = data.split(b"\r\n\r\n", 1)
+    length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                  if line.lower().startswith(b"content-length:"))
+    while len(body) < length:
+        chunk = s.recv(4096)
+        assert chunk, f"connection closed after {len(body)} of {length} body bytes"
+        body += chunk
+    return head, body
 
 
 def _slow_factory(seconds: float, calls: list):
