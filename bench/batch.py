@@ -1,7 +1,7 @@
 """What Ray costs: the same clips converted one after another with the plain CLI, and by
 ``animestream batch --ray local`` with one and with two workers, side by side in one run.
 
-    python bench/batch.py [--clips 12] [--seconds 4] [--style paprika-lite] [--max-side 160]
+    python bench/batch.py [--clips 12] [--seconds 4] [--style shinkai-lite] [--max-side 160]
 
 Prints one JSON line per configuration (wall seconds, frames per second over all clips) and a last line
 with Ray's overhead at one worker against the sequential CLI: (batch - sequential) / sequential, which
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--clips", type=int, default=12)
     p.add_argument("--seconds", type=float, default=4.0)
-    p.add_argument("--style", default="paprika-lite")
+    p.add_argument("--style", default="shinkai-lite")
     p.add_argument("--max-side", type=int, default=160)
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)

@@ -254,12 +254,12 @@ def _live_spec(spec: str) -> tuple[str, int | None]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--input", default=str(SAMPLE))
-    p.add_argument("--style", default="paprika")
+    p.add_argument("--style", default="shinkai")
     p.add_argument("--caps", default="512,256", help="comma-separated --max-side values (pixels)")
     p.add_argument("--frames", type=int, default=10**9, help="stop after this many frames")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                    help="animestream's device (the seed recipe always ran on the CPU)")
-    p.add_argument("--live", default="paprika@256,paprika@128,paprika-lite",
+    p.add_argument("--live", default="shinkai,shinkai-lite,hayao-lite",
                    help="STYLE[@CAP] list for the live-path run; no CAP: the style's recommended cap ('' to skip)")
     p.add_argument("--memory-cap", type=int, default=128,
                    help=f"cap for the {MEMORY_FRAMES - MEMORY_WARMUP}-frame RSS-growth run (0 to skip)")

@@ -128,7 +128,8 @@ def main() -> None:
     p.add_argument("--video", type=Path, nargs="+", default=[VIDEO])
     p.add_argument("--teachers", type=Path, help="teachers.json folder: also measure each style's teacher")
     p.add_argument("--frames", type=int, default=90)
-    p.add_argument("--max-side", type=int, default=512)
+    p.add_argument("--max-side", type=int, default=None,
+                   help="cap for every style and teacher (default: each style's recommended cap, 160 for lites)")
     p.add_argument("--out", type=Path, default=Path("/tmp/animestream-flicker"), help="where strips go")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="as the CLI's; auto runs calibrated styles in INT8 on CPUs with VNNI")
@@ -148,10 +149,12 @@ def _one_video(args: argparse.Namespace, video: Path, teachers: dict[str, dict])
     input_change = _pixel_change(inputs)
     jobs = []
     for style in filter(None, args.styles.split(",")):
-        jobs.append((style, False, lambda s=style: Engine(s, max_side=args.max_side, precision=args.precision)))
-        teacher = weights.resolve(style).meta.get("quality", {}).get("teacher")
+        meta = weights.resolve(style).meta
+        cap = args.max_side if args.max_side is not None else meta.get("recommended_max_side", 512)
+        jobs.append((style, False, lambda s=style, c=cap: Engine(s, max_side=c, precision=args.precision)))
+        teacher = meta.get("quality", {}).get("teacher")
         if teacher in teachers:
-            jobs.append((teacher, True, lambda t=teacher: _TeacherEngine(args.teachers, teachers[t], args.max_side)))
+            jobs.append((teacher, True, lambda t=teacher, c=cap: _TeacherEngine(args.teachers, teachers[t], c)))
     for style, is_teacher, make in jobs:
         engine = make()
         plain = [engine(f).copy() for f in inputs]
@@ -165,11 +168,11 @@ def _one_video(args: argparse.Namespace, video: Path, teachers: dict[str, dict])
                              "reduction_pct": round(100 * (1 - flicker_ratio(inputs, steady) / before), 1),
                              "lag": _lag(input_change, plain, steady)})
         print(json.dumps({"style": style, "teacher": is_teacher, "precision": engine.precision, "video": video.name,
-                          "frames": len(inputs), "max_side": args.max_side, "flicker": round(before, 3),
+                          "frames": len(inputs), "max_side": engine.max_side, "flicker": round(before, 3),
                           "excess_pct": round(100 * _excess(input_change, plain), 1),
                           "deflicker": settings}), flush=True)
         strip = _strip([inputs[window], plain[window], filtered_windows[0], filtered_windows[-1]])
-        png = args.out / f"deflicker_{Path(style).stem}_{engine.precision}_{video.stem}.png"
+        png = args.out / f"deflicker_{Path(style).stem}_{engine.precision}_{engine.max_side}_{video.stem}.png"
         if not cv2.imwrite(str(png), cv2.cvtColor(strip, cv2.COLOR_RGB2BGR)):
             raise SystemExit(f"could not write {png}")
 

@@ -1,6 +1,6 @@
 """INT8 inference against bf16: PyTorch's FX quantization and animestream's own INT8 path.
 
-    python bench/int8.py [--style paprika] [--size 512x288] [--repeat 6] [--input VIDEO]
+    python bench/int8.py [--style shinkai] [--size 512x288] [--repeat 6] [--input VIDEO]
 
 Prints one JSON line per configuration, timed alternately in this one process on the same input:
 
@@ -73,7 +73,7 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 def parser(doc: str) -> argparse.ArgumentParser:
     """The options this script and bench/onnxrt.py share."""
     p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--style", default="paprika")
+    p.add_argument("--style", default="shinkai")
     p.add_argument("--size", default="512x288", help="WIDTHxHEIGHT at inference (default: %(default)s)")
     p.add_argument("--repeat", type=int, default=6, help="timed calls per configuration (default: %(default)s)")
     p.add_argument("--input", type=Path, default=SAMPLE, help="video the frames come from (default: the sample)")

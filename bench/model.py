@@ -77,7 +77,7 @@ def main() -> None:
     p.add_argument("--sizes", default="256,512", help="N for NxN, or WIDTHxHEIGHT, comma-separated "
                    "(default: %(default)s)")
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--style", default="paprika", help="calibrated style for engine-int8 (default: %(default)s)")
+    p.add_argument("--style", default="shinkai", help="calibrated style for engine-int8 (default: %(default)s)")
     args = p.parse_args()
     peaks = {"fp32": matmul_peak(torch.float32, args.repeats)}
     if cpu_has_bf16():

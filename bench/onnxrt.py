@@ -1,7 +1,7 @@
 """ONNX Runtime (fp32, and INT8 with VNNI kernels) against the engine's bf16 TorchScript.
 
     pip install -e '.[bench]'        # onnxruntime, onnx, onnxscript
-    python bench/onnxrt.py [--style paprika] [--size 512x288] [--repeat 6]
+    python bench/onnxrt.py [--style shinkai] [--size 512x288] [--repeat 6]
 
 Exports the style's generator to ONNX (torch.onnx.export, dynamo), quantizes a copy statically
 (onnxruntime.quantization, QOperator format: uint8 activations, per-channel int8 weights, calibrated

@@ -1,6 +1,6 @@
 """Frames per second against the inference cap, full and lite styles: docs/fps_vs_max_side.png.
 
-    python bench/plot.py [--styles paprika,paprika-lite] [--caps 128,160,...] [--png PATH]
+    python bench/plot.py [--styles shinkai,shinkai-lite] [--caps 128,160,...] [--png PATH]
 
 For each style and cap, the engine stylises a 640x480 frame (resize in, model, resize out) and the
 median of --repeats calls after a warm-up gives frames per second. One JSON line per point; the
@@ -42,7 +42,7 @@ def measure(style: str, cap: int, repeats: int) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--styles", default="paprika,paprika-lite")
+    p.add_argument("--styles", default="shinkai,shinkai-lite")
     p.add_argument("--caps", default=",".join(map(str, CAPS)))
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--png", type=Path, default=ROOT / "docs" / "fps_vs_max_side.png")

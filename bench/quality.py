@@ -1,7 +1,7 @@
 """How close a style comes to its teacher, pair by pair, at half resolution.
 
-    python bench/quality.py --style paprika --pairs ../shared/media/pairs/paprika
-    python bench/quality.py --checkpoint ~/.cache/animestream/train/paprika/last.ckpt --weights model \
+    python bench/quality.py --style shinkai --pairs ../shared/media/pairs/shinkai_v3
+    python bench/quality.py --checkpoint ~/.cache/animestream/train/NAME/last.ckpt --weights model \
         --pairs ../shared/media/pairs/paprika
 
 Prints one JSON line per aligned pair: PSNR of the style's output, of the untouched photo and of the
@@ -60,7 +60,7 @@ def _tiled(run, image, tile: int):
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--style", default="paprika")
+    p.add_argument("--style", default="shinkai")
     p.add_argument("--checkpoint", type=Path, help="a training checkpoint (last.ckpt) instead of a style")
     p.add_argument("--weights", choices=("ema", "model"), default="ema", help="which weights of --checkpoint")
     p.add_argument("--pairs", type=Path, required=True)

@@ -1,6 +1,6 @@
 """The HTTP service side by side with the seed's image service, on the same photo, style and cap.
 
-    python bench/serve.py [--style paprika] [--cap 512] [--requests 24] [--clients 4]
+    python bench/serve.py [--style shinkai] [--cap 512] [--requests 24] [--clients 4]
 
 Each service runs in its own subprocess (its peak RSS is its own); this process is the client. Per
 service it prints one JSON line: ``single_s_p50`` (one request at a time, seconds per image),
@@ -153,7 +153,7 @@ def measure(kind: str, body: bytes, args: argparse.Namespace) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--style", default="paprika")
+    p.add_argument("--style", default="shinkai")
     p.add_argument("--cap", type=int, default=512, help="longest side the model sees, pixels")
     p.add_argument("--requests", type=int, default=24, help="requests in the concurrent phase")
     p.add_argument("--clients", type=int, default=4, help="concurrent clients (animestream queues up to 4)")

@@ -1,6 +1,6 @@
 """Exact rewrites of the generator's forward pass, timed against the one the engine runs.
 
-    python bench/variants.py [--style paprika] [--size 512x288] [--repeat 8]
+    python bench/variants.py [--style shinkai] [--size 512x288] [--repeat 8]
 
 Each variant runs in a fresh interpreter (so its peak RSS is its own) and prints one JSON line:
   reference  the style's TorchScript module as the engine runs it: bf16 weights, channels_last
@@ -149,7 +149,7 @@ def child(variant: str, style: str, width: int, height: int, repeat: int, dtype:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--style", default="paprika")
+    p.add_argument("--style", default="shinkai")
     p.add_argument("--size", default="512x288", help="WIDTHxHEIGHT at inference (default: %(default)s)")
     p.add_argument("--repeat", type=int, default=8, help="timed calls per variant (default: %(default)s)")
     p.add_argument("--precision", choices=("bf16", "fp32"), default="bf16", help="(default: %(default)s)")

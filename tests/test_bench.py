@@ -33,8 +33,8 @@ def test_plot_prints_one_json_line_per_style_and_cap(tiny_style, tmp_path):
 def test_live_specs_take_an_optional_cap():
     sys.path.insert(0, str(ROOT))
     from bench.bench import _live_spec
-    assert _live_spec("paprika@256") == ("paprika", 256)
-    assert _live_spec("paprika-lite") == ("paprika-lite", None)
+    assert _live_spec("shinkai@256") == ("shinkai", 256)
+    assert _live_spec("shinkai-lite") == ("shinkai-lite", None)
 
 
 def test_quality_scores_a_style_and_a_training_checkpoint(tiny_style, tmp_path):
@@ -146,7 +146,8 @@ def test_flicker_bench_reports_excess_change_and_the_lag_of_each_filter_setting(
     settings = row["deflicker"]
     assert (settings[0]["strength"], settings[0]["threshold"]) == (0.7, 10.0)  # the shipped default
     assert [set(s["lag"]) for s in settings] == [{"10-30", "30-255"}] * len(settings)
-    assert (tmp_path / f"deflicker_{tiny_style.stem}_{row['precision']}_{clip.stem}.png").stat().st_size > 1000
+    assert row["max_side"] == 32
+    assert (tmp_path / f"deflicker_{tiny_style.stem}_{row['precision']}_32_{clip.stem}.png").stat().st_size > 1000
 
 
 def test_flicker_bench_measures_a_distilled_styles_teacher_beside_it(onnx_teachers, tiny_model, clip, tmp_path):
@@ -162,6 +163,7 @@ def test_flicker_bench_measures_a_distilled_styles_teacher_beside_it(onnx_teache
     rows = [json.loads(line) for line in done.stdout.splitlines()]
     assert [(r["style"], r["teacher"]) for r in rows] == [(str(style), False), ("tiny_teacher", True)] * 2
     assert all(r["flicker"] > 0 for r in rows) and rows[0]["flicker"] != rows[1]["flicker"]
+    assert {r["max_side"] for r in rows} == {32}  # the teacher runs at the student's cap
 
 
 def test_excess_change_counts_only_change_beyond_the_inputs():
