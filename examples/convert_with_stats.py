@@ -13,7 +13,7 @@ import stream
 def main(src: str, dst: str) -> int:
     # max_side=256: 4x fewer pixels through the model than the default 512, so ~4x faster;
     # the output still has the input's full size (the result is scaled back up).
-    engine = stream.Engine("paprika", max_side=256)
+    engine = stream.Engine("shinkai", max_side=256)
     try:
         stats = stream.convert(src, dst, engine, progress=False)
     except stream.SourceError as e:  # also an OSError: bad or missing input

@@ -28,7 +28,7 @@ class MeanColour:
 
 
 def main(src: str) -> None:
-    engine = stream.Engine("paprika", max_side=128)
+    engine = stream.Engine("shinkai-lite", max_side=128)
     sink = MeanColour()
     with VideoSource(src) as source:
         stats = stream.Pipeline(source, engine, sink).run()

@@ -16,7 +16,7 @@ import urllib.request
 ATTEMPTS = 5  # tries before giving up on a busy service
 
 
-def stylize(base_url: str, image: bytes, style: str = "paprika") -> bytes:
+def stylize(base_url: str, image: bytes, style: str = "shinkai") -> bytes:
     request = urllib.request.Request(f"{base_url}/v1/stylize?style={style}", data=image, method="POST")
     for _ in range(ATTEMPTS):
         try:

@@ -3,7 +3,7 @@
 The Python API in one breath::
 
     import stream
-    engine = stream.Engine("paprika", max_side=512)          # a style name or a weights file
+    engine = stream.Engine("shinkai", max_side=512)          # a style name or a weights file
     stats = stream.convert("clip.mp4", "anime.mp4", engine)   # video, image or folder
     rgb_out = engine(rgb_in)                                   # one H x W x 3 uint8 frame
 """

@@ -41,7 +41,7 @@ examples:
   animestream photos/ anime/                     every image and video in a folder
   animestream clip.mp4 out.mp4 --max-side 256    4x fewer pixels through the model: ~4x faster
   animestream clip.mp4 try.mp4 --start 1:30 --duration 5   five seconds, to try a style first
-  animestream 0 --preview --style paprika-lite   webcam 0 in a window, real time on a 2-core CPU
+  animestream 0 --preview --style shinkai-lite   webcam 0 in a window, real time on a 2-core CPU
   animestream weights list                       the styles you can pass to --style
   animestream serve --port 8000                  an HTTP service: POST an image, get it stylised
   animestream batch clips/ --out anime/          many files or a long film on Ray workers (animestream[ray])

@@ -1,8 +1,8 @@
 """Distil a teacher generator into a style: the student learns to reproduce the teacher's output.
 
-    python -m stream.distill --teacher animeganv2_hayao --teachers ../shared/teachers \\
-        --photos ../shared/media/photos ../shared/media/photos_extra --name hayao --upsample asymmetric \\
-        --init paprika --steps 8000
+    python -m stream.distill --teacher animeganv3_shinkai_37 --teachers ../shared/teachers \\
+        --photos ../shared/media/photos ../shared/media/photos_extra --name shinkai --width 0.5 --skip \\
+        --tiles 1 --steps 4000
 
 The teacher is an ONNX generator listed in a ``teachers.json`` manifest (``--teachers`` names its
 folder; the manifest says how the model wants its pictures), an ONNX file with ``--io`` naming a

@@ -99,7 +99,7 @@ def keep_activation_memory() -> bool:
 
 def default_threads(style: Style) -> int:
     """CPU threads for a style: every core, or all but :data:`LITE_SPARE_CORES` for a lite style
-    (``width`` < 1 in its sidecar). On 2 cores a lite style runs the live path at 26 fps with one
+    (:attr:`Style.lite`). On 2 cores a lite style runs the live path at 26 fps with one
     thread against 22 with two; the full model is faster with both (``bench/RESULTS.md``)."""
     if style.lite:
         return max(1, DEFAULT_THREADS - LITE_SPARE_CORES)

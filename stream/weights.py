@@ -40,7 +40,8 @@ from torch import nn
 from .errors import StyleNotFoundError, StyleWarning, WeightsError
 from .model import UPSAMPLING, Generator
 
-DEFAULT_STYLE = "paprika"
+DEFAULT_STYLE = "shinkai"
+LITE_MAX_SIDE = 256  # pixels: a style recommended at this cap or below is a real-time (-lite) one
 ARCHITECTURE = "AnimeGANv2 generator"
 HASH_CHUNK_BYTES = 1 << 20
 SIDECAR_SUFFIX = ".json"
@@ -123,8 +124,11 @@ class Style:
 
     @property
     def lite(self) -> bool:
-        """A reduced-width style meant for real time (its cap and thread count differ)."""
-        return self.format in ("safetensors", "state_dict") and self.architecture["width"] < 1.0
+        """A reduced-width style meant for real time at a small cap (its thread count differs): ``width`` < 1
+        and a ``recommended_max_side`` of at most :data:`LITE_MAX_SIDE` in its sidecar."""
+        cap = self.meta.get("recommended_max_side")
+        return (self.format in ("safetensors", "state_dict") and self.architecture["width"] < 1.0
+                and isinstance(cap, int) and 0 < cap <= LITE_MAX_SIDE)
 
     @property
     def ranges_path(self) -> Path:

