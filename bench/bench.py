@@ -270,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     if args.one:
-        dst = str(Path(args.out) / f"{args.one}_{args.style}_{args.cap}.mp4")
+        dst = str(Path(args.out) / f"{args.one}_{Path(args.style).stem}_{args.cap}.mp4")  # style may be a path
         device = "cpu" if args.one == "seed" else args.device
         result = RUNNERS[args.one](args.input, dst, args.style, args.cap, args.frames, device)
         print(json.dumps({"config": args.one, "style": args.style, "max_side": args.cap, **result}), flush=True)
