@@ -30,6 +30,7 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -110,6 +111,38 @@ class LiveSession:
         self.closed = False
 
 
+class _AccessLog:
+    """ASGI middleware: one ``log`` line per HTTP request (client, method, path, status, milliseconds),
+    and a client that goes away mid-request is that one line, not a traceback. Plain ASGI, so a body
+    passes through untouched (Starlette's ``@app.middleware`` copies it through a second task)."""
+
+    def __init__(self, app, log: Callable[[str], None] | None):
+        self.app, self.log = app, log
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start, status = time.perf_counter(), 0
+        client = scope["client"][0] if scope.get("client") else "-"
+
+        async def sending(message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        except ClientDisconnect:
+            if self.log is not None:
+                self.log(f"{client} {scope['method']} {scope['path']}: the client went away")
+            return
+        if self.log is not None:
+            self.log(f'{client} "{scope["method"]} {scope["path"]}" {status} '
+                     f"{(time.perf_counter() - start) * 1000:.0f} ms")
+
+
 def create_app(service: StyleService, jobs: JobQueue | None = None, *,
                log: Callable[[str], None] | None = None) -> FastAPI:
     """The FastAPI app for ``service`` (images and live) and ``jobs`` (videos; None: no video jobs)."""
@@ -118,21 +151,16 @@ def create_app(service: StyleService, jobs: JobQueue | None = None, *,
     sessions: dict[str, LiveSession] = {}
     thumbnails: dict[str, bytes] = {}
     thumb_lock = threading.Lock()
+    # Every model call runs on this one thread: torch's thread pool stays warm and bound to it, where
+    # asyncio's default executor would hand calls to whichever of its threads is free (measured: ~10%
+    # slower per image on 2 cores). WebServer shuts it down after the last request.
+    model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="animestream-model")
+    app.state.model_thread = model_thread
 
-    @app.middleware("http")
-    async def access_log(request: Request, call_next):
-        start = time.perf_counter()
-        try:
-            response = await call_next(request)
-        except ClientDisconnect:
-            if log is not None:
-                log(f"{request.client.host if request.client else '-'} {request.method} {request.url.path}: "
-                    "the client went away")
-            return Response(status_code=499)
-        if log is not None:
-            log(f'{request.client.host if request.client else "-"} "{request.method} {request.url.path}" '
-                f"{response.status_code} {(time.perf_counter() - start) * 1000:.0f} ms")
-        return response
+    async def on_model_thread(fn: Callable, *args):
+        return await asyncio.get_running_loop().run_in_executor(model_thread, fn, *args)
+
+    app.add_middleware(_AccessLog, log=log)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -180,7 +208,7 @@ def create_app(service: StyleService, jobs: JobQueue | None = None, *,
                     thumbnails[name] = encode_jpeg(service.run(name, THUMBNAIL_SIDE, rgb))
                 return thumbnails[name]
 
-        data = await asyncio.to_thread(render)
+        data = await on_model_thread(render)
         return Response(data, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
 
     @app.post("/v1/stylize", responses={200: {"content": {"image/png": {}, "image/jpeg": {}}}})
@@ -193,7 +221,7 @@ def create_app(service: StyleService, jobs: JobQueue | None = None, *,
             raise RequestError(503, "busy: every queue slot is taken, try again shortly")
         body = await _read_body(request, MAX_BODY_BYTES)
         with service.slot():  # only now, with the body in
-            image, content_type, ms = await asyncio.to_thread(service.stylize, body, style, side, format.lower())
+            image, content_type, ms = await on_model_thread(service.stylize, body, style, side, format.lower())
         return Response(image, media_type=content_type,
                         headers={"X-Animestream-Style": style, "X-Animestream-Ms": f"{ms:.1f}"})
 
@@ -302,8 +330,7 @@ def create_app(service: StyleService, jobs: JobQueue | None = None, *,
                 await ws.send_text(json.dumps({"type": "error", "error": "a frame that is not a JPEG"}))
                 continue
             rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-            out = await asyncio.to_thread(service.run, session.style, session.max_side, rgb)
-            jpeg = await asyncio.to_thread(encode_jpeg, out)
+            jpeg = await on_model_thread(lambda: encode_jpeg(service.run(session.style, session.max_side, rgb)))
             session.frames += 1
             async with session.changed:
                 session.latest, session.seq = jpeg, session.seq + 1
@@ -374,9 +401,10 @@ def _server_class():
 
 
 class WebServer:
-    """uvicorn serving ``app`` on a socket bound here (so a taken port is our one-line error), in this
-    thread (:meth:`serve`: Ctrl-C or SIGTERM stops it, the requests in flight get ``shutdown_timeout_s``,
-    a second Ctrl-C stops at once) or on a helper thread (:meth:`start`, :meth:`stop`)."""
+    """uvicorn serving ``app`` (made by :func:`create_app`; its model thread is shut down with the server)
+    on a socket bound here (so a taken port is our one-line error), in this thread (:meth:`serve`:
+    Ctrl-C or SIGTERM stops it, the requests in flight get ``shutdown_timeout_s``, a second Ctrl-C
+    stops at once) or on a helper thread (:meth:`start`, :meth:`stop`)."""
 
     def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int = 8000, *, shutdown_timeout_s: float = 5.0,
                  on_stop: Callable[[], None] | None = None):
@@ -392,6 +420,7 @@ class WebServer:
             self.socket.close()
             raise
         self.host, self.port = host, self.socket.getsockname()[1]
+        self._app = app
         config = uvicorn.Config(app, log_config=None, access_log=False, log_level="warning", ws="websockets-sansio",
                                 timeout_graceful_shutdown=shutdown_timeout_s, timeout_keep_alive=5, lifespan="off")
         self.server = _server_class()(config)
@@ -409,6 +438,7 @@ class WebServer:
             self.server.run(sockets=[self.socket])
         finally:
             self.socket.close()
+            self._app.state.model_thread.shutdown(wait=True)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.socket]},
@@ -422,3 +452,4 @@ class WebServer:
         if self._thread is not None:
             self._thread.join(30)
         self.socket.close()
+        self._app.state.model_thread.shutdown(wait=True)

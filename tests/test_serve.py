@@ -4,6 +4,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -76,6 +77,35 @@ def test_a_posted_image_comes_back_stylised_exactly_as_the_engine_makes_it(tiny_
     assert cv2.imdecode(np.frombuffer(body2, np.uint8), cv2.IMREAD_COLOR).shape == photo.shape
     assert tiny_service.built == [("tiny", None), ("tiny", 32)]  # one engine per (style, cap), kept
 
+
+
+def test_every_model_call_runs_on_one_thread_and_each_request_is_one_log_line(tiny_service):
+    threads: list[str] = []
+    factory = tiny_service.engine_factory
+
+    def spying(style, max_side):
+        engine = factory(style, max_side)
+        return lambda rgb: (threads.append(threading.current_thread().name), engine(rgb))[1]
+
+    tiny_service.engine_factory, lines = spying, []
+    server = WebServer(create_app(tiny_service, log=lines.append), "127.0.0.1", 0)
+    server.start()
+    try:
+        for _ in range(3):
+            assert request(server.port, "POST", "/v1/stylize?format=jpeg", PHOTO)[0] == 200
+        assert request(server.port, "GET", "/nowhere")[0] == 404
+        with socket.create_connection(("127.0.0.1", server.port)) as s:  # promises 100 KB, sends 10 B, leaves
+            s.sendall(b"POST /v1/stylize HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n0123456789")
+        deadline = time.monotonic() + 5
+        while len(lines) < 5 and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        server.stop()
+    assert len(threads) == 3 and len(set(threads)) == 1 and threads[0].startswith("animestream-model")
+    parsed = [re.fullmatch(r'127\.0\.0\.1 "(\w+) (\S+)" (\d{3}) \d+ ms', line) for line in lines[:4]]
+    assert [m.groups() for m in parsed] == [("POST", "/v1/stylize", "200")] * 3 + [("GET", "/nowhere", "404")]
+    assert lines[4] == "127.0.0.1 POST /v1/stylize: the client went away" and len(lines) == 5
+    assert not [t for t in threading.enumerate() if t.name.startswith("animestream-model")]  # shut down
 
 def test_styles_and_health(tiny_service):
     with running(tiny_service) as port:
