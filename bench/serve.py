@@ -1,6 +1,7 @@
 """The HTTP service side by side with the seed's image service, on the same photo, style and cap.
 
     python bench/serve.py [--style shinkai] [--cap 512] [--requests 24] [--clients 4]
+    python bench/serve.py --baseline ../old-checkout --baseline-style paprika --style paprika.safetensors --rounds 3
 
 Each service runs in its own subprocess (its peak RSS is its own); this process is the client. Per
 service it prints one JSON line: ``single_s_p50`` (one request at a time, seconds per image),
@@ -16,6 +17,11 @@ server's ``peak_rss_mb``; then a line with the ratios.
                at a time, a bounded queue; the result at the input's size (more pixels to encode than the seed)
 
 The photo is samples/astronaut.jpg scaled to 1024x1024, sent as JPEG (quality 90).
+
+``--baseline DIR`` also measures the ``animestream serve`` of another checkout (an earlier release),
+running its own ``bench/serve.py --serve animestream`` with that checkout first on the path, in
+``--rounds`` alternating with this one (timings on a shared machine drift; alternating spreads the drift
+over both); the last line then adds the ratios of the medians, this checkout against the baseline.
 """
 from __future__ import annotations
 
@@ -43,7 +49,6 @@ def _seed_server(style: str, cap: int):
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     import cv2
-    import torch
 
     from bench import seed_stylize  # bench/bench.py, beside this script
     from stream import weights
@@ -119,8 +124,18 @@ def _peak_rss_mb(pid: int) -> float:
 
 
 def measure(kind: str, body: bytes, args: argparse.Namespace) -> dict:
-    proc = subprocess.Popen([sys.executable, __file__, "--serve", kind, "--style", args.style, "--cap", str(args.cap)],
-                            stdout=subprocess.PIPE, text=True)
+    if kind == "baseline":
+        import os
+
+        root = Path(args.baseline).resolve()
+        style = args.baseline_style or args.style
+        proc = subprocess.Popen([sys.executable, str(root / "bench" / "serve.py"), "--serve", "animestream",
+                                 "--style", style, "--cap", str(args.cap)], stdout=subprocess.PIPE, text=True,
+                                cwd=root, env={**os.environ, "PYTHONPATH": str(root)})
+    else:
+        style = args.style
+        proc = subprocess.Popen([sys.executable, __file__, "--serve", kind, "--style", style, "--cap", str(args.cap)],
+                                stdout=subprocess.PIPE, text=True)
     try:
         port = int(proc.stdout.readline())
         _post(port, body)  # warm-up: first-call allocations and kernel selection
@@ -140,7 +155,7 @@ def measure(kind: str, body: bytes, args: argparse.Namespace) -> dict:
             list(clients.map(client, share))
         wall = time.perf_counter() - start
         ok = [s for status, s in results if status == 200]
-        return {"service": kind, "style": args.style, "cap": args.cap, "photo": f"{PHOTO_SIDE}x{PHOTO_SIDE}",
+        return {"service": kind, "style": style, "cap": args.cap, "photo": f"{PHOTO_SIDE}x{PHOTO_SIDE}",
                 "single_s_p50": round(float(np.median(single)), 3), "clients": args.clients,
                 "requests": args.requests, "qps": round(len(ok) / wall, 3),
                 "latency_s_p50": round(float(np.percentile(ok, 50)), 3),
@@ -157,6 +172,9 @@ def main() -> None:
     p.add_argument("--cap", type=int, default=512, help="longest side the model sees, pixels")
     p.add_argument("--requests", type=int, default=24, help="requests in the concurrent phase")
     p.add_argument("--clients", type=int, default=4, help="concurrent clients (animestream queues up to 4)")
+    p.add_argument("--baseline", metavar="DIR", help="another checkout whose animestream serve to measure too")
+    p.add_argument("--baseline-style", help="the style name in that checkout (default: --style)")
+    p.add_argument("--rounds", type=int, default=1, help="baseline / animestream rounds, alternating")
     p.add_argument("--serve", choices=("seed", "animestream"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.serve:
@@ -165,14 +183,30 @@ def main() -> None:
 
     photo = cv2.resize(cv2.imread(str(PHOTO)), (PHOTO_SIDE, PHOTO_SIDE), interpolation=cv2.INTER_CUBIC)
     body = cv2.imencode(".jpg", photo, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
-    rows = {}
-    for kind in ("seed", "animestream"):
-        rows[kind] = measure(kind, body, args)
-        print(json.dumps(rows[kind]), flush=True)
-    seed, ours = rows["seed"], rows["animestream"]
-    print(json.dumps({"speedup_single": round(seed["single_s_p50"] / ours["single_s_p50"], 2),
-                      "speedup_qps": round(ours["qps"] / seed["qps"], 2),
-                      "peak_rss_mb": [seed["peak_rss_mb"], ours["peak_rss_mb"]]}), flush=True)
+    seed = measure("seed", body, args)
+    print(json.dumps(seed), flush=True)
+    runs: dict[str, list[dict]] = {"baseline": [], "animestream": []}
+    for _ in range(max(1, args.rounds)):
+        for kind in ("baseline", "animestream") if args.baseline else ("animestream",):
+            runs[kind].append(measure(kind, body, args))
+            print(json.dumps(runs[kind][-1]), flush=True)
+
+    def median(kind: str, key: str) -> float:
+        return float(np.median([r[key] for r in runs[kind]]))
+
+    summary = {"speedup_single": round(seed["single_s_p50"] / median("animestream", "single_s_p50"), 2),
+               "speedup_qps": round(median("animestream", "qps") / seed["qps"], 2),
+               "peak_rss_mb": [seed["peak_rss_mb"], median("animestream", "peak_rss_mb")]}
+    if args.baseline:
+        summary["against_baseline"] = {
+            "rounds": len(runs["baseline"]),
+            "single_s_p50": [median("baseline", "single_s_p50"), median("animestream", "single_s_p50")],
+            "qps": [median("baseline", "qps"), median("animestream", "qps")],
+            "latency_s_p95": [median("baseline", "latency_s_p95"), median("animestream", "latency_s_p95")],
+            "peak_rss_mb": [median("baseline", "peak_rss_mb"), median("animestream", "peak_rss_mb")],
+            "qps_ratio": round(median("animestream", "qps") / median("baseline", "qps"), 3),
+            "single_ratio": round(median("baseline", "single_s_p50") / median("animestream", "single_s_p50"), 3)}
+    print(json.dumps(summary), flush=True)
 
 
 if __name__ == "__main__":
