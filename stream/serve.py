@@ -95,14 +95,22 @@ class StyleService:
             self._slots.release()
 
     def stylize(self, body: bytes, style: str, max_side: int | None, fmt: str) -> tuple[bytes, str, float]:
-        """(encoded image, content type, model milliseconds) for an encoded input image."""
+        """(encoded image, content type, model milliseconds) for an encoded input image: :meth:`decode`,
+        :meth:`infer` and :meth:`encode` in turn (a server may run them on different threads, so that
+        one request's decoding and encoding overlap another's model call)."""
+        out, ms = self.infer(style, max_side, self.decode(body, style, fmt))
+        return (*self.encode(out, fmt), ms)
+
+    def decode(self, body: bytes, style: str, fmt: str) -> np.ndarray:
+        """The request's image as RGB, after checking its style, format and size (from the header first,
+        so that a decompression bomb is refused before it is decoded); :class:`RequestError` if not."""
         import cv2
 
         if style != self.default_style and style not in {s.name for s in weights.list_styles()}:
             raise RequestError(400, f"unknown style {style!r}; GET /v1/styles lists them")
         if fmt not in FORMATS:
             raise RequestError(400, f"format must be one of png, jpeg, not {fmt!r}")
-        declared = size_from_bytes(body[:HEADER_BYTES])  # refuse a decompression bomb before decoding it
+        declared = size_from_bytes(body[:HEADER_BYTES])
         if declared is not None and declared[0] * declared[1] > MAX_PIXELS:
             raise RequestError(413, f"{declared[0]}x{declared[1]} is over {MAX_PIXELS} pixels")
         try:
@@ -113,8 +121,12 @@ class StyleService:
             raise RequestError(415, "the body is not an image OpenCV can read (JPEG, PNG, WebP, BMP, TIFF...)")
         if bgr.shape[0] * bgr.shape[1] > MAX_PIXELS:
             raise RequestError(413, f"{bgr.shape[1]}x{bgr.shape[0]} is over {MAX_PIXELS} pixels")
-        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-        del bgr
+        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+    def infer(self, style: str, max_side: int | None, rgb: np.ndarray) -> tuple[np.ndarray, float]:
+        """(the result as BGR, a new array; model milliseconds), under the model lock."""
+        import cv2
+
         with self._model:
             try:
                 engine = self._engine(style, max_side)
@@ -122,14 +134,18 @@ class StyleService:
                 raise RequestError(400, str(e)) from None
             start = time.perf_counter()
             out = cv2.cvtColor(engine(rgb), cv2.COLOR_RGB2BGR)  # a copy: the engine reuses its result
-            ms = (time.perf_counter() - start) * 1000
+            return out, (time.perf_counter() - start) * 1000
+
+    def encode(self, bgr: np.ndarray, fmt: str) -> tuple[bytes, str]:
+        """(``bgr`` encoded as ``fmt``, its content type)."""
+        import cv2
+
         ext, content_type = FORMATS[fmt]
         params = [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY] if ext == ".jpg" else []
-        ok, encoded = cv2.imencode(ext, out, params)
+        ok, encoded = cv2.imencode(ext, bgr, params)
         if not ok:
             raise RequestError(500, f"could not encode the result as {fmt}")
-        return encoded.tobytes(), content_type, ms
-
+        return encoded.tobytes(), content_type
 
 def max_side_param(value: str | None) -> int | None:
     """A request's ``max_side``: None when absent, else a whole number of pixels in 1..MAX_REQUEST_SIDE."""
