@@ -3,7 +3,8 @@
     python bench/model.py [--sizes 256,512,512x288] [--repeats 5]
 
 Prints JSON lines: the measured matmul peak (fp32 and bf16, GFLOP/s), then per size and variant
-the model's ms/frame and achieved GFLOP/s (FLOPs counted by torch.utils.flop_counter, a
+the ``--style``'s generator's ms/frame (every variant is built with that style's architecture: width,
+blocks, skip, upsampling) and achieved GFLOP/s (FLOPs counted by torch.utils.flop_counter, a
 multiply-add counted as two) and its share of the matching matmul peak. Variants:
   eager-fp32    the generator as a plain nn.Module, fp32
   script-fp32   TorchScript, fp32 (the seed recipe's model path)
@@ -20,14 +21,15 @@ time (normalisation, padding, upsampling, activations) is left to win back at th
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import time
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from stream import weights
 from stream.engine import Engine, cpu_has_bf16, cpu_has_vnni, keep_activation_memory
-from stream.model import Generator
 
 MATMUL_N = 2048
 
@@ -54,9 +56,9 @@ def parse_size(text: str) -> tuple[int, int]:
     return int(w), int(h or w)
 
 
-def model_flops(width: int, height: int) -> int:
+def model_flops(model: torch.nn.Module, width: int, height: int) -> int:
     with FlopCounterMode(display=False) as counter, torch.inference_mode():
-        Generator().eval()(torch.zeros(1, 3, height, width))
+        model(torch.zeros(1, 3, height, width))
     return counter.get_total_flops()
 
 
@@ -77,22 +79,23 @@ def main() -> None:
     p.add_argument("--sizes", default="256,512", help="N for NxN, or WIDTHxHEIGHT, comma-separated "
                    "(default: %(default)s)")
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--style", default="shinkai", help="calibrated style for engine-int8 (default: %(default)s)")
+    p.add_argument("--style", default="shinkai", help="the style whose generator is timed; calibrated, for "
+                   "engine-int8 (default: %(default)s)")
     args = p.parse_args()
     peaks = {"fp32": matmul_peak(torch.float32, args.repeats)}
     if cpu_has_bf16():
         peaks["bf16"] = matmul_peak(torch.bfloat16, args.repeats)
     print(json.dumps({"matmul_gflops": {k: round(v, 1) for k, v in peaks.items()}, "threads": torch.get_num_threads()}))
-    model = Generator().eval()
+    model = weights.eager_generator(weights.resolve(args.style)).eval()
     variants = {"eager-fp32": (model, torch.float32, torch.contiguous_format),
-                "script-fp32": (torch.jit.script(Generator().eval()), torch.float32, torch.contiguous_format)}
+                "script-fp32": (torch.jit.script(copy.deepcopy(model)), torch.float32, torch.contiguous_format)}
     if cpu_has_bf16():
-        engine = torch.jit.script(Generator().eval()).to(torch.bfloat16).to(memory_format=torch.channels_last)
+        engine = torch.jit.script(copy.deepcopy(model)).to(torch.bfloat16).to(memory_format=torch.channels_last)
         variants["engine"] = (engine, torch.bfloat16, torch.channels_last)
     if cpu_has_vnni():
         variants["engine-int8"] = (None, torch.uint8, torch.channels_last)  # built when its turn comes (below)
     sizes = {text: parse_size(text) for text in args.sizes.split(",")}
-    flops = {size: model_flops(*wh) for size, wh in sizes.items()}
+    flops = {size: model_flops(model, *wh) for size, wh in sizes.items()}
     label = {size: int(size) if size.isdigit() else size for size in sizes}  # JSON: 512, or "512x288"
     for name, (module, dtype, fmt) in variants.items():  # the engines last: their malloc setting is process-wide
         if name.startswith("engine"):
