@@ -61,7 +61,6 @@ def seed_stylize(model, rgb, max_side: int):
 def run_seed(src: str, dst: str, style: str, max_side: int | None, frames: int, device: str = "cpu") -> dict:
     """The seed recipe, kept deliberately as it was (fp32 TorchScript, one thread, per frame)."""
     import av
-    import torch
 
     from stream import weights
     from stream.pipeline import peak_rss_mb
