@@ -33,7 +33,7 @@ def _meta(name: str) -> dict:
 def test_every_built_in_style_is_distilled_from_a_teacher_and_the_default_is_a_full_one():
     built_in = {p.stem for p in WEIGHTS.glob("*.json")}
     assert built_in == set(DISTILLED)  # the pair-trained styles (paprika, paprika-lite) are retired
-    assert {"shinkai", "shinkai-lite", "hayao-lite"} <= built_in
+    assert {"hayao", "shinkai", "shinkai-lite", "hayao-lite"} <= built_in
     assert weights.DEFAULT_STYLE in built_in and not weights.resolve(weights.DEFAULT_STYLE).lite
 
 
