@@ -40,20 +40,17 @@ def astronaut(side: int) -> torch.Tensor:
     return torch.from_numpy(cv2.resize(rgb, (side, side), interpolation=cv2.INTER_AREA)).permute(2, 0, 1)[None]
 
 
-@pytest.fixture(scope="module")
-def shinkai_fp32():
-    return weights.eager_generator(weights.resolve("shinkai"))
-
-
-def test_shipped_int8_shinkai_stays_close_to_the_float_model(shinkai_fp32):
+@pytest.mark.parametrize("name", ["shinkai"])  # every built-in style that ships INT8 ranges
+def test_shipped_int8_styles_stay_close_to_the_float_model(name):
     """The shipped calibration (60 photos) on a photo it never saw: INT8 at least 35 dB PSNR from the float model."""
-    ranges = weights.load_ranges(weights.resolve("shinkai"), shinkai_fp32)
-    int8 = quant.Int8Generator(shinkai_fp32, ranges)
+    style = weights.resolve(name)
+    fp32 = weights.eager_generator(style)
+    int8 = quant.Int8Generator(fp32, weights.load_ranges(style, fp32))
     frame = astronaut(192)
     with torch.inference_mode():
-        reference = shinkai_fp32(frame.float() / 127.5 - 1)
+        reference = fp32(frame.float() / 127.5 - 1)
         out = int8.forward_uint8(frame.contiguous(memory_format=torch.channels_last))
-        scrambled = shinkai_fp32(frame.flip(-1).float() / 127.5 - 1)  # a different picture: how far "wrong" is
+        scrambled = fp32(frame.flip(-1).float() / 127.5 - 1)  # a different picture: how far "wrong" is
     assert out.shape == reference.shape and out.dtype == torch.float32
     assert psnr(out, reference) >= 35.0
     assert psnr(scrambled, reference) < 20.0
