@@ -77,12 +77,18 @@ class StyleService:
 
     def run(self, style: str, max_side: int | None, rgb: np.ndarray) -> np.ndarray:
         """``rgb`` stylised by ``style`` at ``max_side``, under the model lock; a new array."""
+        return self.infer(style, max_side, rgb)[0]
+
+    def infer(self, style: str, max_side: int | None, rgb: np.ndarray) -> tuple[np.ndarray, float]:
+        """(``rgb`` stylised, a new RGB array; model milliseconds), under the model lock."""
         with self._model:
             try:
                 engine = self._engine(style, max_side)
             except StyleNotFoundError as e:
                 raise RequestError(400, str(e)) from None
-            return engine(rgb).copy()
+            start = time.perf_counter()
+            out = engine(rgb).copy()  # the engine reuses its result array
+            return out, (time.perf_counter() - start) * 1000
 
     @contextmanager
     def slot(self) -> Iterator[None]:
@@ -123,29 +129,17 @@ class StyleService:
             raise RequestError(413, f"{bgr.shape[1]}x{bgr.shape[0]} is over {MAX_PIXELS} pixels")
         return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
-    def infer(self, style: str, max_side: int | None, rgb: np.ndarray) -> tuple[np.ndarray, float]:
-        """(the result as BGR, a new array; model milliseconds), under the model lock."""
-        import cv2
-
-        with self._model:
-            try:
-                engine = self._engine(style, max_side)
-            except StyleNotFoundError as e:
-                raise RequestError(400, str(e)) from None
-            start = time.perf_counter()
-            out = cv2.cvtColor(engine(rgb), cv2.COLOR_RGB2BGR)  # a copy: the engine reuses its result
-            return out, (time.perf_counter() - start) * 1000
-
-    def encode(self, bgr: np.ndarray, fmt: str) -> tuple[bytes, str]:
-        """(``bgr`` encoded as ``fmt``, its content type)."""
+    def encode(self, rgb: np.ndarray, fmt: str) -> tuple[bytes, str]:
+        """(``rgb`` encoded as ``fmt``, its content type)."""
         import cv2
 
         ext, content_type = FORMATS[fmt]
         params = [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY] if ext == ".jpg" else []
-        ok, encoded = cv2.imencode(ext, bgr, params)
+        ok, encoded = cv2.imencode(ext, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), params)
         if not ok:
             raise RequestError(500, f"could not encode the result as {fmt}")
         return encoded.tobytes(), content_type
+
 
 def max_side_param(value: str | None) -> int | None:
     """A request's ``max_side``: None when absent, else a whole number of pixels in 1..MAX_REQUEST_SIDE."""

@@ -78,7 +78,6 @@ def test_a_posted_image_comes_back_stylised_exactly_as_the_engine_makes_it(tiny_
     assert tiny_service.built == [("tiny", None), ("tiny", 32)]  # one engine per (style, cap), kept
 
 
-
 def test_every_model_call_runs_on_one_thread_and_each_request_is_one_log_line(tiny_service):
     threads: list[str] = []
     factory = tiny_service.engine_factory
@@ -106,6 +105,7 @@ def test_every_model_call_runs_on_one_thread_and_each_request_is_one_log_line(ti
     assert [m.groups() for m in parsed] == [("POST", "/v1/stylize", "200")] * 3 + [("GET", "/nowhere", "404")]
     assert lines[4] == "127.0.0.1 POST /v1/stylize: the client went away" and len(lines) == 5
     assert not [t for t in threading.enumerate() if t.name.startswith("animestream-model")]  # shut down
+
 
 def test_styles_and_health(tiny_service):
     with running(tiny_service) as port:
