@@ -264,6 +264,11 @@ def main(argv: list[str] | None = None) -> int:
                    "photo and starts as the photo (for teachers that keep most of it)")
     p.add_argument("--upsample", choices=UPSAMPLING, default="align_corners",
                    help="the student's upsampling (asymmetric: TF1's, as the official AnimeGANv2 graphs)")
+    p.add_argument("--guided", type=int, default=0, metavar="RADIUS",
+                   help="end the student with a guided filter of this radius, guided by the photo (as White-box "
+                        "Cartoonization's generator ends; 0: none, the default)")
+    p.add_argument("--guided-eps", type=float, default=5e-3,
+                   help="the guided filter's regularisation, in the [-1, 1] range squared (default: %(default)s)")
     p.add_argument("--init", metavar="STYLE", help="start from this style's or run checkpoint's weights")
     p.add_argument("--steps", type=int, default=STEPS, help="total optimiser steps (default: %(default)s)")
     p.add_argument("--lr", type=float, default=LR, help="peak Adam learning rate (default: %(default)s)")
@@ -284,6 +289,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=0, help="torch and teacher CPU threads (0: one per core)")
     p.add_argument("--export", action="store_true", help="only export the latest checkpoint")
     args = p.parse_args(argv)
+    if args.guided < 0 or args.guided_eps <= 0:
+        p.error("--guided must be >= 0 and --guided-eps > 0")
     for flag, value in (("--steps", args.steps), ("--batch", args.batch), ("--tile", args.tile),
                         ("--tiles", args.tiles), ("--eval-side", args.eval_side), ("--val", args.val)):
         if value < 1:
@@ -303,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
         teacher = load_teacher(args.teacher, args.teachers, args.io, args.threads)
         val_pairs = eval_pairs(val_photos, teacher, cache.parent / "teachers", args.eval_side)
         device, amp_dtype = pick_device()
-        model = Generator(args.width, args.blocks, args.skip, args.upsample)
+        model = Generator(args.width, args.blocks, args.skip, args.upsample, args.guided, args.guided_eps)
         init_steps = 0
         if args.init:
             init_steps, init_state, init_skip = _init_weights(args.init)

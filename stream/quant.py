@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .model import LEAKY_SLOPE, ConvNormLReLU, Generator, InvertedResBlock
+from .model import LEAKY_SLOPE, ConvNormLReLU, Generator, InvertedResBlock, guided_filter
 
 STATS_STRIDE = 5  # rows and columns between the pixels GroupNorm's statistics are taken from: odd, so that
 # the 2- and 4-pixel periodic patterns of strided and upsampled layers are sampled at every phase
@@ -222,7 +222,8 @@ class Int8Generator(nn.Module):
         # to ~3 output levels, which shimmer from frame to frame. It is 1x1 and 3 channels wide: cheap.
         out_w = model.out_layer[0].weight.detach().float()
         self.out_weight = out_w * gain.view(1, -1, 1, 1) if gain is not None else out_w
-        self.grade = model.photo_grade
+        self.grade = model.photo_grade  # the photo's colour grade and the guided filter run in float
+        self.guided_radius, self.guided_eps = model.guided_radius, model.guided_eps
         self.asymmetric = model.upsample == "asymmetric"
 
     def forward_uint8(self, frame: torch.Tensor) -> torch.Tensor:
@@ -242,9 +243,11 @@ class Int8Generator(nn.Module):
         for layer in self.block_e:
             out = layer(out)
         result = torch.tanh(F.conv2d(out.dequantize(), self.out_weight))
+        photo = frame.float() / 127.5 - 1
         if self.grade is not None:
-            photo = frame.float() / 127.5 - 1
             result = torch.clamp(result + self.grade(torch.cat([photo, photo * photo], dim=1)), -1.0, 1.0)
+        if self.guided_radius > 0:
+            result = torch.clamp(guided_filter(photo, result, self.guided_radius, self.guided_eps), -1.0, 1.0)
         return result
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -212,6 +212,9 @@ class Run:
             if bool(state.get("skip", False)) != bool(getattr(model, "skip", False)):
                 raise AnimestreamError(f"{self.ckpt_path}: this run was started "
                                        f"{'with' if state.get('skip') else 'without'} --skip; resume it the same way")
+            if int(state.get("guided_radius", 0)) != int(getattr(model, "guided_radius", 0)):
+                raise AnimestreamError(f"{self.ckpt_path}: this run was started with guided filter radius "
+                                       f"{state.get('guided_radius', 0)}; resume it the same way")
             self.model.load_state_dict(state["model"])
             self.ema.load_state_dict(state["ema"])
             self.opt.load_state_dict(state["opt"])
@@ -226,6 +229,7 @@ class Run:
                     "step": self.step, "rng": self.rng.getstate(),
                     "width": getattr(self.model, "width", 1.0), "blocks": getattr(self.model, "blocks", 4),
                     "skip": getattr(self.model, "skip", False), "upsample": getattr(self.model, "upsample", "align_corners"),
+                    "guided_radius": getattr(self.model, "guided_radius", 0),
                     "init_steps": self.init_steps}, tmp)
         os.replace(tmp, self.ckpt_path)
 

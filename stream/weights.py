@@ -116,11 +116,15 @@ class Style:
 
     @property
     def architecture(self) -> dict:
-        """Our generator's parameters: ``width``, ``blocks``, ``skip``, ``upsample``."""
+        """Our generator's parameters: ``width``, ``blocks``, ``skip``, ``upsample`` and, where it has one,
+        ``guided_filter`` (``radius``, ``eps``): :meth:`stream.model.Generator.architecture`'s form."""
         arch = self.meta.get("architecture")
         arch = arch if isinstance(arch, dict) else self.meta  # sidecars before 0.2 kept them at the top level
-        return {"width": float(arch.get("width", 1.0)), "blocks": int(arch.get("blocks", 4)),
-                "skip": bool(arch.get("skip", False)), "upsample": arch.get("upsample", "align_corners")}
+        out = {"width": float(arch.get("width", 1.0)), "blocks": int(arch.get("blocks", 4)),
+               "skip": bool(arch.get("skip", False)), "upsample": arch.get("upsample", "align_corners")}
+        if isinstance(arch.get("guided_filter"), dict):
+            out["guided_filter"] = dict(arch["guided_filter"])
+        return out
 
     @property
     def lite(self) -> bool:
@@ -264,8 +268,8 @@ def generator_for(style: Style) -> Generator:
     if arch["upsample"] not in UPSAMPLING:
         raise WeightsError(f"{_sidecar_path(style.path)}: unknown upsampling {arch['upsample']!r}")
     try:
-        return Generator(arch["width"], arch["blocks"], arch["skip"], arch["upsample"])
-    except (ValueError, TypeError) as e:
+        return Generator.from_architecture(arch)
+    except (ValueError, TypeError, AttributeError) as e:
         raise WeightsError(f"{_sidecar_path(style.path)}: bad architecture ({e})") from None
 
 
@@ -275,7 +279,8 @@ def eager_generator(style: Style | torch.nn.Module) -> Generator:
     if isinstance(style, torch.nn.Module):
         module = style
         model = Generator(getattr(module, "width", 1.0), getattr(module, "blocks", 4), getattr(module, "skip", False),
-                          getattr(module, "upsample", "align_corners"))
+                          getattr(module, "upsample", "align_corners"), getattr(module, "guided_radius", 0),
+                          getattr(module, "guided_eps", 0.0))
         return _load_into(model, dict(module.state_dict()), Path("<module>"))
     if style.format == "safetensors":
         return _load_into(generator_for(style), _read_tensors(style), style.path)
@@ -341,7 +346,7 @@ def onnx_generator(style: Style, *, threads: int = 0, cuda: bool = False):
 
 
 def architecture_of(model: Generator) -> dict:
-    return {"width": model.width, "blocks": model.blocks, "skip": model.skip, "upsample": model.upsample}
+    return model.architecture()
 
 
 def _stage(folder: Path, name: str) -> Path:
@@ -405,7 +410,7 @@ def save_file_style(src: Path, folder: Path, name: str, meta: dict) -> Style:
 def storage_change(model: Generator, images: list[torch.Tensor], dtype: torch.dtype = STORAGE_DTYPE) -> dict:
     """How much storing ``model``'s tensors in ``dtype`` changes its output on ``images`` (1 x 3 x H x W
     in [-1, 1]), in output levels (0..255): the mean and the largest absolute difference."""
-    stored = Generator(model.width, model.blocks, model.skip, model.upsample).eval()
+    stored = Generator.from_architecture(model.architecture()).eval()
     stored.load_state_dict({k: v.to(dtype).float() for k, v in model.state_dict().items()})
     model = model.eval()
     diffs = [((model(x.float()) - stored(x.float())).abs() * 127.5) for x in images]

@@ -359,3 +359,71 @@ def test_asymmetric_generator_scripts_and_its_int8_path_follows_it():
     assert (q - y).abs().mean() < (q - y_align).abs().mean() / 2  # INT8 follows its own upsampling
     with pytest.raises(ValueError, match="upsample must be one of"):
         Generator(upsample="nearest")
+
+
+def _guided_filter_reference(guide: torch.Tensor, src: torch.Tensor, r: int, eps: float) -> torch.Tensor:
+    """He et al.'s guided filter written as White-box Cartoonization's code does it: box sums divided by
+    the count of pixels inside the picture, one channel at a time, in float64."""
+    import numpy as np
+
+    x, y = guide[0].double().numpy(), src[0].double().numpy()
+
+    def box(a: np.ndarray) -> np.ndarray:
+        h, w = a.shape
+        out = np.empty_like(a)
+        for i in range(h):
+            for j in range(w):
+                out[i, j] = a[max(0, i - r):i + r + 1, max(0, j - r):j + r + 1].mean()
+        return out
+
+    out = []
+    for c in range(x.shape[0]):
+        mx, my = box(x[c]), box(y[c])
+        a = (box(x[c] * y[c]) - mx * my) / (box(x[c] * x[c]) - mx * mx + eps)
+        b = my - a * mx
+        out.append(box(a) * x[c] + box(b))
+    return torch.from_numpy(np.stack(out)).unsqueeze(0).float()
+
+
+@pytest.mark.parametrize("radius", [1, 2])
+def test_guided_filter_matches_the_reference_and_keeps_edges_of_the_guide(radius):
+    from stream.model import guided_filter
+
+    guide, src = _x(12, 17, seed=5), _x(12, 17, seed=6)
+    torch.testing.assert_close(guided_filter(guide, src, radius, 5e-3),
+                               _guided_filter_reference(guide, src, radius, 5e-3), atol=2e-5, rtol=1e-4)
+    # A flat source stays flat; a source that is the guide comes back nearly unchanged (small eps).
+    flat = torch.full_like(src, 0.3)
+    torch.testing.assert_close(guided_filter(guide, flat, radius, 5e-3), flat, atol=1e-5, rtol=0)
+    assert (guided_filter(guide, guide, radius, 1e-6) - guide).abs().max() < 1e-3
+    # bf16 in, bf16 out, computed in fp32: no worse than rounding the fp32 result.
+    low = guided_filter(guide.bfloat16(), src.bfloat16(), radius, 5e-3)
+    assert low.dtype == torch.bfloat16
+    assert (low.float() - guided_filter(guide.bfloat16().float(), src.bfloat16().float(), radius, 5e-3)).abs().max() < 0.02
+
+
+def test_a_guided_generator_scripts_round_trips_its_sidecar_and_its_int8_path_follows_it(tmp_path):
+    from stream import calibration, quant
+
+    torch.manual_seed(3)
+    model = Generator(width=0.25, blocks=1, skip=True, guided_radius=1, guided_eps=5e-3).eval()
+    with torch.no_grad():
+        model.out_layer[0].weight.normal_(0, 0.3)  # an output that differs from the photo
+    plain = Generator(width=0.25, blocks=1, skip=True).eval()
+    plain.load_state_dict(model.state_dict())
+    x = _x(48, 64, seed=4)
+    with torch.no_grad():
+        y, y_plain = model(x), plain(x)
+        torch.testing.assert_close(torch.jit.script(model)(x), y, atol=1e-5, rtol=1e-4)
+    assert (y - y_plain).abs().mean() > 0.01  # the filter is not a no-op
+    path = weights.export_style(model, tmp_path, "guided", source="test", license="MIT", training_steps=0, quality={})
+    style = weights.resolve(path)
+    assert style.architecture["guided_filter"] == {"radius": 1, "eps": 5e-3}
+    with torch.no_grad():
+        torch.testing.assert_close(weights.load_model(style)(x), y, atol=0.02, rtol=0)  # fp16 storage
+    int8 = quant.Int8Generator(model, calibration.calibrate(model, [x]))
+    with torch.inference_mode():
+        q = int8(x)
+    assert (q - y).abs().mean() < (q - y_plain).abs().mean() / 2  # INT8 filters too
+    with pytest.raises(ValueError, match="guided filter"):
+        Generator(guided_radius=1, guided_eps=0.0)
