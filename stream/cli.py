@@ -41,7 +41,7 @@ examples:
   animestream photos/ anime/                     every image and video in a folder
   animestream clip.mp4 out.mp4 --max-side 256    4x fewer pixels through the model: ~4x faster
   animestream clip.mp4 try.mp4 --start 1:30 --duration 5   five seconds, to try a style first
-  animestream 0 --preview --style shinkai-lite   webcam 0 in a window, real time on a 2-core CPU
+  animestream 0 --preview                        webcam 0 in a window, real time on a 2-core CPU (hayao-lite)
   animestream weights list                       the styles you can pass to --style
   animestream serve --port 8000                  an HTTP service: POST an image, get it stylised
   animestream batch clips/ --out anime/          many files or a long film on Ray workers (animestream[ray])
@@ -117,9 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("input", nargs="?", help="video file, image file, or folder of them")
     p.add_argument("output", nargs="?", help="where to write the result (same kind as the input)")
-    p.add_argument("--style", default=weights.DEFAULT_STYLE, metavar="NAME|PATH",
+    p.add_argument("--style", default=None, metavar="NAME|PATH",
                    help="style name (see 'animestream weights list') or a weights file: .safetensors with its "
-                        ".json, .onnx (needs animestream[onnx]) or TorchScript .pt (default: %(default)s)")
+                        ".json, .onnx (needs animestream[onnx]) or TorchScript .pt (default: "
+                        f"{weights.DEFAULT_STYLE}; {weights.DEFAULT_LIVE_STYLE} for a live source)")
     p.add_argument("--max-side", type=_non_negative_int, default=None, metavar="PX",
                    help="cap the longest side the model sees, in pixels; 0 = no cap "
                         "(default: the style's recommendation: 512, 160 for -lite styles)")
@@ -217,7 +218,8 @@ def _print_styles() -> int:
         else:
             quality = "-"
         int8 = "calibrated" if s.calibrated else "-"
-        rows.append((s.name + (" (default)" if s.name == weights.DEFAULT_STYLE else ""),
+        mark = {weights.DEFAULT_STYLE: " (default)", weights.DEFAULT_LIVE_STYLE: " (live default)"}.get(s.name, "")
+        rows.append((s.name + mark,
                      s.origin, quality, int8, s.meta.get("license", "-")))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     for r in rows:
@@ -494,7 +496,8 @@ def _main(argv: list[str]) -> int:
     with stop_on_signals() as received:
         try:
             options = dataclasses.replace(_engine_options(args), batch=args.batch, compile=args.compile)
-            engine = Engine(args.style, options)
+            style = args.style or (weights.DEFAULT_LIVE_STYLE if is_live else weights.DEFAULT_STYLE)
+            engine = Engine(style, options)
             if is_live:
                 stats = _run_live(args, engine)
             else:

@@ -40,7 +40,8 @@ from torch import nn
 from .errors import StyleNotFoundError, StyleWarning, WeightsError
 from .model import UPSAMPLING, Generator
 
-DEFAULT_STYLE = "shinkai"
+DEFAULT_STYLE = "hayao"
+DEFAULT_LIVE_STYLE = "hayao-lite"  # a live source with no style named: the default's real-time sibling
 LITE_MAX_SIDE = 256  # pixels: a style recommended at this cap or below is a real-time (-lite) one
 ARCHITECTURE = "AnimeGANv2 generator"
 HASH_CHUNK_BYTES = 1 << 20

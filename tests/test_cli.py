@@ -19,13 +19,16 @@ def test_module_help_exits_0_and_documents_max_side():
     assert "usage: animestream" in proc.stdout
 
 
-def test_weights_list_shows_the_default_and_its_lite(cli):
+def test_weights_list_shows_the_defaults_and_the_lites(cli):
     rc, out, err = cli("weights", "list")
     assert rc == 0, err
     lines = out.splitlines()
     assert lines[0].split()[:2] == ["NAME", "ORIGIN"]
+    default = next(line for line in lines if line.startswith("hayao "))
+    assert default.split()[1] == "(default)" and "dB vs animeganv2_hayao" in default
+    assert next(line for line in lines if line.startswith("hayao-lite ")).split()[1:3] == ["(live", "default)"]
     row = next(line for line in lines if line.startswith("shinkai "))
-    assert "(default)" in row and "built-in" in row and "dB vs animeganv3_shinkai_37" in row
+    assert "default" not in row and "built-in" in row and "dB vs animeganv3_shinkai_37" in row
     assert lines[0].split()[3] == "INT8" and "calibrated" in row  # shinkai runs in INT8 by default
     lite = next(line for line in lines if line.startswith("shinkai-lite "))
     assert "built-in" in lite and "dB vs animeganv3_shinkai_37" in lite and "calibrated" not in lite

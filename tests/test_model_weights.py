@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from media import SHINKAI, WEIGHTS, sha256
+from media import WEIGHTS, sha256
 from stream import weights
 from stream.engine import Engine
 from stream.errors import StyleNotFoundError, WeightsError
@@ -228,14 +228,36 @@ def test_a_style_saved_by_another_torch_loads_here(tmp_path, tiny_model):
     assert "code/" not in path.read_bytes().decode("latin-1")  # no TorchScript source inside
 
 
-def test_registry_lists_and_resolves_the_default_style():
+def test_registry_lists_and_resolves_the_default_styles():
     styles = {s.name: s for s in weights.list_styles()}
-    assert weights.DEFAULT_STYLE == "shinkai" and "shinkai" in styles
-    assert styles["shinkai"].origin == "built-in"
-    style = weights.resolve("shinkai")
-    assert style.path.resolve() == SHINKAI.resolve()
-    assert style.meta["name"] == "shinkai" and style.verified
-    assert style.meta["sha256"] == sha256(SHINKAI)
+    assert weights.DEFAULT_STYLE == "hayao" and weights.DEFAULT_LIVE_STYLE == "hayao-lite"
+    for name in ("hayao", "hayao-lite", "shinkai"):
+        assert styles[name].origin == "built-in"
+        style = weights.resolve(name)
+        assert style.path.resolve() == (WEIGHTS / f"{name}.safetensors").resolve()
+        assert style.meta["name"] == name and style.verified
+        assert style.meta["sha256"] == sha256(style.path)
+    assert not styles["hayao"].lite and styles["hayao-lite"].lite
+
+
+@pytest.mark.parametrize("live", [False, True])
+def test_the_cli_runs_the_default_style_or_for_a_live_source_its_real_time_sibling(cli, clip, tmp_path, monkeypatch,
+                                                                                  live):
+    from stream import cli as cli_module
+    from stream.errors import AnimestreamError
+
+    asked = []
+
+    def fake_engine(style, options):
+        asked.append(style)
+        raise AnimestreamError("stop here")
+
+    monkeypatch.setattr(cli_module, "Engine", fake_engine)
+    rc, _, err = cli(clip, tmp_path / "out.mp4", *(["--live"] if live else []))
+    assert rc == 1 and "stop here" in err
+    assert asked == ["hayao-lite" if live else "hayao"]
+    rc, _, _ = cli(clip, tmp_path / "out.mp4", "--style", "shinkai", *(["--live"] if live else []))
+    assert asked[-1] == "shinkai"
 
 
 def test_unknown_style_name_lists_the_known_ones():
