@@ -17,6 +17,7 @@ from stream.model import ConvNormLReLU, Generator, InvertedResBlock
 
 ROOT = Path(__file__).resolve().parent.parent
 ASTRONAUT = ROOT / "samples" / "astronaut.jpg"
+SHIPPED_RANGES = sorted(p.stem for p in (ROOT / "weights").glob("*.ranges"))  # built-in styles calibrated for INT8
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -40,7 +41,7 @@ def astronaut(side: int) -> torch.Tensor:
     return torch.from_numpy(cv2.resize(rgb, (side, side), interpolation=cv2.INTER_AREA)).permute(2, 0, 1)[None]
 
 
-@pytest.mark.parametrize("name", ["shinkai"])  # every built-in style that ships INT8 ranges
+@pytest.mark.parametrize("name", SHIPPED_RANGES)
 def test_shipped_int8_styles_stay_close_to_the_float_model(name):
     """The shipped calibration (60 photos) on a photo it never saw: INT8 at least 35 dB PSNR from the float model."""
     style = weights.resolve(name)
@@ -62,7 +63,7 @@ def test_shipped_int8_styles_stay_close_to_the_float_model(name):
 def test_every_shipped_calibration_matches_its_style():
     """A style retrained without calibrating again would silently run with stale ranges: refuse in CI."""
     calibrated = [weights.resolve(s) for s in weights.list_styles() if s.calibrated]
-    assert {s.name for s in calibrated} >= {"shinkai"}
+    assert {s.name for s in calibrated} >= {"shinkai"} and len(SHIPPED_RANGES) >= 1
     for style in calibrated:
         model = weights.eager_generator(style)
         ranges = weights.load_ranges(style, model)
