@@ -168,7 +168,7 @@ def test_bf16_engine_is_close_to_fp32(tiny_style):
 
 def test_default_style_engine_uses_the_sidecar_recommendation():
     engine = Engine(max_side=None, precision="fp32", device="cpu")
-    assert engine.style == "shinkai"
+    assert engine.style == "hayao"
     assert engine.max_side == engine.meta.get("recommended_max_side", 512)
     image = frame_image(0, 40, 30)
     out = engine(image)

@@ -167,9 +167,11 @@ def test_every_builtin_loads_through_the_public_loader_as_torchscript(name):
     module = weights.load_model(name)
     assert isinstance(module, torch.jit.ScriptModule) and not module.training
     arch = style.meta["architecture"]
-    assert set(arch) == {"width", "blocks", "skip", "upsample"}
+    assert {"width", "blocks", "skip", "upsample"} <= set(arch) <= {"width", "blocks", "skip", "upsample", "guided_filter"}
     assert (module.width, module.blocks, module.skip, module.upsample) == (
         arch["width"], arch["blocks"], arch["skip"], arch["upsample"])
+    guided = arch.get("guided_filter", {"radius": 0, "eps": 0.0})
+    assert (module.guided_radius, module.guided_eps) == (guided["radius"], guided["eps"])
     x = _x(32, 32)
     with torch.no_grad():
         y = module(x)
