@@ -365,18 +365,24 @@ def test_asymmetric_upsampling_is_tensorflow_1s_resize(size):
                                   _tf1_resize_bilinear(x, *size), atol=1e-3)
 
 
+def _with_and_without_the_option(model: Generator, without: Generator) -> tuple[torch.Tensor, ...]:
+    """(input, output, output of ``without`` given the same weights): an architecture option scripts, and
+    it changes the output."""
+    without.load_state_dict(model.state_dict())
+    x = _x(48, 64, seed=4)
+    with torch.no_grad():
+        y, y_without = model(x), without(x)
+        torch.testing.assert_close(torch.jit.script(model)(x), y, atol=1e-5, rtol=1e-4)
+    assert (y - y_without).abs().mean() > 0.01  # the option is not a no-op
+    return x, y, y_without
+
+
 def test_asymmetric_generator_scripts_and_its_int8_path_follows_it():
     from stream import calibration, quant
 
     torch.manual_seed(2)
     model = Generator(width=0.25, blocks=1, upsample="asymmetric").eval()
-    same = Generator(width=0.25, blocks=1).eval()
-    same.load_state_dict(model.state_dict())
-    x = _x(48, 64, seed=4)
-    with torch.no_grad():
-        y, y_align = model(x), same(x)
-        torch.testing.assert_close(torch.jit.script(model)(x), y, atol=1e-5, rtol=1e-4)
-    assert (y - y_align).abs().mean() > 0.01  # the option is not a no-op
+    x, y, y_align = _with_and_without_the_option(model, Generator(width=0.25, blocks=1).eval())
     int8 = quant.Int8Generator(model, calibration.calibrate(model, [x]))
     with torch.inference_mode():
         q = int8(x)
@@ -433,13 +439,7 @@ def test_a_guided_generator_scripts_round_trips_its_sidecar_and_its_int8_path_fo
     model = Generator(width=0.25, blocks=1, skip=True, guided_radius=1, guided_eps=5e-3).eval()
     with torch.no_grad():
         model.out_layer[0].weight.normal_(0, 0.3)  # an output that differs from the photo
-    plain = Generator(width=0.25, blocks=1, skip=True).eval()
-    plain.load_state_dict(model.state_dict())
-    x = _x(48, 64, seed=4)
-    with torch.no_grad():
-        y, y_plain = model(x), plain(x)
-        torch.testing.assert_close(torch.jit.script(model)(x), y, atol=1e-5, rtol=1e-4)
-    assert (y - y_plain).abs().mean() > 0.01  # the filter is not a no-op
+    x, y, y_plain = _with_and_without_the_option(model, Generator(width=0.25, blocks=1, skip=True).eval())
     path = weights.export_style(model, tmp_path, "guided", source="test", license="MIT", training_steps=0, quality={})
     style = weights.resolve(path)
     assert style.architecture["guided_filter"] == {"radius": 1, "eps": 5e-3}
