@@ -270,7 +270,7 @@ def generator_for(style: Style) -> Generator:
         raise WeightsError(f"{_sidecar_path(style.path)}: unknown upsampling {arch['upsample']!r}")
     try:
         return Generator.from_architecture(arch)
-    except (ValueError, TypeError, AttributeError) as e:
+    except (ValueError, TypeError) as e:
         raise WeightsError(f"{_sidecar_path(style.path)}: bad architecture ({e})") from None
 
 
@@ -346,10 +346,6 @@ def onnx_generator(style: Style, *, threads: int = 0, cuda: bool = False):
     return OnnxGenerator(style.path, io, threads=threads, cuda=cuda)
 
 
-def architecture_of(model: Generator) -> dict:
-    return model.architecture()
-
-
 def _stage(folder: Path, name: str) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     staging = folder / f".{name}.staging"
@@ -383,7 +379,7 @@ def save_style(model: Generator, folder: Path, name: str, meta: dict, *, dtype: 
         save_file(state, str(weights_file), metadata={"format": "pt", "architecture": ARCHITECTURE})
         os.chmod(weights_file, 0o644)  # safetensors writes owner-only; a style is as readable as its sidecar
         sidecar = dict(meta)
-        sidecar.update(name=name, architecture=architecture_of(model),
+        sidecar.update(name=name, architecture=model.architecture(),
                        parameters=sum(p.numel() for p in model.parameters()), storage=str(dtype).split(".")[-1],
                        sha256=sha256_of(weights_file))
         write_sidecar(weights_file, sidecar)
