@@ -26,7 +26,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from . import quant, weights
+from . import batching, quant, weights
 from .errors import AnimestreamError, OutOfMemoryError
 from .model import with_parallel_group_norm
 from .weights import Style
@@ -386,15 +386,35 @@ class Engine:
         memory = torch.channels_last if self.device.type == "cpu" else torch.contiguous_format
         return module.to(self.device).to(self.dtype).to(memory_format=memory).eval()
 
-    def _auto_batch(self) -> int:
-        """1 on the CPU (batching measured no faster there); on a GPU, as many 512x512 frames as half the
-        free memory holds, at most :data:`MAX_AUTO_BATCH`."""
+    def _auto_batch(self, width: int = 0, height: int = 0) -> int:
+        """1 on the CPU (batching measured no faster there); on a GPU, for frames of ``width`` x ``height``
+        pixels (0: a ``max_side`` square, or 1 frame when there is no cap: the size is not known yet), as
+        many as half the free memory holds, at most :data:`MAX_AUTO_BATCH`, and never so many that an
+        intermediate passes torch's 32-bit index limit (:mod:`stream.batching`)."""
         if not self.resizes_on_device:
             return 1
-        side = self.max_side or DEFAULT_MAX_SIDE
-        per_frame = side * side * ACTIVATION_BYTES_PER_PIXEL[self.precision] * self.spec.architecture["width"]
-        free = available_memory_bytes(self.device) or 0
-        return int(max(1, min(MAX_AUTO_BATCH, free * BATCH_MEMORY_SHARE // per_frame)))
+        arch = self.spec.architecture
+        if not width:  # at construction: a guess that never refuses, until fit_batch knows the size
+            if not self.max_side or batching.index_limited_batch(arch, self.max_side, self.max_side) < 1:
+                return 1
+            width = height = self.max_side
+        w, h = inference_size(width, height, self.max_side)
+        if batching.index_limited_batch(arch, w, h) < 1:
+            suggestion = batching.largest_side_that_fits(arch, width, height, inference_size)
+            raise batching.frame_too_large(arch, w, h, suggestion)
+        per_pixel = ACTIVATION_BYTES_PER_PIXEL[self.precision] * arch["width"]
+        return batching.auto_batch(arch, w, h, bytes_per_pixel=per_pixel, requested=self.options.batch,
+                                   free_bytes=available_memory_bytes(self.device), max_batch=MAX_AUTO_BATCH,
+                                   share=BATCH_MEMORY_SHARE)
+
+    def fit_batch(self, width: int, height: int) -> int:
+        """Size :attr:`batch_size` for frames of ``width`` x ``height`` pixels (a file job calls this once it
+        knows its video's size): the automatic batch, or ``--batch`` lowered to the index limit. Raises a
+        one-line :class:`~stream.errors.OutOfMemoryError` naming a ``--max-side`` that fits when not even
+        one frame does. On the CPU it changes nothing."""
+        if self.resizes_on_device:
+            self.batch_size = self._auto_batch(width, height)
+        return self.batch_size
 
     def _buffers_for(self, height: int, width: int) -> _Buffers:
         key = (height, width)
@@ -445,6 +465,10 @@ class Engine:
     def _slot(self, n: int, height: int, width: int) -> _DeviceSlot:
         key = (n, height, width)
         if self._slot_key != key:
+            if n > batching.index_limited_batch(self.spec.architecture, *inference_size(width, height, self.max_side)):
+                self._auto_batch(width, height)  # refuses a frame that cannot run even alone
+                raise OutOfMemoryError(f"a batch of {n} frames of {width}x{height} passes torch's 32-bit GPU "
+                                       f"indexing: use --batch {self._auto_batch(width, height)} or less")
             self._check_memory(*inference_size(width, height, self.max_side), frames=n)
             cuda = self.device.type == "cuda"
             self._slots = [_DeviceSlot(

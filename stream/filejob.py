@@ -61,13 +61,15 @@ def convert_video(src: str | Path, dst: str | Path, engine: FrameEngine, *, crf:
         raise SinkError(f"{dst}: a video output needs one of {', '.join(sorted(VIDEO_EXTENSIONS))}")
     engine.reset()  # a temporal filter must not carry one video's last frame into the next
     source = VideoSource(src, start=start, duration=duration)
-    batch = engine if isinstance(engine, Engine) and engine.batch_size > 1 else None
     # Decode straight at the model's size (the sink scales back), or, where the engine resizes on its
     # device (a GPU), at the frame's own size.
     shape = engine.decode_shape if isinstance(engine, Engine) else engine.inference_shape
     source.frame_size = shape(source.width, source.height)
     audio_codec = source.audio.codec_context.name if source.audio is not None else None
     try:
+        if isinstance(engine, Engine):
+            engine.fit_batch(source.width, source.height)  # sized for this video's frames (a GPU)
+        batch = engine if isinstance(engine, Engine) and engine.batch_size > 1 else None
         sink = VideoFileSink(dst, width=source.width, height=source.height, time_base=source.time_base,
                              rate=source.rate, audio=source.audios, subtitles=source.subtitles, crf=crf,
                              preset=preset, threads=encoder_threads(engine.device))

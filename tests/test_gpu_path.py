@@ -1,0 +1,104 @@
+"""The GPU file path's parts, run on the CPU: batch sizing under torch's index limit, YUV conversions
+against swscale, the plane-based job against the RGB one, the encoder fallback."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from stream import batching
+from stream.engine import Engine, inference_size
+from stream.errors import OutOfMemoryError
+
+HAYAO = {"width": 1.0, "blocks": 4, "skip": False, "upsample": "asymmetric"}  # weights/hayao.json
+SHINKAI = {"width": 0.5, "blocks": 4, "skip": True, "upsample": "align_corners"}
+GIB = 2**30
+H200_FREE = 139 * GIB
+FP16_BYTES = 700  # stream.engine.ACTIVATION_BYTES_PER_PIXEL["fp16"]
+
+
+def _traced_widest(arch: dict, width: int, height: int) -> int:
+    """The largest tensor any layer of the real generator takes or gives, traced on the meta device."""
+    from stream.model import Generator
+
+    model = Generator.from_architecture(arch).to("meta")
+    widest = [0]
+
+    def hook(_module, inputs, output):
+        widest[0] = max([widest[0]] + [t.numel() for t in (*inputs, output) if isinstance(t, torch.Tensor)])
+
+    for module in model.modules():
+        if not list(module.children()):
+            module.register_forward_hook(hook)
+    with torch.no_grad():
+        model(torch.empty(1, 3, height, width, device="meta"))
+    return widest[0]
+
+
+@pytest.mark.parametrize("arch", [HAYAO, SHINKAI, {"width": 0.25, "blocks": 1},
+                                  {"width": 0.5, "guided_filter": {"radius": 1, "eps": 0.005}, "skip": True}])
+@pytest.mark.parametrize("width, height", [(1920, 1080), (68, 52), (510, 286)])
+def test_the_widest_activation_is_the_real_generators(arch, width, height):
+    assert batching.widest_activation(arch, width, height) == _traced_widest(arch, width, height)
+
+
+def _batch(arch, width, height, **kw):
+    kw.setdefault("free_bytes", H200_FREE)
+    return batching.auto_batch(arch, width, height, bytes_per_pixel=FP16_BYTES * arch["width"], **kw)
+
+
+def test_1080p_at_full_resolution_never_batches_past_the_index_limit():
+    """16 frames of 1080p crashed reflection padding (266 M elements each); the batch stays under 2^31."""
+    assert batching.widest_activation(HAYAO, 1920, 1080) * 16 > batching.INDEX_LIMIT
+    assert batching.index_limited_batch(HAYAO, 1920, 1080) == 8
+    n = _batch(HAYAO, 1920, 1080)
+    assert 1 <= n <= 8 and n * batching.widest_activation(HAYAO, 1920, 1080) <= batching.INDEX_LIMIT
+    assert _batch(HAYAO, 1920, 1080, requested=16) == 8  # --batch 16 is lowered, not crashed into
+
+
+def test_frames_capped_at_512_get_the_full_automatic_batch():
+    assert _batch(HAYAO, 512, 288) == batching.MAX_AUTO_BATCH
+    assert _batch(HAYAO, 512, 512) == batching.MAX_AUTO_BATCH
+    assert _batch(HAYAO, 512, 288, free_bytes=GIB) == int(GIB * 0.5 // (512 * 288 * 700))  # memory bound
+    assert _batch(HAYAO, 512, 288, free_bytes=None) == 1
+
+
+def test_4k_runs_one_frame_at_a_time_and_8k_is_refused():
+    assert _batch(HAYAO, 3840, 2160) == 1
+    assert batching.index_limited_batch(HAYAO, 7680, 4320) == 0
+    with pytest.raises(OutOfMemoryError):
+        _batch(HAYAO, 7680, 4320)
+
+
+def test_the_suggested_max_side_is_the_largest_that_fits():
+    side = batching.largest_side_that_fits(HAYAO, 7680, 4320, inference_size)
+    assert side % 4 == 0 and 4000 < side < 7680
+    assert batching.index_limited_batch(HAYAO, *inference_size(7680, 4320, side)) >= 1
+    assert batching.index_limited_batch(HAYAO, *inference_size(7680, 4320, side + 4)) == 0
+
+
+def _device_engine(style, **options) -> Engine:
+    engine = Engine(style, precision="fp32", device="cpu", **options)
+    engine.resizes_on_device = True  # the seam: the GPU path's sizing, on the CPU
+    return engine
+
+
+def test_an_engine_sizes_its_batch_from_the_frames_it_runs(tiny_style, monkeypatch):
+    monkeypatch.setattr("stream.engine.available_memory_bytes", lambda _device: H200_FREE)
+    tiny = Engine(tiny_style).spec.architecture
+    engine = _device_engine(tiny_style, max_side=0)
+    assert engine.batch_size == 1  # no cap and no frame yet: nothing is guessed
+    assert engine.fit_batch(1280, 720) == batching.MAX_BATCH_PIXELS // (1280 * 720) == 4
+    assert engine.fit_batch(3840, 2160) == 1
+    with pytest.raises(OutOfMemoryError, match=r"use --max-side \d+ or less") as refused:
+        engine.fit_batch(15360, 8640)
+    side = int(str(refused.value).split("--max-side ")[1].split()[0])
+    assert batching.index_limited_batch(tiny, *inference_size(15360, 8640, side)) == 1
+    capped = _device_engine(tiny_style, max_side=512)
+    assert capped.fit_batch(15360, 8640) == batching.MAX_AUTO_BATCH  # the cap makes any frame small
+    pinned = _device_engine(tiny_style, max_side=0, batch=64)
+    assert pinned.fit_batch(3840, 2160) == batching.index_limited_batch(tiny, 3840, 2160) == 8
+
+
+def test_a_cpu_engine_keeps_batch_one(tiny_style):
+    engine = Engine(tiny_style, max_side=0, precision="fp32", device="cpu")
+    assert engine.fit_batch(1920, 1080) == engine.batch_size == 1
