@@ -51,7 +51,9 @@ BODY_TIMEOUT_S = 10.0  # a request body that sends nothing for this long is give
 MAX_UPLOAD_BYTES = 1 << 30  # largest video a job takes
 UPLOAD_CHUNK = 1 << 20
 LIVE_MAX_SIDE = 256  # pixels: the live path's default cap (the page can ask for another)
-LIVE_MAX_FRAME_BYTES = 8 << 20
+LIVE_MAX_FRAME_BYTES = 8 << 20  # a live frame over this is skipped with an error message (uvicorn closes at 16 MiB)
+DRAIN_MAX_BYTES = 128 << 20  # an answer given before its body is in first reads and drops up to this much of the rest
+DRAIN_MAX_S = 30.0  # ... for at most this long (nginx's lingering close), so the client reads the answer, not a reset
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -111,6 +113,63 @@ class LiveSession:
         self.closed = False
 
 
+class _DrainBeforeAnswering:
+    """ASGI middleware: an answer given before the request body is all in (a 413, a 503 decided before reading,
+    a 400 for the query) first reads and drops the rest of the body, up to :data:`DRAIN_MAX_BYTES` and
+    :data:`DRAIN_MAX_S` (a stall of :data:`BODY_TIMEOUT_S` ends it too), as nginx does. A client that sends its
+    whole body before it reads (Python's urllib, most libraries) otherwise gets a connection reset: the server
+    closes with unread bytes in its socket. A client waiting on ``Expect: 100-continue`` that was never asked
+    for its body is answered at once (it sends nothing more)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        bodiless = headers.get(b"content-length", b"0") == b"0" and b"transfer-encoding" not in headers
+        state = {"asked": False, "done": bodiless}
+
+        async def receiving():
+            state["asked"] = True
+            message = await receive()
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                state["done"] = True
+            return message
+
+        async def sending(message) -> None:
+            if message["type"] == "http.response.start" and not state["done"] and (
+                    state["asked"] or headers.get(b"expect", b"").lower() != b"100-continue"):
+                state["done"] = True
+                await _drain(receive)
+            await send(message)
+
+        await self.app(scope, receiving, sending)
+
+
+async def _drain(receive) -> int:
+    """Read and drop what is left of a request body, within :data:`DRAIN_MAX_BYTES` and :data:`DRAIN_MAX_S`;
+    the number of bytes dropped."""
+    loop = asyncio.get_running_loop()
+    deadline, dropped = loop.time() + DRAIN_MAX_S, 0
+    while dropped <= DRAIN_MAX_BYTES:
+        left = deadline - loop.time()
+        if left <= 0:
+            break
+        try:
+            message = await asyncio.wait_for(receive(), min(left, BODY_TIMEOUT_S))
+        except asyncio.TimeoutError:
+            break
+        if message["type"] != "http.request":
+            break
+        dropped += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return dropped
+
+
 class _AccessLog:
     """ASGI middleware: one ``log`` line per HTTP request (client, method, path, status, milliseconds),
     and a client that goes away mid-request is that one line, not a traceback. Plain ASGI, so a body
@@ -161,6 +220,7 @@ def create_app(service: StyleService, jobs: JobQueue | None = None, *,
         return await asyncio.get_running_loop().run_in_executor(model_thread, fn, *args)
 
     app.add_middleware(_AccessLog, log=log)
+    app.add_middleware(_DrainBeforeAnswering)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -293,6 +353,8 @@ def create_app(service: StyleService, jobs: JobQueue | None = None, *,
                     break
                 if message.get("bytes") is not None:
                     if len(message["bytes"]) > LIVE_MAX_FRAME_BYTES:
+                        await ws.send_text(json.dumps({"type": "error", "error": "a frame over "
+                                                       f"{LIVE_MAX_FRAME_BYTES // 2**20} MiB was skipped"}))
                         continue
                     if session.pending is not None:
                         session.dropped += 1  # the newest frame wins

@@ -258,3 +258,65 @@ def test_the_cli_says_in_one_line_when_the_port_is_taken(tiny_style, cli):
 def test_the_cli_refuses_an_unknown_default_style(cli):
     rc, _, err = cli("serve", "--port", 0, "--style", "no-such-style")
     assert rc == 1 and err.startswith("animestream: error:") and "no-such-style" in err
+
+
+def _urllib_post(url: str, body: bytes, chunked: bool = False) -> tuple[int, str]:
+    """(status, error message) for ``body`` POSTed by Python's urllib, which sends ``Connection: close`` and
+    its whole body before it reads a byte of the answer."""
+    import urllib.error
+    import urllib.request
+
+    data = (body[i:i + (1 << 20)] for i in range(0, len(body), 1 << 20)) if chunked else body
+    headers = {"Transfer-Encoding": "chunked"} if chunked else {}
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, data=data, method="POST", headers=headers),
+                                    timeout=60) as r:
+            return r.status, ""
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())["error"]
+
+
+def _curl_post(url: str, path: Path, *options: str) -> tuple[int, str]:
+    """(status, error message) for the file at ``path`` POSTed by curl (which asks ``Expect: 100-continue``
+    for a big body unless told otherwise)."""
+    import shutil
+
+    if shutil.which("curl") is None:
+        pytest.skip("needs curl")
+    out = subprocess.run(["curl", "-sS", "-w", "\n%{http_code}", "--data-binary", f"@{path}", *options, url],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    body, status = out.stdout.rsplit("\n", 1)
+    return int(status), json.loads(body)["error"]
+
+
+OVER_THE_LIMIT = 40_000_000  # bytes: more than MAX_BODY_BYTES and than any socket buffers hold
+
+
+@pytest.mark.parametrize("how", ["declared", "chunked"])
+def test_a_body_over_the_limit_gets_its_413_in_urllib_not_a_reset(tiny_service, how):
+    with running(tiny_service) as port:
+        status, error = _urllib_post(f"http://127.0.0.1:{port}/v1/stylize", b"x" * OVER_THE_LIMIT, how == "chunked")
+        assert request(port, "GET", "/healthz")[0] == 200  # and the server is fine
+    assert status == 413 and error == "the body is over 32 MiB"
+    assert tiny_service.built == []
+
+
+@pytest.mark.parametrize("options", [(), ("-H", "Expect:"), ("-H", "Transfer-Encoding: chunked")],
+                         ids=["expect-100-continue", "no-expect", "chunked"])
+def test_a_body_over_the_limit_gets_its_413_in_curl(tiny_service, tmp_path, options):
+    big = tmp_path / "big.bin"
+    big.write_bytes(b"x" * OVER_THE_LIMIT)
+    with running(tiny_service) as port:
+        status, error = _curl_post(f"http://127.0.0.1:{port}/v1/stylize", big, *options)
+    assert status == 413 and error == "the body is over 32 MiB"
+
+
+def test_what_is_read_of_a_refused_body_is_bounded(tiny_service, monkeypatch):
+    import urllib.error
+
+    monkeypatch.setattr(webapp, "DRAIN_MAX_BYTES", 1 << 20)
+    with running(tiny_service) as port:
+        with pytest.raises((ConnectionError, urllib.error.URLError)):  # past the bound: closed, as nginx does
+            _urllib_post(f"http://127.0.0.1:{port}/v1/stylize", b"x" * OVER_THE_LIMIT)
+        assert request(port, "GET", "/healthz")[0] == 200

@@ -283,3 +283,29 @@ def test_the_cli_refuses_a_port_out_of_range_in_one_line(cli, capsys):
         cli("serve", "--port", 99999)
     err = capsys.readouterr().err
     assert e.value.code == 2 and "0..65535" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("how", ["declared", "chunked"])
+def test_a_video_over_the_limit_gets_its_413_in_urllib_and_leaves_nothing(service, jobs, monkeypatch, how):
+    from stream import webapp
+    from test_serve import _urllib_post
+
+    monkeypatch.setattr(webapp, "MAX_UPLOAD_BYTES", 1 << 20)
+    with running(service, jobs) as port:
+        status, error = _urllib_post(f"http://127.0.0.1:{port}/v1/jobs?name=a.mp4", b"x" * 24_000_000,
+                                     how == "chunked")
+    assert status == 413 and error.endswith(" is over 1 MiB")
+    assert not [p for p in Path(jobs.folder).rglob("*") if p.is_file()]
+
+
+def test_a_live_frame_over_the_limit_is_answered_with_an_error(service, monkeypatch):
+    from websockets.sync.client import connect
+
+    from stream import webapp
+
+    monkeypatch.setattr(webapp, "LIVE_MAX_FRAME_BYTES", 1 << 20)
+    with running(service) as port, connect(f"ws://127.0.0.1:{port}/v1/live") as ws:
+        assert json.loads(ws.recv(10))["type"] == "hello"
+        ws.send(b"\xff\xd8" + b"x" * (2 << 20))
+        answer = json.loads(ws.recv(10))
+    assert answer == {"type": "error", "error": "a frame over 1 MiB was skipped"}
