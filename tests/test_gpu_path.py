@@ -2,10 +2,14 @@
 against swscale, the plane-based job against the RGB one, the encoder fallback."""
 from __future__ import annotations
 
+import av
+from av.video.reformatter import Interpolation
+import numpy as np
 import pytest
 import torch
 
-from stream import batching
+import media
+from stream import batching, yuv
 from stream.engine import Engine, inference_size
 from stream.errors import OutOfMemoryError
 
@@ -102,3 +106,56 @@ def test_an_engine_sizes_its_batch_from_the_frames_it_runs(tiny_style, monkeypat
 def test_a_cpu_engine_keeps_batch_one(tiny_style):
     engine = Engine(tiny_style, max_side=0, precision="fp32", device="cpu")
     assert engine.fit_batch(1920, 1080) == engine.batch_size == 1
+
+
+# -- YUV <-> RGB in torch against swscale (what today's path does on the host)
+
+def _photo(width: int = 96, height: int = 64) -> np.ndarray:
+    """A real photograph (the shipped sample), small: skin, sky and sharp edges."""
+    import cv2
+
+    bgr = cv2.imread(str(media.ROOT / "samples" / "astronaut.jpg"))
+    return np.ascontiguousarray(cv2.resize(bgr, (width, height), interpolation=cv2.INTER_AREA)[..., ::-1])
+
+
+CASES = [("yuv420p", "ITU601", "MPEG"), ("yuv420p", "ITU709", "MPEG"), ("yuv420p", "ITU709", "JPEG"),
+         ("yuvj420p", "ITU601", "JPEG"), ("nv12", "ITU709", "MPEG"), ("yuv420p10le", "ITU709", "MPEG"),
+         ("yuv444p", "ITU601", "MPEG")]
+
+
+@pytest.mark.parametrize("pix_fmt, colorspace, color_range", CASES)
+def test_planes_to_rgb_matches_swscale(pix_fmt, colorspace, color_range):
+    rgb = _photo()
+    decoded = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(
+        format=pix_fmt, dst_colorspace=colorspace, dst_color_range=color_range)
+    decoded.colorspace, decoded.color_range = getattr(av.video.reformatter.Colorspace, colorspace), \
+        getattr(av.video.reformatter.ColorRange, color_range)
+    # swscale reads the frame's own matrix tag; the range is passed, as a full-range yuv420p needs it said.
+    # Its accurate path is the reference; its fast default (today's file jobs) truncates and repeats chroma.
+    accurate = Interpolation.BILINEAR | Interpolation.ACCURATE_RND | Interpolation.FULL_CHR_H_INT
+    want = decoded.reformat(format="rgb24", src_color_range=color_range, interpolation=accurate).to_ndarray()
+    fast = decoded.reformat(format="rgb24", src_color_range=color_range).to_ndarray().astype(float)
+    fmt = yuv.plane_format_of(decoded.format.name, int(decoded.colorspace), int(decoded.color_range))
+    assert fmt.matrix == ("bt709" if colorspace == "ITU709" else "bt601")
+    assert fmt.full_range == (color_range == "JPEG")
+    packed = torch.from_numpy(decoded.to_ndarray().astype(np.int32 if fmt.bits > 8 else np.uint8))[None]
+    got = yuv.to_rgb(packed, fmt, 64, 96)[0].permute(1, 2, 0).numpy()
+    assert got.shape == want.shape and np.abs(got - want).mean() <= 1.0
+    assert np.abs(got - fast).mean() <= 2.5 and abs((got - fast).mean()) <= 2.0
+    assert np.abs(got - rgb).mean() < 4  # and the round trip lands near the photo
+
+
+def test_rgb_to_yuv420p_matches_swscale():
+    rgb = np.stack([_photo(), media.frame_image(3, 96, 64)])
+    got = yuv.to_yuv420p(torch.from_numpy(rgb).permute(0, 3, 1, 2).float()).numpy()
+    for i, image in enumerate(rgb):
+        want = av.VideoFrame.from_ndarray(image, format="rgb24").reformat(format="yuv420p").to_ndarray()
+        assert got[i].shape == want.shape and got[i].dtype == np.uint8
+        diff = np.abs(got[i].astype(int) - want)
+        assert diff[:64].mean() <= 1.0 and diff[64:].mean() <= 1.0  # luma, then both chroma planes
+
+
+def test_an_unknown_pixel_format_has_no_plane_format():
+    assert yuv.plane_format_of("rgb24") is None and yuv.plane_format_of("yuv422p") is None
+    with pytest.raises(ValueError):
+        yuv.PlaneFormat("yuv420p", matrix="smpte240m")
