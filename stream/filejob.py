@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from .devicejob import PlaneSink, PlaneSource, plane_path, wants_planes
 from .engine import Engine, FrameEngine
 from .errors import AnimestreamError, SinkError, SourceError
 from .imageinfo import DEFAULT_MAX_PIXELS
@@ -60,7 +61,7 @@ def convert_video(src: str | Path, dst: str | Path, engine: FrameEngine, *, crf:
     if dst.suffix.lower() not in VIDEO_EXTENSIONS:
         raise SinkError(f"{dst}: a video output needs one of {', '.join(sorted(VIDEO_EXTENSIONS))}")
     engine.reset()  # a temporal filter must not carry one video's last frame into the next
-    source = VideoSource(src, start=start, duration=duration)
+    source = (PlaneSource if wants_planes(engine, dst) else VideoSource)(src, start=start, duration=duration)
     # Decode straight at the model's size (the sink scales back), or, where the engine resizes on its
     # device (a GPU), at the frame's own size.
     shape = engine.decode_shape if isinstance(engine, Engine) else engine.inference_shape
@@ -70,15 +71,17 @@ def convert_video(src: str | Path, dst: str | Path, engine: FrameEngine, *, crf:
         if isinstance(engine, Engine):
             engine.fit_batch(source.width, source.height)  # sized for this video's frames (a GPU)
         batch = engine if isinstance(engine, Engine) and engine.batch_size > 1 else None
-        sink = VideoFileSink(dst, width=source.width, height=source.height, time_base=source.time_base,
-                             rate=source.rate, audio=source.audios, subtitles=source.subtitles, crf=crf,
-                             preset=preset, threads=encoder_threads(engine.device))
+        planes = plane_path(engine, source)  # a GPU's YUV path (stream.devicejob), or None
+        sink = (PlaneSink if planes else VideoFileSink)(
+            dst, width=source.width, height=source.height, time_base=source.time_base, rate=source.rate,
+            audio=source.audios, subtitles=source.subtitles, crf=crf, preset=preset,
+            threads=encoder_threads(engine.device))
         stats: Stats | None = None
         try:
             source.decode_streams = {i for i, mode in sink.audio_modes.items() if mode == "transcode"}
             with tqdm(total=source.frame_count, unit="frame", desc=Path(str(src)).name, disable=not progress,
                       file=sys.stderr, dynamic_ncols=True, leave=False) as bar:
-                pipeline = Pipeline(source, engine, sink, batch=batch)
+                pipeline = Pipeline(source, planes or engine, sink, batch=planes or batch)
 
                 def tick(done: int) -> None:
                     bar.update(done - bar.n)

@@ -2,6 +2,8 @@
 against swscale, the plane-based job against the RGB one, the encoder fallback."""
 from __future__ import annotations
 
+from fractions import Fraction
+
 import av
 from av.video.reformatter import Interpolation
 import numpy as np
@@ -159,3 +161,74 @@ def test_an_unknown_pixel_format_has_no_plane_format():
     assert yuv.plane_format_of("rgb24") is None and yuv.plane_format_of("yuv422p") is None
     with pytest.raises(ValueError):
         yuv.PlaneFormat("yuv420p", matrix="smpte240m")
+
+
+# -- the plane path of a file job, run on the CPU device
+
+def _seam(style, **options) -> Engine:
+    engine = Engine(style, precision="fp32", device="cpu", **options)
+    engine.resizes_on_device = True  # what a CUDA engine does, on the CPU
+    return engine
+
+
+def _frames(path) -> list[np.ndarray]:
+    with av.open(str(path)) as f:
+        return [frame.to_ndarray(format="rgb24").astype(int) for frame in f.decode(video=0)]
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_the_plane_path_matches_the_rgb_path_frame_for_frame(tmp_path, tiny_style, batch, monkeypatch):
+    from stream import devicejob
+    from stream.filejob import convert_video
+
+    src = media.write_clip(tmp_path / "in.mp4", frames=7, size=(96, 72), pts=media.VFR_PTS[:7],
+                           time_base=Fraction(1, 1000))
+    used = []
+    monkeypatch.setattr(devicejob.PlaneEngine, "submit", _spy(devicejob.PlaneEngine.submit, used))
+    rgb_engine = _seam(tiny_style, max_side=48, batch=batch)
+    rgb_engine.planes_on_device = False  # today's path: RGB frames on the host, resized on the device
+    today = convert_video(src, tmp_path / "rgb.mp4", rgb_engine, progress=False, crf=0)
+    assert not used
+    stats = convert_video(src, tmp_path / "yuv.mp4", _seam(tiny_style, max_side=48, batch=batch), progress=False,
+                          crf=0)
+    assert used and all(isinstance(f, np.ndarray) and f.shape == (108, 96) for f in used)  # planes, not RGB
+    assert stats.frames_out == today.frames_out == 7 and stats.extra["batch"] == batch
+    want, got = media.probe(tmp_path / "rgb.mp4"), media.probe(tmp_path / "yuv.mp4")
+    assert got.times == want.times == media.probe(src).times
+    assert got.audio_duration == pytest.approx(want.audio_duration)
+    with av.open(str(tmp_path / "rgb.mp4")) as a, av.open(str(tmp_path / "yuv.mp4")) as b:
+        packets = [[(p.pts, p.size) for p in f.demux(audio=0) if p.size] for f in (a, b)]
+    assert packets[0] == packets[1]  # the sound, copied packet for packet
+    for i, (old, new) in enumerate(zip(_frames(tmp_path / "rgb.mp4"), _frames(tmp_path / "yuv.mp4"))):
+        assert np.abs(old - new).mean() <= 2.0, i  # float colours in, no truncation: within rounding
+
+
+def _spy(submit, seen: list):
+    def spy(self, frames):
+        seen.extend(frames)
+        return submit(self, frames)
+    return spy
+
+
+def test_streams_the_plane_path_cannot_take_run_the_rgb_path(tmp_path, tiny_style):
+    from stream import devicejob
+    from stream.filejob import convert_video
+
+    plain = media.write_clip(tmp_path / "plain.mp4", frames=3, size=(66, 50))
+    with devicejob.PlaneSource(plain) as source:
+        assert source.plane_format == yuv.PlaneFormat("yuv420p")  # untagged 4:2:0: BT.601, limited range
+    rgb = tmp_path / "rgb.mkv"
+    with av.open(str(rgb), "w") as out:  # a 4:4:4 RGB stream (libx264rgb): not a format the path reads
+        stream = out.add_stream("libx264rgb", rate=24)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "bgr24"
+        for i in range(3):
+            frame = av.VideoFrame.from_ndarray(media.frame_image(i, 64, 48), format="rgb24").reformat(format="bgr24")
+            frame.pts = i
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    with devicejob.PlaneSource(rgb) as source:
+        assert source.plane_format is None
+    stats = convert_video(rgb, tmp_path / "out.mp4", _seam(tiny_style, max_side=32), progress=False)
+    assert stats.frames_out == 3
+    assert not devicejob.wants_planes(_seam(tiny_style), tmp_path / "out.gif")
+    assert not devicejob.wants_planes(Engine(tiny_style, precision="fp32", device="cpu"), tmp_path / "out.mp4")

@@ -1,0 +1,192 @@
+"""A GPU file job's frames as YUV planes end to end: the host never holds an RGB picture.
+
+    decode thread    packet -> decoder planes (``VideoFrame.to_ndarray()``: one copy, no swscale)
+    device thread    upload planes -> RGB -> resize -> stylise -> resize back -> yuv420p (:mod:`stream.yuv`),
+                     a batch at a time, downloads overlapping the next batch
+    encode thread    planes -> ``av.VideoFrame`` -> x264 (frame-threaded, every host core)
+
+These are :class:`~stream.pipeline.Pipeline`'s three threads and bounded queues; this module supplies
+its source (:class:`PlaneSource`), its batch engine (:class:`PlaneEngine`) and its sink
+(:class:`PlaneSink`). :func:`plane_path` says whether a job can take this path: an engine that
+resizes on its device, a stream in one of :data:`stream.yuv.FORMATS` with even sides and no display
+turn, and an output that takes yuv420p. Anything else runs today's RGB path.
+An engine on the CPU can run this path too (tests do: ``engine.resizes_on_device = True``); setting
+``engine.planes_on_device = False`` keeps such an engine on the RGB path.
+"""
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+
+from . import yuv
+from .engine import Engine, FrameEngine
+from .sinks import VideoFileSink
+from .sources import Frame, VideoSource
+from .yuv import PlaneFormat
+
+PLANE_OUTPUTS = frozenset({".mp4", ".mkv", ".mov", ".m4v", ".webm", ".avi"})  # yuv420p encoders (not GIF)
+HOST_THREADS = os.cpu_count() or 1
+
+
+def wants_planes(engine: FrameEngine, dst: str | Path) -> bool:
+    """Whether a job of ``engine`` into ``dst`` should decode to planes (the stream decides the rest)."""
+    return (isinstance(engine, Engine) and engine.resizes_on_device and engine.module is not None
+            and getattr(engine, "planes_on_device", True) and Path(dst).suffix.lower() in PLANE_OUTPUTS)
+
+
+class PlaneSource(VideoSource):
+    """A :class:`~stream.sources.VideoSource` whose frames' ``image`` is the decoder's packed planes
+    (:attr:`plane_format`'s layout) instead of RGB, when the stream allows (:attr:`plane_format` not
+    None: a format of :data:`stream.yuv.FORMATS`, even sides, no display turn); else RGB as usual.
+    A frame that arrives in another pixel format than the stream announced is converted to it (swscale)."""
+
+    def __init__(self, path: str | Path, **kwargs):
+        super().__init__(path, **kwargs)
+        ctx = self.video.codec_context
+        fmt = yuv.plane_format_of(ctx.pix_fmt or "", int(ctx.colorspace or 2), int(ctx.color_range or 0))
+        even = self.width % 2 == 0 and self.height % 2 == 0
+        self.plane_format: PlaneFormat | None = fmt if fmt is not None and even and not self.quarter_turns else None
+
+    def _frame(self, frame: av.VideoFrame) -> Frame:
+        fmt = self.plane_format
+        if fmt is None:
+            return super()._frame(frame)
+        if frame.format.name != fmt.name or (frame.width, frame.height) != (self.width, self.height):
+            frame = frame.reformat(width=self.width, height=self.height, format=fmt.name)
+        planes = frame.to_ndarray()
+        if fmt.bits > 8:
+            planes = planes.view(np.int16)  # 10-bit values in uint16: torch reads them as int16
+        self.frames_read += 1
+        pts = frame.pts
+        if pts is not None and self.start > 0 and self.segment is None:
+            pts -= self._windows[self.video.index].shift
+        return Frame(self.frames_read - 1, planes, pts, self.time_base, time.perf_counter())
+
+
+class PlaneSink(VideoFileSink):
+    """A :class:`~stream.sinks.VideoFileSink` fed packed ``yuv420p`` frames of the video's own size, its
+    encoder frame-threaded over every host core (x264's sliced threads, PyAV's default, encode slower)."""
+
+    def __init__(self, target: str | Path, **kwargs):
+        kwargs.setdefault("threads", HOST_THREADS)
+        super().__init__(target, **kwargs)
+        ctx = self._video.codec_context
+        if self._video.pix_fmt != "yuv420p":
+            self.close(keep=False)
+            raise ValueError(f"a plane sink writes yuv420p, not {self._video.pix_fmt}")
+        ctx.thread_type = "FRAME"
+
+    def write(self, frame: Frame, image: np.ndarray) -> None:
+        """Encode ``image``, packed yuv420p ((H * 3/2) x W uint8), at ``frame``'s timestamp."""
+        vf = av.VideoFrame.from_ndarray(image, format="yuv420p")
+        vf.pts = frame.pts if frame.pts is not None else frame.index
+        vf.time_base = frame.time_base
+        self._encode(vf, frame)
+
+    def _encode(self, vf: av.VideoFrame, frame: Frame) -> None:
+        from .errors import SinkError
+        from .sinks import _reason
+
+        try:
+            for packet in self._video.encode(vf):
+                self._container.mux(packet)
+        except (av.error.FFmpegError, OSError) as e:
+            raise SinkError(f"{self.target}: cannot write it ({_reason(e)})") from None
+        self.frames_written += 1
+        self.last_time = frame.time
+
+
+@dataclass
+class _Slot:
+    """Pinned host buffers and device buffers for one batch (two alternate, as in the engine's RGB path)."""
+
+    host_in: torch.Tensor  # N x packed input shape, pinned
+    dev_in: torch.Tensor
+    dev_out: torch.Tensor  # N x (H * 3/2) x W uint8
+    host_out: torch.Tensor  # the same, pinned
+    uploaded: torch.cuda.Event | None
+    done: torch.cuda.Event | None
+
+    def wait(self) -> None:
+        if self.done is not None:
+            self.done.synchronize()
+
+
+class PlaneEngine:
+    """Stylise batches of packed decoder planes into packed yuv420p with ``engine``'s model, all on its
+    device (:class:`~stream.pipeline.BatchEngine`; also callable on one frame). Frames are ``height`` x
+    ``width`` pixels in ``fmt``. Not thread-safe: the pipeline's device thread calls it."""
+
+    def __init__(self, engine: Engine, fmt: PlaneFormat, width: int, height: int):
+        self.engine, self.fmt, self.width, self.height = engine, fmt, width, height
+        self.batch_size = engine.batch_size
+        self.device = engine.device
+        self._slots: list[_Slot] = []
+        self._key: int | None = None
+        self._next = 0
+        self._copy_stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
+
+    def _slot(self, n: int) -> _Slot:
+        if self._key != n:
+            cuda = self.device.type == "cuda"
+            dtype = torch.int16 if self.fmt.bits > 8 else torch.uint8
+            shape_in = (n, *self.fmt.packed_shape(self.width, self.height))
+            shape_out = (n, self.height * 3 // 2, self.width)
+            self._slots = [_Slot(
+                host_in=torch.empty(shape_in, dtype=dtype, pin_memory=cuda),
+                dev_in=torch.empty(shape_in, dtype=dtype, device=self.device),
+                dev_out=torch.empty(shape_out, dtype=torch.uint8, device=self.device),
+                host_out=torch.empty(shape_out, dtype=torch.uint8, pin_memory=cuda),
+                uploaded=torch.cuda.Event() if cuda else None, done=torch.cuda.Event() if cuda else None)
+                for _ in range(2)]
+            self._key, self._next = n, 0
+        slot = self._slots[self._next]
+        self._next ^= 1
+        return slot
+
+    @torch.inference_mode()
+    def submit(self, frames: list[np.ndarray]) -> Callable[[], list[np.ndarray]]:
+        """Start a batch of packed frames; the returned function waits for and returns packed yuv420p
+        results, valid until the next call but one."""
+        slot = self._slot(len(frames))
+        slot.wait()  # its previous results have been collected and copied out
+        host = slot.host_in.numpy()
+        for i, planes in enumerate(frames):
+            np.copyto(host[i], planes)
+        if self._copy_stream is not None:  # upload on its own stream: it overlaps the previous batch's compute
+            with torch.cuda.stream(self._copy_stream):
+                slot.dev_in.copy_(slot.host_in, non_blocking=True)
+                slot.uploaded.record()
+            torch.cuda.current_stream(self.device).wait_event(slot.uploaded)
+        else:
+            slot.dev_in.copy_(slot.host_in)
+        rgb = yuv.to_rgb(slot.dev_in, self.fmt, self.height, self.width)
+        yuv.to_yuv420p(self.engine.stylise_on_device(rgb), out=slot.dev_out)
+        slot.host_out.copy_(slot.dev_out, non_blocking=slot.done is not None)
+        if slot.done is not None:
+            slot.done.record(torch.cuda.current_stream(self.device))
+        result, n = slot.host_out.numpy(), len(frames)
+
+        def collect() -> list[np.ndarray]:
+            slot.wait()
+            return [result[i] for i in range(n)]
+
+        return collect
+
+    def __call__(self, planes: np.ndarray) -> np.ndarray:
+        return self.submit([planes])()[0]
+
+
+def plane_path(engine: FrameEngine, source: VideoSource) -> PlaneEngine | None:
+    """The batch engine for a job whose ``source`` delivers planes (a :class:`PlaneSource` that could), else None."""
+    fmt = getattr(source, "plane_format", None)
+    if fmt is None or not isinstance(engine, Engine):
+        return None
+    return PlaneEngine(engine, fmt, source.width, source.height)
