@@ -150,7 +150,8 @@ def test_cli_quiet_prints_nothing(tmp_path, clip, tiny_style, cli):
 def test_cli_image_keeps_its_size(tmp_path, tiny_style, tiny_engine, cli, ext):
     src = media.write_image(tmp_path / "in.png", 101, 77)
     out = tmp_path / f"out{ext}"
-    rc, _, err = cli(src, out, "--style", tiny_style, "--max-side", 64, "--precision", "fp32", "-q")
+    rc, _, err = cli(src, out, "--style", tiny_style, "--max-side", 64, "--precision", "fp32", "--device", "cpu",
+                     "-q")  # the reference, tiny_engine, runs on the CPU
     assert rc == 0, err
     result = cv2.cvtColor(cv2.imread(str(out)), cv2.COLOR_BGR2RGB)
     assert result.shape == (77, 101, 3)
