@@ -54,6 +54,19 @@ class StyleService:
         self._model = threading.Lock()
         self._engines: OrderedDict[tuple[str, int | None], Callable] = OrderedDict()
 
+    @property
+    def live_style(self) -> str:
+        """The style a live stream starts with: the default itself when it is a real-time one, else its
+        real-time sibling (``NAME-lite``) when there is one, else :data:`weights.DEFAULT_LIVE_STYLE`."""
+        listed = {s.name: s for s in weights.list_styles()}
+        default = listed.get(self.default_style)
+        if default is not None and default.lite:
+            return self.default_style
+        sibling = f"{self.default_style}-lite"
+        if sibling in listed:
+            return sibling
+        return weights.DEFAULT_LIVE_STYLE if weights.DEFAULT_LIVE_STYLE in listed else self.default_style
+
     def adopt(self, style: str, max_side: int | None, engine: Callable[[np.ndarray], np.ndarray]) -> None:
         """Keep an engine built beforehand for (style, max_side)."""
         with self._model:

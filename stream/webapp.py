@@ -252,7 +252,7 @@ def create_app(service: StyleService, jobs: JobQueue | None = None, *,
         if service.default_style not in {s["name"] for s in listed}:  # the server's default may be a file
             listed.insert(0, {"name": service.default_style, "origin": "this server's default",
                               "thumbnail": f"/v1/styles/{service.default_style}/thumbnail"})
-        return {"default": service.default_style, "styles": listed}
+        return {"default": service.default_style, "live_default": service.live_style, "styles": listed}
 
     @app.get("/v1/styles/{name}/thumbnail", responses={200: {"content": {"image/jpeg": {}}}})
     async def thumbnail(name: str) -> Response:
@@ -340,7 +340,7 @@ def create_app(service: StyleService, jobs: JobQueue | None = None, *,
     async def live(ws: WebSocket, style: str | None = None, max_side: int = LIVE_MAX_SIDE) -> None:
         await ws.accept()
         known = {s.name for s in weights.list_styles()} | {service.default_style}
-        session = LiveSession(style if style in known else service.default_style,
+        session = LiveSession(style if style in known else service.live_style,
                               max(16, min(max_side, 1024)))
         sessions[session.id] = session
         await ws.send_text(json.dumps({"type": "hello", "session": session.id, "style": session.style,

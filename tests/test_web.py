@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import media
+from stream import weights
 from stream.engine import Engine
 from stream.jobs import JobQueue
 from stream.serve import StyleService
@@ -254,7 +255,7 @@ def test_the_live_websocket_stylises_the_newest_frame_and_serves_mjpeg(service, 
         cv2.cvtColor(cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB))
     with running(service) as port, connect(f"ws://127.0.0.1:{port}/v1/live?max_side=64") as ws:
         hello = json.loads(ws.recv(10))
-        assert hello["type"] == "hello" and hello["style"] == "tiny"
+        assert hello["type"] == "hello" and hello["style"] == weights.DEFAULT_LIVE_STYLE  # the live default
         mjpeg: list[bytes] = []
         viewer = threading.Thread(target=lambda: mjpeg.extend(_mjpeg_parts(
             f"http://127.0.0.1:{port}{hello['mjpeg']}", 2)))
@@ -274,7 +275,7 @@ def test_the_live_websocket_stylises_the_newest_frame_and_serves_mjpeg(service, 
         viewer.join(30)
     got = cv2.cvtColor(cv2.imdecode(np.frombuffer(results[-1], np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
     assert np.abs(got.astype(int) - want.astype(int)).mean() < 3  # the engine's picture, through JPEG
-    assert stats[-1]["frames"] == 3 and stats[-1]["latency_ms"] > 0 and stats[-1]["style"] == "tiny"
+    assert stats[-1]["frames"] == 3 and stats[-1]["latency_ms"] > 0 and stats[-1]["style"] == weights.DEFAULT_LIVE_STYLE
     assert len(mjpeg) == 2 and all(p.startswith(b"\xff\xd8") for p in mjpeg)
 
 
