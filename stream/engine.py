@@ -320,6 +320,12 @@ class Engine:
     setting, re-applied on each call. A ``.onnx`` style runs through onnxruntime in fp32.
     """
 
+    # --compile on a GPU (stream.compiled): the compiled module shared by every engine of this style, the
+    # batch shape it was warmed for (None: the plain module runs), and why it was not used ("" if it was)
+    _compiled_module: torch.nn.Module | None = None
+    _compiled_shape: tuple[int, int, int, int] | None = None
+    compile_note = ""
+
     def __init__(self, style: Style | str | os.PathLike = weights.DEFAULT_STYLE, options: EngineOptions | None = None,
                  **overrides):
         self.options = options = dataclasses.replace(options or EngineOptions(), **overrides)
@@ -407,14 +413,34 @@ class Engine:
                                    free_bytes=available_memory_bytes(self.device), max_batch=MAX_AUTO_BATCH,
                                    share=BATCH_MEMORY_SHARE)
 
-    def fit_batch(self, width: int, height: int) -> int:
+    def fit_batch(self, width: int, height: int, frames: int | None = None) -> int:
         """Size :attr:`batch_size` for frames of ``width`` x ``height`` pixels (a file job calls this once it
         knows its video's size): the automatic batch, or ``--batch`` lowered to the index limit. Raises a
         one-line :class:`~stream.errors.OutOfMemoryError` naming a ``--max-side`` that fits when not even
-        one frame does. On the CPU it changes nothing."""
+        one frame does. With ``--compile``, a job of ``frames`` frames (None: unknown) long enough to earn
+        the compile time back gets the compiled module, warmed here, before its clock starts; a shorter
+        one runs the plain module and :attr:`compile_note` says why. On the CPU it changes nothing."""
         if self.resizes_on_device:
             self.batch_size = self._auto_batch(width, height)
+            self._prepare_compiled(self.batch_size, *inference_size(width, height, self.max_side), frames)
         return self.batch_size
+
+    def _prepare_compiled(self, n: int, w: int, h: int, frames: int | None) -> None:
+        """Decide whether batches of ``n`` frames of ``w`` x ``h`` run compiled (see :meth:`fit_batch`)."""
+        from . import compiled
+
+        orig = getattr(self.module, "_orig_mod", None)  # torch.compile's wrapper: the backend compiled it
+        if orig is not None:  # keep the plain module for short jobs; share one compiled module per style
+            key = (str(self.spec.path), self.precision, str(self.device))
+            self._compiled_module = compiled.compiled_module(key, orig, compile_fn=lambda _m: self.module)
+            self.module, self._compile_key = orig, key
+        if self._compiled_module is None:
+            return
+        shape = (n, 3, h, w)
+        use, self.compile_note = compiled.worth_compiling(frames, w, h, compiled.is_warm(self._compile_key, shape))
+        self._compiled_shape = shape if use else None
+        if use:
+            self.compile_s += compiled.warm(self._compile_key, self._compiled_module, shape, self.dtype, self.device)
 
     def _buffers_for(self, height: int, width: int) -> _Buffers:
         key = (height, width)
@@ -487,25 +513,28 @@ class Engine:
     def stylise_on_device(self, x: torch.Tensor) -> torch.Tensor:
         """The GPU path's arithmetic: N x 3 x H x W RGB floats in [0, 255] on this engine's device (consumed:
         changed in place) resized to the inference size (area-like antialiasing), stylised, resized back
-        (bilinear), returned as floats in [0, 255], not rounded. The first call of each shape with
-        ``--compile`` waits for the device and counts its time in :attr:`compile_s`."""
+        (bilinear), returned as floats in [0, 255], not rounded. With ``--compile`` the compiled module runs
+        the batch shape :meth:`fit_batch` warmed it for (a smaller last batch is padded to it); any other
+        shape runs the plain module rather than compiling again (a first call decides as a job of unknown
+        length would)."""
         import torch.nn.functional as F
 
         n, _, height, width = x.shape
         w, h = inference_size(width, height, self.max_side)
-        t0 = time.perf_counter() if self.options.compile and (n, h, w) not in self._compiled else None
         if (h, w) != (height, width):
             x = F.interpolate(x, size=(h, w), mode="bilinear", antialias=True, align_corners=False)
-        y = self.module(x.mul_(1 / 127.5).sub_(1.0).to(self.dtype)).float()
+        x = x.mul_(1 / 127.5).sub_(1.0).to(self.dtype)
+        if self._compiled_shape is None and not self.compile_note:
+            self._prepare_compiled(n, w, h, None)
+        shape = self._compiled_shape
+        if shape is not None and shape[2:] == (h, w) and n <= shape[0]:
+            pad = x.new_zeros((shape[0] - n, 3, h, w))
+            y = self._compiled_module(torch.cat([x, pad]) if n < shape[0] else x)[:n].float()
+        else:
+            y = self.module(x).float()
         if (h, w) != (height, width):
             y = F.interpolate(y, size=(height, width), mode="bilinear", align_corners=False)
-        y = y.add_(1.0).mul_(127.5).clamp_(0, 255)
-        if t0 is not None:
-            if self.device.type == "cuda":
-                torch.cuda.synchronize(self.device)
-            self.compile_s += time.perf_counter() - t0
-            self._compiled.add((n, h, w))
-        return y
+        return y.add_(1.0).mul_(127.5).clamp_(0, 255)
 
     @torch.inference_mode()
     def _submit_on_device(self, frames: list[np.ndarray]) -> Callable[[], list[np.ndarray]]:

@@ -39,6 +39,8 @@ def _engine_stats(engine: FrameEngine) -> dict:
              "style": engine.style}
     if isinstance(engine, Engine):
         stats.update(batch=engine.batch_size, compile_s=round(engine.compile_s, 2))
+        if engine.compile_note:
+            stats.update(compile=engine.compile_note)  # --compile skipped: the job is too short to earn it back
     return stats
 
 
@@ -69,7 +71,7 @@ def convert_video(src: str | Path, dst: str | Path, engine: FrameEngine, *, crf:
     audio_codec = source.audio.codec_context.name if source.audio is not None else None
     try:
         if isinstance(engine, Engine):
-            engine.fit_batch(source.width, source.height)  # sized for this video's frames (a GPU)
+            engine.fit_batch(source.width, source.height, source.frame_count)  # sized for this video (a GPU)
         batch = engine if isinstance(engine, Engine) and engine.batch_size > 1 else None
         planes = plane_path(engine, source)  # a GPU's YUV path (stream.devicejob), or None
         sink = (PlaneSink if planes else VideoFileSink)(

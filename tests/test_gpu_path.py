@@ -232,3 +232,72 @@ def test_streams_the_plane_path_cannot_take_run_the_rgb_path(tmp_path, tiny_styl
     assert stats.frames_out == 3
     assert not devicejob.wants_planes(_seam(tiny_style), tmp_path / "out.gif")
     assert not devicejob.wants_planes(Engine(tiny_style, precision="fp32", device="cpu"), tmp_path / "out.mp4")
+
+
+# -- --compile: once per style and shape, and only where it pays
+
+class _FakeCompiled(torch.nn.Module):
+    """Stands for ``torch.compile(module)`` (whose wrapper keeps the module as ``_orig_mod``): runs it and
+    records every input shape, so the tests see what would have compiled."""
+
+    def __init__(self, module, shapes: list):
+        super().__init__()
+        self._orig_mod, self.shapes = module, shapes
+
+    def forward(self, x):
+        self.shapes.append(tuple(x.shape))
+        return self._orig_mod(x)
+
+
+@pytest.fixture
+def fresh_compile_cache(monkeypatch):
+    from stream import compiled
+
+    monkeypatch.setattr(compiled, "_modules", {})
+    monkeypatch.setattr(compiled, "_warm", set())
+    return compiled
+
+
+def _compiling_engine(style, shapes, **options) -> Engine:
+    engine = _seam(style, compile=True, **options)
+    engine.module = _FakeCompiled(engine.module, shapes)
+    return engine
+
+
+def test_compiling_is_skipped_for_jobs_too_short_to_earn_it_back(fresh_compile_cache):
+    use, note = fresh_compile_cache.worth_compiling(150, 512, 288, warm=False)
+    assert not use and "150 frames" in note and "pays from about" in note
+    assert fresh_compile_cache.worth_compiling(10**6, 512, 288, warm=False) == (True, "")
+    assert fresh_compile_cache.worth_compiling(150, 512, 288, warm=True) == (True, "")  # already paid
+    assert fresh_compile_cache.worth_compiling(None, 512, 288, warm=False) == (True, "")  # a live stream
+    assert fresh_compile_cache.worth_compiling(4000, 1920, 1080, warm=False)[0]  # full size pays sooner
+
+
+def test_a_short_job_runs_the_plain_module_and_says_why(tmp_path, tiny_style, fresh_compile_cache):
+    from stream.filejob import convert_video
+
+    src = media.write_clip(tmp_path / "in.mp4", frames=5, size=(96, 72))
+    shapes: list = []
+    stats = convert_video(src, tmp_path / "out.mp4", _compiling_engine(tiny_style, shapes, max_side=48, batch=2),
+                          progress=False)
+    assert shapes == [] and stats.frames_out == 5
+    assert "not compiled: 5 frames" in stats.extra["compile"] and stats.extra["compile_s"] == 0
+
+
+def test_a_long_job_compiles_once_per_shape_for_every_engine_of_the_style(tmp_path, tiny_style, fresh_compile_cache,
+                                                                       monkeypatch):
+    from stream.filejob import convert_video
+
+    monkeypatch.setattr(fresh_compile_cache, "COMPILE_S", 0.0)  # every job earns it back
+    src = media.write_clip(tmp_path / "in.mp4", frames=5, size=(96, 72))
+    shapes: list = []
+    first = _compiling_engine(tiny_style, shapes, max_side=48, batch=2)
+    stats = convert_video(src, tmp_path / "a.mp4", first, progress=False)
+    assert "compile" not in stats.extra and stats.frames_out == 5
+    assert set(shapes) == {(2, 3, 36, 48)}  # the warm-up and every batch, the last one (1 frame) padded
+    assert len(shapes) == 1 + 3 and first.compile_s > 0
+    later: list = []
+    second = _compiling_engine(tiny_style, later, max_side=48, batch=2)  # another file, segment or job
+    convert_video(src, tmp_path / "b.mp4", second, progress=False)
+    assert later == [] and len(shapes) == 4 + 3 and second.compile_s == 0  # the first engine's, warm already
+    assert media.probe(tmp_path / "b.mp4").times == media.probe(tmp_path / "a.mp4").times
