@@ -64,6 +64,7 @@ def main() -> None:
             page.set_input_files("#file-input", str(ROOT / "samples" / "astronaut.jpg"))
             page.wait_for_selector("#image-result:not([hidden])", timeout=120_000)
             page.fill("#slider", "33")
+            page.evaluate("document.activeElement.blur(); window.scrollTo(0, 0)")
             page.screenshot(path=str(ROOT / "docs" / "web_image.png"))
             page.click("nav button[data-tab=live]")
             page.click("#live-start")
