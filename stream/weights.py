@@ -470,6 +470,51 @@ def save_ranges(style: Style, model: Generator, ranges: dict[nn.Module, tuple[to
     return out
 
 
+def ranges_metadata(style: Style) -> dict[str, str]:
+    """The metadata of ``style``'s INT8 calibration (empty where it has none or it is unreadable): the
+    weights' ``style_sha256``, the ``images`` it was measured on and, once measured against the style's
+    teacher (:func:`record_int8_quality`), ``psnr_vs_teacher`` and ``ssim_vs_teacher`` of the INT8 path."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(style.ranges_path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except (SafetensorError, OSError, ValueError, RuntimeError):
+        return {}
+
+
+def int8_psnr(style: Style) -> float | None:
+    """The INT8 path's PSNR against the style's teacher, dB, as measured on the held-back photos and
+    recorded in its calibration; None where not measured (or the calibration is of other weights)."""
+    meta = ranges_metadata(style)
+    if meta.get("style_sha256") != style.sha256 or "psnr_vs_teacher" not in meta:
+        return None
+    try:
+        return float(meta["psnr_vs_teacher"])
+    except ValueError:
+        return None
+
+
+def record_int8_quality(style: Style, psnr: float, ssim: float) -> Path:
+    """Record the INT8 path's PSNR (dB) and SSIM against the teacher in ``style``'s calibration; atomic."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    path = style.ranges_path
+    with safe_open(str(path), framework="pt") as f:
+        meta = dict(f.metadata() or {})
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    meta.update(psnr_vs_teacher=f"{psnr:.2f}", ssim_vs_teacher=f"{ssim:.4f}")
+    part = path.with_name(f".{path.name}.part")
+    try:
+        save_file(tensors, str(part), metadata=meta)
+        os.chmod(part, 0o644)
+        os.replace(part, path)
+    finally:
+        part.unlink(missing_ok=True)
+    return path
+
+
 def load_ranges(style: Style, model: Generator) -> dict[nn.Module, tuple[torch.Tensor, torch.Tensor]]:
     """``style``'s INT8 calibration for ``model``; :class:`WeightsError` if stale, unreadable or of
     another architecture."""
