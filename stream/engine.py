@@ -6,6 +6,9 @@ sides rounded to a multiple of :data:`SIDE_MULTIPLE`), stylised, and resized bac
 are stylised as they are (file jobs decode frames at that size, so OpenCV is only loaded when a
 frame really needs resizing). Every tensor and array on that path is allocated once per input
 resolution and reused, so memory stays flat over a stream.
+The model itself runs through a backend (:mod:`stream.backends`), picked once per engine from this CPU
+class's row of :mod:`stream.policy` (or named in :class:`EngineOptions`): the engine never asks what
+format or precision a style has.
 An engine is not thread-safe: the pipeline calls it from its single inference thread.
 """
 from __future__ import annotations
@@ -17,7 +20,6 @@ import functools
 import os
 import sys
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,15 +28,14 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from . import batching, quant, weights
+from . import backends, batching, cpu, policy, weights
 from .errors import AnimestreamError, OutOfMemoryError
-from .model import with_parallel_group_norm
+from .policy import PRECISIONS
 from .weights import Style
 
 DEFAULT_MAX_SIDE = 512  # pixels, longest side at inference
 SIDE_MULTIPLE = 4  # pixels; the generator downsamples twice
 MIN_SIDE = 2 * SIDE_MULTIPLE  # pixels; smaller inputs cannot be reflect-padded after two downsamplings
-PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
 DEVICES = ("auto", "cpu", "cuda")
 DEFAULT_THREADS = torch.get_num_threads()  # PyTorch's own choice (one per core), read before anyone changes it
 LITE_SPARE_CORES = 1  # a lite style's small layers gain little from threads; decode and encode use that core
@@ -106,23 +107,14 @@ def default_threads(style: Style) -> int:
     return DEFAULT_THREADS
 
 
-def _cpu_has_any(*flags: str) -> bool:
-    """True when /proc/cpuinfo lists one of ``flags`` (False where there is no such file)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return any(f" {flag}" in text for flag in flags)
-
-
 def cpu_has_bf16() -> bool:
-    """True when the CPU has native bf16 arithmetic (AVX512-BF16 or AMX)."""
-    return _cpu_has_any("avx512_bf16", "amx_bf16")
+    """True when this process's CPU class has native bf16 arithmetic (:mod:`stream.cpu`)."""
+    return cpu.current().has_bf16
 
 
 def cpu_has_vnni() -> bool:
-    """True when oneDNN has fast INT8 kernels here (AVX512-VNNI, AVX-VNNI or AMX)."""
-    return _cpu_has_any("avx512_vnni", "avx_vnni", "amx_int8")
+    """True when this process's CPU class has 8-bit dot products (VNNI or AMX, :mod:`stream.cpu`)."""
+    return cpu.current().has_vnni
 
 
 def resolve_device(device: str) -> torch.device:
@@ -133,31 +125,6 @@ def resolve_device(device: str) -> torch.device:
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     return torch.device(device)
-
-
-def resolve_precision(precision: str, device: torch.device, calibrated: bool = False, onnx: bool = False) -> str:
-    """``auto`` is fp16 on CUDA; on the CPU int8 for a ``calibrated`` style on a CPU with VNNI,
-    else bf16 on CPUs with native bf16, else fp32. ONNX styles run in fp32 (onnxruntime's)."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
-    if onnx:
-        if precision not in ("auto", "fp32"):
-            raise AnimestreamError(f"precision {precision}: an ONNX style runs in fp32 through onnxruntime")
-        return "fp32"
-    if precision == "auto":
-        if device.type == "cuda":
-            return "fp16"
-        if calibrated and cpu_has_vnni():
-            return "int8"
-        return "bf16" if cpu_has_bf16() else "fp32"
-    if precision == "fp16" and device.type != "cuda":
-        raise AnimestreamError("precision fp16 needs a CUDA GPU; use bf16 or fp32 on the CPU")
-    if precision == "int8" and device.type != "cpu":
-        raise AnimestreamError("precision int8 runs on the CPU; use fp16 on a GPU")
-    if precision == "int8" and not calibrated:
-        raise AnimestreamError("precision int8: this style has no INT8 calibration; make one with "
-                               "'animestream weights calibrate STYLE --photos FOLDER'")
-    return precision
 
 
 def inference_size(width: int, height: int, max_side: int) -> tuple[int, int]:
@@ -208,7 +175,8 @@ class EngineOptions:
     ``max_side`` caps the inference resolution in pixels (0: no cap; None: the style's
     ``recommended_max_side``, else :data:`DEFAULT_MAX_SIDE`); ``precision`` is one of
     :data:`PRECISIONS`; ``device`` one of :data:`DEVICES`; ``threads`` the CPU thread count
-    (0: :func:`default_threads`).
+    (0: :func:`default_threads`); ``backend`` ``auto`` (this CPU class's policy) or the name of a
+    registered backend (:data:`stream.backends.BACKENDS`), which then runs every frame.
     """
 
     max_side: int | None = None
@@ -217,6 +185,7 @@ class EngineOptions:
     threads: int = 0
     batch: int = 0  # frames per model call in file jobs: 0 = the engine's choice (1 on the CPU)
     compile: bool = False  # torch.compile the generator (CUDA), paying a one-off compile time
+    backend: str = "auto"
 
     def __post_init__(self):
         if self.batch < 0:
@@ -279,17 +248,11 @@ class EngineWrapper:
         return self.wrapped().inference_shape(width, height)
 
 
-def _int8_generator(style: Style) -> quant.Int8Generator:
-    model = weights.eager_generator(style)
-    return quant.Int8Generator(model, weights.load_ranges(style, model))
-
-
 @dataclass
 class _Buffers:
     """Everything the hot path writes into, for one input resolution."""
 
-    small: np.ndarray  # h x w x 3 uint8, the resized input
-    inp: torch.Tensor | None  # 1 x 3 x h x w, model dtype (channels_last for TorchScript; None: INT8 reads ``small``)
+    small: np.ndarray  # h x w x 3 uint8, the resized input (the backend reads it as 1 x 3 x h x w)
     out_f32: torch.Tensor  # 1 x 3 x h x w float32 on the device, the model output
     out_u8: torch.Tensor  # 1 x h x w x 3 uint8 on the host, the model output
     full: np.ndarray  # H x W x 3 uint8, the result at the input resolution
@@ -317,7 +280,8 @@ class Engine:
     ``style`` is a :class:`~stream.weights.Style`, a style name or a weights path (resolved once, see
     :func:`stream.weights.resolve`); ``options`` an :class:`EngineOptions`, whose fields may also be
     given as keywords (``Engine("hayao", max_side=256)``). ``threads`` is PyTorch's process-wide
-    setting, re-applied on each call. A ``.onnx`` style runs through onnxruntime in fp32.
+    setting, re-applied on each call. ``choice`` says which backend and precision run the style and
+    why (:func:`stream.policy.choose`); a ``.onnx`` style runs through onnxruntime in fp32.
     """
 
     # --compile on a GPU (stream.compiled): the compiled module shared by every engine of this style, the
@@ -339,27 +303,20 @@ class Engine:
         self.device = resolve_device(options.device)
         if self.device.type == "cpu":
             keep_activation_memory()
-        onnx = spec.format == "onnx"
-        self.precision = resolve_precision(options.precision, self.device, spec.calibrated, onnx)
-        self.dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16,
-                      "int8": torch.float32}[self.precision]
-        self.int8: quant.Int8Generator | None = None
-        self.module: torch.jit.ScriptModule | None = None
-        self._onnx: Callable[[torch.Tensor], torch.Tensor] | None = None
-        if onnx:
-            self._onnx = weights.onnx_generator(spec, threads=self.threads, cuda=self.device.type == "cuda")
-            weights.check_generator(self._onnx, spec.path)
-        elif self.precision == "int8":
-            self.int8 = _int8_generator(spec)
-        else:
-            self.module = self._load_float_module(spec, options.compile)
+        self.cpu = cpu.current()
+        self.choice = self._choose(spec, options)
+        self.backend = backends.create(self.choice.backend, backends.BackendRequest(
+            spec, self.choice.precision, self.device, self.threads, options.compile,
+            policy.POLICY[self.cpu.name].channels_last))
+        self.precision = self.backend.precision
+        self.dtype = backends.DTYPES.get(self.precision, torch.float32)
+        self.module = self.backend.module  # the float module where there is one (the GPU's batched path)
         # On a GPU the frames are resized there (full-size frames in, full-size results out); elsewhere
         # file jobs decode straight at the inference size and the encoder scales back (swscale). Tests set
         # it on a CPU engine to run the GPU path's batching and resize arithmetic on the CPU.
         self.resizes_on_device = self.device.type == "cuda" and self.module is not None
         self.batch_size = options.batch or self._auto_batch()
-        self.compile_s = 0.0  # the one-off cost of --compile, paid at the first call of each frame size
-        self._compiled: set[tuple[int, int, int]] = set()
+        self.compile_s = 0.0  # the one-off cost of --compile: warming each new batch shape (stream.compiled)
         self._slot_key: tuple[int, int, int] | None = None  # the GPU path's buffers are for this batch shape
         self._slots: list[_DeviceSlot] = []
         if self.device.type == "cpu":
@@ -378,19 +335,13 @@ class Engine:
             raise OutOfMemoryError(f"the model needs about {need / 2**30:.1f} GiB at {w}x{h}, {free / 2**30:.1f} GiB "
                                    f"is free: cap the size it runs at, e.g. max_side {fits * SIDE_MULTIPLE}")
 
-    def _load_float_module(self, spec: Style, compile_it: bool):
-        """The generator as the float path runs it: TorchScript on the CPU (channels-last memory), and on a
-        GPU our generators with :class:`~stream.model.GroupNorm1` (contiguous memory: faster there)."""
-        if self.device.type == "cuda" and spec.format in ("safetensors", "state_dict"):
-            eager = with_parallel_group_norm(weights.eager_generator(spec)).to(self.device).to(self.dtype).eval()
-            if compile_it:
-                return torch.compile(eager)
-            return torch.jit.script(eager)
-        module = weights.load_model(spec)
-        if spec.format == "torchscript":  # any TorchScript file loads: check it is a generator at all
-            weights.check_generator(module, spec.path)
-        memory = torch.channels_last if self.device.type == "cpu" else torch.contiguous_format
-        return module.to(self.device).to(self.dtype).to(memory_format=memory).eval()
+    def _choose(self, spec: Style, options: EngineOptions) -> policy.Choice:
+        """This CPU class's policy, or the backend ``options`` names (at its precision; fp32 for auto)."""
+        if options.backend == "auto":
+            return policy.choose(spec, self.device, options.precision, self.cpu)
+        precision = "fp32" if options.precision == "auto" else options.precision
+        where = "cuda" if self.device.type == "cuda" else self.cpu.name
+        return policy.Choice(options.backend, precision, where, (f"{options.backend}: asked for",))
 
     def _auto_batch(self, width: int = 0, height: int = 0) -> int:
         """1 on the CPU (batching measured no faster there); on a GPU, for frames of ``width`` x ``height``
@@ -449,14 +400,8 @@ class Engine:
             w, h = inference_size(width, height, self.max_side)
             self._check_memory(w, h)
             pin = self.device.type == "cuda"
-            inp = None
-            if self.int8 is None:
-                inp = torch.empty((1, 3, h, w), dtype=self.dtype, device=self.device)
-                if self.module is not None:
-                    inp = inp.contiguous(memory_format=torch.channels_last)
             buf = _Buffers(
                 small=torch.empty((h, w, 3), dtype=torch.uint8, pin_memory=pin).numpy(),  # pinned: async upload
-                inp=inp,
                 out_f32=torch.empty((1, 3, h, w), dtype=torch.float32, device=self.device),
                 out_u8=torch.empty((1, h, w, 3), dtype=torch.uint8, pin_memory=pin),
                 full=np.empty((height, width, 3), np.uint8),
@@ -588,13 +533,7 @@ class Engine:
                 _resize(frame, buf.small)
             src = torch.from_numpy(buf.small).permute(2, 0, 1).unsqueeze(0)
             try:
-                if self.int8 is not None:
-                    buf.out_f32.copy_(self.int8.forward_uint8(src))
-                elif buf.inp is not None:
-                    buf.inp.copy_(src, non_blocking=True)
-                    buf.inp.mul_(1 / 127.5).sub_(1.0)
-                    run = self.module if self.module is not None else self._onnx
-                    buf.out_f32.copy_(run(buf.inp))
+                buf.out_f32.copy_(self.backend(src))
             except (MemoryError, RuntimeError) as e:  # torch.OutOfMemoryError is a RuntimeError
                 if not isinstance(e, MemoryError) and "memory" not in str(e).lower():
                     raise

@@ -7,6 +7,9 @@ The CLI prints ``str(error)`` as one line and exits non-zero.
 from __future__ import annotations
 
 
+EXIT_ERROR = 1  # the exit code of a command that failed with an AnimestreamError (one line on stderr)
+
+
 class AnimestreamError(Exception):
     """Base class of every error animestream raises on purpose."""
 

@@ -12,7 +12,7 @@ import pytest
 
 import media
 from media import frame_image
-from stream.engine import SIDE_MULTIPLE, Engine, inference_size, resolve_precision
+from stream.engine import SIDE_MULTIPLE, Engine, inference_size
 from stream.errors import AnimestreamError
 
 
@@ -96,7 +96,7 @@ def test_engine_runs_at_the_capped_size(tiny_style):
     ((key, buf),) = engine._buffers.items()
     assert key == (77, 101)
     assert buf.small.shape == (24, 32, 3)
-    assert tuple(buf.inp.shape) == (1, 3, 24, 32)
+    assert tuple(buf.out_f32.shape) == (1, 3, 24, 32)
     assert buf.full.shape == (77, 101, 3)
 
 
@@ -112,7 +112,8 @@ def test_buffers_are_reused_across_calls(tiny_engine):
     out1 = tiny_engine(a)
     first = out1.copy()
     (buf,) = tiny_engine._buffers.values()
-    ptrs = {name: getattr(buf, name).data_ptr() for name in ("inp", "out_f32", "out_u8")}
+    ptrs = {name: getattr(buf, name).data_ptr() for name in ("out_f32", "out_u8")}
+    model_input = tiny_engine.backend._input._buffer.data_ptr()  # the float backend's scaled frame
     arrays = {name: getattr(buf, name).__array_interface__["data"][0] for name in ("small", "full")}
 
     out2 = tiny_engine(b)
@@ -120,6 +121,7 @@ def test_buffers_are_reused_across_calls(tiny_engine):
     (buf2,) = tiny_engine._buffers.values()
     assert buf2 is buf
     assert {name: getattr(buf2, name).data_ptr() for name in ptrs} == ptrs
+    assert tiny_engine.backend._input._buffer.data_ptr() == model_input
     assert {name: getattr(buf2, name).__array_interface__["data"][0] for name in arrays} == arrays
     assert not np.array_equal(first, out2)  # new content in the same memory
 
@@ -147,16 +149,14 @@ def test_engine_rejects_a_negative_cap(tiny_style):
         Engine(tiny_style, max_side=-1, device="cpu")
 
 
-def test_precision_rules():
-    import torch
-    cpu = torch.device("cpu")
-    assert resolve_precision("fp32", cpu) == "fp32"
-    assert resolve_precision("bf16", cpu) == "bf16"
-    assert resolve_precision("auto", cpu) in ("fp32", "bf16")
-    with pytest.raises(AnimestreamError):
-        resolve_precision("fp16", cpu)
+def test_precision_rules(tiny_style):
+    engine = Engine(tiny_style, max_side=32, device="cpu")  # no calibration: bf16 where native, else fp32
+    assert engine.precision == ("bf16" if engine.cpu.has_bf16 else "fp32") and engine.choice.why
+    assert Engine(tiny_style, max_side=32, device="cpu", precision="bf16").precision == "bf16"
+    with pytest.raises(AnimestreamError, match="needs a CUDA GPU"):
+        Engine(tiny_style, device="cpu", precision="fp16")
     with pytest.raises(ValueError):
-        resolve_precision("int4", cpu)
+        Engine(tiny_style, device="cpu", precision="int4")
 
 
 def test_bf16_engine_is_close_to_fp32(tiny_style):

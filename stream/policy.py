@@ -1,0 +1,130 @@
+"""Which path runs a style here: one table per CPU class, and the rule that reads it.
+
+:data:`POLICY` is data, one row per class of :mod:`stream.cpu`: the precisions ``--precision auto``
+tries, fastest first, and how the float path lays out its tensors. :func:`choose` walks a row and
+takes the first precision that the style supports and whose quality holds, and says why. The next
+CPU class is one more row. Every row's order comes from ``bench/bench.py --isa`` (its ``model``
+rows), except where ``measured`` says it is unmeasured.
+
+A style's quality bar is its sidecar's PSNR against its teacher: INT8 is taken only where its
+calibration records a PSNR against the same teacher within :data:`INT8_MAX_LOSS_DB` of that (the
+INT8 numbers are the same on every x86 class: :mod:`stream.quant` uses 7-bit weights everywhere).
+A calibration made by a user for a style without a teacher is taken as asked for.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from . import weights
+from .cpu import CLASSES, CpuClass
+from .errors import AnimestreamError
+from .weights import Style
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
+INT8_MAX_LOSS_DB = 0.3  # INT8 may cost at most this much PSNR against the teacher, from the float model's
+
+
+@dataclass(frozen=True)
+class Row:
+    """One CPU class: ``auto`` lists the CPU precisions to try, fastest first; ``channels_last`` is the
+    float path's memory layout (oneDNN's blocked kernels want it on x86); ``measured`` names the run
+    the order comes from, or says it is unmeasured."""
+
+    auto: tuple[str, ...]
+    channels_last: bool = True
+    measured: str = "bench/bench.py --isa"
+
+
+POLICY: dict[str, Row] = {
+    "amx": Row(("int8", "bf16", "fp32")),
+    "avx512-bf16": Row(("int8", "bf16", "fp32")),
+    "avx512-vnni": Row(("int8", "fp32")),
+    "avx512": Row(("int8", "fp32"), measured="unmeasured: no such CPU here; INT8 as on avx2 (no VNNI)"),
+    "avx2-vnni": Row(("int8", "fp32"), measured="unmeasured: no such CPU here; between avx2 and avx512-vnni"),
+    "avx2": Row(("int8", "fp32")),
+    "baseline": Row(("fp32",), measured="unmeasured: no such CPU here"),
+    "arm64-bf16": Row(("bf16", "fp32"), channels_last=False, measured="unmeasured: no Arm CPU here"),
+    "arm64": Row(("fp32",), channels_last=False, measured="unmeasured: no Arm CPU here"),
+}
+assert set(POLICY) == set(CLASSES), "every CPU class has one row"
+
+
+@dataclass(frozen=True)
+class Choice:
+    """A path: the ``backend`` name (a key of :data:`stream.backends.BACKENDS`), the ``precision`` it runs
+    in, the CPU class it was chosen for, and ``why`` (one line per precision considered)."""
+
+    backend: str
+    precision: str
+    cpu: str
+    why: tuple[str, ...] = field(default=())
+
+
+def _int8_verdict(style: Style) -> str | None:
+    """None where ``style``'s INT8 path keeps its quality bar, else why not (one phrase)."""
+    if not style.calibrated:
+        return "no INT8 calibration"
+    quality = style.meta.get("quality") if isinstance(style.meta.get("quality"), dict) else {}
+    float_psnr = quality.get("psnr_vs_teacher")
+    if not isinstance(float_psnr, (int, float)):
+        return None  # a user's own calibration of a style without a teacher: taken as asked for
+    int8_psnr = weights.int8_psnr(style)
+    if int8_psnr is None:
+        return "its INT8 calibration was never scored against the teacher"
+    if int8_psnr < float_psnr - INT8_MAX_LOSS_DB:
+        return (f"INT8 scores {int8_psnr:.2f} dB against the teacher, float {float_psnr:.2f}: more than "
+                f"{INT8_MAX_LOSS_DB} dB lower")
+    return None
+
+
+def _int8_reason(style: Style, cpu: CpuClass) -> str:
+    quality = style.meta.get("quality") if isinstance(style.meta.get("quality"), dict) else {}
+    score = weights.int8_psnr(style)
+    kernels = "VNNI dot products" if cpu.has_vnni else "no VNNI: 7-bit weights keep oneDNN's 16-bit sums exact"
+    if score is None:
+        return f"int8: calibrated by its owner ({kernels})"
+    return (f"int8: {score:.2f} dB against the teacher, float {quality['psnr_vs_teacher']:.2f} "
+            f"(within {INT8_MAX_LOSS_DB} dB); {kernels}")
+
+
+def choose(style: Style, device: torch.device, precision: str, cpu: CpuClass) -> Choice:
+    """The path for ``style`` on ``device`` at the requested ``precision`` (one of :data:`PRECISIONS`).
+
+    ``auto`` is fp16 on CUDA, onnxruntime's fp32 for an ONNX style, and on the CPU the first precision of
+    ``cpu``'s row that the style can run within its quality bar. An explicit precision is taken as asked,
+    or refused with one line (:class:`~stream.errors.AnimestreamError`) where it cannot run.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    where = "cuda" if device.type == "cuda" else cpu.name
+    if style.format == "onnx":
+        if precision not in ("auto", "fp32"):
+            raise AnimestreamError(f"precision {precision}: an ONNX style runs in fp32 through onnxruntime")
+        return Choice("onnxruntime", "fp32", where, ("fp32: an ONNX style runs through onnxruntime",))
+    if device.type == "cuda":
+        if precision == "int8":
+            raise AnimestreamError("precision int8 runs on the CPU; use fp16 on a GPU")
+        chosen = "fp16" if precision == "auto" else precision
+        return Choice("cuda", chosen, where, (f"{chosen}: {'auto on' if precision == 'auto' else 'asked for, on'} CUDA",))
+    if precision == "fp16":
+        raise AnimestreamError("precision fp16 needs a CUDA GPU; use bf16 or fp32 on the CPU")
+    if precision == "int8":
+        if not style.calibrated:
+            raise AnimestreamError("precision int8: this style has no INT8 calibration; make one with "
+                                   "'animestream weights calibrate STYLE --photos FOLDER'")
+        return Choice("int8", "int8", where, ("int8: asked for",))
+    if precision != "auto":
+        return Choice("torch", precision, where, (f"{precision}: asked for",))
+    why = []
+    for candidate in POLICY[cpu.name].auto:
+        if candidate == "int8":
+            verdict = _int8_verdict(style)
+            if verdict is None:
+                return Choice("int8", "int8", where, (*why, _int8_reason(style, cpu)))
+            why.append(f"not int8: {verdict}")
+        else:
+            note = "native bf16" if candidate == "bf16" else "every CPU runs it"
+            return Choice("torch", candidate, where, (*why, f"{candidate}: {note}"))
+    raise AssertionError(f"the {cpu.name} row has no precision every style runs")

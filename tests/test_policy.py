@@ -1,0 +1,185 @@
+"""CPU classes, the policy table that maps them to a path, the backend registry and ``animestream doctor``."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from media import frame_image
+from stream import backends, calibration, cpu, policy, weights
+from stream.cpu import CpuClass, classify
+from stream.engine import Engine
+from stream.errors import AnimestreamError
+
+ROOT = Path(__file__).resolve().parent.parent
+CPU_DEVICE = torch.device("cpu")
+# /proc/cpuinfo flag lines of real CPUs (trimmed to what matters), one per class.
+ZEN2 = "fpu sse4_2 avx f16c fma avx2 bmi2"
+ALDER_LAKE = ZEN2 + " avx_vnni"
+SKYLAKE_SP = ZEN2 + " avx512f avx512dq avx512cd avx512bw avx512vl"
+CASCADE_LAKE = SKYLAKE_SP + " avx512_vnni"
+ZEN4 = CASCADE_LAKE + " avx512_bf16 avx512vbmi"  # no AVX-VNNI (the VEX form)
+SAPPHIRE_RAPIDS = ZEN4 + " avx_vnni amx_bf16 amx_tile amx_int8"
+
+
+def x86(flags: str, **env: str) -> CpuClass:
+    return classify(f"model name\t: test cpu\nflags\t\t: {flags}\n", "x86_64", env)
+
+
+@pytest.mark.parametrize("flags, name", [
+    ("fpu sse4_2 avx", "baseline"), (ZEN2, "avx2"), (ALDER_LAKE, "avx2-vnni"), (SKYLAKE_SP, "avx512"),
+    (CASCADE_LAKE, "avx512-vnni"), (ZEN4, "avx512-bf16"), (SAPPHIRE_RAPIDS, "amx")])
+def test_each_x86_cpu_gets_its_class(flags, name):
+    c = x86(flags)
+    assert (c.name, c.hardware, c.limits, c.emulated, c.model) == (name, name, (), False, "test cpu")
+
+
+def test_arm_cpus_by_their_features():
+    assert classify("Features\t: fp asimd aes crc32 atomics\n", "aarch64", {}).name == "arm64"
+    graviton3 = classify("Features\t: fp asimd sve i8mm bf16\n", "aarch64", {"ONEDNN_MAX_CPU_ISA": "AVX2"})
+    assert (graviton3.name, graviton3.has_bf16, graviton3.has_vnni) == ("arm64-bf16", True, False)
+
+
+def test_pytorch_limits_lower_the_class_as_they_lower_its_kernels():
+    both = x86(SAPPHIRE_RAPIDS, ONEDNN_MAX_CPU_ISA="avx2", ATEN_CPU_CAPABILITY="AVX2")
+    assert (both.name, both.hardware, both.emulated) == ("avx2", "amx", True)
+    assert both.limits == ("ONEDNN_MAX_CPU_ISA=AVX2", "ATEN_CPU_CAPABILITY=avx2")
+    assert "limited" in both.describe() and not both.has_vnni and not both.has_bf16
+    assert x86(SAPPHIRE_RAPIDS, ATEN_CPU_CAPABILITY="avx2").name == "avx2-vnni"  # VNNI is oneDNN's, not ATen's
+    assert x86(SAPPHIRE_RAPIDS, ONEDNN_MAX_CPU_ISA="AVX512_CORE_VNNI").name == "avx512-vnni"
+    assert x86(ZEN4, ONEDNN_MAX_CPU_ISA="AVX2_VNNI").name == "avx2"  # Zen 4 has no AVX-VNNI to fall back on
+    assert x86(ZEN2, ONEDNN_MAX_CPU_ISA="AVX512_CORE").name == "avx2"  # a limit never raises a class
+    unlimited = x86(ZEN2, ONEDNN_MAX_CPU_ISA="ALL")
+    assert not unlimited.emulated and "do not lower" in unlimited.describe()
+
+
+def test_our_override_sets_the_class_and_a_wrong_one_is_one_line():
+    forced = x86(SAPPHIRE_RAPIDS, ANIMESTREAM_CPU_CLASS="AVX2")
+    assert (forced.name, forced.limits) == ("avx2", ("ANIMESTREAM_CPU_CLASS=avx2",))
+    with pytest.raises(AnimestreamError, match="not a CPU class; one of baseline, avx2"):
+        x86(ZEN2, ANIMESTREAM_CPU_CLASS="pentium")
+
+
+def test_this_process_honours_the_variables_it_was_started_with():
+    code = "from stream import cpu; c = cpu.current(); print(c.name, c.hardware, int(c.emulated))"
+    env = dict(os.environ, ONEDNN_MAX_CPU_ISA="AVX2", ATEN_CPU_CAPABILITY="avx2")
+    env.pop(cpu.OVERRIDE_ENV, None)
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, check=True)
+    name, hardware, emulated = out.stdout.split()
+    if hardware in cpu.X86_CLASSES[1:]:  # an AVX2 CPU or better
+        assert name == "avx2" and emulated == str(int(hardware != "avx2"))
+    else:  # an Arm or pre-AVX2 machine: the x86 limits do not apply
+        assert name == hardware
+
+
+@pytest.fixture
+def scored_style(tmp_path, tiny_model):
+    """A calibrated tiny style whose sidecar says 28.0 dB against a teacher; the test records INT8's score."""
+    meta = {"quality": {"teacher": "t", "psnr_vs_teacher": 28.0}}
+    path = tmp_path / "scored.safetensors"
+    style = weights.save_style(tiny_model, tmp_path, "scored", meta)
+    image = torch.from_numpy(frame_image(1, 48, 32)).permute(2, 0, 1)[None].float() / 127.5 - 1
+    weights.save_ranges(style, tiny_model, calibration.calibrate(tiny_model, [image]), images=1)
+    assert style.path == path
+    return style
+
+
+@pytest.mark.parametrize("name", cpu.X86_CLASSES)
+def test_int8_is_taken_on_every_x86_class_with_vnni_or_not_only_where_it_keeps_the_bar(scored_style, name):
+    here = CpuClass(name, name)
+    unscored = policy.choose(scored_style, CPU_DEVICE, "auto", here)
+    assert unscored.precision != "int8" and "never scored against the teacher" in unscored.why[0] or name == "baseline"
+    weights.record_int8_quality(scored_style, 27.75, 0.9)  # 0.25 dB under float: within the bar
+    good = policy.choose(scored_style, CPU_DEVICE, "auto", here)
+    if name == "baseline":
+        assert (good.backend, good.precision) == ("torch", "fp32")
+        return
+    assert (good.backend, good.precision, good.cpu) == ("int8", "int8", name)
+    assert ("VNNI dot products" if here.has_vnni else "7-bit weights") in good.why[-1]
+    weights.record_int8_quality(scored_style, 27.6, 0.9)  # 0.4 dB under: the bar is missed
+    bad = policy.choose(scored_style, CPU_DEVICE, "auto", here)
+    assert bad.precision == ("bf16" if here.has_bf16 else "fp32") and "more than 0.3 dB lower" in bad.why[0]
+
+
+def test_explicit_precisions_devices_and_onnx_styles(scored_style, tiny_style):
+    amx, arm = CpuClass("amx", "amx"), CpuClass("arm64", "arm64")
+    plain = weights.resolve(tiny_style)
+    assert policy.choose(plain, CPU_DEVICE, "auto", amx).precision == "bf16"  # no calibration
+    assert policy.choose(plain, CPU_DEVICE, "auto", arm).precision == "fp32"
+    weights.record_int8_quality(scored_style, 28.0, 0.9)
+    assert policy.choose(scored_style, CPU_DEVICE, "auto", arm).precision == "fp32"  # no INT8 path on Arm
+    assert policy.choose(scored_style, CPU_DEVICE, "fp32", amx).backend == "torch"
+    on_gpu = policy.choose(scored_style, torch.device("cuda"), "auto", amx)
+    assert (on_gpu.backend, on_gpu.precision) == ("cuda", "fp16")
+    onnx = weights.Style("net", Path("net.onnx"), {}, format="onnx")
+    by_onnx = policy.choose(onnx, CPU_DEVICE, "auto", amx)
+    assert (by_onnx.backend, by_onnx.precision) == ("onnxruntime", "fp32")
+    for bad, device, message in [("fp16", CPU_DEVICE, "needs a CUDA GPU"), ("int8", torch.device("cuda"), "runs on the CPU")]:
+        with pytest.raises(AnimestreamError, match=message):
+            policy.choose(scored_style, device, bad, amx)
+    with pytest.raises(AnimestreamError, match="no INT8 calibration"):
+        policy.choose(plain, CPU_DEVICE, "int8", amx)
+    with pytest.raises(AnimestreamError, match="fp32 through onnxruntime"):
+        policy.choose(onnx, CPU_DEVICE, "bf16", amx)
+    with pytest.raises(ValueError):
+        policy.choose(plain, CPU_DEVICE, "int4", amx)
+
+
+def test_the_engine_runs_what_the_policy_picks_for_the_class(scored_style, monkeypatch):
+    weights.record_int8_quality(scored_style, 27.9, 0.9)
+    monkeypatch.setattr(cpu, "current", lambda: CpuClass("avx2", "avx2"))
+    engine = Engine(scored_style, max_side=64, device="cpu")
+    assert (engine.precision, engine.backend.name, engine.choice.cpu) == ("int8", "int8", "avx2")
+    image = frame_image(1, 48, 32)
+    by_policy = engine(image).copy()
+    assert np.array_equal(by_policy, Engine(scored_style, max_side=64, device="cpu", precision="int8")(image))
+    assert not np.array_equal(by_policy, Engine(scored_style, max_side=64, device="cpu", precision="fp32")(image))
+
+
+class _Constant:
+    """A fake backend: every pixel comes out mid-grey (0.0 in [-1, 1]), and it counts its calls."""
+
+    name, precision, module = "constant", "fp32", None
+
+    def __init__(self, req: backends.BackendRequest):
+        self.device, self.calls, self.style = req.device, [], req.style.name
+
+    def __call__(self, frame):
+        self.calls.append(tuple(frame.shape))
+        return torch.zeros(frame.shape, dtype=torch.float32)
+
+
+def test_a_registered_backend_runs_every_frame(tiny_style, monkeypatch):
+    monkeypatch.setitem(backends.BACKENDS, "constant", _Constant)
+    engine = Engine(tiny_style, max_side=32, device="cpu", backend="constant")
+    out = engine(frame_image(0, 64, 48))
+    assert out.shape == (48, 64, 3) and set(np.unique(out)) == {128}  # (0 + 1) * 127.5, rounded
+    assert engine.backend.calls == [(1, 3, 24, 32)] and engine.choice.why == ("constant: asked for",)
+    assert isinstance(engine.backend, backends.Backend)
+    with pytest.raises(ValueError, match="backend must be one of"):
+        Engine(tiny_style, device="cpu", backend="nonesuch")
+
+
+def test_doctor_names_the_class_and_each_styles_path(tmp_path):
+    env = dict(os.environ, ONEDNN_MAX_CPU_ISA="AVX2", ATEN_CPU_CAPABILITY="avx2", ANIMESTREAM_HOME=str(tmp_path))
+    run = subprocess.run([sys.executable, "-m", "stream", "doctor", "--json", "--device", "cpu"], env=env, cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    rep = json.loads(run.stdout)
+    expected = "avx2" if rep["cpu"]["hardware"] not in ("baseline", "arm64", "arm64-bf16") else rep["cpu"]["hardware"]
+    assert rep["cpu"]["class"] == expected and rep["policy"]["auto"] == list(policy.POLICY[expected].auto)
+    rows = {r["style"]: r for r in rep["styles"]}
+    assert {weights.DEFAULT_STYLE, weights.DEFAULT_LIVE_STYLE} <= set(rows)
+    assert all(r["precision"] in ("int8", "fp32") and r["why"] for r in rows.values())  # no bf16 on AVX2
+    text = subprocess.run([sys.executable, "-m", "stream", "doctor", "--style", "shinkai"], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert text.returncode == 0 and f"class {expected}" in text.stdout and "shinkai" in text.stdout
+    bad = subprocess.run([sys.executable, "-m", "stream", "doctor"], env=dict(env, ANIMESTREAM_CPU_CLASS="z80"),
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 1 and bad.stderr.count("\n") == 1 and "not a CPU class" in bad.stderr
