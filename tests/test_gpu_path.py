@@ -301,3 +301,34 @@ def test_a_long_job_compiles_once_per_shape_for_every_engine_of_the_style(tmp_pa
     convert_video(src, tmp_path / "b.mp4", second, progress=False)
     assert later == [] and len(shapes) == 4 + 3 and second.compile_s == 0  # the first engine's, warm already
     assert media.probe(tmp_path / "b.mp4").times == media.probe(tmp_path / "a.mp4").times
+
+
+# -- on a CUDA machine: the same paths on the GPU
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@needs_cuda
+def test_on_cuda_1080p_at_full_resolution_runs_at_the_largest_batch_that_fits():
+    """16 frames crashed reflection padding ("input tensor must fit into 32-bit index math"); the engine
+    lowers --batch 16 to 8, and 8 frames run."""
+    engine = Engine("hayao", max_side=0, device="cuda", batch=16)
+    assert engine.fit_batch(1920, 1080) == 8
+    with torch.inference_mode():
+        out = engine.stylise_on_device(torch.zeros(8, 3, 1080, 1920, device="cuda"))
+    assert out.shape == (8, 3, 1080, 1920)
+
+
+@needs_cuda
+def test_on_cuda_the_plane_path_matches_the_same_path_on_the_cpu(tmp_path, tiny_style):
+    from stream.filejob import convert_video
+
+    src = media.write_clip(tmp_path / "in.mp4", frames=5, size=(96, 72))
+    gpu = Engine(tiny_style, max_side=48, precision="fp32", device="cuda")
+    assert gpu.resizes_on_device
+    stats = convert_video(src, tmp_path / "gpu.mp4", gpu, progress=False, crf=0)
+    convert_video(src, tmp_path / "cpu.mp4", _seam(tiny_style, max_side=48), progress=False, crf=0)
+    assert stats.frames_out == 5 and stats.extra["device"].startswith("cuda")
+    assert media.probe(tmp_path / "gpu.mp4").times == media.probe(tmp_path / "cpu.mp4").times
+    for a, b in zip(_frames(tmp_path / "gpu.mp4"), _frames(tmp_path / "cpu.mp4")):
+        assert np.abs(a - b).mean() <= 1.0
