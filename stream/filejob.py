@@ -83,20 +83,24 @@ def convert_video(src: str | Path, dst: str | Path, engine: FrameEngine, *, crf:
             source.decode_streams = {i for i, mode in sink.audio_modes.items() if mode == "transcode"}
             with tqdm(total=source.frame_count, unit="frame", desc=Path(str(src)).name, disable=not progress,
                       file=sys.stderr, dynamic_ncols=True, leave=False) as bar:
-                pipeline = Pipeline(source, planes or engine, sink, batch=planes or batch)
+
+                def finish(clean: bool) -> None:  # the consumer thread, the only one that muxes, closes the file
+                    done, damaged = pipeline.stats, strict and (source.undecodable or source.truncated)
+                    sink.close(keep=clean and done.frames_out > 0 and not damaged
+                               and (keep_partial or not done.interrupted))
+
+                pipeline = Pipeline(source, planes or engine, sink, batch=planes or batch, finish=finish)
 
                 def tick(done: int) -> None:
                     bar.update(done - bar.n)
                     if on_progress is not None:
                         on_progress(done, source.frame_count)
                     if cancel is not None and cancel.is_set():
-                        pipeline.stop()
+                        pipeline.stop(interrupted=True)
 
                 stats = pipeline.run(on_progress=tick)
         finally:
-            damaged = strict and (source.undecodable or source.truncated)
-            sink.close(keep=stats is not None and stats.frames_out > 0 and not damaged
-                       and (keep_partial or not stats.interrupted))
+            sink.close(keep=False)  # a no-op once the pipeline ran: its consumer closed the sink
     finally:
         source.close()
     if stats.frames_out == 0 and not stats.interrupted:

@@ -101,11 +101,12 @@ def run_live(spec: str, switcher: StyleSwitcher, options: LiveOptions, *, announ
         closing.callback(close_source)
         announce(source.description)
         sinks: list[Sink] = []
+        recorder: VideoFileSink | None = None
         if options.output is not None:
             recorder = VideoFileSink(options.output, width=source.width, height=source.height,
                                      time_base=source.time_base, rate=source.rate, crf=options.crf,
                                      preset=options.preset, threads=encoder_threads(job.device))
-            closing.callback(lambda: recorder.close(keep=stats is not None and stats.frames_out > 0))
+            closing.callback(lambda: recorder.close(keep=False))  # a no-op once the pipeline ran (see finish)
             sinks.append(recorder)
         if options.vcam:
             from .vcam import VirtualCamera
@@ -136,7 +137,11 @@ def run_live(spec: str, switcher: StyleSwitcher, options: LiveOptions, *, announ
             closing.callback(window.close)
             window.style_name = switcher.style
             sinks.append(window)
-        pipeline = Pipeline(source, job, Tee(sinks), drop_stale=True)
+        def finish(clean: bool) -> None:  # the consumer thread, the only one that muxes, closes the recording
+            if recorder is not None:
+                recorder.close(keep=clean and pipeline.stats.frames_out > 0)
+
+        pipeline = Pipeline(source, job, Tee(sinks), drop_stale=True, finish=finish)
         if is_url(spec):  # a stalled network read must not hold Ctrl-C back (see Pipeline)
             pipeline.on_source_released = source.close
         if window is not None:

@@ -10,6 +10,13 @@ and each replaced frame is counted in ``dropped``. An exception in any thread st
 re-raised by :meth:`Pipeline.run` in the calling thread; no thread outlives ``run()``.
 Ctrl-C (KeyboardInterrupt in the calling thread) stops decoding, lets frames already stylised reach
 the sink, and returns with ``interrupted`` set, so the sink can finish a playable file.
+
+One owner per sink: only the consumer thread writes to the sink, and with ``finish`` it also flushes
+and closes it. The calling thread signals and waits; it never leaves :meth:`Pipeline.run` while the
+inference or consumer thread still runs, whatever signals arrive (a second Ctrl-C aborts, but still
+waits for them). Thread ends are tracked with events set by the threads themselves, never with
+``Thread.join``/``is_alive``: on CPython before 3.13 a KeyboardInterrupt inside ``join`` can mark a
+thread that still runs as finished, and a caller that then closed a file being muxed crashed.
 """
 from __future__ import annotations
 
@@ -29,6 +36,7 @@ import numpy as np
 from .sources import AudioItem, Frame
 
 QUEUE_FRAMES = 4  # frames waiting between two stages
+LAUNCH_WAIT_S = 1.0  # how long a thread launch interrupted by a signal is given to show it happened, seconds
 INTERRUPT_GRACE_S = 0.5  # live: how long Ctrl-C waits for a producer blocked in its source before leaving it
 POLL_S = 0.05  # how often blocked threads look at the stop flag, seconds
 LATENCY_WINDOW = 10_000  # frames kept for latency percentiles
@@ -130,15 +138,19 @@ class Pipeline:
 
     def __init__(self, source: Iterable[Frame | AudioItem], engine: Callable[[np.ndarray], np.ndarray],
                  sink: Sink, *, drop_stale: bool = False, queue_frames: int = QUEUE_FRAMES,
-                 batch: BatchEngine | None = None):
+                 batch: BatchEngine | None = None, finish: Callable[[bool], None] | None = None):
         """``batch``: an engine that takes several frames per call (:class:`BatchEngine`, e.g. an
         :class:`~stream.engine.Engine` on a GPU) to run ``batch.batch_size`` frames at a time instead of
-        calling ``engine`` per frame; file jobs only (frames keep their order, count and timestamps)."""
+        calling ``engine`` per frame; file jobs only (frames keep their order, count and timestamps).
+        ``finish(clean)``: called once by the consumer thread after its last write, so that the thread
+        that muxes into a file is the one that flushes and closes it; ``clean`` is False after an error
+        in any thread or an abort (a second Ctrl-C), True at the source's end or after a Ctrl-C or
+        :meth:`stop` (``stats.interrupted`` says which). An exception it raises is re-raised by :meth:`run`."""
         if queue_frames < 1:
             raise ValueError(f"queue_frames must be >= 1, not {queue_frames}")
         if batch is not None and drop_stale:
             raise ValueError("live pipelines run one frame at a time: the newest frame wins")
-        self.source, self.engine, self.sink = source, engine, sink
+        self.source, self.engine, self.sink, self.finish = source, engine, sink, finish
         self.drop_stale = drop_stale
         self._batch = batch if batch is not None and batch.batch_size > 1 else None
         n = self._batch.batch_size if self._batch is not None else 1
@@ -148,6 +160,8 @@ class Pipeline:
         self._pool = _BufferPool(size + 2 * n + 2)
         self._stop = threading.Event()  # abort: an error, or a second Ctrl-C
         self._interrupt = threading.Event()  # finish early but cleanly: Ctrl-C
+        self._aborted = False  # a second Ctrl-C: the sink is not finished
+        self._ended = {name: threading.Event() for name in ("producer", "inference", "consumer")}
         self._errors: list[BaseException] = []
         self._latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)
         self.stats = Stats()
@@ -194,13 +208,15 @@ class Pipeline:
                 continue
         return _END
 
-    def _guard(self, body: Callable[[], None]) -> Callable[[], None]:
+    def _guard(self, name: str, body: Callable[[], None]) -> Callable[[], None]:
         def run() -> None:
             try:
                 body()
             except BaseException as e:  # noqa: BLE001 - handed to the calling thread, never swallowed
                 self._errors.append(e)
                 self._stop.set()
+            finally:
+                self._ended[name].set()  # the last thing this thread does with the source, engine or sink
         return run
 
     # -- the three stages
@@ -295,6 +311,15 @@ class Pipeline:
         return True
 
     def _consume(self) -> None:
+        try:
+            self._consume_items()
+        finally:
+            if self.finish is not None:
+                # the inference thread has put its end marker (or an error/abort stopped everything), so
+                # the errors list and the interrupt flag are final for this decision
+                self.finish(not self._errors and not self._aborted)
+
+    def _consume_items(self) -> None:
         while (item := self._get(self._results)) is not _END:
             if isinstance(item, AudioItem):
                 self.sink.write_audio(item)
@@ -312,58 +337,116 @@ class Pipeline:
         """Capture-to-sink latency of the latest frame, ms (0 before the first)."""
         return self._latencies[-1] * 1000.0 if self._latencies else 0.0
 
-    def stop(self) -> None:
-        """Ask a running pipeline to finish early and cleanly, as Ctrl-C does (thread-safe)."""
+    def stop(self, *, interrupted: bool = False) -> None:
+        """Ask a running pipeline to finish early and cleanly, as Ctrl-C does (thread-safe); with
+        ``interrupted``, ``stats.interrupted`` is set as after a Ctrl-C (a cancelled job, not a quit)."""
+        if interrupted:
+            self.stats.interrupted = True
         self._interrupt.set()
 
     def run(self, on_progress: Callable[[int], None] | None = None, tick_s: float = POLL_S) -> Stats:
         """Run to the end of the source (or Ctrl-C); re-raise the first error of any thread.
 
         ``on_progress(frames_out)`` is called in the calling thread every ``tick_s`` seconds (a
-        preview window pumps its events there).
+        preview window pumps its events there). Returns or raises only once the inference and consumer
+        threads have ended (a live producer blocked in its source excepted, see ``on_source_released``).
+        A second Ctrl-C aborts: the KeyboardInterrupt is re-raised after those threads have ended.
         """
-        threads = [threading.Thread(target=self._guard(body), name=f"animestream-{name}", daemon=True)
-                   for name, body in (("producer", self._produce), ("inference", self._infer),
-                                      ("consumer", self._consume))]
+        names = ("producer", "inference", "consumer")
+        bodies = (self._produce, self._infer, self._consume)
+        threads = [threading.Thread(target=self._guard(name, body), name=f"animestream-{name}", daemon=True)
+                   for name, body in zip(names, bodies)]
         t0 = time.perf_counter()
+        abort: KeyboardInterrupt | None = None
         try:
             for t in threads:
-                t.start()
-            self._wait(threads, on_progress, tick_s)
+                self._launch(t)
+            self._wait(on_progress, tick_s)
+        except KeyboardInterrupt as e:  # a second Ctrl-C
+            abort = e
+            self._aborted = True
         finally:
             self._stop.set()
-            for t in threads[1:]:
-                t.join()
+            abort = self._wait_for(self._ended["inference"]) or abort
+            abort = self._wait_for(self._ended["consumer"]) or abort
             abandon = self.drop_stale and self.on_source_released is not None and self._interrupt.is_set()
             since = time.perf_counter() - (self._interrupted_at or time.perf_counter())
-            threads[0].join(max(0.0, INTERRUPT_GRACE_S - since) if abandon else None)
+            grace = max(0.0, INTERRUPT_GRACE_S - since) if abandon else None
+            abort = self._wait_for(self._ended["producer"], grace) or abort
             with self._release:
                 if not self._producer_done:  # blocked in the source: it releases the source when it returns
                     self.source_abandoned = True
         self._finish_stats(time.perf_counter() - t0)
         if self._errors:
             raise self._errors[0]
+        if abort is not None:
+            raise abort
         return self.stats
 
-    def _wait(self, threads: list[threading.Thread], on_progress: Callable[[int], None] | None,
-              tick_s: float) -> None:
-        while any(t.is_alive() for t in threads):
-            if self._interrupted_at is None and self._interrupt.is_set():
-                self._interrupted_at = time.perf_counter()
-            if (self._interrupted_at is not None and self.drop_stale and self.on_source_released is not None
-                    and time.perf_counter() - self._interrupted_at > INTERRUPT_GRACE_S):
-                break  # a live source that does not let go (see on_source_released)
+    def _launch(self, t: threading.Thread) -> None:
+        """Start ``t`` whatever signals come meanwhile (each counts as a Ctrl-C: the first interrupts,
+        another aborts), so that every thread :meth:`run` waits for does run."""
+        while True:
             try:
-                threads[-1].join(tick_s)
+                t.start()
+                return
+            except KeyboardInterrupt:
+                self._signalled()
+            # the signal came either before the thread was launched, or while start() waited for it
+            try:
+                if t._started.wait(LAUNCH_WAIT_S):  # noqa: SLF001 - the only record of a launch
+                    return
+            except KeyboardInterrupt:
+                self._signalled()
+                if t._started.is_set():  # noqa: SLF001
+                    return
+
+    def _signalled(self) -> None:
+        """A Ctrl-C where it cannot be raised: the first interrupts, a later one aborts."""
+        if self._interrupt.is_set():
+            self._aborted = True
+            self._stop.set()
+        else:
+            self.stats.interrupted = True  # before the flag: a thread that sees the flag sees this too
+            self._interrupt.set()
+
+    def _wait_for(self, ended: threading.Event, timeout: float | None = None) -> KeyboardInterrupt | None:
+        """Wait until ``ended`` is set (or ``timeout`` seconds): signals do not cut this short. Returns
+        the KeyboardInterrupt that came meanwhile, if any (after setting the stop flag)."""
+        came = None
+        deadline = None if timeout is None else time.perf_counter() + timeout
+        while not ended.is_set():
+            left = POLL_S if deadline is None else min(POLL_S, deadline - time.perf_counter())
+            if left <= 0:
+                break
+            try:
+                ended.wait(left)
+            except KeyboardInterrupt as e:
+                came = e
+                self._aborted = True  # the stop flag is set already
+        return came
+
+    def _wait(self, on_progress: Callable[[int], None] | None, tick_s: float) -> None:
+        ended = self._ended.values()
+        while not all(e.is_set() for e in ended):
+            try:
+                if self._interrupted_at is None and self._interrupt.is_set():
+                    self._interrupted_at = time.perf_counter()
+                if (self._interrupted_at is not None and self.drop_stale and self.on_source_released is not None
+                        and time.perf_counter() - self._interrupted_at > INTERRUPT_GRACE_S):
+                    break  # a live source that does not let go (see on_source_released)
+                self._ended["consumer"].wait(tick_s)
                 if on_progress is not None:
                     on_progress(self.stats.frames_out)
             except KeyboardInterrupt:
                 if self._interrupt.is_set():
                     raise  # a second Ctrl-C aborts
-                self._interrupt.set()
-                self.stats.interrupted = True
+                self._signalled()
         if on_progress is not None:
-            on_progress(self.stats.frames_out)
+            try:
+                on_progress(self.stats.frames_out)
+            except KeyboardInterrupt:  # every thread is done: nothing left to interrupt or abort
+                self.stats.interrupted = True
 
     def _finish_stats(self, wall_s: float) -> None:
         s = self.stats

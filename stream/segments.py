@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import heapq
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,8 +67,9 @@ def plan(src: str | Path, seconds: float) -> list[Piece]:
 
 
 def convert_piece(src: str | Path, dst: Path, piece: Piece, engine: FrameEngine, *, crf: int = DEFAULT_CRF,
-                  preset: str = DEFAULT_PRESET) -> Stats:
-    """Stylise one piece of ``src`` into ``piece.name(dst)``: pictures only, original timestamps."""
+                  preset: str = DEFAULT_PRESET, on_progress: Callable[[int, int | None], None] | None = None) -> Stats:
+    """Stylise one piece of ``src`` into ``piece.name(dst)``: pictures only, original timestamps.
+    ``on_progress(frames done, None)`` is called a few times a second, as by :func:`stream.filejob.convert_video`."""
     out = piece.name(dst)
     source = VideoSource(src, segment=(piece.first, piece.end))
     source.frame_size = engine.inference_shape(source.width, source.height)
@@ -78,9 +79,14 @@ def convert_piece(src: str | Path, dst: Path, piece: Piece, engine: FrameEngine,
                              no_bframes=True)
         stats: Stats | None = None
         try:
-            stats = Pipeline(source, engine, sink).run()
+            def finish(clean: bool) -> None:  # the consumer thread, the only one that muxes, closes the file
+                done = pipeline.stats
+                sink.close(keep=clean and done.frames_out > 0 and not done.interrupted)
+
+            pipeline = Pipeline(source, engine, sink, finish=finish)
+            stats = pipeline.run(on_progress=None if on_progress is None else lambda n: on_progress(n, None))
         finally:
-            sink.close(keep=stats is not None and stats.frames_out > 0 and not stats.interrupted)
+            sink.close(keep=False)  # a no-op once the pipeline ran: its consumer closed the sink
     finally:
         source.close()
     if stats.interrupted:

@@ -1,7 +1,9 @@
 """The three-thread pipeline: errors reach the caller, no thread outlives run(), memory stays flat."""
 from __future__ import annotations
 
+import signal
 import threading
+import time
 from fractions import Fraction
 
 import numpy as np
@@ -200,3 +202,67 @@ def test_memory_stays_flat_through_convert_video(tmp_path, tiny_style):
     growth = current_rss_mb() - before
     assert stats.frames_out == 560
     assert growth < 5.0, f"RSS grew by {growth:.1f} MB"
+
+
+class BlockingSink:
+    """A sink whose writes take as long as the test says (a long mux), and that records who closes it."""
+
+    def __init__(self):
+        self.writing, self.release = threading.Event(), threading.Event()
+        self.busy = False
+        self.closed_by: list[tuple[str, bool]] = []
+
+    def write(self, frame, image):
+        self.busy = True
+        self.writing.set()
+        self.release.wait(30)
+        self.busy = False
+
+    def write_audio(self, item):
+        pass
+
+    def close(self, clean):
+        assert not self.busy
+        self.closed_by.append((threading.current_thread().name, clean))
+
+
+def _signal_main_while_writing(sink: BlockingSink, count: int) -> threading.Thread:
+    """Send the main thread ``count`` SIGINTs while the sink is in a write, then let the write end."""
+    main = threading.main_thread().ident
+
+    def send():
+        sink.writing.wait(30)
+        for _ in range(count):
+            signal.pthread_kill(main, signal.SIGINT)
+            time.sleep(0.2)  # the main thread is back in its wait for the threads
+        sink.release.set()
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    return sender
+
+
+@pytest.mark.skipif(threading.current_thread() is not threading.main_thread(), reason="signals reach the main thread")
+def test_ctrl_c_returns_only_after_the_consumer_let_go_of_the_sink_and_closed_it():
+    # On CPython before 3.13, a KeyboardInterrupt inside Thread.join() can mark a thread that still runs as
+    # finished; run() then returned while the sink was mid-write, and its caller closed a file being muxed.
+    sink = BlockingSink()
+    sender = _signal_main_while_writing(sink, 1)
+    stats = Pipeline(frames(3), lambda image: image, sink, finish=sink.close).run()
+    sender.join()
+    assert not sink.busy
+    assert stats.interrupted and 1 <= stats.frames_out <= 3
+    assert sink.closed_by == [("animestream-consumer", True)]  # the thread that writes closes, once
+    assert animestream_threads() == []
+
+
+@pytest.mark.skipif(threading.current_thread() is not threading.main_thread(), reason="signals reach the main thread")
+def test_a_second_ctrl_c_aborts_but_still_waits_for_the_sink():
+    sink = BlockingSink()
+    sender = _signal_main_while_writing(sink, 2)
+    with pytest.raises(KeyboardInterrupt):
+        Pipeline(frames(3), lambda image: image, sink, finish=sink.close).run()
+    sender.join()
+    assert not sink.busy
+    assert sink.closed_by == [("animestream-consumer", False)]  # aborted: the file is not kept
+    assert animestream_threads() == []
