@@ -15,10 +15,12 @@ An engine on the CPU can run this path too (tests do: ``engine.resizes_on_device
 """
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -27,10 +29,13 @@ import torch
 
 from . import yuv
 from .engine import Engine, FrameEngine
-from .sinks import VideoFileSink
+from .errors import SinkError
+from .sinks import DEFAULT_CRF, VideoFileSink, _reason
 from .sources import Frame, VideoSource
 from .yuv import PlaneFormat
 
+HARDWARE_ENCODERS = ("h264_nvenc",)  # tried in order by encoder "auto"; data-centre GPUs (H100, H200) have none
+ENCODERS = ("auto", "libx264", *HARDWARE_ENCODERS)
 PLANE_OUTPUTS = frozenset({".mp4", ".mkv", ".mov", ".m4v", ".webm", ".avi"})  # yuv420p encoders (not GIF)
 HOST_THREADS = os.cpu_count() or 1
 
@@ -70,12 +75,50 @@ class PlaneSource(VideoSource):
         return Frame(self.frames_read - 1, planes, pts, self.time_base, time.perf_counter())
 
 
+@functools.cache
+def encoder_opens(name: str, width: int, height: int) -> bool:
+    """Whether the encoder ``name`` opens for yuv420p frames of ``width`` x ``height`` here (PyAV's wheel
+    lists NVENC everywhere; it opens only with an NVIDIA driver and a GPU that has the video engine)."""
+    try:
+        ctx = av.CodecContext.create(name, "w")
+        ctx.width, ctx.height, ctx.pix_fmt, ctx.time_base = width, height, "yuv420p", Fraction(1, 30)
+        ctx.open()
+    except (av.error.FFmpegError, ValueError, OSError):  # UnknownCodecError is a ValueError
+        return False
+    return True
+
+
+def hardware_options(name: str, crf: int) -> dict[str, str]:
+    """Options giving a hardware encoder about x264's quality at ``crf`` (constant quality, no bitrate cap)."""
+    return {"preset": "p5", "rc": "vbr", "cq": str(crf), "b": "0"} if name == "h264_nvenc" else {}
+
+
+def pick_encoder(requested: str, width: int, height: int) -> str:
+    """The video encoder for ``requested`` (one of :data:`ENCODERS`): ``auto`` is the first of
+    :data:`HARDWARE_ENCODERS` that opens, else libx264, silently; a hardware encoder named outright that
+    does not open is a one-line :class:`~stream.errors.SinkError`."""
+    if requested not in ENCODERS:
+        raise ValueError(f"encoder must be one of {', '.join(ENCODERS)}, not {requested!r}")
+    if requested == "libx264":
+        return requested
+    if requested == "auto":
+        return next((name for name in HARDWARE_ENCODERS if encoder_opens(name, width, height)), "libx264")
+    if not encoder_opens(requested, width, height):
+        raise SinkError(f"encoder {requested}: it does not open here (no such GPU encoder); use libx264 or auto")
+    return requested
+
+
 class PlaneSink(VideoFileSink):
     """A :class:`~stream.sinks.VideoFileSink` fed packed ``yuv420p`` frames of the video's own size, its
-    encoder frame-threaded over every host core (x264's sliced threads, PyAV's default, encode slower)."""
+    encoder frame-threaded over every host core (x264's sliced threads, PyAV's default, encode slower),
+    or a hardware encoder that opens (``encoder``: see :func:`pick_encoder`; WebM stays VP9)."""
 
-    def __init__(self, target: str | Path, **kwargs):
+    def __init__(self, target: str | Path, *, encoder: str = "auto", **kwargs):
         kwargs.setdefault("threads", HOST_THREADS)
+        name = pick_encoder(encoder, kwargs["width"], kwargs["height"])
+        self.encoder = name
+        if name != "libx264":
+            kwargs["hardware"] = (name, hardware_options(name, kwargs.get("crf", DEFAULT_CRF)))
         super().__init__(target, **kwargs)
         ctx = self._video.codec_context
         if self._video.pix_fmt != "yuv420p":
@@ -91,9 +134,6 @@ class PlaneSink(VideoFileSink):
         self._encode(vf, frame)
 
     def _encode(self, vf: av.VideoFrame, frame: Frame) -> None:
-        from .errors import SinkError
-        from .sinks import _reason
-
         try:
             for packet in self._video.encode(vf):
                 self._container.mux(packet)

@@ -168,10 +168,13 @@ class VideoFileSink:
     def __init__(self, target: str | Path, *, width: int, height: int, time_base: Fraction, rate: Fraction,
                  audio: av.audio.stream.AudioStream | list | None = None, crf: int = DEFAULT_CRF,
                  preset: str = DEFAULT_PRESET, threads: int = 0, subtitles: list | None = (),
-                 video_template: av.video.stream.VideoStream | None = None, no_bframes: bool = False):
+                 video_template: av.video.stream.VideoStream | None = None, no_bframes: bool = False,
+                 hardware: tuple[str, dict[str, str]] | None = None):
         """``video_template``: copy encoded video packets of a stream like this one (:meth:`write_video_packet`)
         instead of encoding frames; ``no_bframes``: encode without B-frames, so that each packet's decoding
-        time equals its presentation time (pieces of one video encoded apart can then be joined)."""
+        time equals its presentation time (pieces of one video encoded apart can then be joined);
+        ``hardware``: an H.264 encoder and its options to use instead of libx264 (one that opens:
+        :func:`stream.devicejob.pick_encoder`)."""
         if not 0 <= crf <= 51:
             raise ValueError(f"crf must be in 0..51, not {crf}")
         if preset not in X264_PRESETS:
@@ -207,6 +210,8 @@ class VideoFileSink:
                 self._video.time_base = video_template.time_base
             else:
                 codec, options = video_codec_options(self._format, crf, preset, threads)
+                if hardware is not None and codec == "libx264":
+                    codec, options = hardware[0], dict(hardware[1])
                 if no_bframes and codec == "libx264":
                     options["bf"] = "0"
                 self._video = self._container.add_stream(codec, rate=rate)

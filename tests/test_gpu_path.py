@@ -332,3 +332,42 @@ def test_on_cuda_the_plane_path_matches_the_same_path_on_the_cpu(tmp_path, tiny_
     assert media.probe(tmp_path / "gpu.mp4").times == media.probe(tmp_path / "cpu.mp4").times
     for a, b in zip(_frames(tmp_path / "gpu.mp4"), _frames(tmp_path / "cpu.mp4")):
         assert np.abs(a - b).mean() <= 1.0
+
+
+# -- the encoder: x264 frame-threaded, or a hardware encoder where one opens
+
+def test_auto_falls_back_to_x264_where_no_hardware_encoder_opens(tmp_path, monkeypatch):
+    from stream import devicejob
+
+    if devicejob.encoder_opens("h264_nvenc", 64, 48):
+        pytest.skip("this machine has an NVENC encoder: the fallback is not reachable here")
+    assert devicejob.pick_encoder("auto", 64, 48) == "libx264"
+    with pytest.raises(devicejob.SinkError, match="h264_nvenc: it does not open here"):
+        devicejob.pick_encoder("h264_nvenc", 64, 48)
+    sink = devicejob.PlaneSink(tmp_path / "x.mp4", width=64, height=48, time_base=Fraction(1, 24), rate=Fraction(24))
+    try:
+        assert sink.encoder == "libx264" and sink._video.codec_context.name == "libx264"
+        assert sink._video.codec_context.thread_type.name == "FRAME"  # not PyAV's sliced default
+    finally:
+        sink.close(keep=False)
+
+
+def test_auto_takes_a_hardware_encoder_that_opens(tmp_path, monkeypatch):
+    """Where NVENC would open, auto picks it with its own options (MPEG-4 Part 2, which opens here, stands in
+    for the hardware: the choice, the options and a playable file are what is checked)."""
+    from stream import devicejob
+
+    assert devicejob.hardware_options("h264_nvenc", 18) == {"preset": "p5", "rc": "vbr", "cq": "18", "b": "0"}
+    monkeypatch.setattr(devicejob, "HARDWARE_ENCODERS", ("mpeg4",))
+    monkeypatch.setattr(devicejob, "ENCODERS", ("auto", "libx264", "mpeg4"))
+    monkeypatch.setattr(devicejob, "hardware_options", lambda name, crf: {"qscale": "4"})
+    assert devicejob.pick_encoder("auto", 64, 48) == "mpeg4"
+    sink = devicejob.PlaneSink(tmp_path / "y.mp4", width=64, height=48, time_base=Fraction(1, 24), rate=Fraction(24))
+    for i in range(3):
+        planes = av.VideoFrame.from_ndarray(media.frame_image(i, 64, 48), format="rgb24").reformat(
+            format="yuv420p").to_ndarray()
+        sink.write(devicejob.Frame(i, planes, i, Fraction(1, 24), 0.0), planes)
+    assert sink.encoder == "mpeg4" and dict(sink._video.options) == {"qscale": "4"}
+    sink.close(keep=True)
+    probe = media.probe(tmp_path / "y.mp4")
+    assert probe.video_codec == "mpeg4" and len(probe.times) == 3
