@@ -2,6 +2,7 @@
 
     python bench/bench.py                       # the shipped sample, caps 512 and 256
     python bench/bench.py --input clip.mp4 --frames 48
+    python bench/bench.py --isa avx2,native --baseline ../before   # two CPU classes, before and after
 
 Each configuration runs in its own subprocess (so peak RSS is its own) and prints one JSON line;
 then a line with the ratios, and a last line with every performance target, its value and whether
@@ -18,6 +19,16 @@ it is met on this machine. Configurations:
   memory      RSS growth of a file job over 3000 frames, after a 300-frame warm-up
   model       bench/model.py: model-only ms/frame and share of the measured bf16 matmul peak, for the
               bf16 engine and, on CPUs with VNNI, the INT8 one (the target reads the one file jobs use)
+  teacher     the style's model alone at 512x512 as the engine runs it (its default path here) against
+              its teacher in onnxruntime with as many threads, timed in alternation (needs ../shared)
+
+``--isa`` runs every configuration once per CPU class, side by side: ``avx2`` and ``avx512`` start each
+child with ``ONEDNN_MAX_CPU_ISA`` and ``ATEN_CPU_CAPABILITY`` limited to that class (an emulation on a
+bigger CPU: oneDNN's and ATen's kernels are those of the class; onnxruntime, the teacher's runtime,
+ignores the limit and keeps its best kernels, which only favours the teacher), ``native`` with none.
+Every line names the ISA and the CPU class the child saw. ``--baseline DIR`` runs the animestream,
+live and teacher configurations a second time with DIR's ``stream`` package (an earlier checkout),
+and the targets line adds this checkout's ratio to it.
 """
 from __future__ import annotations
 
@@ -219,26 +230,88 @@ def run_memory(src: str, dst: str, style: str, max_side: int | None, frames: int
             "over_frames": last - first, "fps": stats.fps, "peak_rss_mb": stats.peak_rss_mb}
 
 
-RUNNERS = {"seed": run_seed, "animestream": run_animestream, "live": run_live, "memory": run_memory}
+TEACHER_SIDE = 512  # pixels: square frames for the student/teacher timing
+TEACHER_ROUNDS = 5
 
 
-def _child(args: argparse.Namespace, one: str, cap: int | None, style: str) -> dict:
-    """Run one configuration in a fresh interpreter (its own peak RSS) and echo its JSON line."""
+def run_teacher(src: str, dst: str, style: str, max_side: int | None, frames: int, device: str = "auto") -> dict:
+    """The style's model alone against its teacher's (onnxruntime), alternating, medians of the rounds."""
+    import statistics
+
+    import numpy as np
+    import torch
+
+    from stream import weights
+    from stream.engine import Engine
+    from stream.onnxgen import OnnxGenerator, OnnxIO
+
+    spec = weights.resolve(style)
+    teacher_name = spec.meta.get("quality", {}).get("teacher")
+    folder = Path(os.environ.get("ANIMESTREAM_BENCH_TEACHERS", ROOT.parent / "shared" / "teachers"))
+    entries = {t["name"]: t for t in json.loads((folder / "teachers.json").read_text())["teachers"]} \
+        if (folder / "teachers.json").exists() else {}
+    if teacher_name not in entries:
+        return {"skipped": f"no teacher {teacher_name!r} in {folder}"}
+    entry = entries[teacher_name]
+    engine = Engine(spec, max_side=TEACHER_SIDE, device=device)
+    teacher = OnnxGenerator(folder / entry["file"], OnnxIO.from_manifest(entry), threads=engine.threads)
+    frame = np.random.default_rng(0).integers(0, 256, (TEACHER_SIDE, TEACHER_SIDE, 3), dtype=np.uint8)
+    x = torch.from_numpy(frame).permute(2, 0, 1)[None].float() / 127.5 - 1
+    engine(frame), teacher(x)  # warm-up
+    student_ms, teacher_ms = [], []
+    for _ in range(TEACHER_ROUNDS):
+        t0 = time.perf_counter()
+        engine(frame)
+        t1 = time.perf_counter()
+        teacher(x)
+        student_ms.append((t1 - t0) * 1000)
+        teacher_ms.append((time.perf_counter() - t1) * 1000)
+    s_ms, t_ms = statistics.median(student_ms), statistics.median(teacher_ms)
+    return {"teacher": teacher_name, "student_ms": round(s_ms, 1), "teacher_ms": round(t_ms, 1),
+            "faster": round(t_ms / s_ms, 2), "precision": engine.precision, "backend": engine.backend.name,
+            "threads": engine.threads}
+
+
+RUNNERS = {"seed": run_seed, "animestream": run_animestream, "live": run_live, "memory": run_memory,
+           "teacher": run_teacher}
+ISA_LIMITS = {  # what each --isa value sets in a child's environment (PyTorch reads both at start-up)
+    "native": {},
+    "avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"},
+    "avx512": {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE", "ATEN_CPU_CAPABILITY": "avx512"},
+}
+
+
+def _env(isa: str, code: Path | None = None) -> dict[str, str]:
+    """A child's environment: the ISA's limits, and ``code`` first on the path (a baseline checkout)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")}
+    env.update(ISA_LIMITS[isa])
+    if code is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(code), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return env
+
+
+def _child(args: argparse.Namespace, one: str, cap: int | None, style: str, isa: str = "native",
+           code: Path | None = None) -> dict:
+    """Run one configuration in a fresh interpreter (its own peak RSS) under ``isa``'s limits, with
+    ``code``'s stream package where given, and echo its JSON line."""
+    os.environ["ANIMESTREAM_BENCH_TEACHERS"] = str(args.teachers)
     cmd = [sys.executable, __file__, "--one", one, "--input", args.input, "--style", style,
            "--frames", str(args.frames), "--out", args.out, "--device", args.device]
     if cap is not None:
         cmd += ["--cap", str(cap)]
-    line = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
-    print(line, flush=True)
-    return json.loads(line)
+    line = subprocess.run(cmd, check=True, capture_output=True, text=True,
+                          env=_env(isa, code)).stdout.strip().splitlines()[-1]
+    row = {"isa": isa, **({"code": str(code)} if code else {}), **json.loads(line)}
+    print(json.dumps(row), flush=True)
+    return row
 
 
-def _model_shares(size: int, style: str) -> dict[str, float]:
+def _model_shares(size: int, style: str, isa: str = "native") -> dict[str, float]:
     """Each engine variant's share of the bf16 matmul peak at size x size, from bench/model.py:
     ``engine`` (bf16) and, on CPUs with VNNI, ``engine-int8`` (the default path there)."""
     cmd = [sys.executable, str(Path(__file__).with_name("model.py")), "--sizes", str(size), "--style", style]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-    lines = [json.loads(x) for x in out.splitlines() if x]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=_env(isa)).stdout
+    lines = [{"isa": isa, **json.loads(x)} for x in out.splitlines() if x]
     for row in lines:
         print(json.dumps(row), flush=True)
     return {r["variant"]: r["share_of_matmul_peak"] for r in lines
@@ -250,19 +323,108 @@ def _live_spec(spec: str) -> tuple[str, int | None]:
     return style, int(cap) if cap else None
 
 
+def _cpu_class() -> str:
+    """The CPU class this process runs as (a baseline checkout may predate :mod:`stream.cpu`)."""
+    try:
+        from stream import cpu
+    except ImportError:
+        return "unknown (the baseline has no stream.cpu)"
+    return cpu.current().describe()
+
+
+def _targets(args: argparse.Namespace, isa: str, caps: list[int], runs: dict, shares: dict) -> dict:
+    """Each performance target of one CPU class: (value, goal, met)."""
+    targets = {}
+    if 512 in caps:
+        speedup = round(runs[("animestream", 512)]["fps"] / runs[("seed", 512)]["fps"], 2)
+        targets["file_speedup_512"] = (speedup, ">= 2.5", speedup >= 2.5)
+        peak = runs[("animestream", 512)]["peak_rss_mb"]
+        targets["peak_rss_mb_512"] = (peak, "< 580 (the seed service's)", peak < 580)
+    teacher = runs.get(("teacher", None), {})
+    if "faster" in teacher:
+        targets["faster_than_teacher"] = (teacher["faster"], ">= 2", teacher["faster"] >= 2)
+    if shares and isa == "native":  # the model as a file job runs it: INT8 where the CPU has VNNI, else bf16
+        variant = "engine-int8" if "engine-int8" in shares else "engine"
+        share = shares[variant]
+        targets[f"model_share_of_bf16_peak_{args.model_size}_{variant}"] = (share, ">= 0.8", share >= 0.8)
+    if ("memory", None) in runs:
+        growth = runs[("memory", None)]["rss_growth_mb"]
+        targets[f"rss_growth_mb_over_{runs[('memory', None)]['over_frames']}_frames"] = (growth, "<= 2", growth <= 2)
+    for key, row in runs.items():
+        if key[0] == "live" and "-lite" in key[1]:
+            targets[f"live_fps_{key[1]}"] = (row["fps"], ">= 24", row["fps"] >= 24)
+            targets[f"live_p95_ms_{key[1]}"] = (row["latency_ms_p95"], "<= 100", row["latency_ms_p95"] <= 100)
+    return targets
+
+
+def _against_baseline(runs: dict, before: dict) -> dict:
+    """This checkout's figure over the baseline's, per configuration (fps: higher is better; for the
+    teacher row, the student's speed-up)."""
+    out = {}
+    for key, row in before.items():
+        now = runs.get(key, {})
+        name = "_".join(str(k) for k in key if k is not None)
+        if "fps" in row and "fps" in now:
+            out[f"{name}_fps"] = [row["fps"], now["fps"], round(now["fps"] / row["fps"], 2)]
+        if "student_ms" in row and "student_ms" in now:
+            out[f"{name}_ms"] = [row["student_ms"], now["student_ms"], round(row["student_ms"] / now["student_ms"], 2)]
+    return out
+
+
+def _run_class(args: argparse.Namespace, isa: str, caps: list[int]) -> dict:
+    """Every configuration under one ISA limit: the JSON lines, then its summary and targets."""
+    runs = {(name, cap): _child(args, name, cap, args.style, isa) for cap in caps for name in ("seed", "animestream")}
+    for spec in filter(None, args.live.split(",")):
+        style, cap = _live_spec(spec)
+        runs[("live", spec)] = _child(args, "live", cap, style, isa)
+    if args.teacher:
+        runs[("teacher", None)] = _child(args, "teacher", None, args.style, isa)
+    if args.memory_cap:
+        runs[("memory", None)] = _child(args, "memory", args.memory_cap, args.style, isa)
+    shares = _model_shares(args.model_size, args.style, isa) if args.model_size else {}
+    before = {}
+    if args.baseline:
+        code = Path(args.baseline).resolve()
+        for key in [k for k in runs if k[0] in ("animestream", "live", "teacher")]:
+            cap = key[1] if key[0] == "animestream" else (_live_spec(key[1])[1] if key[0] == "live" else None)
+            style = _live_spec(key[1])[0] if key[0] == "live" else args.style
+            before[key] = _child(args, key[0], cap, style, isa, code)
+    summary = {"summary": True, "isa": isa, "cpu_class": runs[next(iter(runs))].get("cpu_class"),
+               "machine": machine(), "input": Path(args.input).name}
+    for cap in caps:
+        seed, ours = runs[("seed", cap)], runs[("animestream", cap)]
+        summary[f"speedup_{cap}"] = round(ours["fps"] / seed["fps"], 2)
+        summary[f"rss_ratio_{cap}"] = round(ours["peak_rss_mb"] / seed["peak_rss_mb"], 2)
+    if before:
+        summary["against_baseline"] = _against_baseline(runs, before)
+    print(json.dumps(summary), flush=True)
+    targets = _targets(args, isa, caps, runs, shares)
+    print(json.dumps({"targets": {k: {"value": v, "goal": g, "met": m} for k, (v, g, m) in targets.items()},
+                      "isa": isa, "all_met": all(m for _, _, m in targets.values())}), flush=True)
+    return targets
+
+
 def main(argv: list[str] | None = None) -> int:
+    from stream import weights
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--input", default=str(SAMPLE))
-    p.add_argument("--style", default="shinkai")
+    p.add_argument("--style", default=weights.DEFAULT_STYLE)
     p.add_argument("--caps", default="512,256", help="comma-separated --max-side values (pixels)")
     p.add_argument("--frames", type=int, default=10**9, help="stop after this many frames")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                    help="animestream's device (the seed recipe always ran on the CPU)")
-    p.add_argument("--live", default="shinkai,shinkai-lite,hayao-lite",
+    p.add_argument("--live", default=f"{weights.DEFAULT_LIVE_STYLE},shinkai-lite",
                    help="STYLE[@CAP] list for the live-path run; no CAP: the style's recommended cap ('' to skip)")
     p.add_argument("--memory-cap", type=int, default=128,
                    help=f"cap for the {MEMORY_FRAMES - MEMORY_WARMUP}-frame RSS-growth run (0 to skip)")
     p.add_argument("--model-size", type=int, default=512, help="square size for the model-only run (0 to skip)")
+    p.add_argument("--no-teacher", dest="teacher", action="store_false", help="skip the student/teacher timing")
+    p.add_argument("--teachers", type=Path, default=ROOT.parent / "shared" / "teachers",
+                   help="folder with teachers.json and the ONNX teachers (default: %(default)s)")
+    p.add_argument("--isa", default="native", help=f"comma-separated CPU classes to run as: {', '.join(ISA_LIMITS)}")
+    p.add_argument("--baseline", metavar="DIR", help="another checkout: its stream package runs the animestream, "
+                                                     "live and teacher rows a second time")
     p.add_argument("--one", choices=sorted(RUNNERS), help=argparse.SUPPRESS)
     p.add_argument("--cap", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--out", default="/tmp/animestream-bench", help="scratch folder")
@@ -272,43 +434,21 @@ def main(argv: list[str] | None = None) -> int:
         dst = str(Path(args.out) / f"{args.one}_{Path(args.style).stem}_{args.cap}.mp4")  # style may be a path
         device = "cpu" if args.one == "seed" else args.device
         result = RUNNERS[args.one](args.input, dst, args.style, args.cap, args.frames, device)
-        print(json.dumps({"config": args.one, "style": args.style, "max_side": args.cap, **result}), flush=True)
+        print(json.dumps({"config": args.one, "style": args.style, "max_side": args.cap, "cpu_class": _cpu_class(),
+                          **result}), flush=True)
         return 0
+    isas = [i for i in args.isa.split(",") if i]
+    unknown = [i for i in isas if i not in ISA_LIMITS]
+    if unknown:
+        p.error(f"--isa {','.join(unknown)}: one of {', '.join(ISA_LIMITS)}")
     caps = [int(c) for c in args.caps.split(",") if c]
-    results = {(name, cap): _child(args, name, cap, args.style) for cap in caps for name in ("seed", "animestream")}
-    live = {spec: _child(args, "live", _live_spec(spec)[1], _live_spec(spec)[0])
-            for spec in args.live.split(",") if spec}
-    memory = _child(args, "memory", args.memory_cap, args.style) if args.memory_cap else None
-    shares = _model_shares(args.model_size, args.style) if args.model_size else {}
+    met = True
+    for isa in isas:
+        met &= all(m for _, _, m in _run_class(args, isa, caps).values())
     if args.device == "cuda":  # model-only fps at 512 and 1080p, 1080p file jobs, live at 512, vs the fp16 peak
         gpu = [sys.executable, str(Path(__file__).with_name("gpu.py")), "--style", args.style, "--device", "cuda"]
         print(subprocess.run(gpu, check=True, capture_output=True, text=True).stdout, end="", flush=True)
-
-    summary = {"summary": True, "machine": machine(), "input": Path(args.input).name}
-    for cap in caps:
-        seed, ours = results[("seed", cap)], results[("animestream", cap)]
-        summary[f"speedup_{cap}"] = round(ours["fps"] / seed["fps"], 2)
-        summary[f"rss_ratio_{cap}"] = round(ours["peak_rss_mb"] / seed["peak_rss_mb"], 2)
-    print(json.dumps(summary), flush=True)
-
-    targets = {}
-    if 512 in caps:
-        targets["file_speedup_512"] = (summary["speedup_512"], ">= 2.5", summary["speedup_512"] >= 2.5)
-        peak = results[("animestream", 512)]["peak_rss_mb"]
-        targets["peak_rss_mb_512"] = (peak, "< 400", peak < 400)
-    if shares:  # the model as a file job runs it: INT8 where the CPU has VNNI, else bf16
-        variant = "engine-int8" if "engine-int8" in shares else "engine"
-        share = shares[variant]
-        targets[f"model_share_of_bf16_peak_{args.model_size}_{variant}"] = (share, ">= 0.8", share >= 0.8)
-    if memory:
-        growth = memory["rss_growth_mb"]
-        targets[f"rss_growth_mb_over_{memory['over_frames']}_frames"] = (growth, "<= 2", growth <= 2)
-    for spec, row in live.items():
-        if "-lite" in spec:
-            targets[f"live_fps_{spec}"] = (row["fps"], ">= 24", row["fps"] >= 24)
-            targets[f"live_p95_ms_{spec}"] = (row["latency_ms_p95"], "<= 150", row["latency_ms_p95"] <= 150)
-    print(json.dumps({"targets": {k: {"value": v, "goal": g, "met": m} for k, (v, g, m) in targets.items()},
-                      "all_met": all(m for _, _, m in targets.values())}), flush=True)
+    print(json.dumps({"all_classes_met": met, "isa": isas}), flush=True)
     return 0
 
 

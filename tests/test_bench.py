@@ -187,9 +187,7 @@ def test_model_bench_counts_flops_and_says_where_the_engines_time_goes():
     assert rows[0]["matmul_gflops"]["fp32"] > 0
     timed = [r for r in rows if "ms_per_frame" in r]
     assert {r["variant"] for r in timed} >= {"eager-fp32", "script-fp32"}
-    from stream.engine import cpu_has_vnni
-    if cpu_has_vnni():  # the shipped INT8 path, timed on the same FLOP count
-        assert {r["variant"] for r in timed} >= {"engine-int8"}
+    assert {r["variant"] for r in timed} >= {"engine-int8"}  # shinkai's INT8 path, on every x86 class
     square, wide = ([r for r in timed if r["size"] == size] for size in (32, "64x32"))
     assert all(r["gflop_per_frame"] == square[0]["gflop_per_frame"] > 0 for r in square)
     assert wide[0]["gflop_per_frame"] == 2 * square[0]["gflop_per_frame"]  # twice the pixels
@@ -275,3 +273,39 @@ def test_batch_bench_times_the_cli_and_ray_side_by_side(tiny_style, tmp_path):
     assert all(r["frames"] == 12 and r["wall_s"] > 0 for r in rows[:3])
     assert set(rows[3]) == {"ray_overhead_1_worker", "goal", "met", "cores"}
     assert sorted(p.name for p in (tmp_path / "batch2").iterdir()) == ["clip00.mp4", "clip01.mp4"]
+
+
+def test_bench_runs_a_cpu_class_beside_its_teacher_and_a_baseline(onnx_teachers, tiny_model, clip, tmp_path):
+    """bench/bench.py --isa avx2: every child runs under the class's limits and says which class it saw; the
+    teacher row times the style beside its teacher; --baseline reruns the rows with another checkout."""
+    import os
+
+    from stream import weights
+
+    home = tmp_path / "home"
+    weights.export_style(tiny_model, home / "styles", "student", source="test", license="MIT", training_steps=1,
+                         quality={"teacher": "tiny_teacher", "psnr_vs_teacher": 10.0})
+    done = subprocess.run([sys.executable, "bench/bench.py", "--input", str(clip), "--style", "student", "--caps", "32",
+                           "--frames", "4", "--live", "", "--memory-cap", "0", "--model-size", "0", "--isa",
+                           "avx2", "--teachers", str(onnx_teachers[0]), "--baseline", str(ROOT),
+                           "--out", str(tmp_path / "out")], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          env=dict(os.environ, ANIMESTREAM_HOME=str(home)))
+    assert done.returncode == 0, done.stderr
+    rows = [json.loads(line) for line in done.stdout.splitlines()]
+    configs = [(r["isa"], r["config"], "code" in r) for r in rows if "config" in r]
+    assert configs == [("avx2", config, again) for config, again in (
+        ("seed", False), ("animestream", False), ("teacher", False), ("animestream", True), ("teacher", True))]
+    for r in rows:
+        if r.get("isa") == "avx2" and "config" in r and r["cpu_class"].split()[0] not in ("arm64", "baseline"):
+            assert r["cpu_class"].startswith("avx2")  # the child ran as the AVX2 class
+    teacher = next(r for r in rows if r.get("config") == "teacher")
+    assert teacher["teacher"] == "tiny_teacher" and teacher["faster"] == pytest.approx(
+        teacher["teacher_ms"] / teacher["student_ms"], rel=0.02)
+    summaries = [r for r in rows if r.get("summary")]
+    assert [s["isa"] for s in summaries] == ["avx2"] and "animestream_32_fps" in summaries[0]["against_baseline"]
+    (targets,) = [r for r in rows if "targets" in r]
+    assert targets["isa"] == "avx2" and "faster_than_teacher" in targets["targets"]
+    assert rows[-1] == {"all_classes_met": targets["all_met"], "isa": ["avx2"]}
+    wrong = subprocess.run([sys.executable, "bench/bench.py", "--isa", "avx2,z80"], cwd=ROOT, capture_output=True,
+                           text=True, timeout=120)
+    assert wrong.returncode == 2 and "--isa z80: one of native, avx2, avx512" in wrong.stderr
