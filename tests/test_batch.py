@@ -139,3 +139,100 @@ def test_without_ray_the_batch_command_says_how_to_get_it(monkeypatch, cli, tmp_
     monkeypatch.setattr(builtins, "__import__", no_ray)
     rc, _, err = cli("batch", media.write_image(tmp_path / "a.png"), "--out", tmp_path / "out")
     assert rc == 1 and err.count("\n") == 1 and "pip install 'animestream[ray]'" in err
+
+
+# -- workers killed at each point of their work (a test hook, see stream.batch._die_here), one Ray for all
+
+
+@pytest.fixture(scope="module")
+def kill_ray(tmp_path_factory):
+    """A local Ray whose workers read a kill plan (written by each test) from one path."""
+    import ray
+
+    from stream.batch import KILL_PLAN_ENV
+
+    plan = tmp_path_factory.mktemp("kills") / "plan.json"
+    old = os.environ.get(KILL_PLAN_ENV)
+    os.environ[KILL_PLAN_ENV] = str(plan)  # before ray.init: the workers inherit it
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        yield plan
+    finally:
+        ray.shutdown()
+        if old is None:
+            os.environ.pop(KILL_PLAN_ENV, None)
+        else:
+            os.environ[KILL_PLAN_ENV] = old
+
+
+@pytest.fixture(scope="module")
+def kill_inputs(tmp_path_factory):
+    """Two clips with sound, a photo and a film that runs as three pieces (``--segment 1``)."""
+    src = tmp_path_factory.mktemp("kill_inputs")
+    media.write_clip(src / "a.mp4", frames=48)
+    media.write_clip(src / "b.mp4", frames=36, size=(48, 64))
+    media.write_image(src / "c.png")
+    media.write_clip(src / "film.mkv", frames=72, keyint=24, audio="pcm_s16le", preset="veryfast")
+    return src
+
+
+def _run_with_kills(src: Path, out: Path, plan: Path, style: Path, kills: list[dict]):
+    from stream.batch import BatchOptions, run_batch
+    from stream.engine import EngineOptions
+
+    marks = out.with_name(out.name + "-marks")
+    marks.mkdir()
+    plan.write_text(json.dumps({"marks": str(marks), "kills": kills}))
+    options = BatchOptions(out=out, style=str(style), workers=2, cpus_per_worker=1, segment_s=1.0,
+                           engine=EngineOptions(max_side=32, threads=1, device="cpu"))
+    outcomes = {Path(o.input).name: o for o in run_batch([str(src)], options, progress=False, warn=lambda _m: None)}
+    return outcomes, sorted(p.name for p in marks.iterdir())
+
+
+def _decoded(path: Path) -> list[bytes]:
+    with av.open(str(path)) as c:
+        return [f.to_ndarray(format="rgb24").tobytes() for f in c.decode(video=0)]
+
+
+@pytest.fixture(scope="module")
+def unkilled(kill_ray, kill_inputs, tiny_style, tmp_path_factory):
+    out = tmp_path_factory.mktemp("unkilled") / "out"
+    outcomes, _ = _run_with_kills(kill_inputs, out, kill_ray, tiny_style, [])
+    assert {k: o.status for k, o in outcomes.items()} == dict.fromkeys(["a.mp4", "b.mp4", "c.png", "film.mkv"], "done")
+    return out
+
+
+KILLS = [  # where workers die: every point of a worker's life, in one batch
+    {"point": "init", "times": 1},  # while loading its engine
+    {"point": "mid", "job": "a.mp4", "times": 1},  # mid-file (its temporary output half written)
+    {"point": "end", "job": "b.mp4", "times": 1},  # between files: the output is in place, the answer lost
+    {"point": "start", "job": "c.png", "times": 1},  # between files: before starting the next one
+    {"point": "mid", "job": "film.mkv#1", "times": 2},  # during a piece of a film, twice
+]
+
+
+def test_workers_killed_at_every_point_are_replaced_and_every_output_equals_an_unkilled_run(
+        kill_ray, kill_inputs, unkilled, tiny_style, tmp_path):
+    out = tmp_path / "out"
+    outcomes, deaths = _run_with_kills(kill_inputs, out, kill_ray, tiny_style, KILLS)
+    assert len(deaths) == sum(k["times"] for k in KILLS)  # every planned death happened
+    assert {k: o.status for k, o in outcomes.items()} == dict.fromkeys(["a.mp4", "b.mp4", "c.png", "film.mkv"], "done")
+    assert sorted(p.name for p in out.iterdir()) == ["a.mp4", "b.mp4", "c.png", "film.mkv"]  # no leftovers
+    for name in ("a.mp4", "b.mp4", "film.mkv"):
+        assert media.probe(out / name).times == media.probe(unkilled / name).times
+        assert _decoded(out / name) == _decoded(unkilled / name), name
+    assert (out / "c.png").read_bytes() == (unkilled / "c.png").read_bytes()
+    assert outcomes["film.mkv"].frames == 72
+
+
+def test_a_job_that_kills_every_worker_fails_alone(kill_ray, kill_inputs, unkilled, tiny_style, tmp_path):
+    from stream.batch import RETRIES
+
+    out = tmp_path / "out"
+    outcomes, deaths = _run_with_kills(kill_inputs, out, kill_ray, tiny_style,
+                                       [{"point": "mid", "job": "a.mp4", "times": -1}])
+    assert {k: o.status for k, o in outcomes.items()} == {"a.mp4": "failed", "b.mp4": "done", "c.png": "done",
+                                                          "film.mkv": "done"}
+    assert f"its worker died {RETRIES + 1} times" in outcomes["a.mp4"].error
+    assert sorted(p.name for p in out.iterdir()) == ["b.mp4", "c.png", "film.mkv"]  # nothing half-written
+    assert _decoded(out / "b.mp4") == _decoded(unkilled / "b.mp4")
