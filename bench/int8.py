@@ -1,6 +1,7 @@
 """INT8 inference against bf16: PyTorch's FX quantization and animestream's own INT8 path.
 
     python bench/int8.py [--style shinkai] [--size 512x288] [--repeat 6] [--input VIDEO]
+                         [--weight-levels 127,63 [--photos 6]]
 
 Prints one JSON line per configuration, timed alternately in this one process on the same input:
 
@@ -16,11 +17,19 @@ Prints one JSON line per configuration, timed alternately in this one process on
 
 ``op_ms`` splits one call's time by operator. ``psnr_vs_fp32`` compares each output with the fp32
 model's on a frame of the sample not used to calibrate either INT8 model.
+
+``--weight-levels`` adds one line per level L: ``int8_engine`` with its weights quantized to [-L, L]
+(:data:`stream.quant.WEIGHT_LEVELS`; 127 is 8 bits, 63 is 7), its ``psnr_vs_fp32`` on that frame and,
+with ``--photos N``, ``photos_psnr_vs_fp32``, the mean over the first N photos the style's sidecar holds
+back (at the sidecar's resolution, from ``--photos-root``), and ``cpu``, the class the kernels ran as.
+Without VNNI (``ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2`` emulates an AVX2 CPU) oneDNN's
+u8 x s8 kernel saturates 16-bit sums of two products with 8-bit weights, so 127 falls far behind 63.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 import warnings
@@ -42,6 +51,16 @@ from stream.model import Generator  # noqa: E402
 SAMPLE = Path(__file__).resolve().parents[1] / "samples" / "astronaut_pan.mp4"
 CALIBRATION_EVERY = 12  # frames of the sample between calibration frames
 TOP_OPS = 8  # operators listed in int8_op_ms
+PHOTOS_ROOT = Path(__file__).resolve().parents[2] / "shared" / "media"  # the sidecars' photo names are relative to it
+
+
+def cpu_class() -> str:
+    """The instruction set torch's kernels run with here: ATen's (``torch.backends.cpu.get_cpu_capability()``,
+    e.g. AVX2 or AVX512, limited by ``ATEN_CPU_CAPABILITY``), and ``ONEDNN_MAX_CPU_ISA`` where set, which
+    limits oneDNN's INT8 and bf16 kernels."""
+    onednn = os.environ.get("ONEDNN_MAX_CPU_ISA")
+    aten = torch.backends.cpu.get_cpu_capability()
+    return f"{aten} (oneDNN limited to {onednn})" if onednn else aten
 
 
 def frames(width: int, height: int, video: Path = SAMPLE) -> list[torch.Tensor]:
@@ -80,6 +99,49 @@ def parser(doc: str) -> argparse.ArgumentParser:
     return p
 
 
+def add_weight_level_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--weight-levels", default="", help="comma-separated weight levels to compare, e.g. 127,63")
+    p.add_argument("--photos", type=int, default=0, help="with --weight-levels: also score the style's first N "
+                   "held-back photos (default: %(default)s)")
+    p.add_argument("--photos-root", type=Path, default=PHOTOS_ROOT,
+                   help="folder the sidecar's photo names are relative to (default: %(default)s)")
+
+
+def held_back_photos(style: weights.Style, root: Path, count: int) -> list[torch.Tensor]:
+    """The first ``count`` photos ``style``'s sidecar holds back, at its resolution, as 1x3xHxW uint8."""
+    from stream.distill import fit_side
+    from stream.sources import read_image
+
+    quality = style.meta.get("quality", {})
+    side = int(quality["resolution"].split()[-2])
+    return [torch.from_numpy(fit_side(read_image(root / name), side)).permute(2, 0, 1)[None]
+            for name in quality.get("val_photos", [])[:count]]
+
+
+def weight_level_rows(fp32: Generator, ranges: dict, held: torch.Tensor, photos: list[torch.Tensor],
+                      levels: list[int]) -> list[dict]:
+    """``int8_engine`` with weights quantized to [-L, L] for each L of ``levels``, against fp32."""
+    held_bytes = ((held + 1) * 127.5).round().to(torch.uint8).contiguous(memory_format=torch.channels_last)
+    rows = []
+    saved = quant.WEIGHT_LEVELS
+    try:
+        for level in levels:
+            quant.WEIGHT_LEVELS = level
+            engine = quant.Int8Generator(fp32, ranges)
+            with torch.inference_mode():
+                row = {"config": "int8_engine", "weight_levels": level, "cpu": cpu_class(),
+                       "psnr_vs_fp32": psnr(engine.forward_uint8(held_bytes), fp32(held))}
+                if photos:
+                    row["photos"] = len(photos)
+                    row["photos_psnr_vs_fp32"] = round(float(np.mean([
+                        psnr(engine.forward_uint8(p.contiguous(memory_format=torch.channels_last)),
+                             fp32(p.float() / 127.5 - 1)) for p in photos])), 2)
+            rows.append(row)
+    finally:
+        quant.WEIGHT_LEVELS = saved
+    return rows
+
+
 def load(style: str) -> tuple[torch.jit.ScriptModule, Generator]:
     """The style as the engine loads it, and the same weights as an eager fp32 Generator."""
     warnings.filterwarnings("ignore")
@@ -88,7 +150,13 @@ def load(style: str) -> tuple[torch.jit.ScriptModule, Generator]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser(__doc__).parse_args(argv)
+    p = parser(__doc__)
+    add_weight_level_options(p)
+    args = p.parse_args(argv)
+    levels = [int(v) for v in args.weight_levels.split(",") if v]
+    if any(not 1 <= v <= 127 for v in levels):
+        print("error: --weight-levels must be integers in 1..127", file=sys.stderr)
+        return 1
     width, height = (int(v) for v in args.size.lower().split("x"))
     scripted, fp32 = load(args.style)
     data = frames(width, height, args.input)
@@ -119,11 +187,14 @@ def main(argv: list[str] | None = None) -> int:
             with profile() as prof:
                 model(inputs[name])
             ops = sorted(((e.key, e.self_cpu_time_total / 1000) for e in prof.key_averages()), key=lambda kv: -kv[1])
-            row = {"config": name, "size": args.size, "ms_min": round(1000 * min(times[name]), 1),
+            row = {"config": name, "size": args.size, "cpu": cpu_class(), "ms_min": round(1000 * min(times[name]), 1),
                    "ms_median": round(1000 * float(np.median(times[name])), 1),
                    "psnr_vs_fp32": psnr(model(inputs[name]), reference), "threads": torch.get_num_threads(),
                    "op_ms": {k: round(v, 1) for k, v in ops[:TOP_OPS]}}
             print(json.dumps(row), flush=True)
+    photos = held_back_photos(style, args.photos_root, args.photos) if levels and args.photos else []
+    for row in weight_level_rows(fp32, ranges, held, photos, levels):
+        print(json.dumps(row), flush=True)
     return 0
 
 

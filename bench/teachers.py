@@ -1,6 +1,7 @@
 """Each distilled style next to its teacher: quality on the held-back photos and speed, in one run.
 
     python bench/teachers.py [--teachers ../shared/teachers] [--photos-root ../shared/media] [--styles hayao,...]
+                             [--precision auto|fp32|bf16|int8] [--record]
 
 For every style whose sidecar names a teacher of ``teachers.json`` (``quality.teacher``), it prints
 one JSON line with:
@@ -8,8 +9,12 @@ one JSON line with:
 - ``psnr``/``ssim``: the student's output against the teacher's on the held-back photos the sidecar
   lists (never trained on), both run at the sidecar's resolution (the longest side, 512 for full styles,
   the cap for lites); ``psnr_fp32`` is the float model (what the sidecar records), ``psnr`` the style at
-  its default precision here (INT8 where it is calibrated), ``psnr_photo`` the untouched photo;
-- ``student_ms``/``teacher_ms``: model time per 512x512 frame, the student at its default precision in
+  ``--precision`` (default: the one ``auto`` picks on this CPU), ``psnr_photo`` the untouched photo;
+- ``psnr_int8``/``ssim_int8`` (calibrated styles): the INT8 path itself (``precision="int8"``), whatever
+  ``auto`` picks on this CPU class; ``--record`` stores them in the style's calibration
+  (:func:`stream.weights.record_int8_quality`), which is what lets ``auto`` choose INT8 for it;
+- ``cpu``: the CPU class torch's kernels run as (``ONEDNN_MAX_CPU_ISA``/``ATEN_CPU_CAPABILITY`` limit it);
+- ``student_ms``/``teacher_ms``: model time per 512x512 frame, the student at ``--precision`` in
   the engine's own path, the teacher in onnxruntime (``session.run`` only) with as many threads; the two
   are timed in alternation, ``--repeat`` rounds after a warm-up, and the medians reported, so that a
   shared machine slows both alike. ``faster`` is teacher_ms / student_ms.
@@ -28,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from int8 import cpu_class  # bench/int8.py, beside this script
 from stream import weights
 from stream.distill import fit_side
 from stream.engine import Engine
@@ -54,34 +60,45 @@ def _time(fn, rounds: int) -> list[float]:
 
 
 def bench_style(style: weights.Style, entry: dict, teachers: Path, photos_root: Path, *, repeat: int,
-                threads: int, limit: int) -> dict:
+                threads: int, limit: int, precision: str = "auto") -> dict:
     q = style.meta["quality"]
     side = int(q["resolution"].split()[-2])
     teacher = OnnxGenerator(teachers / entry["file"], OnnxIO.from_manifest(entry), threads=threads)
-    student = Engine(style, max_side=side, device="cpu", threads=threads)
+    student = Engine(style, max_side=side, precision=precision, device="cpu", threads=threads)
     fp32 = Engine(style, max_side=side, precision="fp32", device="cpu", threads=threads)
+    int8 = None
+    if style.calibrated:  # the INT8 path explicitly, whatever auto picks on this CPU class
+        int8 = student if student.precision == "int8" else Engine(style, max_side=side, precision="int8",
+                                                                   device="cpu", threads=threads)
     names = q["val_photos"][:limit] if limit else q["val_photos"]
-    rows = []
+    rows, int8_rows = [], []
     for name in names:
         x = fit_side(read_image(photos_root / name), side)
         y = teacher.stylise(x)
-        rows.append((psnr(student(x), y), psnr(fp32(x), y), ssim(student(x), y), psnr(x, y)))
+        out = student(x)
+        rows.append((psnr(out, y), psnr(fp32(x), y), ssim(out, y), psnr(x, y)))
+        if int8 is not None:
+            out = out if int8 is student else int8(x)
+            int8_rows.append((psnr(out, y), ssim(out, y)))
     psnr_default, psnr_fp32, ssim_default, psnr_photo = (float(np.mean(c)) for c in zip(*rows))
 
     frame = (np.random.default_rng(0).integers(0, 256, (SPEED_SIDE, SPEED_SIDE, 3))).astype(np.uint8)
     x = torch.from_numpy(frame).permute(2, 0, 1)[None].float() / 127.5 - 1
-    fast = Engine(style, max_side=SPEED_SIDE, device="cpu", threads=threads)
+    fast = Engine(style, max_side=SPEED_SIDE, precision=precision, device="cpu", threads=threads)
     fast(frame), teacher(x)  # warm-up: buffers, oneDNN primitives, onnxruntime's arenas
     student_ms, teacher_ms = [], []
     for _ in range(repeat):  # alternate, so that load from elsewhere hits both
         student_ms += _time(lambda: fast(frame), 1)
         teacher_ms += _time(lambda: teacher(x), 1)
     s_ms, t_ms = statistics.median(student_ms), statistics.median(teacher_ms)
-    return {"style": style.name, "teacher": entry["name"], "precision": fast.precision, "resolution": side,
-            "photos": len(rows), "psnr": round(psnr_default, 2), "psnr_fp32": round(psnr_fp32, 2),
-            "ssim": round(ssim_default, 4), "psnr_photo": round(psnr_photo, 2),
-            "sidecar_psnr": q["psnr_vs_teacher"], "student_ms": round(s_ms, 1), "teacher_ms": round(t_ms, 1),
-            "faster": round(t_ms / s_ms, 2), "threads": threads}
+    row = {"style": style.name, "teacher": entry["name"], "precision": fast.precision, "cpu": cpu_class(),
+           "resolution": side, "photos": len(rows), "psnr": round(psnr_default, 2), "psnr_fp32": round(psnr_fp32, 2),
+           "ssim": round(ssim_default, 4), "psnr_photo": round(psnr_photo, 2),
+           "sidecar_psnr": q["psnr_vs_teacher"], "student_ms": round(s_ms, 1), "teacher_ms": round(t_ms, 1),
+           "faster": round(t_ms / s_ms, 2), "threads": threads}
+    if int8_rows:
+        row["psnr_int8"], row["ssim_int8"] = (float(np.mean(c)) for c in zip(*int8_rows))
+    return row
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,7 +110,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeat", type=int, default=7, help="timed rounds per model (default: %(default)s)")
     p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="threads for both (default: all)")
     p.add_argument("--limit", type=int, default=0, help="score only the first N held-back photos (0: all)")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "int8"), default="auto",
+                   help="the student's precision for psnr and student_ms (default: %(default)s)")
+    p.add_argument("--record", action="store_true",
+                   help="store psnr_int8/ssim_int8 in each calibrated style's .ranges (needs every held-back photo)")
     args = p.parse_args(argv)
+    if args.record and args.limit:
+        print("error: --record measures on every held-back photo; drop --limit", file=sys.stderr)
+        return 1
     if not (args.teachers / "teachers.json").exists():
         print(f"error: {args.teachers}/teachers.json not found (--teachers)", file=sys.stderr)
         return 1
@@ -104,8 +128,16 @@ def main(argv: list[str] | None = None) -> int:
         teacher = listed.meta.get("quality", {}).get("teacher")
         if teacher not in entries or (wanted and listed.name not in wanted):
             continue
-        row = bench_style(weights.resolve(listed), entries[teacher], args.teachers, args.photos_root,
-                          repeat=args.repeat, threads=args.threads, limit=args.limit)
+        style = weights.resolve(listed)
+        if args.precision == "int8" and not style.calibrated:
+            continue
+        row = bench_style(style, entries[teacher], args.teachers, args.photos_root, repeat=args.repeat,
+                          threads=args.threads, limit=args.limit, precision=args.precision)
+        if "psnr_int8" in row:
+            if args.record:
+                weights.record_int8_quality(style, row["psnr_int8"], row["ssim_int8"])
+                row["recorded"] = str(style.ranges_path.name)
+            row["psnr_int8"], row["ssim_int8"] = round(row["psnr_int8"], 2), round(row["ssim_int8"], 4)
         rows.append(row)
         print(json.dumps(row), flush=True)
     print(json.dumps({"summary": {r["style"]: {"psnr": r["psnr"], "faster": r["faster"]} for r in rows}}))
