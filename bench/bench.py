@@ -133,7 +133,8 @@ def _cut(src: str, dst: str, frames: int) -> None:
         out.mux(stream.encode(None))
 
 
-def run_live(src: str, dst: str, style: str, max_side: int | None, frames: int, device: str = "auto") -> dict:
+def run_live(src: str, dst: str, style: str, max_side: int | None, frames: int, device: str = "auto",
+             threads: int = 0) -> dict:
     """The live path: a 640x480 30 fps clip played at camera pace, recorded to a file."""
     from stream.engine import Engine
     from stream.live import StyleSwitcher
@@ -142,12 +143,13 @@ def run_live(src: str, dst: str, style: str, max_side: int | None, frames: int, 
     clip = Path(dst).with_name("live_640x480_30fps.mp4")
     if not clip.exists():
         _camera_clip(clip)
-    engine = Engine(style, max_side=max_side, device=device)
+    engine = Engine(style, max_side=max_side, device=device, threads=threads)
     switcher = StyleSwitcher([style], engine, engine.options)
     stats = live_job(str(clip), switcher, LiveOptions(output=Path(dst)), announce=lambda _m: None)
     return {"frames_in": stats.frames_in, "frames_out": stats.frames_out, "dropped": stats.dropped,
             "fps": stats.fps, "latency_ms_p50": stats.latency_ms_p50, "latency_ms_p95": stats.latency_ms_p95,
-            "peak_rss_mb": stats.peak_rss_mb, "precision": engine.precision, "inference_cap": engine.max_side}
+            "peak_rss_mb": stats.peak_rss_mb, "precision": engine.precision, "inference_cap": engine.max_side,
+            "threads": engine.threads}
 
 
 LIVE_SECONDS = 6
@@ -291,7 +293,7 @@ def _env(isa: str, code: Path | None = None) -> dict[str, str]:
 
 
 def _child(args: argparse.Namespace, one: str, cap: int | None, style: str, isa: str = "native",
-           code: Path | None = None) -> dict:
+           code: Path | None = None, threads: int = 0) -> dict:
     """Run one configuration in a fresh interpreter (its own peak RSS) under ``isa``'s limits, with
     ``code``'s stream package where given, and echo its JSON line."""
     os.environ["ANIMESTREAM_BENCH_TEACHERS"] = str(args.teachers)
@@ -299,6 +301,8 @@ def _child(args: argparse.Namespace, one: str, cap: int | None, style: str, isa:
            "--frames", str(args.frames), "--out", args.out, "--device", args.device]
     if cap is not None:
         cmd += ["--cap", str(cap)]
+    if threads:
+        cmd += ["--threads", str(threads)]
     line = subprocess.run(cmd, check=True, capture_output=True, text=True,
                           env=_env(isa, code)).stdout.strip().splitlines()[-1]
     row = {"isa": isa, **({"code": str(code)} if code else {}), **json.loads(line)}
@@ -318,9 +322,11 @@ def _model_shares(size: int, style: str, isa: str = "native") -> dict[str, float
             if "share_of_matmul_peak" in r and r["variant"].startswith("engine")}
 
 
-def _live_spec(spec: str) -> tuple[str, int | None]:
-    style, _, cap = spec.partition("@")
-    return style, int(cap) if cap else None
+def _live_spec(spec: str) -> tuple[str, int | None, int]:
+    """``STYLE[@CAP][/THREADS]`` -> (style, cap or None, model threads or 0 for the engine's default)."""
+    rest, _, threads = spec.partition("/")
+    style, _, cap = rest.partition("@")
+    return style, int(cap) if cap else None, int(threads or 0)
 
 
 def _cpu_class() -> str:
@@ -375,8 +381,8 @@ def _run_class(args: argparse.Namespace, isa: str, caps: list[int]) -> dict:
     """Every configuration under one ISA limit: the JSON lines, then its summary and targets."""
     runs = {(name, cap): _child(args, name, cap, args.style, isa) for cap in caps for name in ("seed", "animestream")}
     for spec in filter(None, args.live.split(",")):
-        style, cap = _live_spec(spec)
-        runs[("live", spec)] = _child(args, "live", cap, style, isa)
+        style, cap, threads = _live_spec(spec)
+        runs[("live", spec)] = _child(args, "live", cap, style, isa, threads=threads)
     if args.teacher:
         runs[("teacher", None)] = _child(args, "teacher", None, args.style, isa)
     if args.memory_cap:
@@ -386,9 +392,8 @@ def _run_class(args: argparse.Namespace, isa: str, caps: list[int]) -> dict:
     if args.baseline:
         code = Path(args.baseline).resolve()
         for key in [k for k in runs if k[0] in ("animestream", "live", "teacher")]:
-            cap = key[1] if key[0] == "animestream" else (_live_spec(key[1])[1] if key[0] == "live" else None)
-            style = _live_spec(key[1])[0] if key[0] == "live" else args.style
-            before[key] = _child(args, key[0], cap, style, isa, code)
+            style, cap, threads = _live_spec(key[1]) if key[0] == "live" else (args.style, key[1], 0)
+            before[key] = _child(args, key[0], cap, style, isa, code, threads=threads)
     summary = {"summary": True, "isa": isa, "cpu_class": runs[next(iter(runs))].get("cpu_class"),
                "machine": machine(), "input": Path(args.input).name}
     for cap in caps:
@@ -415,7 +420,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                    help="animestream's device (the seed recipe always ran on the CPU)")
     p.add_argument("--live", default=f"{weights.DEFAULT_LIVE_STYLE},shinkai-lite",
-                   help="STYLE[@CAP] list for the live-path run; no CAP: the style's recommended cap ('' to skip)")
+                   help="STYLE[@CAP][/THREADS] list for the live-path run; no CAP: the style's recommended cap; "
+                        "no THREADS: the engine's default ('' to skip)")
     p.add_argument("--memory-cap", type=int, default=128,
                    help=f"cap for the {MEMORY_FRAMES - MEMORY_WARMUP}-frame RSS-growth run (0 to skip)")
     p.add_argument("--model-size", type=int, default=512, help="square size for the model-only run (0 to skip)")
@@ -427,13 +433,15 @@ def main(argv: list[str] | None = None) -> int:
                                                      "live and teacher rows a second time")
     p.add_argument("--one", choices=sorted(RUNNERS), help=argparse.SUPPRESS)
     p.add_argument("--cap", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--threads", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--out", default="/tmp/animestream-bench", help="scratch folder")
     args = p.parse_args(argv)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     if args.one:
         dst = str(Path(args.out) / f"{args.one}_{Path(args.style).stem}_{args.cap}.mp4")  # style may be a path
         device = "cpu" if args.one == "seed" else args.device
-        result = RUNNERS[args.one](args.input, dst, args.style, args.cap, args.frames, device)
+        extra = {"threads": args.threads} if args.one == "live" else {}
+        result = RUNNERS[args.one](args.input, dst, args.style, args.cap, args.frames, device, **extra)
         print(json.dumps({"config": args.one, "style": args.style, "max_side": args.cap, "cpu_class": _cpu_class(),
                           **result}), flush=True)
         return 0

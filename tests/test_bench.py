@@ -33,8 +33,9 @@ def test_plot_prints_one_json_line_per_style_and_cap(tiny_style, tmp_path):
 def test_live_specs_take_an_optional_cap():
     sys.path.insert(0, str(ROOT))
     from bench.bench import _live_spec
-    assert _live_spec("shinkai@256") == ("shinkai", 256)
-    assert _live_spec("shinkai-lite") == ("shinkai-lite", None)
+    assert _live_spec("shinkai@256") == ("shinkai", 256, 0)
+    assert _live_spec("shinkai-lite") == ("shinkai-lite", None, 0)
+    assert _live_spec("hayao-lite@160/2") == ("hayao-lite", 160, 2)
 
 
 def test_quality_scores_a_style_and_a_training_checkpoint(tiny_style, tmp_path):
