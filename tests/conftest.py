@@ -116,6 +116,19 @@ def cli(capsys):
     return run
 
 
+def pytest_report_header(config) -> list[str]:
+    """What this run assumes, said at its top: the CPU class the model paths run as (numbers such as INT8's
+    closeness depend on it), whether a CUDA GPU is there (tests that compare with a CPU reference pin the
+    CPU), and whether ../shared (teachers, real media) is there for the tests that need it."""
+    from stream import cpu
+
+    here = cpu.current()
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none (every test runs on the CPU)"
+    shared = media.SHARED if (media.SHARED / "media").is_dir() else "absent: the tests that need it skip"
+    return [f"animestream: CPU class {here.describe()}; torch kernels {torch.backends.cpu.get_cpu_capability()}",
+            f"animestream: CUDA GPU {gpu}; ../shared {shared}"]
+
+
 def pytest_configure(config):
     # torch.jit.* is deprecated upstream but is this project's weights format; keep the report readable.
     config.addinivalue_line("filterwarnings", "ignore::DeprecationWarning:torch")
