@@ -167,6 +167,68 @@ def test_flicker_bench_measures_a_distilled_styles_teacher_beside_it(onnx_teache
     assert {r["max_side"] for r in rows} == {32}  # the teacher runs at the student's cap
 
 
+def _lossless_clip(path: Path, frames: list) -> Path:
+    """H.264 at qp 0 (lossless in YUV): a clip's frames decode exactly the same each time they repeat."""
+    import av
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("libx264", rate=24)
+        video.height, video.width = frames[0].shape[:2]
+        video.pix_fmt, video.options = "yuv444p", {"qp": "0", "preset": "ultrafast"}
+        for i, rgb in enumerate(frames):
+            vf = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            vf.pts = i
+            out.mux(video.encode(vf))
+        out.mux(video.encode(None))
+    return path
+
+
+def test_temporal_bench_warping_error_is_zero_when_still_and_flow_explains_a_translation(onnx_teachers, tiny_model,
+                                                                                         tmp_path):
+    from media import noise_image
+    from stream import weights
+
+    scene = noise_image(3, 64, 160)
+    still = _lossless_clip(tmp_path / "still.mp4", [scene[:, :96]] * 6)
+    moving = _lossless_clip(tmp_path / "moving.mp4", [scene[:, 2 * i:2 * i + 96] for i in range(6)])  # 2 px/frame
+    style = weights.export_style(tiny_model, tmp_path, "student", source="test", license="MIT", training_steps=1,
+                                 quality={"teacher": "tiny_teacher"})
+    done = subprocess.run([sys.executable, "bench/temporal.py", "--video", str(still), str(moving), "--frames", "6",
+                           "--side", "96", "--styles", str(style), "--teachers", str(onnx_teachers[0]),
+                           "--deflicker"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    rows = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [r.get("clip", next(iter(r))) for r in rows] == ["still.mp4"] * 3 + ["moving.mp4"] * 3 + ["table",
+                                                                                                    "targets"]
+    s_in, s_style, s_teacher, m_in, m_style, m_teacher, table, targets = rows
+    # A still clip: nothing moves, nothing changes, in the input or any output.
+    assert s_in["frames"] == 6 and s_in["size"] == [96, 64] and s_in["input"]["frame_diff"] == 0
+    assert s_in["input"]["warp_error"] < 0.05 and s_in["input"]["occluded_pct"] < 1
+    assert s_style["warp_error"] < 0.05 and s_teacher["warp_error"] < 0.05
+    # Moving by 2 px a frame: the frames differ a lot, the flow explains nearly all of it.
+    assert m_in["input"]["frame_diff"] > 10 and m_in["input"]["warp_error"] < 0.1
+    assert m_in["input"]["occluded_pct"] < 10  # the columns that enter the picture
+    assert (m_style["style"], m_style["teacher"], m_teacher["style"], m_teacher["teacher"]) == (
+        str(style), False, "tiny_teacher", True)
+    assert m_style["vs_input"] > 100  # a stride-4 random network is not shift-equivariant; the input nearly is
+    assert m_style["vs_teacher"] == pytest.approx(m_style["warp_error"] / m_teacher["warp_error"], abs=2e-3)
+    assert m_style["flicker"] > 0 and 0 <= m_style["excess_pct"] <= 100
+    assert s_style["flicker"] is None and s_style["vs_input"] is None  # 0 / 0: no ratio, and valid JSON
+    assert set(m_style["deflicker"]["lag"]) == {"10-30", "30-255"} and m_style["deflicker"]["warp_error"] > 0
+    assert table["table"]["moving.mp4"] == {"input": m_in["input"]["warp_error"],
+                                            str(style): [m_style["warp_error"], m_teacher["warp_error"]]}
+    # still: 0 <= 1.1 x 0 and 0 <= 0.7 x 0 is met; moving: a random network misses by far
+    assert targets["checked"] == 2 and not targets["met"] and [m["clip"] for m in targets["misses"]] == [
+        "moving.mp4"]
+
+
+def test_temporal_bench_refuses_a_missing_clip_in_one_line(onnx_teachers, tmp_path, capsys):
+    sys.path.insert(0, str(ROOT / "bench"))
+    import temporal
+    assert temporal.main(["--video", str(tmp_path / "nope.mp4"), "--teachers", str(onnx_teachers[0])]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and err == f"error: --video {tmp_path / 'nope.mp4'}: no such file\n"
+
+
 def test_excess_change_counts_only_change_beyond_the_inputs():
     import numpy as np
     sys.path.insert(0, str(ROOT))
