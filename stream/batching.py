@@ -24,6 +24,10 @@ BATCH_MEMORY_SHARE = 0.5  # of the free device memory, what a batch's activation
 # Pixels per model call the automatic batch stops at: 16 frames of 512x512. A larger frame fills the GPU
 # alone (full-resolution 1080p ran at 25.8 fps at batch 1 and 20.0 at batch 4, ../shared/gpu/README.md).
 MAX_BATCH_PIXELS = 16 * 512 * 512
+# Full-size frame pixels per batch the automatic batch stops at: 16 frames of 1080p. A batch's frames are held
+# on the host several times over (the decode and result queues, each about two batches deep, the buffer pool,
+# two pinned upload and download slots), so 16 frames of 4K would hold about 2 GB there; it gets 4 frames.
+MAX_BATCH_FRAME_PIXELS = 16 * 1920 * 1080
 SIDE_STEP = 4  # pixels: inference sides are multiples of this (see stream.engine.SIDE_MULTIPLE)
 
 
@@ -85,13 +89,15 @@ def frame_too_large(arch: dict, width: int, height: int, suggestion: int) -> Out
 
 
 def auto_batch(arch: dict, width: int, height: int, *, bytes_per_pixel: float, free_bytes: int | None,
-               requested: int = 0, max_batch: int = MAX_AUTO_BATCH, share: float = BATCH_MEMORY_SHARE) -> int:
+               requested: int = 0, max_batch: int = MAX_AUTO_BATCH, share: float = BATCH_MEMORY_SHARE,
+               frame_pixels: int = 0) -> int:
     """Frames per model call for frames the model runs at ``width`` x ``height`` pixels.
 
     ``requested`` > 0 (a ``--batch`` given) is kept unless it passes the index limit, which lowers it;
     0 picks as many as ``share`` of ``free_bytes`` (None: unknown, taken as none spare) holds at
-    ``bytes_per_pixel`` bytes of activations per pixel, at most ``max_batch`` frames and
-    :data:`MAX_BATCH_PIXELS` pixels, at least 1. Raises
+    ``bytes_per_pixel`` bytes of activations per pixel, at most ``max_batch`` frames,
+    :data:`MAX_BATCH_PIXELS` pixels at the model's size and :data:`MAX_BATCH_FRAME_PIXELS` pixels at the
+    frames' own size (``frame_pixels`` each; 0: the model's size), at least 1. Raises
     :class:`~stream.errors.OutOfMemoryError` (without a size suggestion: see :func:`frame_too_large`)
     when not even one frame fits the index limit.
     """
@@ -103,4 +109,5 @@ def auto_batch(arch: dict, width: int, height: int, *, bytes_per_pixel: float, f
     per_frame = width * height * bytes_per_pixel
     by_memory = int((free_bytes or 0) * share // per_frame) if per_frame > 0 else max_batch
     by_pixels = MAX_BATCH_PIXELS // (width * height)
-    return max(1, min(max_batch, limit, by_memory, by_pixels))
+    by_host = MAX_BATCH_FRAME_PIXELS // max(frame_pixels, width * height)
+    return max(1, min(max_batch, limit, by_memory, by_pixels, by_host))

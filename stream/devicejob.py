@@ -180,7 +180,7 @@ class PlaneEngine:
             shape_in = (n, *self.fmt.packed_shape(self.width, self.height))
             shape_out = (n, self.height * 3 // 2, self.width)
             self._slots = [_Slot(
-                host_in=torch.empty(shape_in, dtype=dtype, pin_memory=cuda),
+                host_in=torch.zeros(shape_in, dtype=dtype, pin_memory=cuda),  # a padded first batch reads zeros
                 dev_in=torch.empty(shape_in, dtype=dtype, device=self.device),
                 dev_out=torch.empty(shape_out, dtype=torch.uint8, device=self.device),
                 host_out=torch.empty(shape_out, dtype=torch.uint8, pin_memory=cuda),
@@ -194,8 +194,11 @@ class PlaneEngine:
     @torch.inference_mode()
     def submit(self, frames: list[np.ndarray]) -> Callable[[], list[np.ndarray]]:
         """Start a batch of packed frames; the returned function waits for and returns packed yuv420p
-        results, valid until the next call but one."""
-        slot = self._slot(len(frames))
+        results, valid until the next call but one. A batch shorter than :attr:`batch_size` (a video's
+        last) runs padded to it (the rows after its frames hold an earlier batch's, and are dropped), so
+        the device sees one shape from the job's first batch to its last: no new kernel selection,
+        algorithm search or compilation at the end of a job."""
+        slot = self._slot(max(len(frames), self.batch_size))
         slot.wait()  # its previous results have been collected and copied out
         host = slot.host_in.numpy()
         for i, planes in enumerate(frames):

@@ -100,9 +100,18 @@ def test_an_engine_sizes_its_batch_from_the_frames_it_runs(tiny_style, monkeypat
     side = int(str(refused.value).split("--max-side ")[1].split()[0])
     assert batching.index_limited_batch(tiny, *inference_size(15360, 8640, side)) == 1
     capped = _device_engine(tiny_style, max_side=512)
-    assert capped.fit_batch(15360, 8640) == batching.MAX_AUTO_BATCH  # the cap makes any frame small
+    assert capped.fit_batch(1920, 1080) == batching.MAX_AUTO_BATCH  # the cap makes the model's frames small
+    assert capped.fit_batch(3840, 2160) == 4  # but 4K frames are held on the host: 4 of them per batch
+    assert capped.fit_batch(15360, 8640) == 1
     pinned = _device_engine(tiny_style, max_side=0, batch=64)
     assert pinned.fit_batch(3840, 2160) == batching.index_limited_batch(tiny, 3840, 2160) == 8
+
+
+def test_the_automatic_batch_bounds_the_full_size_frames_held_on_the_host():
+    assert _batch(HAYAO, 512, 288, frame_pixels=1920 * 1080) == batching.MAX_AUTO_BATCH
+    assert _batch(HAYAO, 512, 288, frame_pixels=3840 * 2160) == 4
+    assert _batch(HAYAO, 512, 288, frame_pixels=7680 * 4320) == 1
+    assert _batch(HAYAO, 512, 288, frame_pixels=3840 * 2160, requested=16) == 16  # --batch is the user's
 
 
 def test_a_cpu_engine_keeps_batch_one(tiny_style):
@@ -201,6 +210,37 @@ def test_the_plane_path_matches_the_rgb_path_frame_for_frame(tmp_path, tiny_styl
     assert packets[0] == packets[1]  # the sound, copied packet for packet
     for i, (old, new) in enumerate(zip(_frames(tmp_path / "rgb.mp4"), _frames(tmp_path / "yuv.mp4"))):
         assert np.abs(old - new).mean() <= 2.0, i  # float colours in, no truncation: within rounding
+
+
+def test_a_short_last_batch_runs_padded_to_the_jobs_one_shape(tmp_path, tiny_style, monkeypatch):
+    from stream.filejob import convert_video
+
+    src = media.write_clip(tmp_path / "in.mp4", frames=7, size=(96, 72))
+    engine = _seam(tiny_style, max_side=48, batch=3)
+    shapes = []
+    run = engine.stylise_on_device
+    monkeypatch.setattr(engine, "stylise_on_device", lambda x: shapes.append(tuple(x.shape)) or run(x))
+    stats = convert_video(src, tmp_path / "out.mp4", engine, progress=False)
+    assert stats.frames_out == 7 and media.probe(tmp_path / "out.mp4").times == media.probe(src).times
+    assert shapes == [(3, 3, 72, 96)] * 3  # 3 + 3 + 1 frames: the last batch padded, its padding dropped
+
+
+class _Doubling(torch.nn.Module):
+    def forward(self, x):
+        return x * 2
+
+
+def test_the_batched_path_runs_the_backends_eager_module_where_it_keeps_one(tiny_style):
+    """A CUDA backend scripts its generator for single frames and keeps the eager one for batches (a scripted
+    module profiles and compiles on each new shape's first calls, inside a short job's time)."""
+    engine = _seam(tiny_style, max_side=0)
+    assert engine._batch_module() is engine.module  # a CPU backend keeps none
+    engine.backend.eager = _Doubling()
+    with torch.inference_mode():
+        out = engine.stylise_on_device(torch.full((1, 3, 8, 8), 127.5 * 1.5))  # 0.5 in [-1, 1]
+    assert torch.allclose(out, torch.full_like(out, 255.0))  # 2 x 0.5 = 1.0: the eager module ran
+    engine.module = torch.nn.Identity()  # a module set on the engine (tests, --compile's plain module) wins
+    assert engine._batch_module() is engine.module
 
 
 def _spy(submit, seen: list):
