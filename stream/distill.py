@@ -19,6 +19,11 @@ teacher's sha256), so they are computed once per photo, scale and tile.
 never trained on. The student's PSNR and SSIM against the teacher on them, both run at
 ``--eval-side`` pixels on the longest side, go into the style's sidecar.
 
+``--temporal WEIGHT`` adds a temporal term for video: each tile is also moved by a small random warp (a
+sub-pixel shift, rotation and zoom, as a camera moves between two frames) and the student's output of the
+moved tile should be its output of the tile, moved the same way (mean |difference| on the pixels the warp
+keeps inside the tile, times WEIGHT). It costs a second forward and backward pass per step.
+
 Training is resumable (``--cache``, default ``~/.cache/animestream/train/NAME``): the same command
 carries on from the latest checkpoint; ``--export`` writes the style from it without training.
 bf16 autocast on CPUs with native bf16, CUDA when present.
@@ -62,6 +67,10 @@ VAL_FACES = 8
 EVAL_SIDE = 512  # longest side (pixels) at which student and teacher are compared
 VAL_DURING_TRAINING = 8  # of the held-back photos, scored every validation step (all of them at export)
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+# --temporal's random warp of a tile: uniform in +-these (a camera's motion between two frames)
+WARP_SHIFT_PX = 2.0  # translation, pixels (sub-pixel: any real value)
+WARP_ROTATE_DEG = 2.0  # rotation about the tile's centre, degrees
+WARP_SCALE = 0.03  # relative zoom
 
 
 def fit_side(rgb: np.ndarray, longest: int) -> np.ndarray:
@@ -225,6 +234,43 @@ class TileSampler:
         return self.xs[idx].float().div(127.5).sub(1.0), self.ys[idx].float().div(127.5).sub(1.0)
 
 
+def random_warps(n: int, height: int, width: int, rng: random.Random) -> torch.Tensor:
+    """``n`` affine transforms (n x 2 x 3, for :func:`torch.nn.functional.affine_grid`, normalised
+    coordinates) of a random sub-pixel translation, small rotation and zoom each, drawn from ``rng``; the
+    rotation is a true one in pixels whatever the aspect."""
+    theta = torch.empty((n, 2, 3))
+    for i in range(n):
+        angle = np.radians(rng.uniform(-WARP_ROTATE_DEG, WARP_ROTATE_DEG))
+        zoom = 1.0 + rng.uniform(-WARP_SCALE, WARP_SCALE)
+        tx, ty = (rng.uniform(-WARP_SHIFT_PX, WARP_SHIFT_PX) for _ in range(2))
+        c, s = zoom * np.cos(angle), zoom * np.sin(angle)
+        theta[i] = torch.tensor([[c, -s * height / width, 2 * tx / width],
+                                 [s * width / height, c, 2 * ty / height]])
+    return theta
+
+
+def warp(t: torch.Tensor, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(``t`` (N x C x H x W) resampled bilinearly through ``theta``, N x 1 x H x W mask of the pixels whose
+    every tap lies inside ``t``). Outside, the picture is mirrored, so that a network sees no black border."""
+    grid = torch.nn.functional.affine_grid(theta.to(t.device, torch.float32), list(t.shape), align_corners=False)
+    out = torch.nn.functional.grid_sample(t, grid.to(t.dtype), mode="bilinear", padding_mode="reflection",
+                                          align_corners=False)
+    ones = torch.ones((t.shape[0], 1, *t.shape[2:]), device=t.device, dtype=torch.float32)
+    inside = torch.nn.functional.grid_sample(ones, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return out, (inside > 1 - 1e-4).float()
+
+
+def temporal_loss(model: torch.nn.Module, x: torch.Tensor, out: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """mean |model(warp(x)) - warp(out)| over the pixels and channels valid after the warp, where ``out``
+    is ``model(x)``: zero for a model whose output follows its input's motion (what a video needs), large
+    for one that paints texture of its own where the input has none. Gradients reach both terms."""
+    warped_x, _ = warp(x, theta)
+    moved = model(warped_x.contiguous(memory_format=torch.channels_last))
+    want, valid = warp(out.float(), theta)
+    diff = (moved.float() - want).abs() * valid
+    return diff.sum() / (valid.sum() * out.shape[1]).clamp_min(1.0)
+
+
 def eval_pairs(photos: list[Photo], teacher: Teacher, cache: Path, side: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """(photo, teacher output) for each held-back photo at ``side`` pixels on its longest side."""
     pairs = []
@@ -246,6 +292,16 @@ def score(model: torch.nn.Module, pairs: list[tuple[np.ndarray, np.ndarray]]) ->
     outs = student_outputs(model, pairs)
     each = [psnr(o, y) for o, (_, y) in zip(outs, pairs)]
     return float(np.mean(each)), float(np.mean([ssim(o, y) for o, (_, y) in zip(outs, pairs)])), each
+
+
+def _temporal_term(weight: float, rng: random.Random) -> Callable | None:
+    """``Run.fit``'s extra loss for ``--temporal weight`` (None when 0): one random warp per tile."""
+    if not weight:
+        return None
+
+    def term(model: torch.nn.Module, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        return weight * temporal_loss(model, x, out, random_warps(len(x), x.shape[2], x.shape[3], rng))
+    return term
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -279,6 +335,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tiles", type=int, default=TILES_PER_SIDE, help="tiles per photo and side (default: %(default)s)")
     p.add_argument("--edge", type=float, default=EDGE_WEIGHT, help="Sobel-edge L1 weight (default: %(default)s)")
     p.add_argument("--pixel", choices=("l1", "l2"), default="l1", help="pixel loss (default: %(default)s)")
+    p.add_argument("--temporal", type=float, default=0.0, metavar="WEIGHT",
+                   help="weight of a temporal term: the student's output of a tile moved by a small random "
+                        f"warp (+-{WARP_SHIFT_PX:g} px, +-{WARP_ROTATE_DEG:g} deg, +-{100 * WARP_SCALE:g}%% zoom) "
+                        "should be its output of the tile, moved the same way (0: off, the default)")
     p.add_argument("--val", type=int, default=VAL_PHOTOS, help="photos held back (default: %(default)s)")
     p.add_argument("--val-faces", type=int, default=VAL_FACES, help="of them, faces (default: %(default)s)")
     p.add_argument("--eval-side", type=int, default=EVAL_SIDE,
@@ -291,6 +351,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.guided < 0 or args.guided_eps <= 0:
         p.error("--guided must be >= 0 and --guided-eps > 0")
+    if not args.temporal >= 0:
+        p.error(f"--temporal must be >= 0, not {args.temporal}")
     for flag, value in (("--steps", args.steps), ("--batch", args.batch), ("--tile", args.tile),
                         ("--tiles", args.tiles), ("--eval-side", args.eval_side), ("--val", args.val)):
         if value < 1:
@@ -327,7 +389,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"{len(val_photos)} held back")
             run.fit(TileSampler(xs, ys, run.rng), steps=args.steps, lr=args.lr, batch=args.batch,
                     amp_dtype=amp_dtype, loss_fn=lambda out, y: style_loss(out, y, args.edge, 0.0, args.pixel),
-                    validate_fn=lambda m: score(m, val_pairs[:VAL_DURING_TRAINING])[0])
+                    validate_fn=lambda m: score(m, val_pairs[:VAL_DURING_TRAINING])[0],
+                    extra_loss=_temporal_term(args.temporal, run.rng))
     except AnimestreamError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -348,7 +411,10 @@ def main(argv: list[str] | None = None) -> int:
                "resolution": f"longest side {args.eval_side} px"}
     recipe = {"tile": args.tile, "sides": args.sides, "tiles_per_side": args.tiles, "batch": args.batch,
               "lr": args.lr, "pixel": args.pixel, "edge": args.edge, "ema_decay": EMA_DECAY,
-              "init": _init_name(args.init), "init_steps": run.init_steps, "train_photos": len(train_photos)}
+              "init": _init_name(args.init), "init_steps": run.init_steps, "train_photos": len(train_photos),
+              "temporal": args.temporal}
+    if args.temporal:
+        recipe["temporal_warp"] = {"shift_px": WARP_SHIFT_PX, "rotate_deg": WARP_ROTATE_DEG, "scale": WARP_SCALE}
     path = weights.export_style(ema, args.out, args.name,
                                 source=f"distilled from {teacher.name}" + (f" ({teacher.credit})" if teacher.credit else ""),
                                 license=teacher.license or "as the teacher's", training_steps=run.init_steps + run.step,

@@ -116,3 +116,78 @@ def test_distill_refuses_to_hold_back_nothing_and_unknown_teachers(onnx_teachers
                        "--name", "x", "--val", "2", "--cache", str(tmp_path / "c")])
     err = capsys.readouterr().err
     assert rc == 1 and "'nope': not in" in err and "tiny_teacher" in err and err.count("\n") == 1
+
+
+class _Pointwise(torch.nn.Module):
+    """A 1x1 convolution: whatever moves the input moves its output the same way."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 3, 1)
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+class _Painter(torch.nn.Module):
+    """Adds a fixed texture of its own at fixed pixels: it stays put when the input moves."""
+
+    def __init__(self):
+        super().__init__()
+        self.texture = torch.nn.Parameter(torch.rand(1, 3, 32, 32) * 2 - 1)
+
+    def forward(self, x):
+        return x + self.texture
+
+
+def test_temporal_loss_is_zero_for_an_equivariant_model_and_not_for_one_that_paints_in_place():
+    import random
+
+    torch.manual_seed(0)
+    x = torch.nn.functional.avg_pool2d(torch.rand(4, 3, 36, 36) * 2 - 1, 5, 1)  # smooth 32x32 tiles
+    theta = distill.random_warps(4, 32, 32, random.Random(1))
+    assert torch.equal(theta, distill.random_warps(4, 32, 32, random.Random(1)))  # same draws from the same rng
+    assert not torch.allclose(theta[0], theta[1])
+    assert (theta[:, 0, 2].abs() * 16).max() <= distill.WARP_SHIFT_PX + 1e-6  # pixels, normalised by 2 / W
+    moved, valid = distill.warp(x, theta)
+    assert moved.shape == x.shape and 0.6 < valid.mean() < 1  # a margin moves out, most of the tile stays
+    identity = torch.tensor([[[1.0, 0, 0], [0, 1.0, 0]]]).repeat(4, 1, 1)
+    same, everywhere = distill.warp(x, identity)
+    torch.testing.assert_close(same, x, atol=1e-5, rtol=0)
+    assert everywhere.min() == 1
+    pointwise, painter = _Pointwise(), _Painter()
+    with torch.no_grad():
+        assert distill.temporal_loss(pointwise, x, pointwise(x), theta) < 1e-5
+        assert distill.temporal_loss(painter, x, painter(x), identity) < 1e-6  # nothing moved
+    loss = distill.temporal_loss(painter, x, painter(x), theta)
+    assert loss > 0.05  # the texture sits still while the picture moves: about |t - warp(t)|
+    loss.backward()
+    assert painter.texture.grad.abs().sum() > 0  # the term trains the model
+
+
+def test_distill_with_a_temporal_term_runs_resumes_and_records_it(onnx_teachers, photos, tmp_path, capsys,
+                                                                  monkeypatch):
+    calls = []
+    real = distill.temporal_loss
+
+    def spy(model, x, out, theta):
+        calls.append((tuple(x.shape), tuple(theta.shape)))
+        return real(model, x, out, theta)
+
+    monkeypatch.setattr(distill, "temporal_loss", spy)
+    args = ["--teacher", "tiny_teacher", "--teachers", str(onnx_teachers[0]), "--photos", str(photos), "--name",
+            "steady", "--val", "3", "--val-faces", "1", "--eval-side", "48", "--steps", "2", "--width", "0.25",
+            "--blocks", "1", "--tile", "32", "--sides", "32", "--tiles", "1", "--batch", "2", "--threads", "1",
+            "--temporal", "0.5", "--cache", str(tmp_path / "runs" / "steady"), "--out", str(tmp_path / "w")]
+    assert distill.main(args) == 0
+    assert calls == [((2, 3, 32, 32), (2, 2, 3))] * 2  # once a step, one warp per tile
+    recipe = json.loads((tmp_path / "w" / "steady.json").read_text())["recipe"]
+    assert recipe["temporal"] == 0.5 and recipe["temporal_warp"] == {
+        "shift_px": distill.WARP_SHIFT_PX, "rotate_deg": distill.WARP_ROTATE_DEG, "scale": distill.WARP_SCALE}
+    args[args.index("--steps") + 1] = "3"
+    assert distill.main(args) == 0
+    assert "resumed" in capsys.readouterr().err and len(calls) == 3
+    assert json.loads((tmp_path / "w" / "steady.json").read_text())["training_steps"] == 3
+    with pytest.raises(SystemExit) as exc:
+        distill.main(args[:-4] + ["--temporal", "-1"])
+    assert exc.value.code == 2 and "--temporal must be >= 0, not -1.0" in capsys.readouterr().err
