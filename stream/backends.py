@@ -103,7 +103,7 @@ class CudaBackend(TorchBackend):
         dtype = DTYPES[self.precision]
         eager = with_parallel_group_norm(weights.eager_generator(req.style)).to(self.device).to(dtype).eval()
         self.module = torch.compile(eager) if req.compile else torch.jit.script(eager)
-        self.eager = eager  # what the engine's batched file path runs (Engine._batch_module)
+        self.eager = eager  # what the engine runs on the device (Engine._batch_module)
         self._input = _FloatInput(dtype, self.device, channels_last=False)
 
 

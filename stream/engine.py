@@ -49,6 +49,10 @@ BATCH_MEMORY_SHARE = 0.5  # of the free GPU memory, what a batch's activations m
 # per-shape algorithm search is paid once, in the warm-up before the job's clock starts (Engine.fit_batch).
 CUDNN_BENCHMARK = True
 
+# CUDA loads each kernel's module when it first runs instead of all of torch's at start-up (CUDA's default
+# since 12.2, which torch also sets); set only where the environment says nothing, before CUDA starts.
+os.environ.setdefault("CUDA_MODULE_LOADING", "LAZY")
+
 MALLOC_MMAP_THRESHOLD_BYTES = 32 * 2**20  # glibc's maximum: activations this size come from the heap
 MALLOC_TRIM_THRESHOLD_BYTES = 2**30  # and freed heap memory is kept for the next frame
 MALLOC_ARENAS = 1  # one heap for all threads: per-thread arenas would each keep their own high-water mark
@@ -401,8 +405,8 @@ class Engine:
         self.warm_s += time.perf_counter() - t0
 
     def _batch_module(self) -> torch.nn.Module:
-        """The module the batched GPU path runs: the backend's eager generator where it keeps one, else
-        :attr:`module`. TorchScript's profiling executor profiles, fuses and compiles kernels on the first
+        """The module the GPU path runs (:meth:`stylise_on_device`: file jobs' batches and live frames): the
+        backend's eager generator where it keeps one, else :attr:`module`. TorchScript's profiling executor profiles, fuses and compiles kernels on the first
         calls of each new input shape: a 150-frame 1080p job ran 39.9 fps scripted and 58.9 fps eager on an
         H200 (``bench/gpu.py``), where the model is not the bound."""
         eager = getattr(self.backend, "eager", None)
@@ -463,7 +467,7 @@ class Engine:
         if not self.resizes_on_device:
             results = [self(frame).copy() for frame in frames]
             return lambda: results
-        return self._submit_on_device(frames)
+        return self._submit_on_device(frames, pad_to=self.batch_size)
 
     def _slot(self, n: int, height: int, width: int) -> _DeviceSlot:
         key = (n, height, width)
@@ -475,7 +479,7 @@ class Engine:
             self._check_memory(*inference_size(width, height, self.max_side), frames=n)
             cuda = self.device.type == "cuda"
             self._slots = [_DeviceSlot(
-                host_in=torch.empty((n, height, width, 3), dtype=torch.uint8, pin_memory=cuda),
+                host_in=torch.zeros((n, height, width, 3), dtype=torch.uint8, pin_memory=cuda),
                 dev_in=torch.empty((n, height, width, 3), dtype=torch.uint8, device=self.device),
                 host_out=torch.empty((n, height, width, 3), dtype=torch.uint8, pin_memory=cuda),
                 uploaded=torch.cuda.Event() if cuda else None, done=torch.cuda.Event() if cuda else None)
@@ -514,11 +518,13 @@ class Engine:
         return y.add_(1.0).mul_(127.5).clamp_(0, 255)
 
     @torch.inference_mode()
-    def _submit_on_device(self, frames: list[np.ndarray]) -> Callable[[], list[np.ndarray]]:
+    def _submit_on_device(self, frames: list[np.ndarray], pad_to: int = 1) -> Callable[[], list[np.ndarray]]:
+        """``pad_to``: a batch of fewer frames runs padded to that many (a file job's last), so that a job
+        runs one shape from start to end (see :meth:`stream.devicejob.PlaneEngine.submit`)."""
         height, width = frames[0].shape[:2]
         if any(f.shape != frames[0].shape for f in frames) or frames[0].dtype != np.uint8 or frames[0].ndim != 3:
             raise ValueError("a batch is H x W x 3 uint8 RGB frames, all of one size")
-        slot = self._slot(len(frames), height, width)
+        slot = self._slot(max(len(frames), pad_to), height, width)
         slot.wait()  # this slot's previous results have been collected and copied out
         host = slot.host_in.numpy()
         for i, frame in enumerate(frames):
