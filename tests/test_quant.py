@@ -10,8 +10,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from stream import calibration, quant, weights
-from stream.engine import Engine, cpu_has_vnni, resolve_precision
+from stream import calibration, policy, quant, weights
+from stream.cpu import CpuClass
+from stream.engine import Engine
 from stream.errors import AnimestreamError, WeightsError
 from stream.model import ConvNormLReLU, Generator, InvertedResBlock
 
@@ -72,6 +73,16 @@ def test_every_shipped_calibration_matches_its_style():
         assert set(ranges) == set(watched)
 
 
+@pytest.mark.parametrize("name", SHIPPED_RANGES)
+def test_shipped_int8_styles_record_a_score_within_their_bar(name):
+    """A calibration ships only once bench/teachers.py --record has scored its INT8 path against the teacher
+    on the held-back photos within 0.3 dB of the float model's PSNR (what lets --precision auto pick it)."""
+    style = weights.resolve(name)
+    score = weights.int8_psnr(style)
+    assert score is not None, f"{name}: run bench/teachers.py --styles {name} --record"
+    assert score >= style.meta["quality"]["psnr_vs_teacher"] - policy.INT8_MAX_LOSS_DB
+
+
 def test_calibration_round_trip_and_refusals(tmp_path, tiny_model):
     images = [astronaut(32).float() / 127.5 - 1, astronaut(40).float() / 127.5 - 1]
     ranges = calibration.calibrate(tiny_model, images)
@@ -93,17 +104,39 @@ def test_calibration_round_trip_and_refusals(tmp_path, tiny_model):
         weights.load_ranges(style, tiny_model)
 
 
+def test_int8_quality_is_recorded_in_the_calibration_and_only_counts_for_its_own_weights(tmp_path, tiny_model):
+    style = weights.Style("tiny", tmp_path / "tiny.safetensors", {}, "abc")
+    assert weights.int8_psnr(style) is None and weights.ranges_metadata(style) == {}  # no calibration at all
+    ranges = calibration.calibrate(tiny_model, [astronaut(32).float() / 127.5 - 1])
+    weights.save_ranges(style, tiny_model, ranges, images=1)
+    assert weights.int8_psnr(style) is None  # calibrated, not yet measured against a teacher
+    weights.record_int8_quality(style, 29.876, 0.91234)
+    assert weights.int8_psnr(style) == pytest.approx(29.88)
+    meta = weights.ranges_metadata(style)
+    assert (meta["psnr_vs_teacher"], meta["ssim_vs_teacher"], meta["images"]) == ("29.88", "0.9123", "1")
+    assert not list(tmp_path.glob(".*.part"))
+    back = weights.load_ranges(style, tiny_model)  # recording kept the ranges themselves
+    assert all(torch.equal(back[m][0], ranges[m][0]) and torch.equal(back[m][1], ranges[m][1]) for m in ranges)
+    retrained = weights.Style("tiny", style.path, {}, "def")  # the same file name, other weights
+    assert weights.int8_psnr(retrained) is None
+    with pytest.raises(WeightsError, match="another version of this style"):
+        weights.load_ranges(retrained, tiny_model)
+
+
 def test_precision_choice():
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    if cpu_has_vnni():
-        assert resolve_precision("auto", cpu, calibrated=True) == "int8"
-    assert resolve_precision("auto", cpu, calibrated=False) in ("bf16", "fp32")
-    assert resolve_precision("auto", cuda, calibrated=True) == "fp16"
-    assert resolve_precision("int8", cpu, calibrated=True) == "int8"
-    with pytest.raises(AnimestreamError, match="no INT8 calibration; make one with 'animestream weights calibrate"):
-        resolve_precision("int8", cpu, calibrated=False)
-    with pytest.raises(AnimestreamError, match="int8 runs on the CPU"):
-        resolve_precision("int8", cuda, calibrated=True)
+    calibrated = weights.resolve("shinkai")
+    uncalibrated = weights.Style("tiny", ROOT / "missing" / "tiny.safetensors", {}, "abc")
+    for cls in ("avx2", "avx512-vnni"):
+        here = CpuClass(name=cls, hardware=cls)
+        assert policy.choose(calibrated, cpu, "auto", here).precision == "int8"  # recorded within 0.3 dB
+        assert policy.choose(uncalibrated, cpu, "auto", here).precision in ("bf16", "fp32")
+        assert policy.choose(calibrated, cpu, "int8", here).precision == "int8"
+        with pytest.raises(AnimestreamError, match="no INT8 calibration; make one with 'animestream weights calibrate"):
+            policy.choose(uncalibrated, cpu, "int8", here)
+        with pytest.raises(AnimestreamError, match="int8 runs on the CPU"):
+            policy.choose(calibrated, cuda, "int8", here)
+    assert policy.choose(calibrated, cuda, "auto", CpuClass(name="avx2", hardware="avx2")).precision == "fp16"
 
 
 def test_cli_calibrates_a_style_file_then_the_engine_runs_it_in_int8(tmp_path, tiny_style, cli):
