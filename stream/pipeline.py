@@ -70,7 +70,8 @@ class BatchEngine(Protocol):
 
 
 class Sink(Protocol):
-    """What the consumer thread writes to. Whoever opened a sink closes it."""
+    """What the consumer thread writes to. Whoever opened a sink closes it: through ``finish`` (in the
+    consumer thread, see :class:`Pipeline`), or once :meth:`Pipeline.run` has returned or raised."""
 
     def write(self, frame: Frame, image: np.ndarray) -> None: ...
 

@@ -163,6 +163,8 @@ class VideoFileSink:
     1.5 per core); one is enough when a CPU model sets the pace, and leaves the cores to it.
     Frames of another size than ``width`` x ``height`` pixels are scaled to it in the same swscale
     pass that converts them to the encoder's YUV, so a job can stylise at a smaller size for free.
+    Not thread-safe: the thread that writes is the one that closes (FFmpeg crashes when one thread
+    flushes or closes a container another is muxing into); a pipeline closes it with ``finish``.
     """
 
     def __init__(self, target: str | Path, *, width: int, height: int, time_base: Fraction, rate: Fraction,
