@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import sys
 import tempfile
@@ -140,13 +141,16 @@ def stage_rows(style: str, device: str, clip: Path, out: Path, max_side: int, re
     from stream.sources import Frame
 
     rows, dev = [], torch.device(device)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), _cpu_s()
     with av.open(str(clip)) as f:
         f.streams.video[0].thread_type = "AUTO"
         decoded = [(fr.to_ndarray(), fr.pts, fr.format.name, int(fr.colorspace), int(fr.color_range))
                    for fr in f.decode(video=0)]
         time_base = f.streams.video[0].time_base
-    rows.append({"stage": "decode", "to": "planes", "fps": _fps(len(decoded), time.perf_counter() - t0)})
+    rows.append({"stage": "decode", "to": "planes", "fps": _fps(len(decoded), time.perf_counter() - t0),
+                 "cpu_ms_per_frame": _per_frame_ms(_cpu_s() - c0, len(decoded))})
+    if dev.type == "cuda":
+        rows.append(_nvdec_row(clip))
     t0 = time.perf_counter()
     with av.open(str(clip)) as f:
         f.streams.video[0].thread_type = "AUTO"
@@ -189,7 +193,43 @@ def stage_rows(style: str, device: str, clip: Path, out: Path, max_side: int, re
                 or r.get("to") == "planes" or str(r.get("from", "")).startswith("yuv420p")]
     slowest = min(new_path, key=lambda r: r["fps"])
     rows.append({"stage": "bottleneck", "is": slowest["stage"], "fps": slowest["fps"]})
+    # decoding and encoding share the host's cores: at most cores / (their CPU per frame) together
+    host = [r.get("cpu_ms_per_frame") for r in new_path if r["stage"] in ("decode", "encode")]
+    if all(host):
+        cores = os.cpu_count() or 1
+        rows.append({"stage": "host cores", "cores": cores, "decode_plus_encode_cpu_ms": round(sum(host), 2),
+                     "fps_at_most": _fps(cores, sum(host) / 1000)})
     return rows
+
+
+def _cpu_s() -> float:
+    """CPU seconds this process has used so far, every thread (FFmpeg's and x264's included)."""
+    use = resource.getrusage(resource.RUSAGE_SELF)
+    return use.ru_utime + use.ru_stime
+
+
+def _per_frame_ms(cpu_s: float, frames: int) -> float:
+    return round(cpu_s / max(frames, 1) * 1000, 2)
+
+
+def _nvdec_row(clip: Path) -> dict:
+    """Decoding on the GPU's video decoder (FFmpeg's CUDA hwaccel; frames copied back as NV12 planes): its
+    rate and the host CPU it leaves to x264, for comparison with the software decoder's row."""
+    import av
+    from av.codec.hwaccel import HWAccel
+
+    row = {"stage": "decode", "to": "planes, nvdec"}
+    t0, c0 = time.perf_counter(), _cpu_s()
+    try:
+        with av.open(str(clip), hwaccel=HWAccel("cuda", allow_software_fallback=False)) as f:
+            names, count = set(), 0
+            for fr in f.decode(video=0):
+                names.add(fr.format.name)
+                count += fr.to_ndarray() is not None
+    except (av.error.FFmpegError, ValueError, OSError, RuntimeError) as e:
+        return {**row, "error": str(e)[:200]}
+    return {**row, "fps": _fps(count, time.perf_counter() - t0),
+            "cpu_ms_per_frame": _per_frame_ms(_cpu_s() - c0, count), "formats": sorted(names)}
 
 
 def _encode_planes(frames: list[np.ndarray], decoded: list, out: Path, width: int, height: int,
@@ -200,11 +240,12 @@ def _encode_planes(frames: list[np.ndarray], decoded: list, out: Path, width: in
 
     sink = PlaneSink(out / "stage_yuv.mp4", width=width, height=height, time_base=time_base, rate=Fraction(30),
                      threads=0)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), _cpu_s()
     for i, (planes, d) in enumerate(zip(frames, decoded)):
         sink.write(Frame(i, planes, d[1], time_base, t0), planes)
     sink.close(keep=True)
-    return {"fps": _fps(len(frames), time.perf_counter() - t0)}
+    return {"fps": _fps(len(frames), time.perf_counter() - t0),
+            "cpu_ms_per_frame": _per_frame_ms(_cpu_s() - c0, len(frames))}
 
 
 def own_peak_rss_mb() -> float:
@@ -343,7 +384,7 @@ def live_job(style: str, device: str, src: Path, dst: Path, max_side: int) -> di
 def model_rows(args, peak: float, rows: dict, repeat: int) -> None:
     """The generator alone: TorchScript (``scripted``, what a single frame runs) and the eager module (what
     the batched file path runs), at 512x512, at a 1080p job's 512x288 and at 1920x1080; then the eager
-    module again with ``cudnn.benchmark`` (what file jobs set), then compiled."""
+    module again with ``cudnn.benchmark`` (what file jobs of CUDNN_BENCHMARK_FRAMES or more set), then compiled."""
     engine = Engine(args.style, max_side=0, device=args.device)
     eager = engine._batch_module()
     big = (72, 128) if args.quick else (1080, 1920)
@@ -360,7 +401,7 @@ def model_rows(args, peak: float, rows: dict, repeat: int) -> None:
         torch.backends.cudnn.benchmark = True
         for h, w, batch in [(288, 512, 16), (*big, 1)]:
             t0 = time.perf_counter()
-            model_fps(engine, eager, h, w, batch, 1)  # the algorithm search: the first call of each shape
+            model_fps(engine, eager, h, w, batch, 1)  # three calls, the first searching (once per shape)
             search_s = time.perf_counter() - t0
             fps = model_fps(engine, eager, h, w, batch, repeat)
             _print_model(engine, "eager", h, w, batch, fps, peak, cudnn_benchmark=True,

@@ -46,8 +46,10 @@ MEMORY_HEADROOM = 0.8  # share of the available memory the model's activations m
 MAX_AUTO_BATCH = 16  # frames per model call the engine picks at most on a GPU
 BATCH_MEMORY_SHARE = 0.5  # of the free GPU memory, what a batch's activations may take
 # File jobs on a GPU run one batch shape from start to end (the last batch is padded to it), so cuDNN's
-# per-shape algorithm search is paid once, in the warm-up before the job's clock starts (Engine.fit_batch).
-CUDNN_BENCHMARK = True
+# per-shape algorithm search (torch.backends.cudnn.benchmark) is paid once, in the warm-up (Engine.fit_batch).
+# It pays only where the model sets the pace and the job is long: a job of at least this many frames turns
+# it on; shorter ones (and live streams) keep cuDNN's heuristics (bench/gpu.py times both and the search).
+CUDNN_BENCHMARK_FRAMES = 2000
 
 # CUDA loads each kernel's module when it first runs instead of all of torch's at start-up (CUDA's default
 # since 12.2, which torch also sets); set only where the environment says nothing, before CUDA starts.
@@ -325,7 +327,7 @@ class Engine:
         self.batch_size = options.batch or self._auto_batch()
         self.compile_s = 0.0  # the one-off cost of --compile: warming each new batch shape (stream.compiled)
         self.warm_s = 0.0  # a GPU's one-off warm-up per batch shape before a job's clock starts (fit_batch)
-        self._warm_shapes: set[tuple[int, int, int]] = set()
+        self._warm_shapes: set[tuple[int, int, int, bool]] = set()
         self._slot_key: tuple[int, int, int] | None = None  # the GPU path's buffers are for this batch shape
         self._slots: list[_DeviceSlot] = []
         if self.device.type == "cpu":
@@ -384,24 +386,25 @@ class Engine:
             self.batch_size = self._auto_batch(width, height)
             self._prepare_compiled(self.batch_size, *inference_size(width, height, self.max_side), frames)
             if self.device.type == "cuda":
-                self._warm_device(self.batch_size, width, height)
+                self._warm_device(self.batch_size, width, height, frames)
         return self.batch_size
 
-    def _warm_device(self, n: int, width: int, height: int) -> None:
+    def _warm_device(self, n: int, width: int, height: int, frames: int | None) -> None:
         """Run one dummy batch of ``n`` frames of ``width`` x ``height`` through :meth:`stylise_on_device`
-        once per shape, so that CUDA's lazy kernel loading, cuDNN's handles and (with
-        :data:`CUDNN_BENCHMARK`) its algorithm search happen before a job's clock starts, not in its first
-        batch; the seconds it took add to :attr:`warm_s`."""
+        once per shape, so that CUDA's lazy kernel loading, cuDNN's handles and, for a job of at least
+        :data:`CUDNN_BENCHMARK_FRAMES` ``frames``, cuDNN's algorithm search happen before the pipeline
+        starts, not in its first batch; the seconds it took add to :attr:`warm_s`."""
         import time
 
-        if (n, height, width) in self._warm_shapes:
+        search = frames is not None and frames >= CUDNN_BENCHMARK_FRAMES
+        if (n, height, width, search) in self._warm_shapes:
             return
-        torch.backends.cudnn.benchmark = CUDNN_BENCHMARK
+        torch.backends.cudnn.benchmark = search
         t0 = time.perf_counter()
         with torch.inference_mode():
             self.stylise_on_device(torch.zeros((n, 3, height, width), device=self.device))
         torch.cuda.synchronize(self.device)
-        self._warm_shapes.add((n, height, width))
+        self._warm_shapes.add((n, height, width, search))
         self.warm_s += time.perf_counter() - t0
 
     def _batch_module(self) -> torch.nn.Module:

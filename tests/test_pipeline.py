@@ -193,15 +193,26 @@ def test_memory_stays_flat_over_a_long_stream(tiny_style):
 
 
 def test_memory_stays_flat_through_convert_video(tmp_path, tiny_style):
-    """The whole file path (decode, engine, x264, mux) over 560 frames."""
-    src = media.write_clip(tmp_path / "long.mp4", frames=560, audio=None)
+    """The whole file path (decode, engine, x264, mux) over the last 460 or more of 560 frames.
+
+    Measured from the 100th frame of a job, not from its start: a job's threads (FFmpeg's decoder takes one
+    per core plus one, up to 16) each bring a stack and buffers when they start: with a 16-core host's 16
+    decoder threads, RSS grew by 11, 10, 6 and then 0.5 MB over a process's first jobs after the warm-up
+    (converging: no leak), more than a 2-core host's first job. Frames are what must not cost memory."""
+    total, settled = 560, 100
+    src = media.write_clip(tmp_path / "long.mp4", frames=total, audio=None)
     engine = Engine(tiny_style, max_side=32, precision="fp32", device="cpu")
     convert_video(src, tmp_path / "warm.mp4", engine, progress=False)  # warm every allocator up
-    before = current_rss_mb()
-    stats = convert_video(src, tmp_path / "again.mp4", engine, progress=False)
-    growth = current_rss_mb() - before
-    assert stats.frames_out == 560
-    assert growth < 5.0, f"RSS grew by {growth:.1f} MB"
+    start: dict[str, float] = {}
+
+    def progress(done: int, _expected: int | None) -> None:
+        if done >= settled and not start:
+            start.update(frames=done, rss=current_rss_mb())
+
+    stats = convert_video(src, tmp_path / "again.mp4", engine, progress=False, on_progress=progress)
+    growth = current_rss_mb() - start["rss"]
+    assert stats.frames_out == total and start["frames"] <= total // 2  # at least 280 frames measured
+    assert growth < 5.0, f"RSS grew by {growth:.1f} MB over {total - start['frames']} frames"
 
 
 class BlockingSink:
