@@ -24,10 +24,11 @@ BATCH_MEMORY_SHARE = 0.5  # of the free device memory, what a batch's activation
 # Pixels per model call the automatic batch stops at: 16 frames of 512x512. A larger frame fills the GPU
 # alone (full-resolution 1080p ran at 25.8 fps at batch 1 and 20.0 at batch 4, ../shared/gpu/README.md).
 MAX_BATCH_PIXELS = 16 * 512 * 512
-# Full-size frame pixels per batch the automatic batch stops at: 16 frames of 1080p. A batch's frames are held
-# on the host several times over (the decode and result queues, each about two batches deep, the buffer pool,
-# two pinned upload and download slots), so 16 frames of 4K would hold about 2 GB there; it gets 4 frames.
-MAX_BATCH_FRAME_PIXELS = 16 * 1920 * 1080
+# Full-size frame pixels per batch the automatic batch stops at: 8 frames of 1080p. A batch's frames are held
+# on the host about eight times over (the decode and result queues, each two batches deep, the buffer pool, two
+# pinned upload and two download slots): 16 frames of 4K held about 2 GB there, 16 of 1080p over 500 MB of a
+# 2 GB budget. 8 frames of 512x288 keep an H200 far ahead of the encoder (batching gains nothing past that).
+MAX_BATCH_FRAME_PIXELS = 8 * 1920 * 1080
 SIDE_STEP = 4  # pixels: inference sides are multiples of this (see stream.engine.SIDE_MULTIPLE)
 
 

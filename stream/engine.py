@@ -357,7 +357,8 @@ class Engine:
     def _auto_batch(self, width: int = 0, height: int = 0) -> int:
         """1 on the CPU (batching measured no faster there); on a GPU, for frames of ``width`` x ``height``
         pixels (0: a ``max_side`` square, or 1 frame when there is no cap: the size is not known yet), as
-        many as half the free memory holds, at most :data:`MAX_AUTO_BATCH`, and never so many that an
+        many as half the free memory holds, at most :data:`MAX_AUTO_BATCH` and 8 full-size 1080p frames'
+        pixels (the host holds each batch's frames several times over), and never so many that an
         intermediate passes torch's 32-bit index limit (:mod:`stream.batching`)."""
         if not self.resizes_on_device:
             return 1

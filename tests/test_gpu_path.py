@@ -100,16 +100,18 @@ def test_an_engine_sizes_its_batch_from_the_frames_it_runs(tiny_style, monkeypat
     side = int(str(refused.value).split("--max-side ")[1].split()[0])
     assert batching.index_limited_batch(tiny, *inference_size(15360, 8640, side)) == 1
     capped = _device_engine(tiny_style, max_side=512)
-    assert capped.fit_batch(1920, 1080) == batching.MAX_AUTO_BATCH  # the cap makes the model's frames small
-    assert capped.fit_batch(3840, 2160) == 4  # but 4K frames are held on the host: 4 of them per batch
+    assert capped.fit_batch(960, 540) == batching.MAX_AUTO_BATCH  # the cap makes the model's frames small
+    assert capped.fit_batch(1920, 1080) == 8  # but full-size frames are held on the host: 8 of 1080p per batch
+    assert capped.fit_batch(3840, 2160) == 2
     assert capped.fit_batch(15360, 8640) == 1
     pinned = _device_engine(tiny_style, max_side=0, batch=64)
     assert pinned.fit_batch(3840, 2160) == batching.index_limited_batch(tiny, 3840, 2160) == 8
 
 
 def test_the_automatic_batch_bounds_the_full_size_frames_held_on_the_host():
-    assert _batch(HAYAO, 512, 288, frame_pixels=1920 * 1080) == batching.MAX_AUTO_BATCH
-    assert _batch(HAYAO, 512, 288, frame_pixels=3840 * 2160) == 4
+    assert _batch(HAYAO, 512, 288, frame_pixels=512 * 288) == batching.MAX_AUTO_BATCH
+    assert _batch(HAYAO, 512, 288, frame_pixels=1920 * 1080) == 8
+    assert _batch(HAYAO, 512, 288, frame_pixels=3840 * 2160) == 2
     assert _batch(HAYAO, 512, 288, frame_pixels=7680 * 4320) == 1
     assert _batch(HAYAO, 512, 288, frame_pixels=3840 * 2160, requested=16) == 16  # --batch is the user's
 
