@@ -212,24 +212,38 @@ def _per_frame_ms(cpu_s: float, frames: int) -> float:
     return round(cpu_s / max(frames, 1) * 1000, 2)
 
 
+_NVDEC = """
+import json, resource, sys, time
+import av
+from av.codec.hwaccel import HWAccel
+def cpu():
+    use = resource.getrusage(resource.RUSAGE_SELF)
+    return use.ru_utime + use.ru_stime
+t0, c0, names, count = time.perf_counter(), cpu(), set(), 0
+with av.open(sys.argv[1], hwaccel=HWAccel("cuda", allow_software_fallback=False)) as f:
+    for fr in f.decode(video=0):
+        names.add(fr.format.name)
+        count += fr.to_ndarray() is not None
+print(json.dumps({"frames": count, "s": time.perf_counter() - t0, "cpu_s": cpu() - c0, "formats": sorted(names)}))
+"""
+
+
 def _nvdec_row(clip: Path) -> dict:
     """Decoding on the GPU's video decoder (FFmpeg's CUDA hwaccel; frames copied back as NV12 planes): its
-    rate and the host CPU it leaves to x264, for comparison with the software decoder's row."""
-    import av
-    from av.codec.hwaccel import HWAccel
+    rate and the host CPU it leaves to x264, beside the software decoder's row. In a process of its own
+    (PyAV alone), so that a driver problem there cannot stop this run."""
+    import subprocess
 
     row = {"stage": "decode", "to": "planes, nvdec"}
-    t0, c0 = time.perf_counter(), _cpu_s()
     try:
-        with av.open(str(clip), hwaccel=HWAccel("cuda", allow_software_fallback=False)) as f:
-            names, count = set(), 0
-            for fr in f.decode(video=0):
-                names.add(fr.format.name)
-                count += fr.to_ndarray() is not None
-    except (av.error.FFmpegError, ValueError, OSError, RuntimeError) as e:
+        done = subprocess.run([sys.executable, "-c", _NVDEC, str(clip)], capture_output=True, text=True, timeout=60)
+        got = json.loads(done.stdout.strip().splitlines()[-1]) if done.returncode == 0 else None
+    except (subprocess.TimeoutExpired, ValueError, IndexError) as e:
         return {**row, "error": str(e)[:200]}
-    return {**row, "fps": _fps(count, time.perf_counter() - t0),
-            "cpu_ms_per_frame": _per_frame_ms(_cpu_s() - c0, count), "formats": sorted(names)}
+    if got is None:
+        return {**row, "error": (done.stderr.strip().splitlines() or ["no output"])[-1][:200]}
+    return {**row, "fps": _fps(got["frames"], got["s"]), "cpu_ms_per_frame": _per_frame_ms(got["cpu_s"], got["frames"]),
+            "formats": got["formats"]}
 
 
 def _encode_planes(frames: list[np.ndarray], decoded: list, out: Path, width: int, height: int,
