@@ -4,19 +4,22 @@ workers are SIGKILLed at random moments, all under CPU load; counts what went wr
     python bench/soak.py [--runs 1000] [--batches 100] [--load 2] [--seed 0] [--style PATH|NAME]
 
 Each of ``--runs`` conversions (a small clip with sound, ``animestream CLIP OUT``) gets one stop signal,
-in turn SIGINT, SIGTERM and SIGHUP, at a random moment from 0 to ``--max-delay`` seconds after its start
-(start-up included). Each of ``--batches`` batches (``animestream batch`` over a few clips and a photo,
+in turn SIGINT, SIGTERM and SIGHUP: one run in four at a random moment up to ``--max-delay`` seconds
+after its start (start-up: imports, loading the style), the others at a random moment up to half that
+after its first frames were converted. Each of ``--batches`` batches (``animestream batch`` over a few clips and a photo,
 two workers) has ``--kills`` of its ``ray::Converter`` processes SIGKILLed, each at a random moment of
 up to half ``--max-delay`` seconds after a worker runs (while loading, converting or between files). ``--load``
 busy processes keep the CPUs loaded meanwhile. Without ``--style``, a random-weight style of a quarter
 of the channels is made (the code paths are those of any style; only the model is small).
 
 Prints one JSON line per run and per batch, then a summary line:
-  crashes      a conversion that died of another signal than the one sent (SIGSEGV: -11, SIGABRT: -6)
+  crashes      a conversion that died of a fault (SIGSEGV: -11, SIGABRT: -6, SIGBUS, SIGILL, SIGFPE)
+  other_signal one that died of another signal than the one sent (not a fault)
   killed       one that died of the signal sent itself: before its handlers were in place (the first
                moments of start-up) or after its job was done (the output is then complete)
-  errors       another exit code than 128 + the signal, 130 (stopped while starting) or 0 (done first),
-               or a traceback
+  ignored      one that ran to its end with exit code 0 although the signal was sent (lost in start-up)
+  errors       another positive exit code than 128 + the signal or 130 (stopped while starting), or a
+               traceback
   unplayable   an output PyAV cannot open or decode to the end
   lost_frames  frames the run said it wrote that the output does not hold (summed)
   leftovers    temporary files (``.NAME.PID.partial.EXT``) left after the process ended
@@ -45,7 +48,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+FAULTS = frozenset({signal.SIGSEGV, signal.SIGABRT, signal.SIGBUS, signal.SIGILL, signal.SIGFPE})
 WROTE = re.compile(r"wrote (\d+) frames")
+PROGRESS = re.compile(rb"\d+/\d+ \[")  # tqdm's "  36/600 [": frames are being converted
+STARTUP_SHARE = 4  # one run in this many is signalled during start-up, the others while converting
 
 
 def make_clip(path: Path, frames: int, size: tuple[int, int] = (64, 48), fps: int = 24) -> Path:
@@ -111,7 +117,15 @@ def _read(stream, into: bytearray) -> None:
         into.extend(chunk)
 
 
-def one_run(i: int, clip: Path, style: str, work: Path, signum: int, delay: float) -> dict:
+def _wait_for_progress(proc: subprocess.Popen, err: bytearray, limit_s: float = 300) -> None:
+    deadline = time.monotonic() + limit_s
+    while proc.poll() is None and time.monotonic() < deadline and not PROGRESS.search(bytes(err)):
+        time.sleep(0.02)
+
+
+def one_run(i: int, clip: Path, style: str, work: Path, signum: int, delay: float, startup: bool) -> dict:
+    """One conversion, signalled ``delay`` seconds after its start (``startup``) or after its first
+    converted frames."""
     out_dir = work / f"run{i}"
     out_dir.mkdir()
     out = out_dir / "out.mp4"
@@ -123,6 +137,8 @@ def one_run(i: int, clip: Path, style: str, work: Path, signum: int, delay: floa
     reader = threading.Thread(target=_read, args=(proc.stderr, err))
     reader.start()
     try:
+        if not startup:
+            _wait_for_progress(proc, err)
         try:
             proc.wait(delay)
             sent = False  # it finished first
@@ -136,18 +152,20 @@ def one_run(i: int, clip: Path, style: str, work: Path, signum: int, delay: floa
             proc.wait()
         reader.join()
     text = err.decode(errors="replace")
-    row = {"run": i, "signal": signal.Signals(signum).name, "delay_s": round(delay, 2), "sent": sent, "rc": rc}
+    row = {"run": i, "signal": signal.Signals(signum).name, "at": "start-up" if startup else "converting",
+           "delay_s": round(delay, 2), "sent": sent, "rc": rc}
     claimed = [int(n) for n in WROTE.findall(text)]
     row["claimed"] = claimed[-1] if claimed else None
     row["decoded"] = decoded_frames(out) if out.exists() else None
-    row["crash"] = rc < 0 and -rc != signum
+    row["crash"] = rc < 0 and -rc in FAULTS
+    row["other_signal"] = rc < 0 and -rc != signum and -rc not in FAULTS
     row["killed"] = rc == -signum
-    expected = {128 + signum, 130} if sent else {0}
-    row["error"] = (rc >= 0 and rc not in expected) or "Traceback" in text
+    row["ignored"] = sent and rc == 0  # the signal was lost: the job ran to its end
+    row["error"] = (rc > 0 and rc not in {128 + signum, 130}) or "Traceback" in text
     row["unplayable"] = out.exists() and row["decoded"] is None
     row["lost_frames"] = max(0, (row["claimed"] or 0) - (row["decoded"] or 0))
     row["leftovers"] = partials(out_dir)
-    if row["crash"] or row["error"] or row["unplayable"] or row["lost_frames"] or row["leftovers"]:
+    if any(row[k] for k in ("crash", "other_signal", "ignored", "error", "unplayable", "lost_frames", "leftovers")):
         row["stderr_tail"] = text[-1500:]
     return row
 
@@ -239,7 +257,8 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.perf_counter()
     loaders = [subprocess.Popen([sys.executable, "-c", "while True: pass"], stdin=subprocess.DEVNULL)
                for _ in range(args.load)]
-    totals = {"runs": 0, "signals_sent": 0, "crashes": 0, "killed": 0, "errors": 0, "unplayable": 0,
+    totals = {"runs": 0, "signals_sent": 0, "while_converting": 0, "crashes": 0, "other_signal": 0,
+              "killed": 0, "ignored": 0, "errors": 0, "unplayable": 0,
               "lost_frames": 0, "leftovers": 0, "batches": 0, "worker_kills": 0, "lost_outputs": 0,
               "batch_errors": 0, "batch_leftovers": 0}
     try:
@@ -248,11 +267,14 @@ def main(argv: list[str] | None = None) -> int:
             style = args.style or str(make_style(work))
             clip = make_clip(work / "clip.mp4", args.frames)
             for i in range(args.runs):
-                row = one_run(i, clip, style, work, SIGNALS[i % len(SIGNALS)], rng.uniform(0, args.max_delay))
+                startup = rng.randrange(STARTUP_SHARE) == 0
+                delay = rng.uniform(0, args.max_delay if startup else args.max_delay / 2)
+                row = one_run(i, clip, style, work, SIGNALS[i % len(SIGNALS)], delay, startup)
                 print(json.dumps(row), flush=True)
                 totals["runs"] += 1
                 totals["signals_sent"] += row["sent"]
-                for key in ("crash", "killed", "error", "unplayable"):
+                totals["while_converting"] += row["sent"] and not startup
+                for key in ("crash", "other_signal", "killed", "ignored", "error", "unplayable"):
                     totals[{"crash": "crashes", "error": "errors"}.get(key, key)] += bool(row[key])
                 totals["lost_frames"] += row["lost_frames"]
                 totals["leftovers"] += len(row["leftovers"])
@@ -282,7 +304,8 @@ def main(argv: list[str] | None = None) -> int:
     totals["load_processes"] = args.load
     totals["wall_s"] = round(time.perf_counter() - t_start, 1)
     print(json.dumps({"summary": totals}), flush=True)
-    bad = totals["crashes"] + totals["errors"] + totals["unplayable"] + totals["lost_frames"] + totals["leftovers"]
+    bad = totals["crashes"] + totals["other_signal"] + totals["errors"] + totals["unplayable"]
+    bad += totals["lost_frames"] + totals["leftovers"]
     bad += totals["lost_outputs"] + totals["batch_errors"] + totals["batch_leftovers"]
     return 1 if bad else 0
 
