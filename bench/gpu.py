@@ -325,9 +325,10 @@ def file_job(job: dict) -> dict:
 def rss_steps(job: dict) -> dict:
     """This process's resident memory (MB) after each step of starting a GPU file job (``--rss``):
     torch imported, a CUDA context (``torch.zeros(1, device=...)``), the engine built, its warm-up for
-    1080p at cap 512, and a first batch of 1080p planes through the plane path's buffers."""
+    1080p at cap 512, a first batch of 1080p planes through the plane path's buffers, and encoder auto's
+    probe of NVENC (FFmpeg opens a CUDA context of its own for it), with the seconds that probe took."""
     from stream import yuv
-    from stream.devicejob import PlaneEngine
+    from stream.devicejob import PlaneEngine, encoder_opens
     from stream.pipeline import current_rss_mb
 
     if job.get("module_loading", "(unset)") == "(unset)":
@@ -347,7 +348,11 @@ def rss_steps(job: dict) -> dict:
     planes = PlaneEngine(engine, yuv.PlaneFormat("yuv420p"), width, height)
     planes.submit([np.zeros((height * 3 // 2, width), np.uint8)] * n)()
     rows["first_batch"] = current_rss_mb()
-    rows = {k: round(v, 1) if isinstance(v, float) else v for k, v in rows.items()}
+    t0 = time.perf_counter()  # what encoder auto does once per process: try the hardware encoder
+    rows["nvenc_opens"] = encoder_opens("h264_nvenc", width, height)
+    rows["nvenc_probe_s"] = round(time.perf_counter() - t0, 3)
+    rows["after_nvenc_probe"] = current_rss_mb()
+    rows = {k: round(v, 1) if isinstance(v, float) and not k.endswith("_s") else v for k, v in rows.items()}
     return {**rows, "batch": n, "peak_rss_mb": round(own_peak_rss_mb(), 1)}
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,6 +36,9 @@ from .sources import Frame, VideoSource
 from .yuv import PlaneFormat
 
 HARDWARE_ENCODERS = ("h264_nvenc",)  # tried in order by encoder "auto"; data-centre GPUs (H100, H200) have none
+# NVIDIA's GPUs with no video encoder: encoder "auto" does not try NVENC on them (FFmpeg would open a CUDA
+# context of its own, host memory and time, only to fail); a name outside this list is tried.
+NO_VIDEO_ENCODER = ("A100", "A800", "A30", "H100", "H800", "H200", "H20", "B100", "B200", "GH200", "GB200")
 ENCODERS = ("auto", "libx264", *HARDWARE_ENCODERS)
 PLANE_OUTPUTS = frozenset({".mp4", ".mkv", ".mov", ".m4v", ".webm", ".avi"})  # yuv420p encoders (not GIF)
 HOST_THREADS = os.cpu_count() or 1
@@ -88,6 +92,14 @@ def encoder_opens(name: str, width: int, height: int) -> bool:
     return True
 
 
+def gpu_without_encoder() -> bool:
+    """Whether this process's CUDA GPU is one of :data:`NO_VIDEO_ENCODER` (False without a CUDA GPU)."""
+    if not torch.cuda.is_available():
+        return False
+    name = torch.cuda.get_device_name()
+    return any(re.search(rf"\b{model}\b", name) for model in NO_VIDEO_ENCODER)
+
+
 def hardware_options(name: str, crf: int) -> dict[str, str]:
     """Options giving a hardware encoder about x264's quality at ``crf`` (constant quality, no bitrate cap)."""
     return {"preset": "p5", "rc": "vbr", "cq": str(crf), "b": "0"} if name == "h264_nvenc" else {}
@@ -102,6 +114,8 @@ def pick_encoder(requested: str, width: int, height: int) -> str:
     if requested == "libx264":
         return requested
     if requested == "auto":
+        if gpu_without_encoder():
+            return "libx264"
         return next((name for name in HARDWARE_ENCODERS if encoder_opens(name, width, height)), "libx264")
     if not encoder_opens(requested, width, height):
         raise SinkError(f"encoder {requested}: it does not open here (no such GPU encoder); use libx264 or auto")

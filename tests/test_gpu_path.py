@@ -394,6 +394,22 @@ def test_auto_falls_back_to_x264_where_no_hardware_encoder_opens(tmp_path, monke
         sink.close(keep=False)
 
 
+@pytest.mark.parametrize("gpu, probed", [("NVIDIA H200", False), ("NVIDIA H100 80GB HBM3", False),
+                                         ("NVIDIA A100-SXM4-80GB", False), ("NVIDIA H20", False),
+                                         ("NVIDIA GeForce RTX 4090", True), ("NVIDIA L40S", True)])
+def test_auto_does_not_try_nvenc_on_gpus_without_a_video_encoder(monkeypatch, gpu, probed):
+    from stream import devicejob
+
+    tried = []
+    monkeypatch.setattr(devicejob.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(devicejob.torch.cuda, "get_device_name", lambda *_a: gpu)
+    monkeypatch.setattr(devicejob, "encoder_opens", lambda name, w, h: tried.append(name) or False)
+    assert devicejob.pick_encoder("auto", 64, 48) == "libx264"
+    assert tried == (["h264_nvenc"] if probed else [])
+    with pytest.raises(devicejob.SinkError):  # named outright, it is always tried
+        devicejob.pick_encoder("h264_nvenc", 64, 48)
+
+
 def test_auto_takes_a_hardware_encoder_that_opens(tmp_path, monkeypatch):
     """Where NVENC would open, auto picks it with its own options (MPEG-4 Part 2, which opens here, stands in
     for the hardware: the choice, the options and a playable file are what is checked)."""
@@ -402,6 +418,7 @@ def test_auto_takes_a_hardware_encoder_that_opens(tmp_path, monkeypatch):
     assert devicejob.hardware_options("h264_nvenc", 18) == {"preset": "p5", "rc": "vbr", "cq": "18", "b": "0"}
     monkeypatch.setattr(devicejob, "HARDWARE_ENCODERS", ("mpeg4",))
     monkeypatch.setattr(devicejob, "ENCODERS", ("auto", "libx264", "mpeg4"))
+    monkeypatch.setattr(devicejob, "gpu_without_encoder", lambda: False)  # on an H200 too
     monkeypatch.setattr(devicejob, "hardware_options", lambda name, crf: {"qscale": "4"})
     assert devicejob.pick_encoder("auto", 64, 48) == "mpeg4"
     sink = devicejob.PlaneSink(tmp_path / "y.mp4", width=64, height=48, time_base=Fraction(1, 24), rate=Fraction(24))
