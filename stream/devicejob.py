@@ -240,10 +240,20 @@ class PlaneEngine:
     def __call__(self, planes: np.ndarray) -> np.ndarray:
         return self.submit([planes])()[0]
 
+    def warm(self) -> None:
+        """One batch of black frames through every step, so that the pinned buffers are allocated and the
+        conversions' kernels loaded before the job's pipeline starts (the engine warmed the model)."""
+        shape = self.fmt.packed_shape(self.width, self.height)
+        black = np.zeros(shape, np.int16 if self.fmt.bits > 8 else np.uint8)
+        self.submit([black] * self.batch_size)()
+
 
 def plane_path(engine: FrameEngine, source: VideoSource) -> PlaneEngine | None:
     """The batch engine for a job whose ``source`` delivers planes (a :class:`PlaneSource` that could), else None."""
     fmt = getattr(source, "plane_format", None)
     if fmt is None or not isinstance(engine, Engine):
         return None
-    return PlaneEngine(engine, fmt, source.width, source.height)
+    planes = PlaneEngine(engine, fmt, source.width, source.height)
+    if engine.device.type == "cuda":
+        planes.warm()
+    return planes

@@ -227,6 +227,17 @@ def test_a_short_last_batch_runs_padded_to_the_jobs_one_shape(tmp_path, tiny_sty
     assert shapes == [(3, 3, 72, 96)] * 3  # 3 + 3 + 1 frames: the last batch padded, its padding dropped
 
 
+@pytest.mark.parametrize("pix_fmt", ["yuv420p", "nv12", "yuv420p10le", "yuv444p"])
+def test_a_plane_engine_warms_up_on_black_frames_of_its_format(tiny_style, pix_fmt):
+    from stream.devicejob import PlaneEngine
+
+    planes = PlaneEngine(_seam(tiny_style, max_side=32, batch=3), yuv.PlaneFormat(pix_fmt), 64, 48)
+    planes.warm()  # what a CUDA job does before its pipeline starts
+    frame = av.VideoFrame.from_ndarray(media.frame_image(1, 64, 48), format="rgb24").reformat(format=pix_fmt)
+    out = planes(frame.to_ndarray().view(np.int16) if pix_fmt.endswith("10le") else frame.to_ndarray())
+    assert out.shape == (72, 64) and out.dtype == np.uint8  # packed yuv420p, as the encoder takes it
+
+
 class _Doubling(torch.nn.Module):
     def forward(self, x):
         return x * 2
