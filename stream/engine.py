@@ -410,9 +410,10 @@ class Engine:
 
     def _batch_module(self) -> torch.nn.Module:
         """The module the GPU path runs (:meth:`stylise_on_device`: file jobs' batches and live frames): the
-        backend's eager generator where it keeps one, else :attr:`module`. TorchScript's profiling executor profiles, fuses and compiles kernels on the first
-        calls of each new input shape: a 150-frame 1080p job ran 39.9 fps scripted and 58.9 fps eager on an
-        H200 (``bench/gpu.py``), where the model is not the bound."""
+        backend's eager generator where it keeps one, else :attr:`module` (also when something replaced it:
+        ``--compile``'s plain module, a test's). TorchScript's profiling executor profiles, fuses and
+        compiles kernels on the first calls of each new input shape: a 150-frame 1080p job ran 39.9 fps
+        scripted and 58.9 fps eager on an H200 (``bench/gpu.py``), where the model is not the bound."""
         eager = getattr(self.backend, "eager", None)
         return self.module if eager is None or self.module is not getattr(self.backend, "module", None) else eager
 
