@@ -224,9 +224,13 @@ def one_batch(i: int, inputs: Path, frames: dict[str, int], style: str, work: Pa
                     pass
         rc = proc.wait(900)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        if proc.poll() is None:  # interrupted: a batch stopped by Ctrl-C shuts its Ray down itself
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
         reader.join()
     text = err.decode(errors="replace")
     lost = []
