@@ -525,6 +525,9 @@ def targets(rows: dict) -> dict:
     return out
 
 
+SECTIONS = ("rss", "stages", "models", "files", "live")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--style", default="hayao")
@@ -533,6 +536,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--frames", type=int, default=0, help="frames per clip (default 600; --quick: 40)")
     p.add_argument("--job-timeout", type=float, default=120.0, help="seconds one file job may take")
     p.add_argument("--out", type=Path, default=None, help="scratch folder (default: a temporary one)")
+    p.add_argument("--sections", default=",".join(SECTIONS),
+                   help="comma-separated parts to run, of %(default)s (a short GPU lease runs fewer)")
     p.add_argument("--job", help=argparse.SUPPRESS)  # one file job, as JSON (file_job_in_child)
     p.add_argument("--rss", help=argparse.SUPPRESS)  # rss_steps, as JSON (file_job_in_child)
     args = p.parse_args(argv)
@@ -558,15 +563,21 @@ def main(argv: list[str] | None = None) -> int:
              "1080p60": make_clip(out / "in_1080p60.mp4", *hd, frames, fps=60)}
     stage_clip = make_clip(out / "stage_1080p.mp4", *hd, short)
     rows: dict = {}
-    rss_rows(args, rows)
-    for row in stage_rows(args.style, args.device, stage_clip, out, 64 if args.quick else 512, repeat):
-        print(json.dumps(row), flush=True)
-    model_rows(args, peak, rows, repeat)
-    file_rows(args, out, clips, rows, short)
-    live_clip = make_clip(out / "live.mp4", *((160, 120) if args.quick else (640, 480)), 30 if args.quick else 180)
-    row = live_job(args.style, args.device, live_clip, out / "live_rec.mp4", 64 if args.quick else 512)
-    rows["live_p95"] = row["latency_ms_p95"]
-    print(json.dumps({"live": "cap512" if not args.quick else "cap64", **row}), flush=True)
+    sections = set(args.sections.split(","))
+    if "rss" in sections:
+        rss_rows(args, rows)
+    if "stages" in sections:
+        for row in stage_rows(args.style, args.device, stage_clip, out, 64 if args.quick else 512, repeat):
+            print(json.dumps(row), flush=True)
+    if "models" in sections:
+        model_rows(args, peak, rows, repeat)
+    if "files" in sections:
+        file_rows(args, out, clips, rows, short)
+    if "live" in sections:
+        live_clip = make_clip(out / "live.mp4", *((160, 120) if args.quick else (640, 480)), 30 if args.quick else 180)
+        row = live_job(args.style, args.device, live_clip, out / "live_rec.mp4", 64 if args.quick else 512)
+        rows["live_p95"] = row["latency_ms_p95"]
+        print(json.dumps({"live": "cap512" if not args.quick else "cap64", **row}), flush=True)
     found = targets(rows)
     print(json.dumps({"targets": found, "all_met": all(t["met"] for t in found.values()), "fps": FPS_MEASURE,
                       "measured": not args.quick}), flush=True)

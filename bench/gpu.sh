@@ -38,10 +38,12 @@ with torch.no_grad():
 print({"groupnorm1_vs_groupnorm_fp16": {"max": round(float(d.max()), 4), "mean": round(float(d.mean()), 5)}})
 PY
 scratch="$(mktemp -d /tmp/animestream-gpu.XXXXXX)"
-PYTHONUNBUFFERED=1 timeout 300 "$py" bench/gpu.py --style "${STYLE:-hayao}" --out "$scratch" --job-timeout 90 \
+# SECTIONS (bench/gpu.py --sections), BENCH_S and TEST_S fit the run to a shorter lease.
+PYTHONUNBUFFERED=1 timeout "${BENCH_S:-300}" "$py" bench/gpu.py --style "${STYLE:-hayao}" --out "$scratch" \
+  --job-timeout 90 --sections "${SECTIONS:-rss,stages,models,files,live}" \
   | tee "$out/gpu.jsonl" || echo "bench/gpu.py stopped early: exit $?"
 # The tests of the files a GPU run goes through, on CUDA (--device auto means the GPU here; the web, Ray and
 # virtual-camera extras are not installed there); at most 100 s.
-timeout 100 "$py" -m pytest -q -p no:cacheprovider tests/test_gpu_path.py tests/test_engine.py tests/test_convert.py \
+timeout "${TEST_S:-100}" "$py" -m pytest -q -p no:cacheprovider tests/test_gpu_path.py tests/test_engine.py tests/test_convert.py \
   tests/test_pipeline.py tests/test_policy.py tests/test_quant.py tests/test_cli.py 2>&1 | tail -40 \
   | tee "$out/pytest.txt" || true
