@@ -1,27 +1,47 @@
 """``python -m stream`` and the ``animestream`` command: the CLI, with Ctrl-C during start-up handled too.
 
-Importing PyTorch and PyAV takes a second or more; a Ctrl-C (or SIGTERM) in that time used to print
-a traceback from deep inside an import. Here it ends the program with the usual exit code.
+Importing PyTorch and PyAV takes a second or more; a Ctrl-C (or SIGTERM, SIGHUP) in that time used to
+print a traceback from deep inside an import, or, for SIGHUP, end the process by the signal. Here it
+ends the program with one line and exit code 128 + the signal's number. That exit is immediate
+(``os._exit``, after flushing): nothing has been written yet, and an import interrupted half-way may
+leave the interpreter's own shutdown to re-raise the signal (seen as exit -2 after a SIGTERM).
 """
 from __future__ import annotations
 
+import os
 import signal
 import sys
+
+START_UP_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
+
+
+class _StoppedWhileStarting(BaseException):
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
 
 
 def run() -> int:
     def stop(signum: int, _frame: object) -> None:
-        raise KeyboardInterrupt
+        raise _StoppedWhileStarting(signum)
 
-    previous = signal.signal(signal.SIGTERM, stop) if hasattr(signal, "SIGTERM") else None
+    previous = {}
+    for name in START_UP_SIGNALS:
+        if hasattr(signal, name):
+            signum = getattr(signal, name)
+            previous[signum] = signal.signal(signum, stop)
     try:
-        from .cli import main
-    except KeyboardInterrupt:
+        try:
+            from .cli import main
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+    except (_StoppedWhileStarting, KeyboardInterrupt) as e:
+        signum = e.signum if isinstance(e, _StoppedWhileStarting) else signal.SIGINT
         print("animestream: interrupted while starting", file=sys.stderr)
-        return 130
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        sys.stderr.flush()
+        sys.stdout.flush()
+        os._exit(128 + signum)
     return main()
 
 
