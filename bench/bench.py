@@ -270,7 +270,8 @@ def run_teacher(src: str, dst: str, style: str, max_side: int | None, frames: in
         teacher_ms.append((time.perf_counter() - t1) * 1000)
     s_ms, t_ms = statistics.median(student_ms), statistics.median(teacher_ms)
     return {"teacher": teacher_name, "student_ms": round(s_ms, 1), "teacher_ms": round(t_ms, 1),
-            "faster": round(t_ms / s_ms, 2), "precision": engine.precision, "backend": engine.backend.name,
+            "faster": round(t_ms / s_ms, 2), "precision": engine.precision,
+            "backend": getattr(getattr(engine, "backend", None), "name", "-"),  # a baseline may predate backends
             "threads": engine.threads}
 
 

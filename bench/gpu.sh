@@ -44,6 +44,7 @@ PYTHONUNBUFFERED=1 timeout "${BENCH_S:-300}" "$py" bench/gpu.py --style "${STYLE
   | tee "$out/gpu.jsonl" || echo "bench/gpu.py stopped early: exit $?"
 # The tests of the files a GPU run goes through, on CUDA (--device auto means the GPU here; the web, Ray and
 # virtual-camera extras are not installed there); at most 100 s.
-timeout "${TEST_S:-100}" "$py" -m pytest -q -p no:cacheprovider tests/test_gpu_path.py tests/test_engine.py tests/test_convert.py \
-  tests/test_pipeline.py tests/test_policy.py tests/test_quant.py tests/test_cli.py 2>&1 | tail -40 \
+tests="${TESTS:-tests/test_gpu_path.py tests/test_engine.py tests/test_convert.py tests/test_pipeline.py tests/test_policy.py tests/test_quant.py tests/test_cli.py}"
+# shellcheck disable=SC2086
+timeout "${TEST_S:-100}" "$py" -m pytest -q -p no:cacheprovider $tests 2>&1 | tail -40 \
   | tee "$out/pytest.txt" || true
