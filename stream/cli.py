@@ -218,7 +218,8 @@ def _print_styles() -> int:
             quality = f"{q['psnr_vs_teacher']:.1f} dB vs {q['teacher']}"
         else:
             quality = "-"
-        int8 = "calibrated" if s.calibrated else "-"
+        score = weights.int8_psnr(s) if s.calibrated else None
+        int8 = f"{score:.1f} dB" if score is not None else "calibrated" if s.calibrated else "-"
         mark = {weights.DEFAULT_STYLE: " (default)", weights.DEFAULT_LIVE_STYLE: " (live default)"}.get(s.name, "")
         rows.append((s.name + mark,
                      s.origin, quality, int8, s.meta.get("license", "-")))

@@ -15,7 +15,7 @@ import sys
 import torch
 
 from . import cpu, policy, weights
-from .engine import DEVICES, resolve_device
+from .engine import DEFAULT_MAX_SIDE, DEVICES, resolve_device
 from .errors import EXIT_ERROR, AnimestreamError
 
 
@@ -26,7 +26,7 @@ def report(styles: list[weights.Style], device: torch.device) -> dict:
     rows = []
     for style in styles:
         try:
-            choice = policy.choose(style, device, "auto", here)
+            choice = policy.choose(style, device, "auto", here, style.recommended_max_side or DEFAULT_MAX_SIDE)
         except AnimestreamError as e:  # a style that cannot run here at all, said as its reason
             rows.append({"style": style.name, "backend": None, "precision": None, "why": [str(e)]})
             continue

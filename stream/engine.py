@@ -349,7 +349,7 @@ class Engine:
     def _choose(self, spec: Style, options: EngineOptions) -> policy.Choice:
         """This CPU class's policy, or the backend ``options`` names (at its precision; fp32 for auto)."""
         if options.backend == "auto":
-            return policy.choose(spec, self.device, options.precision, self.cpu)
+            return policy.choose(spec, self.device, options.precision, self.cpu, self.max_side)
         precision = "fp32" if options.precision == "auto" else options.precision
         where = "cuda" if self.device.type == "cuda" else self.cpu.name
         return policy.Choice(options.backend, precision, where, (f"{options.backend}: asked for",))

@@ -28,18 +28,24 @@ INT8_MAX_LOSS_DB = 0.3  # INT8 may cost at most this much PSNR against the teach
 
 @dataclass(frozen=True)
 class Row:
-    """One CPU class: ``auto`` lists the CPU precisions to try, fastest first; ``channels_last`` is the
-    float path's memory layout (oneDNN's blocked kernels want it on x86); ``measured`` names the run
-    the order comes from, or says it is unmeasured."""
+    """One CPU class: ``auto`` lists the CPU precisions to try, fastest first; ``int8_min_side`` is the
+    smallest cap (longest side, pixels) at which INT8 is faster than the next precision (0: at every
+    size; a cap of 0, no cap, counts as large); ``channels_last`` is the float path's memory layout
+    (oneDNN's blocked kernels want it on x86); ``measured`` names the run the row comes from, or says
+    it is unmeasured."""
 
     auto: tuple[str, ...]
+    int8_min_side: int = 0
     channels_last: bool = True
     measured: str = "bench/bench.py --isa"
 
 
+# With native bf16, INT8's fixed costs per layer outweigh its faster convolutions on small frames: on AMX
+# a 160x120 frame took 11.8 ms in INT8 against 9.3 in bf16 (shinkai), 512x288 83 against 98 ms; on
+# AVX512-BF16 the lites ran 38 fps in INT8 against 37 in bf16 at 160 px, 22 against 15 at 256.
 POLICY: dict[str, Row] = {
-    "amx": Row(("int8", "bf16", "fp32")),
-    "avx512-bf16": Row(("int8", "bf16", "fp32")),
+    "amx": Row(("int8", "bf16", "fp32"), int8_min_side=256),
+    "avx512-bf16": Row(("int8", "bf16", "fp32"), int8_min_side=256),
     "avx512-vnni": Row(("int8", "fp32")),
     "avx512": Row(("int8", "fp32"), measured="unmeasured: no such CPU here; INT8 as on avx2 (no VNNI)"),
     "avx2-vnni": Row(("int8", "fp32"), measured="unmeasured: no such CPU here; between avx2 and avx512-vnni"),
@@ -89,12 +95,14 @@ def _int8_reason(style: Style, cpu: CpuClass) -> str:
             f"(within {INT8_MAX_LOSS_DB} dB); {kernels}")
 
 
-def choose(style: Style, device: torch.device, precision: str, cpu: CpuClass) -> Choice:
-    """The path for ``style`` on ``device`` at the requested ``precision`` (one of :data:`PRECISIONS`).
+def choose(style: Style, device: torch.device, precision: str, cpu: CpuClass, max_side: int = 0) -> Choice:
+    """The path for ``style`` on ``device`` at the requested ``precision`` (one of :data:`PRECISIONS`),
+    for frames capped at ``max_side`` pixels (0: no cap).
 
     ``auto`` is fp16 on CUDA, onnxruntime's fp32 for an ONNX style, and on the CPU the first precision of
-    ``cpu``'s row that the style can run within its quality bar. An explicit precision is taken as asked,
-    or refused with one line (:class:`~stream.errors.AnimestreamError`) where it cannot run.
+    ``cpu``'s row that the style can run within its quality bar (INT8 only from the row's
+    ``int8_min_side`` up). An explicit precision is taken as asked, or refused with one line
+    (:class:`~stream.errors.AnimestreamError`) where it cannot run.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
@@ -118,9 +126,11 @@ def choose(style: Style, device: torch.device, precision: str, cpu: CpuClass) ->
     if precision != "auto":
         return Choice("torch", precision, where, (f"{precision}: asked for",))
     why = []
-    for candidate in POLICY[cpu.name].auto:
+    row = POLICY[cpu.name]
+    for candidate in row.auto:
         if candidate == "int8":
-            verdict = _int8_verdict(style)
+            small = 0 < max_side < row.int8_min_side
+            verdict = f"at a {max_side} px cap the next path is faster here" if small else _int8_verdict(style)
             if verdict is None:
                 return Choice("int8", "int8", where, (*why, _int8_reason(style, cpu)))
             why.append(f"not int8: {verdict}")

@@ -183,3 +183,14 @@ def test_doctor_names_the_class_and_each_styles_path(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "stream", "doctor"], env=dict(env, ANIMESTREAM_CPU_CLASS="z80"),
                          cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 1 and bad.stderr.count("\n") == 1 and "not a CPU class" in bad.stderr
+
+
+def test_with_native_bf16_small_caps_skip_int8_and_without_it_they_keep_it(scored_style):
+    weights.record_int8_quality(scored_style, 28.0, 0.9)
+    amx, avx2 = CpuClass("amx", "amx"), CpuClass("avx2", "avx2")
+    assert policy.POLICY["amx"].int8_min_side == 256 and policy.POLICY["avx2"].int8_min_side == 0
+    live = policy.choose(scored_style, CPU_DEVICE, "auto", amx, max_side=160)
+    assert live.precision == "bf16" and "at a 160 px cap the next path is faster" in live.why[0]
+    for side in (256, 512, 0):  # 0: no cap, the frame's own size
+        assert policy.choose(scored_style, CPU_DEVICE, "auto", amx, max_side=side).precision == "int8"
+    assert policy.choose(scored_style, CPU_DEVICE, "auto", avx2, max_side=160).precision == "int8"
