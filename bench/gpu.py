@@ -74,6 +74,14 @@ def _time(fn, device: torch.device, repeat: int) -> float:
     return statistics.median(times)
 
 
+def _engine(style, device: str, **options) -> Engine:
+    """An engine for the GPU path's code; on the CPU (``--quick``) in fp32, since that batched path runs the
+    float module (an INT8 engine, which the policy may pick for a calibrated style there, has none)."""
+    if device == "cpu":
+        options.setdefault("precision", "fp32")
+    return Engine(style, device=device, **options)
+
+
 def matmul_peak(device: torch.device, quick: bool) -> float:
     """TFLOP/s of an n x n x n product in the device's fastest float precision: fp16 on CUDA, bf16 on a
     CPU class with native bf16, else fp32 (an emulated bf16 product would measure nothing useful)."""
@@ -159,7 +167,7 @@ def stage_rows(style: str, device: str, clip: Path, out: Path, max_side: int, re
     planes, _, name, colorspace, color_range = decoded[0]
     fmt = yuv.plane_format_of(name, colorspace, color_range)
     height, width = (planes.shape[1:] if not fmt.subsampled else (planes.shape[0] * 2 // 3, planes.shape[1]))
-    engine = Engine(style, max_side=max_side, device=device)
+    engine = _engine(style, max_side=max_side, device=device)
     if dev.type == "cpu":
         engine.resizes_on_device = True  # the GPU path's arithmetic, on the CPU
     n = engine.fit_batch(width, height, len(decoded))
@@ -304,7 +312,7 @@ def file_job(job: dict) -> dict:
     the call to the first batch's last frame at the encoder; ``warm_s`` the warm-up inside the call;
     ``engine_s`` building the engine (model load, CUDA context), before the call."""
     t0 = time.perf_counter()
-    engine = Engine(job["style"], max_side=job["max_side"], device=job["device"], compile=job.get("compile", False))
+    engine = _engine(job["style"], max_side=job["max_side"], device=job["device"], compile=job.get("compile", False))
     if engine.device.type == "cpu":
         engine.resizes_on_device = True  # the GPU path's arithmetic, on the CPU
     engine.planes_on_device = job["path"] == "planes"
@@ -338,7 +346,7 @@ def rss_steps(job: dict) -> dict:
     torch.zeros(1, device=device)
     rows["cuda_context" if device.type == "cuda" else "device"] = current_rss_mb()
     rows["CUDA_MODULE_LOADING_then"] = os.environ.get("CUDA_MODULE_LOADING", "(unset)")
-    engine = Engine(job["style"], max_side=job["max_side"], device=job["device"])
+    engine = _engine(job["style"], max_side=job["max_side"], device=job["device"])
     if device.type == "cpu":
         engine.resizes_on_device = True
     rows["engine_built"] = current_rss_mb()
@@ -393,7 +401,7 @@ def live_job(style: str, device: str, src: Path, dst: Path, max_side: int) -> di
     from stream.live import StyleSwitcher
     from stream.livejob import LiveOptions, run_live
 
-    engine = Engine(style, max_side=max_side, device=device)
+    engine = _engine(style, max_side=max_side, device=device)
     stats = run_live(str(src), StyleSwitcher([engine.spec], engine, engine.options), LiveOptions(output=dst),
                      announce=lambda _m: None)
     return {"fps": stats.fps, "latency_ms_p50": stats.latency_ms_p50, "latency_ms_p95": stats.latency_ms_p95,
@@ -404,7 +412,7 @@ def model_rows(args, peak: float, rows: dict, repeat: int) -> None:
     """The generator alone: TorchScript (``scripted``, what a single frame runs) and the eager module (what
     the batched file path runs), at 512x512, at a 1080p job's 512x288 and at 1920x1080; then the eager
     module again with ``cudnn.benchmark`` (what file jobs of CUDNN_BENCHMARK_FRAMES or more set), then compiled."""
-    engine = Engine(args.style, max_side=0, device=args.device)
+    engine = _engine(args.style, max_side=0, device=args.device)
     eager = engine._batch_module()
     big = (72, 128) if args.quick else (1080, 1920)
     cases = [(64, 64, 2), (36, 64, 2), (*big, 1)] if args.quick else [(512, 512, 1), (512, 512, 16), (288, 512, 16),
@@ -430,7 +438,7 @@ def model_rows(args, peak: float, rows: dict, repeat: int) -> None:
     if not cuda:
         print(json.dumps({"model_compiled": "skipped: torch.compile is timed on CUDA only"}), flush=True)
         return
-    compiled = Engine(args.style, max_side=0, device=args.device, compile=True, batch=8)
+    compiled = _engine(args.style, max_side=0, device=args.device, compile=True, batch=8)
     compiled.fit_batch(512, 512)  # compiles and warms batches of 8 frames of 512x512
     fps = model_fps(compiled, compiled._compiled_module, 512, 512, 8, repeat)
     _print_model(compiled, "compiled", 512, 512, 8, fps, peak, compile_s=round(compiled.compile_s, 1))

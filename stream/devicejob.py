@@ -31,7 +31,7 @@ import torch
 from . import yuv
 from .engine import Engine, FrameEngine
 from .errors import SinkError
-from .sinks import DEFAULT_CRF, VideoFileSink, _reason
+from .sinks import DEFAULT_CRF, VideoFileSink
 from .sources import Frame, VideoSource
 from .yuv import PlaneFormat
 
@@ -142,19 +142,7 @@ class PlaneSink(VideoFileSink):
 
     def write(self, frame: Frame, image: np.ndarray) -> None:
         """Encode ``image``, packed yuv420p ((H * 3/2) x W uint8), at ``frame``'s timestamp."""
-        vf = av.VideoFrame.from_ndarray(image, format="yuv420p")
-        vf.pts = frame.pts if frame.pts is not None else frame.index
-        vf.time_base = frame.time_base
-        self._encode(vf, frame)
-
-    def _encode(self, vf: av.VideoFrame, frame: Frame) -> None:
-        try:
-            for packet in self._video.encode(vf):
-                self._container.mux(packet)
-        except (av.error.FFmpegError, OSError) as e:
-            raise SinkError(f"{self.target}: cannot write it ({_reason(e)})") from None
-        self.frames_written += 1
-        self.last_time = frame.time
+        self._encode(av.VideoFrame.from_ndarray(image, format="yuv420p"), frame)
 
 
 @dataclass

@@ -271,6 +271,10 @@ class VideoFileSink:
         vf = av.VideoFrame.from_ndarray(image, format="rgb24")
         if (vf.width, vf.height) != (self.width, self.height):
             vf = self._scaler.reformat(vf, self.width, self.height, self._video.pix_fmt, interpolation=SCALE_FILTER)
+        self._encode(vf, frame)
+
+    def _encode(self, vf: av.VideoFrame, frame: Frame) -> None:
+        """Encode and mux ``vf`` at ``frame``'s timestamp (the frame's index where it has no pts)."""
         vf.pts = frame.pts if frame.pts is not None else frame.index
         vf.time_base = frame.time_base
         try:

@@ -307,18 +307,21 @@ def test_gpu_bench_runs_its_code_on_the_cpu(tiny_style, tmp_path):
     assert done.returncode == 0, done.stderr
     rows = [json.loads(line) for line in done.stdout.splitlines()]
     assert rows[0]["matmul_peak_tflops"] > 0
-    assert {r["stage"] for r in rows if "stage" in r} == {"decode", "upload+convert", "model", "download", "encode",
-                                                         "bottleneck"}
-    assert all(r["fps"] > 0 for r in rows if "stage" in r)
-    assert sorted((r["model"], r["batch"]) for r in rows if "model" in r) == [
-        ("128x72", 1), ("128x72", 2), ("64x64", 1), ("64x64", 2)]
+    stages = {r["stage"] for r in rows if "stage" in r}
+    assert stages >= {"decode", "upload+convert", "model", "download", "encode", "bottleneck"}
+    assert stages <= {"decode", "upload+convert", "model", "download", "encode", "bottleneck", "host cores"}
+    assert all(r["fps"] > 0 for r in rows if "stage" in r and "fps" in r)
+    assert {r["rss_mb"] for r in rows if "rss_mb" in r} == {"unset", "lazy"}  # RSS per start-up step, both ways
+    models = [r for r in rows if "model" in r]
+    assert models and all(r["fps"] > 0 and r["precision"] == "fp32" for r in models)
     jobs = [r for r in rows if "path" in r]
     assert {(r["file"], r["cap"], r["path"]) for r in jobs} == {
-        (clip, cap, path) for clip in ("1080p", "4k", "1080p60") for cap in ("cap512", "full")
-        for path in ("planes", "today") if cap == "cap512" or clip == "1080p"} | {("1080p", "cap512+compile", "planes")}
-    assert all(r["frames"] == 8 and r["fps"] > 0 for r in jobs)
+        ("1080p", "cap512", "planes"), ("1080p", "cap512", "today"), ("1080p", "full", "planes"),
+        ("1080p", "full", "today"), ("4k", "cap512", "planes"), ("1080p60", "cap512", "planes"),
+        ("1080p", "cap512+compile", "planes")}
+    assert all(r["frames"] in (10, 40) and r["job_fps"] > 0 for r in jobs)
     same = [r["same_frames_timestamps_sound"] for r in rows if "same_frames_timestamps_sound" in r]
-    assert len(same) == 4 and all(same)  # the plane path keeps today's frames, timestamps and sound
+    assert len(same) == 2 and all(same)  # the plane path keeps today's frames, timestamps and sound
     (live,) = [r for r in rows if "live" in r]
     assert live["frames"] > 0 and live["latency_ms_p95"] > 0
     assert set(rows[-1]["targets"]) >= {"file_fps_1080p_cap512", "file_fps_1080p_full", "file_fps_4k_cap512",
