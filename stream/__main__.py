@@ -21,8 +21,18 @@ class _StoppedWhileStarting(BaseException):
         self.signum = signum
 
 
+def _exit_stopped(signum: int) -> None:
+    print("animestream: interrupted while starting", file=sys.stderr)
+    sys.stderr.flush()
+    sys.stdout.flush()
+    os._exit(128 + signum)
+
+
 def run() -> int:
+    received: list[int] = []
+
     def stop(signum: int, _frame: object) -> None:
+        received.append(signum)  # noted too: an import with a bare except may swallow the exception
         raise _StoppedWhileStarting(signum)
 
     previous = {}
@@ -37,11 +47,9 @@ def run() -> int:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
     except (_StoppedWhileStarting, KeyboardInterrupt) as e:
-        signum = e.signum if isinstance(e, _StoppedWhileStarting) else signal.SIGINT
-        print("animestream: interrupted while starting", file=sys.stderr)
-        sys.stderr.flush()
-        sys.stdout.flush()
-        os._exit(128 + signum)
+        _exit_stopped(e.signum if isinstance(e, _StoppedWhileStarting) else signal.SIGINT)
+    if received:  # stopped while a library's import swallowed the exception: stop all the same
+        _exit_stopped(received[0])
     return main()
 
 
