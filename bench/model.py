@@ -29,7 +29,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from stream import weights
-from stream.engine import Engine, cpu_has_bf16, keep_activation_memory
+from stream import cpu
+from stream.engine import Engine, keep_activation_memory
 
 MATMUL_N = 2048
 
@@ -83,13 +84,13 @@ def main() -> None:
                    "engine-int8 (default: %(default)s)")
     args = p.parse_args()
     peaks = {"fp32": matmul_peak(torch.float32, args.repeats)}
-    if cpu_has_bf16():
+    if cpu.current().has_bf16:
         peaks["bf16"] = matmul_peak(torch.bfloat16, args.repeats)
     print(json.dumps({"matmul_gflops": {k: round(v, 1) for k, v in peaks.items()}, "threads": torch.get_num_threads()}))
     model = weights.eager_generator(weights.resolve(args.style)).eval()
     variants = {"eager-fp32": (model, torch.float32, torch.contiguous_format),
                 "script-fp32": (torch.jit.script(copy.deepcopy(model)), torch.float32, torch.contiguous_format)}
-    if cpu_has_bf16():
+    if cpu.current().has_bf16:
         engine = torch.jit.script(copy.deepcopy(model)).to(torch.bfloat16).to(memory_format=torch.channels_last)
         variants["engine"] = (engine, torch.bfloat16, torch.channels_last)
     if weights.resolve(args.style).calibrated:  # INT8 runs on every x86 class (7-bit weights without VNNI)

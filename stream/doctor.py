@@ -57,7 +57,7 @@ def _print(rep: dict) -> None:
         mark = {weights.DEFAULT_STYLE: " *", weights.DEFAULT_LIVE_STYLE: " +"}.get(r["style"], "")
         path = f"{r['precision']} ({r['backend']})" if r["backend"] else "cannot run"
         print(f"  {(r['style'] + mark).ljust(width + 2)} {path.ljust(22)} {'; '.join(r['why'])}")
-    print(f"  (* the default style, + the live default; --precision auto picks the path shown)")
+    print("  (* the default style, + the live default; --precision auto picks the path shown)")
 
 
 def main(argv: list[str] | None = None) -> int:

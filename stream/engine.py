@@ -20,9 +20,9 @@ import functools
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -114,16 +114,6 @@ def default_threads(style: Style) -> int:
     if style.lite:
         return max(1, DEFAULT_THREADS - LITE_SPARE_CORES)
     return DEFAULT_THREADS
-
-
-def cpu_has_bf16() -> bool:
-    """True when this process's CPU class has native bf16 arithmetic (:mod:`stream.cpu`)."""
-    return cpu.current().has_bf16
-
-
-def cpu_has_vnni() -> bool:
-    """True when this process's CPU class has 8-bit dot products (VNNI or AMX, :mod:`stream.cpu`)."""
-    return cpu.current().has_vnni
 
 
 def resolve_device(device: str) -> torch.device:
@@ -395,8 +385,6 @@ class Engine:
         once per shape, so that CUDA's lazy kernel loading, cuDNN's handles and, for a job of at least
         :data:`CUDNN_BENCHMARK_FRAMES` ``frames``, cuDNN's algorithm search happen before the pipeline
         starts, not in its first batch; the seconds it took add to :attr:`warm_s`."""
-        import time
-
         search = frames is not None and frames >= CUDNN_BENCHMARK_FRAMES
         if (n, height, width, search) in self._warm_shapes:
             return

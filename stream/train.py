@@ -36,8 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import weights
-from .engine import cpu_has_bf16
+from . import cpu, weights
 from .errors import AnimestreamError
 from .model import Generator
 from .quality import baselines, half, psnr
@@ -163,7 +162,7 @@ def style_loss(out: torch.Tensor, target: torch.Tensor, edge: float = EDGE_WEIGH
 def pick_device() -> tuple[torch.device, torch.dtype]:
     if torch.cuda.is_available():
         return torch.device("cuda"), torch.bfloat16
-    return torch.device("cpu"), torch.bfloat16 if cpu_has_bf16() else torch.float32
+    return torch.device("cpu"), torch.bfloat16 if cpu.current().has_bf16 else torch.float32
 
 
 @torch.inference_mode()
