@@ -19,9 +19,9 @@ import cv2
 import numpy as np
 import pytest
 
-from stream import webapp
 from stream.engine import Engine
 from stream.serve import StyleService
+from stream.web import middleware, stylize
 from stream.webapp import WebServer, create_app
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -138,7 +138,7 @@ def test_bad_requests_get_a_one_line_json_error(tiny_service, path, body, status
 
 
 def test_too_large_or_unsized_bodies_are_refused_before_they_are_read(tiny_service, monkeypatch):
-    monkeypatch.setattr(webapp, "MAX_BODY_BYTES", 1000)
+    monkeypatch.setattr(stylize, "MAX_BODY_BYTES", 1000)
     with running(tiny_service) as port:
         assert request(port, "POST", "/v1/stylize", PHOTO)[0] == 413
         with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
@@ -315,7 +315,7 @@ def test_a_body_over_the_limit_gets_its_413_in_curl(tiny_service, tmp_path, opti
 def test_what_is_read_of_a_refused_body_is_bounded(tiny_service, monkeypatch):
     import urllib.error
 
-    monkeypatch.setattr(webapp, "DRAIN_MAX_BYTES", 1 << 20)
+    monkeypatch.setattr(middleware, "DRAIN_MAX_BYTES", 1 << 20)
     with running(tiny_service) as port:
         with pytest.raises((ConnectionError, urllib.error.URLError)):  # past the bound: closed, as nginx does
             _urllib_post(f"http://127.0.0.1:{port}/v1/stylize", b"x" * OVER_THE_LIMIT)

@@ -244,6 +244,36 @@ def test_the_api_is_described_and_the_page_is_served(service, jobs):
     assert docs[0] == 200 and thumb[0] == 200 and thumb[1]["Content-Type"] == "image/jpeg"
 
 
+ROUTES_WITHOUT_JOBS = [
+    ("/", ["GET"]), ("/docs", ["GET", "HEAD"]), ("/docs/oauth2-redirect", ["GET", "HEAD"]), ("/healthz", ["GET"]),
+    ("/openapi.json", ["GET", "HEAD"]), ("/redoc", ["GET", "HEAD"]), ("/v1/live", []),
+    ("/v1/live/{session_id}/mjpeg", ["GET"]), ("/v1/styles", ["GET"]), ("/v1/styles/{name}/thumbnail", ["GET"]),
+    ("/v1/stylize", ["POST"]),
+]
+JOB_ROUTES = [("/v1/jobs", ["POST"]), ("/v1/jobs/{job_id}", ["DELETE"]), ("/v1/jobs/{job_id}", ["GET"]),
+              ("/v1/jobs/{job_id}/result", ["GET"])]
+
+
+def _route_set(app) -> list[tuple[str, list[str]]]:
+    """(path, methods) of every route the app serves; FastAPI 0.137.2 and later keep an included router
+    as one node of ``app.routes``, which ``iter_route_contexts`` opens (earlier ones copied its routes in)."""
+    from fastapi import routing
+
+    routes = routing.iter_route_contexts(app.routes) if hasattr(routing, "iter_route_contexts") else app.routes
+    return sorted((r.path, sorted(getattr(r, "methods", None) or [])) for r in routes)
+
+
+@pytest.mark.parametrize("with_jobs", [True, False], ids=["with-jobs", "without-jobs"])
+def test_the_app_serves_the_same_routes_it_always_did(service, jobs, with_jobs):
+    from stream.web import create_app
+
+    app = create_app(service, jobs if with_jobs else None)
+    try:
+        assert _route_set(app) == sorted(ROUTES_WITHOUT_JOBS + (JOB_ROUTES if with_jobs else []))
+    finally:
+        app.state.web.model_thread.shutdown()
+
+
 def test_the_live_websocket_stylises_the_newest_frame_and_serves_mjpeg(service, tiny_style):
     from websockets.sync.client import connect
 
@@ -288,10 +318,10 @@ def test_the_cli_refuses_a_port_out_of_range_in_one_line(cli, capsys):
 
 @pytest.mark.parametrize("how", ["declared", "chunked"])
 def test_a_video_over_the_limit_gets_its_413_in_urllib_and_leaves_nothing(service, jobs, monkeypatch, how):
-    from stream import webapp
+    from stream.web import jobs as job_routes
     from test_serve import _urllib_post
 
-    monkeypatch.setattr(webapp, "MAX_UPLOAD_BYTES", 1 << 20)
+    monkeypatch.setattr(job_routes, "MAX_UPLOAD_BYTES", 1 << 20)
     with running(service, jobs) as port:
         status, error = _urllib_post(f"http://127.0.0.1:{port}/v1/jobs?name=a.mp4", b"x" * 24_000_000,
                                      how == "chunked")
@@ -302,9 +332,9 @@ def test_a_video_over_the_limit_gets_its_413_in_urllib_and_leaves_nothing(servic
 def test_a_live_frame_over_the_limit_is_answered_with_an_error(service, monkeypatch):
     from websockets.sync.client import connect
 
-    from stream import webapp
+    from stream.web import live
 
-    monkeypatch.setattr(webapp, "LIVE_MAX_FRAME_BYTES", 1 << 20)
+    monkeypatch.setattr(live, "LIVE_MAX_FRAME_BYTES", 1 << 20)
     with running(service) as port, connect(f"ws://127.0.0.1:{port}/v1/live") as ws:
         assert json.loads(ws.recv(10))["type"] == "hello"
         ws.send(b"\xff\xd8" + b"x" * (2 << 20))
