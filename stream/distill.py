@@ -194,10 +194,14 @@ def scale_short(rgb: np.ndarray, short: int) -> np.ndarray:
 
 
 def build_tiles(photos: list[Photo], teacher: Teacher, cache: Path, *, tile: int, sides: tuple[int, ...],
-                per_side: int, log: Callable[[str], None]) -> tuple[torch.Tensor, torch.Tensor]:
+                per_side: int, log: Callable[[str], None], labels: str = "tile") -> tuple[torch.Tensor, torch.Tensor]:
     """(photo tiles, teacher tiles) as uint8 N x 3 x tile x tile tensors. Tile positions come from a
     hash of the photo's name, side and tile number, so the same arguments always give the same tiles
-    (and cache hits), and a rerun with more ``per_side`` keeps the tiles it had."""
+    (and cache hits), and a rerun with more ``per_side`` keeps the tiles it had.
+
+    ``labels``: "tile" runs the teacher on each tile alone; "photo" runs it once on the whole scaled
+    photo and cuts the teacher's tiles from that (what a teacher with per-picture statistics, such as
+    instance norm, paints on the whole picture, which is what the student is scored against)."""
     n = len(photos) * len(sides) * per_side
     xs = torch.empty((n, 3, tile, tile), dtype=torch.uint8)
     ys = torch.empty_like(xs)
@@ -209,12 +213,15 @@ def build_tiles(photos: list[Photo], teacher: Teacher, cache: Path, *, tile: int
                 raise AnimestreamError(f"--sides {side} is smaller than --tile {tile}")
             scaled = scale_short(rgb, side)
             h, w = scaled.shape[:2]
+            whole = (teacher.cached(cache, f"p/{photo.name.replace('/', '__')}_{side}", scaled)
+                     if labels == "photo" else None)
             for j in range(per_side):
                 rng = random.Random(f"{_rank(photo.name)}/{side}/{j}")  # tile j is the same whatever per_side is
                 top, left = rng.randrange(h - tile + 1), rng.randrange(w - tile + 1)
                 x = np.ascontiguousarray(scaled[top:top + tile, left:left + tile])
                 key = f"t{tile}/{photo.name.replace('/', '__')}_{side}_{j}"
-                y = teacher.cached(cache, key, x)
+                y = (teacher.cached(cache, key, x) if whole is None
+                     else np.ascontiguousarray(whole[top:top + tile, left:left + tile]))
                 xs[i] = torch.from_numpy(x).permute(2, 0, 1)
                 ys[i] = torch.from_numpy(y).permute(2, 0, 1)
                 i += 1
@@ -333,6 +340,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sides", type=int, nargs="+", default=list(SIDES),
                    help="short sides (pixels) the photos are scaled to before tiling (default: %(default)s)")
     p.add_argument("--tiles", type=int, default=TILES_PER_SIDE, help="tiles per photo and side (default: %(default)s)")
+    p.add_argument("--labels", choices=("tile", "photo"), default="tile",
+                   help="what the teacher stylises: each tile alone, or the whole scaled photo with the tiles cut "
+                        "from its output (for teachers with per-picture statistics; default: %(default)s)")
     p.add_argument("--edge", type=float, default=EDGE_WEIGHT, help="Sobel-edge L1 weight (default: %(default)s)")
     p.add_argument("--pixel", choices=("l1", "l2"), default="l1", help="pixel loss (default: %(default)s)")
     p.add_argument("--temporal", type=float, default=0.0, metavar="WEIGHT",
@@ -384,7 +394,8 @@ def main(argv: list[str] | None = None) -> int:
         run = Run(model, cache, device, init_steps=init_steps)
         if not args.export:
             xs, ys = build_tiles(train_photos, teacher, cache.parent / "teachers", tile=args.tile,
-                                 sides=tuple(args.sides), per_side=args.tiles, log=log)
+                                 sides=tuple(args.sides), per_side=args.tiles, log=log,
+                                 labels=args.labels)
             log(f"{len(xs)} tiles of {args.tile}px from {len(train_photos)} photos; "
                 f"{len(val_photos)} held back")
             run.fit(TileSampler(xs, ys, run.rng), steps=args.steps, lr=args.lr, batch=args.batch,
@@ -409,7 +420,8 @@ def main(argv: list[str] | None = None) -> int:
                "psnr_per_photo": {ph.name: round(v, 2) for ph, v in zip(val_photos, each)},
                "val_faces": sum(ph.category == "face" for ph in val_photos),
                "resolution": f"longest side {args.eval_side} px"}
-    recipe = {"tile": args.tile, "sides": args.sides, "tiles_per_side": args.tiles, "batch": args.batch,
+    recipe = {"tile": args.tile, "sides": args.sides, "tiles_per_side": args.tiles, "labels": args.labels,
+              "batch": args.batch,
               "lr": args.lr, "pixel": args.pixel, "edge": args.edge, "ema_decay": EMA_DECAY,
               "init": _init_name(args.init), "init_steps": run.init_steps, "train_photos": len(train_photos),
               "temporal": args.temporal}
