@@ -33,6 +33,7 @@ in frames, timestamps and sound to today's, live p95 <= 30 ms.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -255,13 +256,14 @@ def _nvdec_row(clip: Path) -> dict:
 
 
 def _encode_planes(frames: list[np.ndarray], decoded: list, out: Path, width: int, height: int,
-                   time_base: Fraction) -> dict:
+                   time_base: Fraction, preset: str | None = None) -> dict:
     """x264 as the plane path runs it: fed yuv420p, frame-threaded over every core."""
     from stream.devicejob import PlaneSink
+    from stream.sinks import DEFAULT_PRESET
     from stream.sources import Frame
 
     sink = PlaneSink(out / "stage_yuv.mp4", width=width, height=height, time_base=time_base, rate=Fraction(30),
-                     threads=0)
+                     threads=0, preset=preset or DEFAULT_PRESET)
     t0, c0 = time.perf_counter(), _cpu_s()
     for i, (planes, d) in enumerate(zip(frames, decoded)):
         sink.write(Frame(i, planes, d[1], time_base, t0), planes)
@@ -310,15 +312,47 @@ def file_job(job: dict) -> dict:
     over the pipeline's own run (``Stats.fps``). ``steady_fps``: the frames after the first batch over the
     time from the first batch's last frame at the encoder to the finished file. ``first_batch_s``: from
     the call to the first batch's last frame at the encoder; ``warm_s`` the warm-up inside the call;
-    ``engine_s`` building the engine (model load, CUDA context), before the call."""
+    ``engine_s`` building the engine (model load, CUDA context), before the call. A job may name one
+    variant of the defaults (:data:`VARIANTS`): ``batch``, ``cudnn_benchmark``, ``x264_threads``,
+    ``decode_threads``, ``preset``."""
+    with _variant(job):
+        return _file_job(job)
+
+
+@contextlib.contextmanager
+def _variant(job: dict):
+    """The module constants a :data:`VARIANTS` job changes, changed for the job and put back after it."""
+    import stream.devicejob as devicejob
+    import stream.engine as engine_module
+    import stream.sources as sources
+
+    saved = engine_module.CUDNN_BENCHMARK_FRAMES, devicejob.HOST_THREADS, sources.DECODE_THREADS
+    try:
+        if job.get("cudnn_benchmark"):
+            engine_module.CUDNN_BENCHMARK_FRAMES = 0
+        devicejob.HOST_THREADS = job.get("x264_threads") or devicejob.HOST_THREADS
+        sources.DECODE_THREADS = job.get("decode_threads") or sources.DECODE_THREADS
+        yield
+    finally:
+        engine_module.CUDNN_BENCHMARK_FRAMES, devicejob.HOST_THREADS, sources.DECODE_THREADS = saved
+
+
+def _file_job(job: dict) -> dict:
+    import stream.devicejob as devicejob
+    import stream.sources as sources
+    from stream.sinks import DEFAULT_PRESET
+
+    options = {"batch": job["batch"]} if job.get("batch") else {}
     t0 = time.perf_counter()
-    engine = _engine(job["style"], max_side=job["max_side"], device=job["device"], compile=job.get("compile", False))
+    engine = _engine(job["style"], max_side=job["max_side"], device=job["device"], compile=job.get("compile", False),
+                     **options)
     if engine.device.type == "cpu":
         engine.resizes_on_device = True  # the GPU path's arithmetic, on the CPU
     engine.planes_on_device = job["path"] == "planes"
     clock = _WriteClock()
     t1 = time.perf_counter()
-    stats = convert_video(job["src"], job["dst"], engine, progress=False, duration=job.get("duration"))
+    stats = convert_video(job["src"], job["dst"], engine, progress=False, duration=job.get("duration"),
+                          preset=job.get("preset", DEFAULT_PRESET))
     seconds, n = time.perf_counter() - t1, engine.batch_size
     frames = stats.frames_out
     first = clock.writes[min(n, frames) - 1] if clock.writes else t1
@@ -327,7 +361,9 @@ def file_job(job: dict) -> dict:
             "frames": frames, "batch": n, "first_batch_s": round(first - t1, 3),
             "warm_s": round(engine.warm_s, 2), "engine_s": round(t1 - t0, 2), "job_s": round(seconds, 3),
             "compile_s": round(engine.compile_s, 1), "compile": stats.extra.get("compile", ""),
-            "peak_rss_mb": round(own_peak_rss_mb(), 1), "precision": engine.precision}
+            "peak_rss_mb": round(own_peak_rss_mb(), 1), "precision": engine.precision,
+            "x264_threads": devicejob.HOST_THREADS, "decode_threads": sources.DECODE_THREADS,
+            "cudnn_benchmark": bool(torch.backends.cudnn.benchmark)}
 
 
 def rss_steps(job: dict) -> dict:
@@ -408,31 +444,34 @@ def live_job(style: str, device: str, src: Path, dst: Path, max_side: int) -> di
             "dropped": stats.dropped, "frames": stats.frames_out}
 
 
-def model_rows(args, peak: float, rows: dict, repeat: int) -> None:
+def model_rows(args, peak: float, rows: dict, repeat: int, grid: bool = True) -> None:
     """The generator alone: TorchScript (``scripted``, what a single frame runs) and the eager module (what
-    the batched file path runs), at 512x512, at a 1080p job's 512x288 and at 1920x1080; then the eager
-    module again with ``cudnn.benchmark`` (what file jobs of CUDNN_BENCHMARK_FRAMES or more set), then compiled."""
+    the batched file path runs), at 512x512, at a 1080p job's 512x288 and at 1920x1080 (``grid``); then the
+    eager module with ``cudnn.benchmark`` (what file jobs of CUDNN_BENCHMARK_FRAMES or more set), then
+    compiled, without and with ``cudnn.benchmark``."""
     engine = _engine(args.style, max_side=0, device=args.device)
     eager = engine._batch_module()
     big = (72, 128) if args.quick else (1080, 1920)
     cases = [(64, 64, 2), (36, 64, 2), (*big, 1)] if args.quick else [(512, 512, 1), (512, 512, 16), (288, 512, 16),
                                                                         (*big, 1), (*big, 2)]
     cuda = torch.device(args.device).type == "cuda"
-    for h, w, batch in cases:
+    for h, w, batch in cases if grid else []:
         kinds = [("scripted", engine.module)] + ([("eager", eager)] if eager is not engine.module else [])
         for kind, module in kinds:
             fps = model_fps(engine, module, h, w, batch, repeat)
             _print_model(engine, kind, h, w, batch, fps, peak)
             rows[("model", kind, h, w, batch)] = fps
     if cuda:
-        torch.backends.cudnn.benchmark = True
-        for h, w, batch in [(288, 512, 16), (*big, 1)]:
+        for h, w, batch in [(288, 512, 16), (*big, 1), (*big, 2)]:
+            torch.backends.cudnn.benchmark = False
+            plain = model_fps(engine, eager, h, w, batch, repeat)
+            torch.backends.cudnn.benchmark = True
             t0 = time.perf_counter()
             model_fps(engine, eager, h, w, batch, 1)  # three calls, the first searching (once per shape)
             search_s = time.perf_counter() - t0
             fps = model_fps(engine, eager, h, w, batch, repeat)
             _print_model(engine, "eager", h, w, batch, fps, peak, cudnn_benchmark=True,
-                         first_calls_s=round(search_s, 2))
+                         first_calls_s=round(search_s, 2), without_search_fps=round(plain, 1))
         torch.backends.cudnn.benchmark = False
     del engine, eager
     if not cuda:
@@ -443,6 +482,12 @@ def model_rows(args, peak: float, rows: dict, repeat: int) -> None:
     fps = model_fps(compiled, compiled._compiled_module, 512, 512, 8, repeat)
     _print_model(compiled, "compiled", 512, 512, 8, fps, peak, compile_s=round(compiled.compile_s, 1))
     rows["model_compiled_512"] = fps
+    torch.backends.cudnn.benchmark = True
+    model_fps(compiled, compiled._compiled_module, 512, 512, 8, 1)  # the search
+    fps = model_fps(compiled, compiled._compiled_module, 512, 512, 8, repeat)
+    torch.backends.cudnn.benchmark = False
+    _print_model(compiled, "compiled", 512, 512, 8, fps, peak, cudnn_benchmark=True)
+    rows["model_compiled_512_cudnn"] = fps
 
 
 def _print_model(engine: Engine, kind: str, h: int, w: int, batch: int, fps: float, peak: float, **extra) -> None:
@@ -483,6 +528,62 @@ def file_rows(args, out: Path, clips: dict, rows: dict, short: int) -> None:
             print(json.dumps({"file": clip, "cap": label, "same_frames_timestamps_sound": same}), flush=True)
 
 
+# One change to the defaults at a time (and two together), each job in its own process like file_rows':
+# (clip, cap 512?, whole clip?, label, the change). Full resolution: one frame a call instead of the
+# automatic two, cuDNN's algorithm search. Memory: fewer x264 frame threads and decoder threads (each
+# holds frames of its own). 4K: x264's next faster preset.
+VARIANTS = [("1080p", False, False, "full b1", {"batch": 1}),
+            ("1080p", False, False, "full cudnn", {"cudnn_benchmark": True}),
+            ("1080p", False, False, "full b1 cudnn", {"batch": 1, "cudnn_benchmark": True}),
+            ("1080p", False, True, "full 600", {}),
+            ("1080p", False, True, "full b1 cudnn 600", {"batch": 1, "cudnn_benchmark": True}),
+            ("1080p", True, True, "cap512 x264=12 decode=8", {"x264_threads": 12, "decode_threads": 8}),
+            ("1080p", True, True, "cap512 x264=8 decode=8", {"x264_threads": 8, "decode_threads": 8}),
+            ("1080p", True, True, "cap512 cudnn", {"cudnn_benchmark": True}),
+            ("4k", True, False, "4k superfast", {"preset": "superfast"}),
+            ("4k", True, False, "4k x264=12 decode=8", {"x264_threads": 12, "decode_threads": 8}),
+            ("4k", True, False, "4k superfast decode=8", {"preset": "superfast", "decode_threads": 8})]
+
+
+def variant_rows(args, out: Path, clips: dict, rows: dict, short: int) -> None:
+    """:data:`VARIANTS`, the plane path, each in its own process; 150-frame jobs take the first ``short``
+    frames of their clip."""
+    cap = 64 if args.quick else 512
+    for clip, capped, whole, label, change in VARIANTS:
+        seconds = None if whole else (short - 0.5) / 30
+        job = {"style": args.style, "device": args.device, "src": str(clips[clip]),
+               "dst": str(out / f"variant_{label.replace(' ', '_')}.mp4"), "max_side": cap if capped else 0,
+               "path": "planes", "duration": seconds, **change}
+        row = file_job(job) if args.quick else file_job_in_child(job, timeout=args.job_timeout)
+        rows[("variant", label)] = row
+        print(json.dumps({"variant": label, "file": clip, "change": change, **row}), flush=True)
+
+
+def encode_rows(clip: Path, out: Path, presets: tuple[str, ...]) -> list[dict]:
+    """x264 alone on ``clip``'s own decoded planes (a 4K clip: what bounds a 4K job at cap 512), fed
+    yuv420p and frame-threaded as the plane path runs it, at each of ``presets``; and decoding alone."""
+    import av
+
+    from stream.sinks import DEFAULT_PRESET
+
+    rows = []
+    t0, c0 = time.perf_counter(), _cpu_s()
+    with av.open(str(clip)) as f:
+        f.streams.video[0].thread_type = "AUTO"
+        decoded = [(fr.to_ndarray(format="yuv420p"), fr.pts) for fr in f.decode(video=0)]
+        time_base = f.streams.video[0].time_base
+    height, width = decoded[0][0].shape[0] * 2 // 3, decoded[0][0].shape[1]
+    rows.append({"stage": "decode", "to": "planes", "size": f"{width}x{height}",
+                 "fps": _fps(len(decoded), time.perf_counter() - t0),
+                 "cpu_ms_per_frame": _per_frame_ms(_cpu_s() - c0, len(decoded))})
+    for preset in presets:
+        row = _encode_planes([d[0] for d in decoded], decoded, out, width, height, time_base,
+                             preset=preset or DEFAULT_PRESET)
+        rows.append({"stage": "encode", "from": "yuv420p, frame threads", "size": f"{width}x{height}",
+                     "preset": preset or DEFAULT_PRESET, **row})
+    return rows
+
+
 def rss_rows(args, rows: dict) -> None:
     """What a GPU process holds before and after our buffers, each in a fresh process: with the environment
     as it is, and with ``CUDA_MODULE_LOADING=LAZY`` set before torch starts CUDA (as ``stream.engine`` sets it
@@ -506,7 +607,9 @@ def targets(rows: dict) -> dict:
     jobs = {"file_fps_1080p_cap512": ("1080p", "cap512", ">= 120"), "file_fps_1080p_full": ("1080p", "full", ">= 30"),
             "file_fps_4k_cap512": ("4k", "cap512", ">= 60"), "file_fps_1080p60_cap512": ("1080p60", "cap512", ">= 120")}
     found = {name: (fps(clip, label), fps(clip, label, "today"), goal) for name, (clip, label, goal) in jobs.items()}
-    found.update({"model_fps_512_compiled": (rows.get("model_compiled_512", 0.0), None, ">= 500"),
+    # a job long enough to compile (tens of thousands of frames) also searches cuDNN's algorithms
+    compiled = rows.get("model_compiled_512_cudnn") or rows.get("model_compiled_512", 0.0)
+    found.update({"model_fps_512_compiled": (compiled, None, ">= 500"),
                   "peak_rss_mb": (max(rss or [0.0]), max(today_rss or [0.0]), "<= 2048"),
                   "live_p95_ms_512": (rows.get("live_p95", 0.0), None, "<= 30")})
     # --compile (skipped for 150 frames) against the same path without it: steady rates, as the cap-512
@@ -533,7 +636,8 @@ def targets(rows: dict) -> dict:
     return out
 
 
-SECTIONS = ("rss", "stages", "models", "files", "live")
+SECTIONS = ("rss", "stages", "models", "files", "live", "variants", "stages4k", "fastmodels")
+DEFAULT_SECTIONS = ("rss", "stages", "models", "files", "live")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -544,8 +648,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--frames", type=int, default=0, help="frames per clip (default 600; --quick: 40)")
     p.add_argument("--job-timeout", type=float, default=120.0, help="seconds one file job may take")
     p.add_argument("--out", type=Path, default=None, help="scratch folder (default: a temporary one)")
-    p.add_argument("--sections", default=",".join(SECTIONS),
-                   help="comma-separated parts to run, of %(default)s (a short GPU lease runs fewer)")
+    p.add_argument("--sections", default=",".join(DEFAULT_SECTIONS),
+                   help=f"comma-separated parts to run, of {','.join(SECTIONS)} (default: %(default)s; a short GPU "
+                        "lease runs fewer)")
     p.add_argument("--job", help=argparse.SUPPRESS)  # one file job, as JSON (file_job_in_child)
     p.add_argument("--rss", help=argparse.SUPPRESS)  # rss_steps, as JSON (file_job_in_child)
     args = p.parse_args(argv)
@@ -577,10 +682,15 @@ def main(argv: list[str] | None = None) -> int:
     if "stages" in sections:
         for row in stage_rows(args.style, args.device, stage_clip, out, 64 if args.quick else 512, repeat):
             print(json.dumps(row), flush=True)
-    if "models" in sections:
-        model_rows(args, peak, rows, repeat)
+    if "stages4k" in sections:
+        for row in encode_rows(clips["4k"], out, ("", "superfast")):
+            print(json.dumps(row), flush=True)
+    if "models" in sections or "fastmodels" in sections:
+        model_rows(args, peak, rows, repeat, grid="models" in sections)
     if "files" in sections:
         file_rows(args, out, clips, rows, short)
+    if "variants" in sections:
+        variant_rows(args, out, clips, rows, short)
     if "live" in sections:
         live_clip = make_clip(out / "live.mp4", *((160, 120) if args.quick else (640, 480)), 30 if args.quick else 180)
         row = live_job(args.style, args.device, live_clip, out / "live_rec.mp4", 64 if args.quick else 512)
