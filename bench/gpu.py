@@ -326,15 +326,47 @@ def _variant(job: dict):
     import stream.engine as engine_module
     import stream.sources as sources
 
-    saved = engine_module.CUDNN_BENCHMARK_FRAMES, devicejob.HOST_THREADS, sources.DECODE_THREADS
+    saved = engine_module.CUDNN_BENCHMARK_FRAMES, devicejob.HOST_THREADS, sources.DECODE_THREADS_MAX
     try:
         if job.get("cudnn_benchmark"):
             engine_module.CUDNN_BENCHMARK_FRAMES = 0
         devicejob.HOST_THREADS = job.get("x264_threads") or devicejob.HOST_THREADS
-        sources.DECODE_THREADS = job.get("decode_threads") or sources.DECODE_THREADS
+        sources.DECODE_THREADS_MAX = job.get("decode_threads") or sources.DECODE_THREADS_MAX
         yield
     finally:
-        engine_module.CUDNN_BENCHMARK_FRAMES, devicejob.HOST_THREADS, sources.DECODE_THREADS = saved
+        engine_module.CUDNN_BENCHMARK_FRAMES, devicejob.HOST_THREADS, sources.DECODE_THREADS_MAX = saved
+
+
+class _RssSampler:
+    """This process's resident memory split (``/proc/self/status``: anonymous, file-backed such as the CUDA
+    libraries' pages, shared), MB, at the moment its total was highest; sampled every 50 ms on a thread."""
+
+    FIELDS = ("VmRSS", "RssAnon", "RssFile", "RssShmem")
+
+    def __init__(self):
+        import threading
+
+        self.peak: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> dict[str, float]:
+        with open("/proc/self/status") as f:
+            got = {line.split(":")[0]: int(line.split()[1]) / 1024 for line in f
+                   if line.split(":")[0] in self.FIELDS}
+        return {k: round(got.get(k, 0.0), 1) for k in self.FIELDS}
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.05):
+            now = self._sample()
+            if now["VmRSS"] > self.peak.get("VmRSS", 0.0):
+                self.peak = now
+
+    def stop(self) -> dict[str, float]:
+        self._stop.set()
+        self._thread.join()
+        return self.peak
 
 
 def _file_job(job: dict) -> dict:
@@ -350,10 +382,12 @@ def _file_job(job: dict) -> dict:
         engine.resizes_on_device = True  # the GPU path's arithmetic, on the CPU
     engine.planes_on_device = job["path"] == "planes"
     clock = _WriteClock()
+    sampler = _RssSampler()
     t1 = time.perf_counter()
     stats = convert_video(job["src"], job["dst"], engine, progress=False, duration=job.get("duration"),
                           preset=job.get("preset", DEFAULT_PRESET))
     seconds, n = time.perf_counter() - t1, engine.batch_size
+    at_peak = sampler.stop()
     frames = stats.frames_out
     first = clock.writes[min(n, frames) - 1] if clock.writes else t1
     steady = (frames - n) / (clock.closed - first) if frames > n and clock.closed > first else 0.0
@@ -362,7 +396,8 @@ def _file_job(job: dict) -> dict:
             "warm_s": round(engine.warm_s, 2), "engine_s": round(t1 - t0, 2), "job_s": round(seconds, 3),
             "compile_s": round(engine.compile_s, 1), "compile": stats.extra.get("compile", ""),
             "peak_rss_mb": round(own_peak_rss_mb(), 1), "precision": engine.precision,
-            "x264_threads": devicejob.HOST_THREADS, "decode_threads": sources.DECODE_THREADS,
+            "rss_at_peak_mb": at_peak, "x264_threads": devicejob.HOST_THREADS,
+            "decode_threads": min((os.cpu_count() or 1) + 1, sources.DECODE_THREADS_MAX),
             "cudnn_benchmark": bool(torch.backends.cudnn.benchmark)}
 
 
@@ -488,6 +523,17 @@ def model_rows(args, peak: float, rows: dict, repeat: int, grid: bool = True) ->
     torch.backends.cudnn.benchmark = False
     _print_model(compiled, "compiled", 512, 512, 8, fps, peak, cudnn_benchmark=True)
     rows["model_compiled_512_cudnn"] = fps
+    del compiled
+    auto = _engine(args.style, max_side=0, device=args.device, compile=True)  # the engine's own batch there
+    try:
+        n = auto.fit_batch(512, 512, frames=10**6)  # a job long enough to compile
+        fps = model_fps(auto, auto._compiled_module, 512, 512, n, repeat)
+    except RuntimeError as e:  # torch's and dynamo's errors: a row, not the end of the run
+        print(json.dumps({"model": "512x512", "kind": "compiled", "what": "the automatic batch", "error": str(e)[:300]}))
+        return
+    _print_model(auto, "compiled", 512, 512, n, fps, peak, compile_s=round(auto.compile_s, 1),
+                 cudnn_benchmark=bool(torch.backends.cudnn.benchmark), what="the automatic batch, a long job")
+    rows["model_compiled_512_auto"] = fps
 
 
 def _print_model(engine: Engine, kind: str, h: int, w: int, batch: int, fps: float, peak: float, **extra) -> None:
@@ -549,7 +595,10 @@ def variant_rows(args, out: Path, clips: dict, rows: dict, short: int) -> None:
     """:data:`VARIANTS`, the plane path, each in its own process; 150-frame jobs take the first ``short``
     frames of their clip."""
     cap = 64 if args.quick else 512
+    wanted = set(args.variants.split(",")) if args.variants else None
     for clip, capped, whole, label, change in VARIANTS:
+        if wanted is not None and label not in wanted:
+            continue
         seconds = None if whole else (short - 0.5) / 30
         job = {"style": args.style, "device": args.device, "src": str(clips[clip]),
                "dst": str(out / f"variant_{label.replace(' ', '_')}.mp4"), "max_side": cap if capped else 0,
@@ -607,8 +656,9 @@ def targets(rows: dict) -> dict:
     jobs = {"file_fps_1080p_cap512": ("1080p", "cap512", ">= 120"), "file_fps_1080p_full": ("1080p", "full", ">= 30"),
             "file_fps_4k_cap512": ("4k", "cap512", ">= 60"), "file_fps_1080p60_cap512": ("1080p60", "cap512", ">= 120")}
     found = {name: (fps(clip, label), fps(clip, label, "today"), goal) for name, (clip, label, goal) in jobs.items()}
-    # a job long enough to compile (tens of thousands of frames) also searches cuDNN's algorithms
-    compiled = rows.get("model_compiled_512_cudnn") or rows.get("model_compiled_512", 0.0)
+    # what a job long enough to compile runs: the engine's automatic batch, cuDNN's algorithms searched
+    compiled = (rows.get("model_compiled_512_auto") or rows.get("model_compiled_512_cudnn")
+                or rows.get("model_compiled_512", 0.0))
     found.update({"model_fps_512_compiled": (compiled, None, ">= 500"),
                   "peak_rss_mb": (max(rss or [0.0]), max(today_rss or [0.0]), "<= 2048"),
                   "live_p95_ms_512": (rows.get("live_p95", 0.0), None, "<= 30")})
@@ -651,6 +701,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sections", default=",".join(DEFAULT_SECTIONS),
                    help=f"comma-separated parts to run, of {','.join(SECTIONS)} (default: %(default)s; a short GPU "
                         "lease runs fewer)")
+    p.add_argument("--variants", default="", help="comma-separated labels of VARIANTS to run (default: all)")
     p.add_argument("--job", help=argparse.SUPPRESS)  # one file job, as JSON (file_job_in_child)
     p.add_argument("--rss", help=argparse.SUPPRESS)  # rss_steps, as JSON (file_job_in_child)
     args = p.parse_args(argv)

@@ -38,9 +38,9 @@ with torch.no_grad():
 print({"groupnorm1_vs_groupnorm_fp16": {"max": round(float(d.max()), 4), "mean": round(float(d.mean()), 5)}})
 PY
 scratch="$(mktemp -d /tmp/animestream-gpu.XXXXXX)"
-# SECTIONS (bench/gpu.py --sections), BENCH_S and TEST_S fit the run to a shorter lease.
+# SECTIONS (bench/gpu.py --sections), VARIANTS (--variants), BENCH_S and TEST_S fit the run to a shorter lease.
 PYTHONUNBUFFERED=1 timeout "${BENCH_S:-300}" "$py" bench/gpu.py --style "${STYLE:-hayao}" --out "$scratch" \
-  --job-timeout 90 --sections "${SECTIONS:-rss,stages,models,files,live}" \
+  --job-timeout 90 --sections "${SECTIONS:-rss,stages,models,files,live}" --variants "${VARIANTS:-}" \
   | tee "$out/gpu.jsonl" || echo "bench/gpu.py stopped early: exit $?"
 # The tests of the files a GPU run goes through, on CUDA (--device auto means the GPU here; the web, Ray and
 # virtual-camera extras are not installed there); at most 100 s.

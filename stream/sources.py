@@ -7,6 +7,7 @@ OpenCV is imported only where an image is read: file jobs on videos never load i
 """
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,9 +26,11 @@ OPEN_TIMEOUT_FACTOR = 2  # and it may take twice that to answer at all
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 DEFAULT_TIME_BASE = Fraction(1, 90000)  # seconds per pts tick when the input has none
-# FFmpeg decoder threads for a video (0: FFmpeg's own choice, one per core plus one, at most 16). Each frame
-# thread holds its own frames: 1080p H.264 took 177 MB with 17 threads, 56 MB with FFmpeg's choice on 2 cores.
-DECODE_THREADS = 0
+# FFmpeg decoder threads for a video: FFmpeg's own choice (one per core plus one) capped at this. Each frame
+# thread holds frames of its own (1080p H.264: 177 MB with 17 threads, 102 MB with 8), and on a big host a GPU
+# job's x264 needs the cores: on 16 cores, 8 decoder threads (with 12 x264 ones) ran a 1080p job at cap 512
+# at 146.5 fps against 128.0 with FFmpeg's 17 (bench/gpu.py's variants); 8 threads still decode 4K at 150 fps.
+DECODE_THREADS_MAX = 8
 SCALE_FILTER = "AREA"  # swscale's filter when frame_size differs from the video's (like OpenCV's INTER_AREA)
 
 
@@ -128,8 +131,7 @@ class VideoSource:
             raise SourceError(f"{self.path}: no video stream (an audio-only or data file?)")
         self.video = self._container.streams.video[0]
         self.video.thread_type = "AUTO"
-        if DECODE_THREADS:
-            self.video.thread_count = DECODE_THREADS
+        self.video.thread_count = min((os.cpu_count() or 1) + 1, DECODE_THREADS_MAX)
         self.audios = list(self._container.streams.audio)  # every sound track
         self.audio = self.audios[0] if self.audios else None
         self.subtitles = list(self._container.streams.subtitles)
