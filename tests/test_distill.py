@@ -191,3 +191,31 @@ def test_distill_with_a_temporal_term_runs_resumes_and_records_it(onnx_teachers,
     with pytest.raises(SystemExit) as exc:
         distill.main(args[:-4] + ["--temporal", "-1"])
     assert exc.value.code == 2 and "--temporal must be >= 0, not -1.0" in capsys.readouterr().err
+
+
+def test_photo_labels_cut_the_teachers_tiles_from_its_whole_picture(photos, tmp_path):
+    """A teacher with per-picture statistics (here: minus the picture's mean, as instance norm does) paints a
+    tile alone differently from the same region of the whole photo; ``labels="photo"`` gives the latter."""
+    import numpy as np
+
+    def centred(rgb):
+        return np.clip(rgb.astype(np.float32) - rgb.mean(axis=(0, 1)) + 128, 0, 255).astype(np.uint8)
+
+    teacher = distill.Teacher("centred", "0" * 64, "", centred)
+    found = distill.find_photos([photos])[:2]
+    args = {"tile": 32, "sides": (64,), "per_side": 2, "log": lambda _m: None}
+    xs, ys_tile = distill.build_tiles(found, teacher, tmp_path / "cache", labels="tile", **args)
+    xs2, ys_photo = distill.build_tiles(found, teacher, tmp_path / "cache", labels="photo", **args)
+    assert torch.equal(xs, xs2) and len(xs) == 4  # the same tiles of the photos
+    for i, photo in enumerate(found):
+        whole = centred(distill.scale_short(photo.read(), 64))
+        for j in range(2):
+            tile_x = xs[2 * i + j].permute(1, 2, 0).numpy()
+            # where the tile sits in the scaled photo: find it
+            scaled = distill.scale_short(photo.read(), 64)
+            hits = [(t, l) for t in range(scaled.shape[0] - 31) for l in range(scaled.shape[1] - 31)
+                    if np.array_equal(scaled[t:t + 32, l:l + 32], tile_x)]
+            top, left = hits[0]
+            assert np.array_equal(ys_photo[2 * i + j].permute(1, 2, 0).numpy(), whole[top:top + 32, left:left + 32])
+            assert np.array_equal(ys_tile[2 * i + j].permute(1, 2, 0).numpy(), centred(tile_x))
+    assert not torch.equal(ys_tile, ys_photo)
