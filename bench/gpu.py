@@ -321,20 +321,22 @@ def file_job(job: dict) -> dict:
 
 @contextlib.contextmanager
 def _variant(job: dict):
-    """The module constants a :data:`VARIANTS` job changes, changed for the job and put back after it."""
-    import stream.devicejob as devicejob
+    """What a :data:`VARIANTS` job changes (module constants, x264's thread count as ``convert_video`` asks
+    for it), changed for the job and put back after it."""
     import stream.engine as engine_module
+    import stream.filejob as filejob
     import stream.sources as sources
 
-    saved = engine_module.CUDNN_BENCHMARK_FRAMES, devicejob.HOST_THREADS, sources.DECODE_THREADS_MAX
+    saved = engine_module.CUDNN_BENCHMARK_FRAMES, filejob.encoder_threads, sources.DECODE_THREADS_MAX
     try:
         if job.get("cudnn_benchmark"):
             engine_module.CUDNN_BENCHMARK_FRAMES = 0
-        devicejob.HOST_THREADS = job.get("x264_threads") or devicejob.HOST_THREADS
+        if job.get("x264_threads"):
+            filejob.encoder_threads = lambda _device, n=job["x264_threads"]: n
         sources.DECODE_THREADS_MAX = job.get("decode_threads") or sources.DECODE_THREADS_MAX
         yield
     finally:
-        engine_module.CUDNN_BENCHMARK_FRAMES, devicejob.HOST_THREADS, sources.DECODE_THREADS_MAX = saved
+        engine_module.CUDNN_BENCHMARK_FRAMES, filejob.encoder_threads, sources.DECODE_THREADS_MAX = saved
 
 
 class _RssSampler:
@@ -370,7 +372,7 @@ class _RssSampler:
 
 
 def _file_job(job: dict) -> dict:
-    import stream.devicejob as devicejob
+    import stream.filejob as filejob
     import stream.sources as sources
     from stream.sinks import DEFAULT_PRESET
 
@@ -396,7 +398,8 @@ def _file_job(job: dict) -> dict:
             "warm_s": round(engine.warm_s, 2), "engine_s": round(t1 - t0, 2), "job_s": round(seconds, 3),
             "compile_s": round(engine.compile_s, 1), "compile": stats.extra.get("compile", ""),
             "peak_rss_mb": round(own_peak_rss_mb(), 1), "precision": engine.precision,
-            "rss_at_peak_mb": at_peak, "x264_threads": devicejob.HOST_THREADS,
+            "rss_at_peak_mb": at_peak,
+            "x264_threads": filejob.encoder_threads(engine.device) or "x264's own (1.5 a core)",
             "decode_threads": min((os.cpu_count() or 1) + 1, sources.DECODE_THREADS_MAX),
             "cudnn_benchmark": bool(torch.backends.cudnn.benchmark)}
 

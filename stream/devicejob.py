@@ -41,11 +41,7 @@ HARDWARE_ENCODERS = ("h264_nvenc",)  # tried in order by encoder "auto"; data-ce
 NO_VIDEO_ENCODER = ("A100", "A800", "A30", "H100", "H800", "H200", "H20", "B100", "B200", "GH200", "GB200")
 ENCODERS = ("auto", "libx264", *HARDWARE_ENCODERS)
 PLANE_OUTPUTS = frozenset({".mp4", ".mkv", ".mov", ".m4v", ".webm", ".avi"})  # yuv420p encoders (not GIF)
-# x264 frame threads of a GPU job: one per host core, at most 12. More only contend with the decoder's threads
-# and ours: on 16 cores, 12 (with 8 decoder threads) ran a 1080p job at cap 512 at 146.5 fps against 128.0
-# with 16, and took 45 MB less at its peak (bench/gpu.py's variants).
-X264_THREADS_MAX = 12
-HOST_THREADS = min(os.cpu_count() or 1, X264_THREADS_MAX)
+HOST_THREADS = os.cpu_count() or 1
 
 
 def wants_planes(engine: FrameEngine, dst: str | Path) -> bool:
