@@ -4,7 +4,10 @@ Importing PyTorch and PyAV takes a second or more; a Ctrl-C (or SIGTERM, SIGHUP)
 print a traceback from deep inside an import, or, for SIGHUP, end the process by the signal. Here it
 ends the program with one line and exit code 128 + the signal's number. That exit is immediate
 (``os._exit``, after flushing): nothing has been written yet, and an import interrupted half-way may
-leave the interpreter's own shutdown to re-raise the signal (seen as exit -2 after a SIGTERM).
+leave the interpreter's own shutdown to re-raise the signal (seen as exit -2 after a SIGTERM). An
+extension module whose initialisation the signal interrupted can also fail with an error of its own
+(NumPy: "cannot load module more than once per process", 1 in 400 soak runs): after a stop signal,
+whatever the start-up import raises ends it the same way.
 """
 from __future__ import annotations
 
@@ -48,6 +51,10 @@ def run() -> int:
                 signal.signal(signum, handler)
     except (_StoppedWhileStarting, KeyboardInterrupt) as e:
         _exit_stopped(e.signum if isinstance(e, _StoppedWhileStarting) else signal.SIGINT)
+    except Exception:  # noqa: BLE001 - only after a stop signal: an import it broke fails again otherwise
+        if not received:
+            raise
+        _exit_stopped(received[0])
     if received:  # stopped while a library's import swallowed the exception: stop all the same
         _exit_stopped(received[0])
     return main()

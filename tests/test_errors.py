@@ -423,3 +423,33 @@ def test_an_unreadable_user_styles_folder_is_a_warning(cli, monkeypatch, tmp_pat
     rc, out, err = cli("weights", "list")
     assert rc == 0 and "shinkai" in out
     assert err.count("\n") == 1 and "cannot read the styles folder (Permission denied)" in err
+
+
+def test_an_import_a_start_up_signal_broke_ends_with_the_signals_line_not_its_own_error(tmp_path):
+    """An extension module whose initialisation a Ctrl-C interrupts may swallow the KeyboardInterrupt and fail
+    with an error of its own (NumPy's "cannot load module more than once per process"): still one line and
+    128 + the signal. Here a finder for ``stream.cli`` does exactly that."""
+    import subprocess
+    import sys
+
+    script = (
+        "import importlib.abc, os, signal, sys\n"
+        "class Broken(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path, target=None):\n"
+        "        if name != 'stream.cli':\n"
+        "            return None\n"
+        "        try:\n"
+        "            os.kill(os.getpid(), signal.SIGINT)\n"
+        "            for _ in range(10000): pass\n"
+        "        except BaseException:\n"
+        "            pass\n"
+        "        raise ImportError('cannot load module more than once per process')\n"
+        "sys.meta_path.insert(0, Broken())\n"
+        "from stream.__main__ import run\n"
+        "sys.exit(run())\n")
+    done = subprocess.run([sys.executable, "-c", script], cwd=media.ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 130, done.stderr
+    assert done.stderr == "animestream: interrupted while starting\n"
+    clean = subprocess.run([sys.executable, "-c", script.replace("os.kill(os.getpid(), signal.SIGINT)", "pass")],
+                           cwd=media.ROOT, capture_output=True, text=True, timeout=60)
+    assert clean.returncode == 1 and "ImportError: cannot load module" in clean.stderr  # no signal: its own error
