@@ -17,6 +17,7 @@ from pathlib import Path
 from . import __version__, weights
 from .filejob import convert, convert_video
 from .deflicker import Deflicker
+from .devicejob import ENCODERS
 from .calibration import calibrate_style
 from .download import OFFICIAL_BLOBS, import_style, pull
 from .engine import DEVICES, PRECISIONS, Engine, EngineOptions
@@ -144,6 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", choices=X264_PRESETS, default=DEFAULT_PRESET, metavar="PRESET",
                    help="encoder speed/size trade-off, ultrafast .. veryslow, x264's names "
                         "(mapped onto VP9's speeds for .webm) (default: %(default)s)")
+    p.add_argument("--encoder", choices=ENCODERS, default="auto",
+                   help="video encoder: auto (on a GPU, NVENC where the GPU has one, else libx264; on the CPU "
+                        "libx264), libx264, or h264_nvenc (an error where it does not open) (default: %(default)s)")
     p.add_argument("--start", type=_seconds, default=0.0, metavar="TIME",
                    help="convert from this point of a video on, in seconds or [H:]M:S (default: its beginning)")
     p.add_argument("--duration", type=_seconds, default=None, metavar="TIME",
@@ -510,11 +514,11 @@ def _main(argv: list[str]) -> int:
                 job = Deflicker(engine) if args.deflicker else engine
                 if windowed:
                     stats = convert_video(args.input, args.output, job, crf=args.crf, preset=args.preset,
-                                          progress=not args.quiet, start=args.start, duration=args.duration,
+                                          encoder=args.encoder, progress=not args.quiet, start=args.start, duration=args.duration,
                                           strict=args.strict)
                 else:
                     stats = convert(args.input, args.output, job, crf=args.crf, preset=args.preset,
-                                    progress=not args.quiet, max_pixels=args.max_pixels, strict=args.strict,
+                                    encoder=args.encoder, progress=not args.quiet, max_pixels=args.max_pixels, strict=args.strict,
                                     recursive=args.recursive)
         except AnimestreamError as e:
             print(f"animestream: error: {e}", file=sys.stderr)

@@ -122,6 +122,18 @@ def pick_encoder(requested: str, width: int, height: int) -> str:
     return requested
 
 
+def hardware_encoder(requested: str, width: int, height: int, crf: int) -> tuple[str, dict[str, str]] | None:
+    """For a job whose frames reach the encoder as RGB (the CPU path): the hardware encoder and its options
+    that ``requested`` names outright (a one-line :class:`~stream.errors.SinkError` when it does not open),
+    else None, libx264 (``auto`` tries no hardware there: probing it costs a CUDA context)."""
+    if requested not in ENCODERS:
+        raise ValueError(f"encoder must be one of {', '.join(ENCODERS)}, not {requested!r}")
+    if requested in ("auto", "libx264"):
+        return None
+    name = pick_encoder(requested, width, height)
+    return name, hardware_options(name, crf)
+
+
 class PlaneSink(VideoFileSink):
     """A :class:`~stream.sinks.VideoFileSink` fed packed ``yuv420p`` frames of the video's own size, its
     encoder frame-threaded over every host core (x264's sliced threads, PyAV's default, encode slower),

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from .devicejob import PlaneSink, PlaneSource, plane_path, wants_planes
+from .devicejob import PlaneSink, PlaneSource, hardware_encoder, plane_path, wants_planes
 from .engine import Engine, FrameEngine
 from .errors import AnimestreamError, SinkError, SourceError
 from .imageinfo import DEFAULT_MAX_PIXELS
@@ -45,7 +45,7 @@ def _engine_stats(engine: FrameEngine) -> dict:
 
 
 def convert_video(src: str | Path, dst: str | Path, engine: FrameEngine, *, crf: int = DEFAULT_CRF,
-                  preset: str = DEFAULT_PRESET, progress: bool = True, warn: Warn = _stderr,
+                  preset: str = DEFAULT_PRESET, encoder: str = "auto", progress: bool = True, warn: Warn = _stderr,
                   start: float = 0.0, duration: float | None = None, keep_partial: bool = True,
                   strict: bool = False, on_progress: Callable[[int, int | None], None] | None = None,
                   cancel: threading.Event | None = None) -> Stats:
@@ -74,10 +74,12 @@ def convert_video(src: str | Path, dst: str | Path, engine: FrameEngine, *, crf:
             engine.fit_batch(source.width, source.height, source.frame_count)  # sized for this video (a GPU)
         batch = engine if isinstance(engine, Engine) and engine.batch_size > 1 else None
         planes = plane_path(engine, source)  # a GPU's YUV path (stream.devicejob), or None
-        sink = (PlaneSink if planes else VideoFileSink)(
-            dst, width=source.width, height=source.height, time_base=source.time_base, rate=source.rate,
-            audio=source.audios, subtitles=source.subtitles, crf=crf, preset=preset,
-            threads=encoder_threads(engine.device))
+        sink_options = dict(width=source.width, height=source.height, time_base=source.time_base,
+                            rate=source.rate, audio=source.audios, subtitles=source.subtitles, crf=crf,
+                            preset=preset, threads=encoder_threads(engine.device))
+        sink = (PlaneSink(dst, encoder=encoder, **sink_options) if planes
+                else VideoFileSink(dst, hardware=hardware_encoder(encoder, source.width, source.height, crf),
+                                   **sink_options))
         stats: Stats | None = None
         try:
             source.decode_streams = {i for i, mode in sink.audio_modes.items() if mode == "transcode"}
@@ -187,7 +189,7 @@ def folder_inputs(src: Path, *, recursive: bool = True, skip: Path | None = None
 
 
 def convert_folder(src: str | Path, dst: str | Path, engine: FrameEngine, *, crf: int = DEFAULT_CRF,
-                   preset: str = DEFAULT_PRESET, progress: bool = True, warn: Warn = _stderr,
+                   preset: str = DEFAULT_PRESET, encoder: str = "auto", progress: bool = True, warn: Warn = _stderr,
                    max_pixels: int = DEFAULT_MAX_PIXELS, strict: bool = False, recursive: bool = True) -> Stats:
     """Convert every image and video in ``src`` and, with ``recursive``, its subfolders into ``dst``
     (created if missing), mirroring the folder tree.
@@ -217,7 +219,7 @@ def convert_folder(src: str | Path, dst: str | Path, engine: FrameEngine, *, crf
             if is_image_path(path):
                 one = convert_image(path, out, engine, max_pixels=max_pixels, warn=warn)
             else:
-                one = convert_video(path, out, engine, crf=crf, preset=preset, progress=progress,
+                one = convert_video(path, out, engine, crf=crf, preset=preset, encoder=encoder, progress=progress,
                                     warn=warn, keep_partial=False, strict=strict)  # complete files only
         except AnimestreamError as e:
             warn(f"error: {e}")
@@ -237,13 +239,14 @@ def convert_folder(src: str | Path, dst: str | Path, engine: FrameEngine, *, crf
 
 
 def convert(src: str | Path, dst: str | Path, engine: FrameEngine, *, crf: int = DEFAULT_CRF,
-            preset: str = DEFAULT_PRESET, progress: bool = True, warn: Warn = _stderr,
+            preset: str = DEFAULT_PRESET, encoder: str = "auto", progress: bool = True, warn: Warn = _stderr,
             max_pixels: int = DEFAULT_MAX_PIXELS, strict: bool = False, recursive: bool = True) -> Stats:
     """Convert a video, an image or a folder, whichever ``src`` is."""
     path = Path(src)
     if path.is_dir():
-        return convert_folder(path, dst, engine, crf=crf, preset=preset, progress=progress, warn=warn,
+        return convert_folder(path, dst, engine, crf=crf, preset=preset, encoder=encoder, progress=progress, warn=warn,
                               max_pixels=max_pixels, strict=strict, recursive=recursive)
     if is_image_path(path):
         return convert_image(path, dst, engine, max_pixels=max_pixels, warn=warn)
-    return convert_video(src, dst, engine, crf=crf, preset=preset, progress=progress, warn=warn, strict=strict)
+    return convert_video(src, dst, engine, crf=crf, preset=preset, encoder=encoder, progress=progress, warn=warn,
+                         strict=strict)

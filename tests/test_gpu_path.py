@@ -441,3 +441,31 @@ def test_auto_takes_a_hardware_encoder_that_opens(tmp_path, monkeypatch):
     sink.close(keep=True)
     probe = media.probe(tmp_path / "y.mp4")
     assert probe.video_codec == "mpeg4" and len(probe.times) == 3
+
+
+def test_the_encoder_flag_names_x264_or_a_hardware_encoder_and_refuses_one_that_does_not_open(
+        tmp_path, clip, tiny_style, cli, monkeypatch):
+    """``--encoder``: libx264 as asked; a hardware encoder named outright is used on the CPU path too (MPEG-4
+    Part 2 stands in for NVENC, as above), and one that does not open is a one-line error with no output."""
+    from stream import devicejob
+
+    rc, _, err = cli(clip, tmp_path / "x264.mp4", "--style", tiny_style, "--max-side", 32, "--device", "cpu",
+                     "--encoder", "libx264", "-q")
+    assert rc == 0, err
+    assert media.probe(tmp_path / "x264.mp4").video_codec == "h264"
+    if not devicejob.encoder_opens("h264_nvenc", 64, 48):
+        rc, _, err = cli(clip, tmp_path / "nvenc.mp4", "--style", tiny_style, "--device", "cpu",
+                         "--encoder", "h264_nvenc", "-q")
+        assert rc == 1 and err.strip().splitlines() == [
+            "animestream: error: encoder h264_nvenc: it does not open here (no such GPU encoder); use libx264 or auto"]
+        assert not list(tmp_path.glob("*nvenc*"))
+    monkeypatch.setattr(devicejob, "ENCODERS", ("auto", "libx264", "mpeg4"))
+    monkeypatch.setattr(devicejob, "hardware_options", lambda name, crf: {"qscale": "4"})
+    from stream.engine import Engine
+    from stream.filejob import convert_video
+
+    engine = Engine(tiny_style, max_side=32, precision="fp32", device="cpu")
+    stats = convert_video(clip, tmp_path / "hw.mp4", engine, encoder="mpeg4", progress=False)
+    probe = media.probe(tmp_path / "hw.mp4")
+    assert probe.video_codec == "mpeg4" and len(probe.times) == stats.frames_out == 30
+    assert devicejob.hardware_encoder("auto", 64, 48, 18) is None  # the CPU path probes no hardware
