@@ -409,6 +409,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
 
+    print(json.dumps(_export(args, run, teacher, val_pairs, val_photos, len(train_photos))))
+    return 0
+
+def _export(args: argparse.Namespace, run: Run, teacher: Teacher, val_pairs: list, val_photos: list[Photo],
+            train_photos: int) -> dict:
+    """Score the run's EMA weights as they ship (rounded to the storage precision) on every held-back photo
+    and export them as the style ``args.name``, its quality and recipe in the sidecar; what was exported."""
     ema = run.ema.cpu().float()
     shipped = copy.deepcopy(ema)  # scored as it ships: its tensors rounded to the storage precision
     with torch.no_grad():
@@ -426,7 +433,7 @@ def main(argv: list[str] | None = None) -> int:
     recipe = {"tile": args.tile, "sides": args.sides, "tiles_per_side": args.tiles, "labels": args.labels,
               "batch": args.batch,
               "lr": args.lr, "pixel": args.pixel, "edge": args.edge, "ema_decay": EMA_DECAY,
-              "init": _init_name(args.init), "init_steps": run.init_steps, "train_photos": len(train_photos),
+              "init": _init_name(args.init), "init_steps": run.init_steps, "train_photos": train_photos,
               "temporal": args.temporal}
     if args.temporal:
         recipe["temporal_warp"] = {"shift_px": WARP_SHIFT_PX, "rotate_deg": WARP_ROTATE_DEG, "scale": WARP_SCALE}
@@ -435,9 +442,8 @@ def main(argv: list[str] | None = None) -> int:
                                 license=teacher.license or "as the teacher's", training_steps=run.init_steps + run.step,
                                 quality=quality, recipe=recipe, recommended_max_side=args.eval_side,
                                 probe=[to_tensor(x).unsqueeze(0) for x, _ in val_pairs[:VAL_DURING_TRAINING]])
-    print(json.dumps({"exported": str(path), "steps": run.step, **{k: v for k, v in quality.items()
-                                                                    if k not in ("val_photos", "psnr_per_photo")}}))
-    return 0
+    return {"exported": str(path), "steps": run.step,
+            **{k: v for k, v in quality.items() if k not in ("val_photos", "psnr_per_photo")}}
 
 
 if __name__ == "__main__":
