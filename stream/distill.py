@@ -412,6 +412,7 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(_export(args, run, teacher, val_pairs, val_photos, len(train_photos))))
     return 0
 
+
 def _export(args: argparse.Namespace, run: Run, teacher: Teacher, val_pairs: list, val_photos: list[Photo],
             train_photos: int) -> dict:
     """Score the run's EMA weights as they ship (rounded to the storage precision) on every held-back photo
@@ -431,8 +432,7 @@ def _export(args: argparse.Namespace, run: Run, teacher: Teacher, val_pairs: lis
                "val_faces": sum(ph.category == "face" for ph in val_photos),
                "resolution": f"longest side {args.eval_side} px"}
     recipe = {"tile": args.tile, "sides": args.sides, "tiles_per_side": args.tiles, "labels": args.labels,
-              "batch": args.batch,
-              "lr": args.lr, "pixel": args.pixel, "edge": args.edge, "ema_decay": EMA_DECAY,
+              "batch": args.batch, "lr": args.lr, "pixel": args.pixel, "edge": args.edge, "ema_decay": EMA_DECAY,
               "init": _init_name(args.init), "init_steps": run.init_steps, "train_photos": train_photos,
               "temporal": args.temporal}
     if args.temporal:
