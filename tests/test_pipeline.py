@@ -277,3 +277,18 @@ def test_a_second_ctrl_c_aborts_but_still_waits_for_the_sink():
     assert not sink.busy
     assert sink.closed_by == [("animestream-consumer", False)]  # aborted: the file is not kept
     assert animestream_threads() == []
+
+
+@pytest.mark.parametrize("cores, threads", [(2, 3), (7, 8), (16, 8), (64, 8)])
+def test_the_decoder_takes_ffmpegs_thread_count_capped_at_eight(clip, monkeypatch, cores, threads):
+    """FFmpeg's own choice is one thread per core plus one; each frame thread holds frames of its own, so a
+    big host (where x264 also wants the cores) gets at most DECODE_THREADS_MAX."""
+    from stream import sources
+
+    monkeypatch.setattr(sources.os, "cpu_count", lambda: cores)
+    source = sources.VideoSource(clip)
+    try:
+        assert source.video.thread_count == threads and source.video.thread_type.name == "AUTO"
+        assert sum(isinstance(item, sources.Frame) for item in source) == 30  # and it decodes every frame
+    finally:
+        source.close()
