@@ -49,7 +49,8 @@ sys.path.insert(0, str(ROOT))
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 FAULTS = frozenset({signal.SIGSEGV, signal.SIGABRT, signal.SIGBUS, signal.SIGILL, signal.SIGFPE})
-WROTE = re.compile(r"wrote (\d+) frames")
+# "wrote 95 frames ..." (stopped) or "wrote PATH (600 frames, ...)" (finished)
+WROTE = re.compile(r"wrote (?:.* \()?(\d+) frames")
 PROGRESS = re.compile(rb"\d+/\d+ \[")  # tqdm's "  36/600 [": frames are being converted
 STARTUP_SHARE = 4  # one run in this many is signalled during start-up, the others while converting
 
