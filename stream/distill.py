@@ -13,7 +13,7 @@ pixels are cut from it at random, and the teacher stylises each tile on its own.
 exactly the teacher's input, so its whole-picture normalisations see the same statistics and
 nothing needs to be approximated. A teacher whose normalisations differ from the student's (instance
 norm: CartoonGAN) paints a tile alone far from how it paints that region of the whole picture (19-24 dB
-apart for CartoonGAN Hosoda, 27-33 dB for AnimeGANv2 Hayao, on 192 px tiles): ``--labels photo`` runs the
+apart for CartoonGAN Hosoda, 27-34 dB for AnimeGANv2 Hayao, on 192 px tiles: bench/tilelabels.py): ``--labels photo`` runs the
 teacher on the whole scaled photo and cuts the tiles from its output instead. Teacher outputs are cached outside the repository (under the
 teacher's sha256), so they are computed once per photo, scale and tile.
 
