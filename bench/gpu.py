@@ -532,7 +532,8 @@ def model_rows(args, peak: float, rows: dict, repeat: int, grid: bool = True) ->
         n = auto.fit_batch(512, 512, frames=10**6)  # a job long enough to compile
         fps = model_fps(auto, auto._compiled_module, 512, 512, n, repeat)
     except RuntimeError as e:  # torch's and dynamo's errors: a row, not the end of the run
-        print(json.dumps({"model": "512x512", "kind": "compiled", "what": "the automatic batch", "error": str(e)[:300]}))
+        print(json.dumps({"model": "512x512", "kind": "compiled", "what": "the automatic batch",
+                          "error": str(e)[:300]}), flush=True)
         return
     _print_model(auto, "compiled", 512, 512, n, fps, peak, compile_s=round(auto.compile_s, 1),
                  cudnn_benchmark=bool(torch.backends.cudnn.benchmark), what="the automatic batch, a long job")
@@ -556,19 +557,23 @@ FPS_MEASURE = ("job_fps: frames over the whole convert_video call (device warm-u
                "steady_fps: the frames after the first batch over their time")
 
 
+def _run_job(args, clip: Path, dst: Path, capped: bool, seconds: float | None, **job) -> dict:
+    """One file job of ``clip`` (its first ``seconds``, None: whole) into ``dst`` at the run's cap or full size:
+    in its own process (its own peak RSS); with --quick in this one (fast, errors show)."""
+    job = {"style": args.style, "device": args.device, "src": str(clip), "dst": str(dst),
+           "max_side": (64 if args.quick else 512) if capped else 0, "duration": seconds, **job}
+    return file_job(job) if args.quick else file_job_in_child(job, timeout=args.job_timeout)
+
+
 def file_rows(args, out: Path, clips: dict, rows: dict, short: int) -> None:
     """The whole jobs, the plane path and today's side by side (see the module docstring); a job that does
     not take its whole clip takes its first ``short`` frames."""
-    cap = 64 if args.quick else 512
     for clip, label, capped, compile_it, whole, today in JOBS:
         seconds = None if whole else (short - 0.5) / (60 if clip == "1080p60" else 30)
         paths = ("planes", "today") if today else ("planes",)
         for path in paths:
-            dst = out / f"{clip}_{label}_{path}.mp4"
-            job = {"style": args.style, "device": args.device, "src": str(clips[clip]), "dst": str(dst),
-                   "max_side": cap if capped else 0, "compile": compile_it, "path": path, "duration": seconds}
-            # each job in its own process (its own peak RSS); --quick, in this one (fast, errors show)
-            row = file_job(job) if args.quick else file_job_in_child(job, timeout=args.job_timeout)
+            row = _run_job(args, clips[clip], out / f"{clip}_{label}_{path}.mp4", capped, seconds,
+                           compile=compile_it, path=path)
             rows[("file", clip, label, path)] = row
             print(json.dumps({"file": clip, "cap": label, "path": path, **row}), flush=True)
         if len(paths) == 2:
@@ -597,16 +602,12 @@ VARIANTS = [("1080p", False, False, "full b1", {"batch": 1}),
 def variant_rows(args, out: Path, clips: dict, rows: dict, short: int) -> None:
     """:data:`VARIANTS`, the plane path, each in its own process; 150-frame jobs take the first ``short``
     frames of their clip."""
-    cap = 64 if args.quick else 512
     wanted = set(args.variants.split(",")) if args.variants else None
     for clip, capped, whole, label, change in VARIANTS:
         if wanted is not None and label not in wanted:
             continue
-        seconds = None if whole else (short - 0.5) / 30
-        job = {"style": args.style, "device": args.device, "src": str(clips[clip]),
-               "dst": str(out / f"variant_{label.replace(' ', '_')}.mp4"), "max_side": cap if capped else 0,
-               "path": "planes", "duration": seconds, **change}
-        row = file_job(job) if args.quick else file_job_in_child(job, timeout=args.job_timeout)
+        row = _run_job(args, clips[clip], out / f"variant_{label.replace(' ', '_')}.mp4", capped,
+                       None if whole else (short - 0.5) / 30, path="planes", **change)
         rows[("variant", label)] = row
         print(json.dumps({"variant": label, "file": clip, "change": change, **row}), flush=True)
 
@@ -708,6 +709,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--job", help=argparse.SUPPRESS)  # one file job, as JSON (file_job_in_child)
     p.add_argument("--rss", help=argparse.SUPPRESS)  # rss_steps, as JSON (file_job_in_child)
     args = p.parse_args(argv)
+    unknown = set(args.sections.split(",")) - set(SECTIONS)
+    if unknown:
+        p.error(f"--sections: no such part {', '.join(sorted(unknown))} (have: {', '.join(SECTIONS)})")
     if args.job or args.rss:
         print(json.dumps(file_job(json.loads(args.job)) if args.job else rss_steps(json.loads(args.rss))), flush=True)
         return 0

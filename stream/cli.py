@@ -514,12 +514,12 @@ def _main(argv: list[str]) -> int:
                 job = Deflicker(engine) if args.deflicker else engine
                 if windowed:
                     stats = convert_video(args.input, args.output, job, crf=args.crf, preset=args.preset,
-                                          encoder=args.encoder, progress=not args.quiet, start=args.start, duration=args.duration,
-                                          strict=args.strict)
+                                          encoder=args.encoder, progress=not args.quiet, start=args.start,
+                                          duration=args.duration, strict=args.strict)
                 else:
                     stats = convert(args.input, args.output, job, crf=args.crf, preset=args.preset,
-                                    encoder=args.encoder, progress=not args.quiet, max_pixels=args.max_pixels, strict=args.strict,
-                                    recursive=args.recursive)
+                                    encoder=args.encoder, progress=not args.quiet, max_pixels=args.max_pixels,
+                                    strict=args.strict, recursive=args.recursive)
         except AnimestreamError as e:
             print(f"animestream: error: {e}", file=sys.stderr)
             return EXIT_ERROR

@@ -125,9 +125,8 @@ def pick_encoder(requested: str, width: int, height: int) -> str:
 def hardware_encoder(requested: str, width: int, height: int, crf: int) -> tuple[str, dict[str, str]] | None:
     """For a job whose frames reach the encoder as RGB (the CPU path): the hardware encoder and its options
     that ``requested`` names outright (a one-line :class:`~stream.errors.SinkError` when it does not open),
-    else None, libx264 (``auto`` tries no hardware there: probing it costs a CUDA context)."""
-    if requested not in ENCODERS:
-        raise ValueError(f"encoder must be one of {', '.join(ENCODERS)}, not {requested!r}")
+    else None, libx264 (``auto`` tries no hardware there: probing it costs a CUDA context); a name outside
+    :data:`ENCODERS` is :func:`pick_encoder`'s ValueError."""
     if requested in ("auto", "libx264"):
         return None
     name = pick_encoder(requested, width, height)

@@ -13,9 +13,10 @@ pixels are cut from it at random, and the teacher stylises each tile on its own.
 exactly the teacher's input, so its whole-picture normalisations see the same statistics and
 nothing needs to be approximated. A teacher whose normalisations differ from the student's (instance
 norm: CartoonGAN) paints a tile alone far from how it paints that region of the whole picture (19-24 dB
-apart for CartoonGAN Hosoda, 27-34 dB for AnimeGANv2 Hayao, on 192 px tiles: bench/tilelabels.py): ``--labels photo`` runs the
-teacher on the whole scaled photo and cuts the tiles from its output instead. Teacher outputs are cached outside the repository (under the
-teacher's sha256), so they are computed once per photo, scale and tile.
+apart for CartoonGAN Hosoda, 27-34 dB for AnimeGANv2 Hayao, on 192 px tiles: bench/tilelabels.py):
+``--labels photo`` runs the teacher on the whole scaled photo and cuts the tiles from its output
+instead. Teacher outputs are cached outside the repository (under the teacher's sha256), so they are
+computed once per photo, scale and tile.
 
 ``--val`` photos (``--val-faces`` of them from a ``face`` category, where a folder has a
 ``SOURCES.tsv`` with a ``category`` column) are held back, chosen by a hash of their names, and
@@ -197,7 +198,8 @@ def scale_short(rgb: np.ndarray, short: int) -> np.ndarray:
 
 
 def build_tiles(photos: list[Photo], teacher: Teacher, cache: Path, *, tile: int, sides: tuple[int, ...],
-                per_side: int, log: Callable[[str], None], labels: str = "tile") -> tuple[torch.Tensor, torch.Tensor]:
+                per_side: int, log: Callable[[str], None],
+                labels: str = "tile") -> tuple[torch.Tensor, torch.Tensor]:
     """(photo tiles, teacher tiles) as uint8 N x 3 x tile x tile tensors. Tile positions come from a
     hash of the photo's name, side and tile number, so the same arguments always give the same tiles
     (and cache hits), and a rerun with more ``per_side`` keeps the tiles it had.
@@ -210,20 +212,18 @@ def build_tiles(photos: list[Photo], teacher: Teacher, cache: Path, *, tile: int
     ys = torch.empty_like(xs)
     i = 0
     for k, photo in enumerate(photos):
-        rgb = photo.read()
+        rgb, name = photo.read(), photo.name.replace("/", "__")
         for side in sides:
             if side < tile:
                 raise AnimestreamError(f"--sides {side} is smaller than --tile {tile}")
             scaled = scale_short(rgb, side)
             h, w = scaled.shape[:2]
-            whole = (teacher.cached(cache, f"p/{photo.name.replace('/', '__')}_{side}", scaled)
-                     if labels == "photo" else None)
+            whole = teacher.cached(cache, f"p/{name}_{side}", scaled) if labels == "photo" else None
             for j in range(per_side):
                 rng = random.Random(f"{_rank(photo.name)}/{side}/{j}")  # tile j is the same whatever per_side is
                 top, left = rng.randrange(h - tile + 1), rng.randrange(w - tile + 1)
                 x = np.ascontiguousarray(scaled[top:top + tile, left:left + tile])
-                key = f"t{tile}/{photo.name.replace('/', '__')}_{side}_{j}"
-                y = (teacher.cached(cache, key, x) if whole is None
+                y = (teacher.cached(cache, f"t{tile}/{name}_{side}_{j}", x) if whole is None
                      else np.ascontiguousarray(whole[top:top + tile, left:left + tile]))
                 xs[i] = torch.from_numpy(x).permute(2, 0, 1)
                 ys[i] = torch.from_numpy(y).permute(2, 0, 1)
