@@ -27,9 +27,10 @@ OPEN_TIMEOUT_FACTOR = 2  # and it may take twice that to answer at all
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 DEFAULT_TIME_BASE = Fraction(1, 90000)  # seconds per pts tick when the input has none
 # FFmpeg decoder threads for a video: FFmpeg's own choice (one per core plus one) capped at this. Each frame
-# thread holds frames of its own (1080p H.264: 161 MB with 17 threads, 91 MB with 8: bench/hostmem.py), and on a big host a GPU
-# job's x264 needs the cores: on 16 cores, 8 decoder threads ran a 1080p job at cap 512 at 146.5 fps against
-# 128.0 with FFmpeg's 17, and 4K at cap 512 at 26.7 against 25.0 (bench/gpu.py's variants, one H200 run).
+# thread holds frames of its own (1080p H.264: 161 MB with 17 threads, 91 MB with 8: bench/hostmem.py), and
+# on a big host a GPU job's x264 needs the cores: on 16 cores, 8 decoder threads ran a 1080p job at cap 512
+# at 146.5 fps against 128.0 with FFmpeg's 17, and 4K at cap 512 at 26.7 against 25.0 (bench/gpu.py's
+# variants, one H200 run).
 DECODE_THREADS_MAX = 8
 SCALE_FILTER = "AREA"  # swscale's filter when frame_size differs from the video's (like OpenCV's INTER_AREA)
 
