@@ -44,6 +44,8 @@ Ranges = dict[nn.Module, tuple[torch.Tensor, torch.Tensor]]  # module -> per-cha
 # (38.90 on the sample's frame); 7-bit ones 47.42 on both. Against the teachers (bench/teachers.py) 7-bit INT8
 # is within 0.3 dB of float for every shipped calibration, with and without the AVX2 limit alike.
 WEIGHT_LEVELS = 63
+SATURATED_FRACTION = 1e-3  # of a tensor's sampled values at or past its calibrated range's ends: widen it
+MAX_WIDENINGS = 3  # a convolution's output range is doubled at most this many times (8x)
 INPUT_SCALE, INPUT_ZERO_POINT = 1 / 127.5, 128  # frame bytes p as (p - 128) / 127.5; the bias adds back 0.5
 
 
@@ -134,22 +136,34 @@ class _QConv:
         self.scale, self.zero_point = _qparams(-1.0, 1.0)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.ops.quantized.conv2d(x, self.packed, self.scale, self.zero_point)
+        """The convolution, its calibrated range widened (doubled, at most :data:`MAX_WIDENINGS` times)
+        while more than :data:`SATURATED_FRACTION` of the sampled outputs sit at the ends of the 8 bits:
+        a picture unlike the calibration photos (a flat grey sky, whose normalisations amplify faint
+        texture) would otherwise be clipped at every layer."""
+        scale = self.scale
+        out = torch.ops.quantized.conv2d(x, self.packed, scale, self.zero_point)
+        for _ in range(MAX_WIDENINGS):
+            sample = _bytes(out)[:, :, ::STATS_STRIDE, ::STATS_STRIDE]
+            if float(((sample == 0) | (sample == 255)).sum()) <= SATURATED_FRACTION * sample.numel():
+                break
+            scale *= 2
+            out = torch.ops.quantized.conv2d(x, self.packed, scale, self.zero_point)
+        return out
 
 
 class _QNorm:
     """GroupNorm(1 group) + affine on the output of an equalized :class:`_QConv`, optionally + LeakyReLU."""
 
     def __init__(self, gn: nn.GroupNorm, conv: _QConv, norm_range: tuple[torch.Tensor, torch.Tensor],
-                 lrelu_range: tuple[torch.Tensor, torch.Tensor] | None):
+                 lrelu_range: tuple[torch.Tensor, torch.Tensor] | None, out_gain: torch.Tensor | None = None):
         self.center, self.gain = conv.center.view(1, -1, 1, 1), conv.gain
         lo, hi = norm_range
         if lrelu_range is not None:  # divide each channel by its calibrated size; the next conv multiplies back
             self.out_gain = torch.maximum(hi, -lo).clamp_min(1e-6)
             self.lrelu: tuple[float, int] | None = _qparams(float((lrelu_range[0] / self.out_gain).min()),
                                                             float((lrelu_range[1] / self.out_gain).max()))
-        else:
-            self.out_gain = torch.ones_like(hi)
+        else:  # a residual stream's gain, shared by every tensor added to it (see _QResBlock)
+            self.out_gain = out_gain if out_gain is not None else torch.ones_like(hi)
             self.lrelu = None
         self.weight = gn.weight.detach().float() / self.out_gain
         self.bias = gn.bias.detach().float() / self.out_gain
@@ -158,12 +172,33 @@ class _QNorm:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         sample = x[:, :, ::STATS_STRIDE, ::STATS_STRIDE].dequantize() / self.gain.view(1, -1, 1, 1) + self.center
         var, mean = torch.var_mean(sample, unbiased=False)
+        (scale, zero_point), lrelu = self._out_params(sample, mean, var)
         out = torch.ops.quantized.batch_norm2d(x, self.weight, self.bias, self.gain * (mean - self.center.view(-1)),
-                                               self.gain ** 2 * (var + GN_EPS), 0.0,
-                                               self.scale, self.zero_point)
-        if self.lrelu is not None:
-            out = torch.ops.quantized.leaky_relu(out, LEAKY_SLOPE, False, *self.lrelu)
+                                               self.gain ** 2 * (var + GN_EPS), 0.0, scale, zero_point)
+        if lrelu is not None:
+            out = torch.ops.quantized.leaky_relu(out, LEAKY_SLOPE, False, *lrelu)
         return out
+
+    def _out_params(self, sample: torch.Tensor, mean: torch.Tensor,
+                    var: torch.Tensor) -> tuple[tuple[float, int], tuple[float, int] | None]:
+        """The output's quint8 parameters (the norm's, the LeakyReLU's) for this frame: the calibrated ones,
+        widened to this frame's sampled range where more than :data:`SATURATED_FRACTION` of it falls
+        outside them (a low-contrast picture: dividing by its small deviation leaves values no
+        calibration photo had)."""
+        lo_c, hi_c = -self.zero_point * self.scale, (255 - self.zero_point) * self.scale
+        normed = ((sample - mean) * torch.rsqrt(var + GN_EPS)).mul_(self.weight.view(1, -1, 1, 1)).add_(
+            self.bias.view(1, -1, 1, 1))
+        if float(((normed < lo_c) | (normed > hi_c)).sum()) <= SATURATED_FRACTION * normed.numel():
+            return (self.scale, self.zero_point), self.lrelu
+        # ranges as _qparams takes them (before its margin): the calibrated one, widened to this frame's
+        lo = min(lo_c / RANGE_MARGIN, float(normed.min()))
+        hi = max(hi_c / RANGE_MARGIN, float(normed.max()))
+        lrelu = None
+        if self.lrelu is not None:
+            l_scale, l_zero = self.lrelu
+            lrelu = _qparams(min(lo * LEAKY_SLOPE, -l_zero * l_scale / RANGE_MARGIN),
+                             max(hi, (255 - l_zero) * l_scale / RANGE_MARGIN))
+        return _qparams(lo, hi), lrelu
 
 
 class _QLayer:
@@ -182,21 +217,39 @@ class _QLayer:
 
 
 class _QResBlock:
-    def __init__(self, block: InvertedResBlock, ranges: Ranges, in_gain: torch.Tensor | None = None):
+    """InvertedResBlock on a residual stream whose channels are divided by ``stream_gain`` (each channel's
+    calibrated size over the whole chain of blocks): the block's input arrives so divided (its ``in_gain``),
+    its last norm divides by the same gain, so the two add in the same units, and the next layer
+    multiplies it back. One per-tensor scale then fits every channel of the stream (per-tensor, the
+    blocks scored 24-26 dB from float on their own; the layers around them 28-35)."""
+
+    def __init__(self, block: InvertedResBlock, ranges: Ranges, in_gain: torch.Tensor | None,
+                 stream_gain: torch.Tensor):
         expand, depthwise, project, gn = block.layers
         self.expand = _QLayer(expand, ranges, in_gain)
         self.depthwise = _QLayer(depthwise, ranges, self.expand.out_gain)
         self.project = _QConv(project, ranges[project], in_gain=self.depthwise.out_gain)
-        self.norm = _QNorm(gn, self.project, ranges[gn], None)
-        self.out_gain = None  # a residual stream: its channels are not rescaled
+        self.norm = _QNorm(gn, self.project, ranges[gn], None, out_gain=stream_gain)
+        self.out_gain = stream_gain
         self.residual = block.use_residual
-        self.scale, self.zero_point = _qparams(*_span(ranges[block]))
+        lo, hi = ranges[block]
+        self.scale, self.zero_point = _qparams(float((lo / stream_gain).min()), float((hi / stream_gain).max()))
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         out = self.norm(self.project(self.depthwise(self.expand(x))))
         if self.residual:
             out = torch.ops.quantized.add(out, x, self.scale, self.zero_point)
         return out
+
+
+def _stream_gain(model: Generator, ranges: Ranges) -> torch.Tensor | None:
+    """Each channel's calibrated size (max |value|) on the residual stream of ``model``'s inverted
+    residual blocks: every block's output and every tensor added to it (None without blocks)."""
+    blocks = [m for m in model.block_c if isinstance(m, InvertedResBlock)]
+    if not blocks:
+        return None
+    sizes = [torch.maximum(hi, -lo) for b in blocks for lo, hi in (ranges[b], ranges[b.layers[3]])]
+    return torch.stack(sizes).amax(dim=0).clamp_min(1e-6)
 
 
 class Int8Generator(nn.Module):
@@ -213,10 +266,12 @@ class Int8Generator(nn.Module):
         shift = first[1].weight.detach().float().sum(dim=(1, 2, 3)) * (0.5 * INPUT_SCALE)
         gain: torch.Tensor | None = None
 
+        stream_gain = _stream_gain(model, ranges)
+
         def build(module: nn.Module, extra_bias: torch.Tensor | None = None) -> _QLayer | _QResBlock:
             nonlocal gain
             if isinstance(module, InvertedResBlock):
-                layer: _QLayer | _QResBlock = _QResBlock(module, ranges, gain)
+                layer: _QLayer | _QResBlock = _QResBlock(module, ranges, gain, stream_gain)
             else:
                 layer = _QLayer(module, ranges, gain, extra_bias)
             gain = layer.out_gain
