@@ -93,11 +93,37 @@ def _reflect_pad(x: torch.Tensor, pad: tuple[int, int, int, int]) -> torch.Tenso
     return out
 
 
+def _average(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """The bytes of (a + b) / 2, rounded, for two quint8 tensors of one scale and zero point: a quantized
+    add into twice the scale."""
+    return _bytes(torch.ops.quantized.add(a, b, 2 * a.q_scale(), a.q_zero_point()))
+
+
+def _double(x: torch.Tensor) -> torch.Tensor:
+    """:func:`_resize` to twice the size with the asymmetric mapping: every source pixel kept, a pixel
+    between two the mean of both, one between four the mean of four (rounded once), the last row and
+    column repeated. Within half a level of exact, as the general bilinear kernel, and 2-4x faster."""
+    n, c, h, w = x.shape
+    out = torch._empty_affine_quantized((n, c, 2 * h, 2 * w), scale=x.q_scale(), zero_point=x.q_zero_point(),
+                                        dtype=torch.quint8, memory_format=torch.channels_last)
+    src, dst = _bytes(x), _bytes(out)
+    dst[:, :, 0::2, 0::2] = src
+    dst[:, :, 0::2, 1:2 * w - 1:2] = _average(x[:, :, :, :-1], x[:, :, :, 1:])
+    dst[:, :, 1:2 * h - 1:2, 0::2] = _average(x[:, :, :-1], x[:, :, 1:])
+    pairs = src[:, :, 1:] + src[:, :, :-1].to(torch.int16)  # each pixel and the one below, summed in 16 bits
+    dst[:, :, 1:2 * h - 1:2, 1:2 * w - 1:2] = (pairs[:, :, :, 1:] + pairs[:, :, :, :-1]).add_(2).bitwise_right_shift_(2)
+    dst[:, :, -1] = dst[:, :, -2]
+    dst[:, :, :, -1] = dst[:, :, :, -2]
+    return out
+
+
 def _resize(x: torch.Tensor, size: list[int], asymmetric: bool) -> torch.Tensor:
     """Bilinear resize of a quint8 tensor, with the generator's mapping (see :mod:`stream.model`)."""
     if not asymmetric:
         return F.interpolate(x, size=size, mode="bilinear", align_corners=True)
     n, c, h, w = x.shape
+    if list(size) == [2 * h, 2 * w] and h > 1 and w > 1:  # the generator's own upsampling, on sizes of 4k
+        return _double(x)
     padded = torch._empty_affine_quantized((n, c, h + 1, w + 1), scale=x.q_scale(), zero_point=x.q_zero_point(),
                                            dtype=torch.quint8, memory_format=torch.channels_last)
     dst = _bytes(padded)  # the last row and column repeated once, by copying bytes
@@ -135,27 +161,25 @@ class _QConv:
         self.packed = torch.ops.quantized.conv2d_prepack(qw, bias, list(conv.stride), [0, 0], [1, 1], conv.groups)
         self.scale, self.zero_point = _qparams(-1.0, 1.0)
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """The convolution, its calibrated range widened (doubled, at most :data:`MAX_WIDENINGS` times)
-        while more than :data:`SATURATED_FRACTION` of the sampled outputs sit at the ends of the 8 bits:
-        a picture unlike the calibration photos (a flat grey sky, whose normalisations amplify faint
-        texture) would otherwise be clipped at every layer."""
-        scale = self.scale
-        out = torch.ops.quantized.conv2d(x, self.packed, scale, self.zero_point)
-        for _ in range(MAX_WIDENINGS):
-            sample = _bytes(out)[:, :, ::STATS_STRIDE, ::STATS_STRIDE]
-            if float(((sample == 0) | (sample == 255)).sum()) <= SATURATED_FRACTION * sample.numel():
-                break
-            scale *= 2
-            out = torch.ops.quantized.conv2d(x, self.packed, scale, self.zero_point)
-        return out
+    def __call__(self, x: torch.Tensor, scale: float | None = None) -> torch.Tensor:
+        """The convolution, its output at the calibrated scale (or ``scale``, a wider one)."""
+        return torch.ops.quantized.conv2d(x, self.packed, scale or self.scale, self.zero_point)
 
 
 class _QNorm:
-    """GroupNorm(1 group) + affine on the output of an equalized :class:`_QConv`, optionally + LeakyReLU."""
+    """An equalized :class:`_QConv`, then GroupNorm(1 group) + affine, optionally + LeakyReLU.
+
+    Calibrated ranges hold for pictures like the calibration photos. For one that is not (a flat grey
+    sky: dividing by its small deviation amplifies faint texture past every range), this frame's ranges
+    are widened where more than :data:`SATURATED_FRACTION` of the sampled values would be clipped: the
+    convolution runs again with its range doubled (at most :data:`MAX_WIDENINGS` times), and the norm's
+    output takes this frame's sampled range. The usual frame costs two reductions over the sample and a
+    few operations on one number per channel.
+    """
 
     def __init__(self, gn: nn.GroupNorm, conv: _QConv, norm_range: tuple[torch.Tensor, torch.Tensor],
                  lrelu_range: tuple[torch.Tensor, torch.Tensor] | None, out_gain: torch.Tensor | None = None):
+        self.conv = conv
         self.center, self.gain = conv.center.view(1, -1, 1, 1), conv.gain
         lo, hi = norm_range
         if lrelu_range is not None:  # divide each channel by its calibrated size; the next conv multiplies back
@@ -168,31 +192,58 @@ class _QNorm:
         self.weight = gn.weight.detach().float() / self.out_gain
         self.bias = gn.bias.detach().float() / self.out_gain
         self.scale, self.zero_point = _qparams(float((lo / self.out_gain).min()), float((hi / self.out_gain).max()))
+        # for the check on each channel's extremes: sampled x (conv output units / gain) normalises to
+        # x * weight / gain / std + (center - mean) * weight / std + bias
+        self._weight_per_gain = self.weight / self.gain
+        self._center_weight = conv.center * self.weight
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        sample = x[:, :, ::STATS_STRIDE, ::STATS_STRIDE].dequantize() / self.gain.view(1, -1, 1, 1) + self.center
+        """The layer on ``x``, the convolution's (padded) input."""
+        y, raw, low, high = self._convolve(x)
+        sample = raw / self.gain.view(1, -1, 1, 1) + self.center  # the convolution's own units
         var, mean = torch.var_mean(sample, unbiased=False)
-        (scale, zero_point), lrelu = self._out_params(sample, mean, var)
-        out = torch.ops.quantized.batch_norm2d(x, self.weight, self.bias, self.gain * (mean - self.center.view(-1)),
+        (scale, zero_point), lrelu = self._out_params(sample, low, high, float(mean), float(var))
+        out = torch.ops.quantized.batch_norm2d(y, self.weight, self.bias, self.gain * (mean - self.center.view(-1)),
                                                self.gain ** 2 * (var + GN_EPS), 0.0, scale, zero_point)
         if lrelu is not None:
             out = torch.ops.quantized.leaky_relu(out, LEAKY_SLOPE, False, *lrelu)
         return out
 
-    def _out_params(self, sample: torch.Tensor, mean: torch.Tensor,
-                    var: torch.Tensor) -> tuple[tuple[float, int], tuple[float, int] | None]:
+    def _convolve(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The convolution's quint8 output, its sample (every :data:`STATS_STRIDE`-th row and column,
+        dequantized) and each channel's sampled min and max; widened while it saturates."""
+        scale = self.conv.scale
+        for widenings in range(MAX_WIDENINGS + 1):
+            y = self.conv(x, scale)
+            raw = y[:, :, ::STATS_STRIDE, ::STATS_STRIDE].dequantize()
+            low, high = raw.amin(dim=(0, 2, 3)), raw.amax(dim=(0, 2, 3))
+            lowest, highest = -y.q_zero_point() * scale, (255 - y.q_zero_point()) * scale
+            if widenings == MAX_WIDENINGS or (float(low.min()) > lowest and float(high.max()) < highest):
+                break
+            saturated = (raw <= lowest + scale / 2) | (raw >= highest - scale / 2)
+            if float(saturated.sum()) <= SATURATED_FRACTION * raw.numel():
+                break
+            scale *= 2
+        return y, raw, low, high
+
+    def _out_params(self, sample: torch.Tensor, low: torch.Tensor, high: torch.Tensor, mean: float,
+                    var: float) -> tuple[tuple[float, int], tuple[float, int] | None]:
         """The output's quint8 parameters (the norm's, the LeakyReLU's) for this frame: the calibrated ones,
-        widened to this frame's sampled range where more than :data:`SATURATED_FRACTION` of it falls
-        outside them (a low-contrast picture: dividing by its small deviation leaves values no
-        calibration photo had)."""
+        or this frame's sampled range where more than :data:`SATURATED_FRACTION` of it falls outside them.
+        ``low``, ``high``: each channel's sampled extremes, in the convolution's quint8 units."""
         lo_c, hi_c = -self.zero_point * self.scale, (255 - self.zero_point) * self.scale
-        normed = ((sample - mean) * torch.rsqrt(var + GN_EPS)).mul_(self.weight.view(1, -1, 1, 1)).add_(
-            self.bias.view(1, -1, 1, 1))
+        inv_std = (var + GN_EPS) ** -0.5
+        offset = torch.add(self.bias, self._center_weight, alpha=inv_std).add_(self.weight, alpha=-mean * inv_std)
+        slope = self._weight_per_gain * inv_std
+        ends = torch.stack([torch.addcmul(offset, low, slope), torch.addcmul(offset, high, slope)])
+        lo, hi = (float(v) for v in torch.aminmax(ends))  # the extremes of every channel, normalised
+        if lo >= lo_c and hi <= hi_c:
+            return (self.scale, self.zero_point), self.lrelu
+        normed = ((sample - mean) * inv_std).mul_(self.weight.view(1, -1, 1, 1)).add_(self.bias.view(1, -1, 1, 1))
         if float(((normed < lo_c) | (normed > hi_c)).sum()) <= SATURATED_FRACTION * normed.numel():
             return (self.scale, self.zero_point), self.lrelu
         # ranges as _qparams takes them (before its margin): the calibrated one, widened to this frame's
-        lo = min(lo_c / RANGE_MARGIN, float(normed.min()))
-        hi = max(hi_c / RANGE_MARGIN, float(normed.max()))
+        lo, hi = min(lo_c / RANGE_MARGIN, lo), max(hi_c / RANGE_MARGIN, hi)
         lrelu = None
         if self.lrelu is not None:
             l_scale, l_zero = self.lrelu
@@ -213,7 +264,7 @@ class _QLayer:
         self.out_gain = self.norm.out_gain
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(self.conv(_reflect_pad(x, self.pad)))
+        return self.norm(_reflect_pad(x, self.pad))
 
 
 class _QResBlock:
@@ -236,7 +287,7 @@ class _QResBlock:
         self.scale, self.zero_point = _qparams(float((lo / stream_gain).min()), float((hi / stream_gain).max()))
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.norm(self.project(self.depthwise(self.expand(x))))
+        out = self.norm(self.depthwise(self.expand(x)))
         if self.residual:
             out = torch.ops.quantized.add(out, x, self.scale, self.zero_point)
         return out
