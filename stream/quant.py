@@ -195,6 +195,7 @@ class _QNorm:
         # for the check on each channel's extremes: sampled x (conv output units / gain) normalises to
         # x * weight / gain / std + (center - mean) * weight / std + bias
         self._weight_per_gain = self.weight / self.gain
+        self._scale = conv.scale  # the convolution's output scale for the next frame (see _convolve)
         self._center_weight = conv.center * self.weight
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -211,19 +212,31 @@ class _QNorm:
 
     def _convolve(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """The convolution's quint8 output, its sample (every :data:`STATS_STRIDE`-th row and column,
-        dequantized) and each channel's sampled min and max; widened while it saturates."""
-        scale = self.conv.scale
-        for widenings in range(MAX_WIDENINGS + 1):
+        dequantized) and each channel's sampled min and max; widened while it saturates.
+
+        It starts from the scale the previous frame needed (a video's next frame most likely needs the
+        same, and a second convolution costs what the first did), and narrows again, down to the
+        calibrated scale, once a frame's sample fits a narrower one."""
+        calibrated, zero_point = self.conv.scale, self.conv.zero_point
+        scale = self._scale
+        while True:
             y = self.conv(x, scale)
             raw = y[:, :, ::STATS_STRIDE, ::STATS_STRIDE].dequantize()
             low, high = raw.amin(dim=(0, 2, 3)), raw.amax(dim=(0, 2, 3))
-            lowest, highest = -y.q_zero_point() * scale, (255 - y.q_zero_point()) * scale
-            if widenings == MAX_WIDENINGS or (float(low.min()) > lowest and float(high.max()) < highest):
+            lo, hi = float(low.min()), float(high.max())
+            lowest, highest = -zero_point * scale, (255 - zero_point) * scale
+            if scale >= calibrated * 2 ** MAX_WIDENINGS or (lo > lowest and hi < highest):
                 break
             saturated = (raw <= lowest + scale / 2) | (raw >= highest - scale / 2)
             if float(saturated.sum()) <= SATURATED_FRACTION * raw.numel():
                 break
             scale *= 2
+        # the next frame's: the narrowest of the calibrated scale times 1, 2, 4... (no wider than this
+        # frame's) in which this frame's sample fits
+        narrowest = calibrated
+        while narrowest < scale and not (lo > -zero_point * narrowest and hi < (255 - zero_point) * narrowest):
+            narrowest *= 2
+        self._scale = narrowest
         return y, raw, low, high
 
     def _out_params(self, sample: torch.Tensor, low: torch.Tensor, high: torch.Tensor, mean: float,

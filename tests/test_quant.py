@@ -98,6 +98,39 @@ def test_int8_widens_ranges_that_a_picture_overflows(monkeypatch):
     assert psnr(fixed, reference) < psnr(widened, reference) - 3.0
 
 
+def test_a_widened_range_carries_to_the_next_frame_and_back(monkeypatch):
+    """A video's next frame starts from the ranges its previous frame ended with (no second convolution
+    when the picture still needs them) and goes back to the calibrated ones once a frame fits them."""
+    torch.manual_seed(0)
+    model = Generator(width=0.25, blocks=2).eval()
+    ranges = calibration.calibrate(model, [astronaut(32).float() / 127.5 - 1])
+    big = astronaut(96).contiguous(memory_format=torch.channels_last)  # overflows: see the test above
+    small = astronaut(32).contiguous(memory_format=torch.channels_last)  # the calibration picture
+    calls: list[tuple[quant._QConv, float]] = []
+    real_conv = quant._QConv.__call__
+    monkeypatch.setattr(quant._QConv, "__call__",
+                        lambda conv, x, scale=None: calls.append((conv, scale)) or real_conv(conv, x, scale))
+
+    def run(int8: quant.Int8Generator, frame: torch.Tensor) -> tuple[torch.Tensor, list]:
+        calls.clear()
+        return int8.forward_uint8(frame), list(calls)
+
+    with torch.inference_mode():
+        fresh = quant.Int8Generator(model, ranges)
+        run(fresh, small)
+        fresh_small, fresh_scales = run(fresh, small)  # as the second frame of a video of that picture
+        int8 = quant.Int8Generator(model, ranges)
+        first, widening = run(int8, big)
+        again, steady = run(int8, big)
+        run(int8, small)  # starts from the wide ranges, and narrows them to what this picture needs
+        back, back_scales = run(int8, small)
+    convs = len(fresh_scales)
+    assert len(widening) > len(steady) == convs  # some ran twice at first; none the next time
+    assert torch.equal(first, again)
+    assert sum(scale > conv.scale for conv, scale in steady) > sum(scale > conv.scale for conv, scale in back_scales)
+    assert [s for _, s in back_scales] == [s for _, s in fresh_scales] and torch.equal(back, fresh_small)
+
+
 def test_every_shipped_calibration_matches_its_style():
     """A style retrained without calibrating again would silently run with stale ranges: refuse in CI."""
     calibrated = [weights.resolve(s) for s in weights.list_styles() if s.calibrated]
