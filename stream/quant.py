@@ -16,6 +16,12 @@ convolutions save (``bench/RESULTS.md``). Here the whole layer stays in ``quint8
   GroupNorm, shifted) to its calibrated range: the factors are folded into the weights of the
   convolution before and after, and into the norm's per-channel statistics, so the float result is
   unchanged;
+* the residual blocks' stream shares one gain per channel, so the tensors added to it stay in the
+  same units and one scale fits all of its channels too;
+* a frame that overflows the calibrated ranges (a picture unlike the calibration photos) has them
+  widened for that frame, layer by layer, and the next frame starts from the ranges its previous frame
+  needed (:class:`_QNorm`): an :class:`Int8Generator` keeps that state, so, as every backend, it is
+  called from one thread at a time;
 * the last convolution (1x1, to 3 channels) runs in float on the dequantized features: an 8-bit
   output before tanh would be visibly coarse.
 
@@ -317,7 +323,8 @@ def _stream_gain(model: Generator, ranges: Ranges) -> torch.Tensor | None:
 
 
 class Int8Generator(nn.Module):
-    """A :class:`stream.model.Generator` with INT8 convolutions; see the module docstring."""
+    """A :class:`stream.model.Generator` with INT8 convolutions; see the module docstring. It carries each
+    layer's ranges from one frame to the next: call it from one thread at a time."""
 
     def __init__(self, model: Generator, ranges: Ranges):
         super().__init__()
