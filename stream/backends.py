@@ -12,6 +12,8 @@ then only called. The contract, which a test fake implements too (:func:`registe
   ``module`` is the float ``torch.nn.Module`` where there is one (the GPU's batched path and the
   benchmarks call it directly), else None.
 * A backend is not thread-safe: the engine calls it from one thread at a time.
+* Optionally ``reset()``: a backend that carries state from one frame to the next (``int8``: the
+  ranges a frame needed) forgets it; the engine calls it before an unrelated picture or stream.
 
 Built in: ``torch`` (TorchScript, fp32 or bf16, on the CPU), ``int8`` (:mod:`stream.quant`),
 ``onnxruntime`` (ONNX styles) and ``cuda`` (fp16/bf16/fp32 on a GPU).
@@ -121,6 +123,9 @@ class Int8Backend:
 
     def __call__(self, frame: torch.Tensor) -> torch.Tensor:
         return self._int8.forward_uint8(frame)
+
+    def reset(self) -> None:
+        self._int8.reset()
 
 
 class OnnxBackend:

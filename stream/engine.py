@@ -543,7 +543,12 @@ class Engine:
         return collect
 
     def reset(self) -> None:
-        """Nothing to forget: each frame is stylised on its own."""
+        """Forget earlier frames (an unrelated picture or stream follows): the INT8 backend starts a
+        frame from the ranges its previous frame needed, so a picture's output would otherwise depend,
+        within INT8's rounding, on what came before it."""
+        reset = getattr(self.backend, "reset", None)
+        if reset is not None:
+            reset()
 
     @torch.inference_mode()
     def __call__(self, frame: np.ndarray) -> np.ndarray:

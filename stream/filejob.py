@@ -148,6 +148,7 @@ def convert_image(src: str | Path, dst: str | Path, engine: FrameEngine, *,
         image, alpha = np.ascontiguousarray(image[..., :3]), image[..., 3]
     stats = Stats(frames_in=1)
     t1 = time.perf_counter()
+    engine.reset()  # a picture of its own: its output must not depend on what the engine saw before
     result = engine(image)
     model_ms = round((time.perf_counter() - t1) * 1000, 1)
     if alpha is not None and dst.suffix.lower() in ALPHA_EXTENSIONS:

@@ -216,6 +216,10 @@ class _QNorm:
             out = torch.ops.quantized.leaky_relu(out, LEAKY_SLOPE, False, *lrelu)
         return out
 
+    def reset(self) -> None:
+        """The next frame starts from the calibrated range."""
+        self._scale = self.conv.scale
+
     def _convolve(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """The convolution's quint8 output, its sample (every :data:`STATS_STRIDE`-th row and column,
         dequantized) and each channel's sampled min and max; widened while it saturates.
@@ -360,6 +364,14 @@ class Int8Generator(nn.Module):
         self.grade = model.photo_grade  # the photo's colour grade and the guided filter run in float
         self.guided_radius, self.guided_eps = model.guided_radius, model.guided_eps
         self.asymmetric = model.upsample == "asymmetric"
+
+    def reset(self) -> None:
+        """Forget the ranges earlier frames needed: the next frame starts from the calibrated ones, as the
+        first did (an unrelated picture or stream follows)."""
+        for layer in self.block_a + self.block_b + self.block_c + self.block_d + self.block_e:
+            for norm in ((layer.expand.norm, layer.depthwise.norm, layer.norm) if isinstance(layer, _QResBlock)
+                         else (layer.norm,)):
+                norm.reset()
 
     def forward_uint8(self, frame: torch.Tensor) -> torch.Tensor:
         """Stylise ``frame``, 1 x 3 x H x W uint8 RGB (channels-last strides are fastest): fp32 in [-1, 1]."""

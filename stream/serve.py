@@ -100,6 +100,9 @@ class StyleService:
             except StyleNotFoundError as e:
                 raise RequestError(400, str(e)) from None
             start = time.perf_counter()
+            reset = getattr(engine, "reset", None)  # an Engine has one; a plain function need not
+            if reset is not None:
+                reset()  # each request's picture on its own: the same bytes back for the same picture
             out = engine(rgb).copy()  # the engine reuses its result array
             return out, (time.perf_counter() - start) * 1000
 

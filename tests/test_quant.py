@@ -129,6 +129,38 @@ def test_a_widened_range_carries_to_the_next_frame_and_back(monkeypatch):
     assert torch.equal(first, again)
     assert sum(scale > conv.scale for conv, scale in steady) > sum(scale > conv.scale for conv, scale in back_scales)
     assert [s for _, s in back_scales] == [s for _, s in fresh_scales] and torch.equal(back, fresh_small)
+    with torch.inference_mode():
+        int8.forward_uint8(big)
+        int8.reset()  # an unrelated picture follows: it starts from the calibrated ranges, as the first frame
+        assert torch.equal(int8.forward_uint8(small), quant.Int8Generator(model, ranges).forward_uint8(small))
+
+
+def test_an_image_job_does_not_depend_on_what_the_engine_saw_before(tmp_path):
+    """convert_image resets the engine: with every INT8 layer left at a wide range by earlier frames, the
+    picture comes out byte for byte as from a fresh engine (it does not without the reset)."""
+    from stream.filejob import convert_image
+
+    src = tmp_path / "in.png"
+    cv2.imwrite(str(src), cv2.imread(str(ASTRONAUT))[:96, :128])
+    fresh = Engine("hayao", max_side=128, precision="int8")
+    convert_image(src, tmp_path / "fresh.png", fresh)
+    used = Engine("hayao", max_side=128, precision="int8")
+    int8 = used.backend._int8
+    norms = [n for layer in int8.block_a + int8.block_b + int8.block_c + int8.block_d + int8.block_e
+             for n in ((layer.expand.norm, layer.depthwise.norm, layer.norm) if isinstance(layer, quant._QResBlock)
+                       else (layer.norm,))]
+
+    def widen() -> None:
+        for norm in norms:
+            norm._scale = norm.conv.scale * 8
+
+    widen()
+    convert_image(src, tmp_path / "after.png", used)
+    widen()
+    with torch.inference_mode():
+        unreset = used(cv2.cvtColor(cv2.imread(str(src)), cv2.COLOR_BGR2RGB)).copy()
+    assert np.array_equal(cv2.imread(str(tmp_path / "after.png")), cv2.imread(str(tmp_path / "fresh.png")))
+    assert not np.array_equal(cv2.cvtColor(unreset, cv2.COLOR_RGB2BGR), cv2.imread(str(tmp_path / "fresh.png")))
 
 
 def test_every_shipped_calibration_matches_its_style():
