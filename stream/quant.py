@@ -62,11 +62,6 @@ def _qparams(lo: float, hi: float) -> tuple[float, int]:
     return scale, int(min(255, max(0, round(-lo / scale))))
 
 
-def _span(channel_range: tuple[torch.Tensor, torch.Tensor]) -> tuple[float, float]:
-    """The per-tensor (min, max) of per-channel ranges."""
-    return float(channel_range[0].min()), float(channel_range[1].max())
-
-
 def _pad_tuple(pad: nn.ReflectionPad2d) -> tuple[int, int, int, int]:
     p = pad.padding
     return (p, p, p, p) if isinstance(p, int) else tuple(p)  # type: ignore[return-value]
@@ -167,9 +162,9 @@ class _QConv:
         self.packed = torch.ops.quantized.conv2d_prepack(qw, bias, list(conv.stride), [0, 0], [1, 1], conv.groups)
         self.scale, self.zero_point = _qparams(-1.0, 1.0)
 
-    def __call__(self, x: torch.Tensor, scale: float | None = None) -> torch.Tensor:
-        """The convolution, its output at the calibrated scale (or ``scale``, a wider one)."""
-        return torch.ops.quantized.conv2d(x, self.packed, scale or self.scale, self.zero_point)
+    def __call__(self, x: torch.Tensor, scale: float) -> torch.Tensor:
+        """The convolution, its output at ``scale`` (:attr:`scale`, the calibrated one, or a wider one)."""
+        return torch.ops.quantized.conv2d(x, self.packed, scale, self.zero_point)
 
 
 class _QNorm:
@@ -284,6 +279,7 @@ class _QLayer:
         self.pad = _pad_tuple(pad)
         self.conv = _QConv(conv, ranges[conv], in_gain=in_gain, extra_bias=extra_bias)
         self.norm = _QNorm(gn, self.conv, ranges[gn], ranges[layer])
+        self.norms = (self.norm,)
         self.out_gain = self.norm.out_gain
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -304,6 +300,7 @@ class _QResBlock:
         self.depthwise = _QLayer(depthwise, ranges, self.expand.out_gain)
         self.project = _QConv(project, ranges[project], in_gain=self.depthwise.out_gain)
         self.norm = _QNorm(gn, self.project, ranges[gn], None, out_gain=stream_gain)
+        self.norms = (self.expand.norm, self.depthwise.norm, self.norm)
         self.out_gain = stream_gain
         self.residual = block.use_residual
         lo, hi = ranges[block]
@@ -368,10 +365,13 @@ class Int8Generator(nn.Module):
     def reset(self) -> None:
         """Forget the ranges earlier frames needed: the next frame starts from the calibrated ones, as the
         first did (an unrelated picture or stream follows)."""
-        for layer in self.block_a + self.block_b + self.block_c + self.block_d + self.block_e:
-            for norm in ((layer.expand.norm, layer.depthwise.norm, layer.norm) if isinstance(layer, _QResBlock)
-                         else (layer.norm,)):
-                norm.reset()
+        for norm in self.norms():
+            norm.reset()
+
+    def norms(self) -> list[_QNorm]:
+        """Every layer's convolution and norm (:class:`_QNorm`), in order."""
+        layers = self.block_a + self.block_b + self.block_c + self.block_d + self.block_e
+        return [norm for layer in layers for norm in layer.norms]
 
     def forward_uint8(self, frame: torch.Tensor) -> torch.Tensor:
         """Stylise ``frame``, 1 x 3 x H x W uint8 RGB (channels-last strides are fastest): fp32 in [-1, 1]."""

@@ -109,7 +109,7 @@ def test_a_widened_range_carries_to_the_next_frame_and_back(monkeypatch):
     calls: list[tuple[quant._QConv, float]] = []
     real_conv = quant._QConv.__call__
     monkeypatch.setattr(quant._QConv, "__call__",
-                        lambda conv, x, scale=None: calls.append((conv, scale)) or real_conv(conv, x, scale))
+                        lambda conv, x, scale: calls.append((conv, scale)) or real_conv(conv, x, scale))
 
     def run(int8: quant.Int8Generator, frame: torch.Tensor) -> tuple[torch.Tensor, list]:
         calls.clear()
@@ -145,10 +145,7 @@ def test_an_image_job_does_not_depend_on_what_the_engine_saw_before(tmp_path):
     fresh = Engine("hayao", max_side=128, precision="int8")
     convert_image(src, tmp_path / "fresh.png", fresh)
     used = Engine("hayao", max_side=128, precision="int8")
-    int8 = used.backend._int8
-    norms = [n for layer in int8.block_a + int8.block_b + int8.block_c + int8.block_d + int8.block_e
-             for n in ((layer.expand.norm, layer.depthwise.norm, layer.norm) if isinstance(layer, quant._QResBlock)
-                       else (layer.norm,))]
+    norms = used.backend._int8.norms()
 
     def widen() -> None:
         for norm in norms:
