@@ -335,7 +335,8 @@ def main(argv: list[str] | None = None) -> int:
                         "Cartoonization's generator ends; 0: none, the default)")
     p.add_argument("--guided-eps", type=float, default=5e-3,
                    help="the guided filter's regularisation, in the [-1, 1] range squared (default: %(default)s)")
-    p.add_argument("--init", metavar="STYLE", help="start from this style's or run checkpoint's weights")
+    p.add_argument("--init", metavar="STYLE", help="start from this style's or run checkpoint's weights (a wider "
+                   "one of the same depth: from its most important channels, stream.narrow)")
     p.add_argument("--steps", type=int, default=STEPS, help="total optimiser steps (default: %(default)s)")
     p.add_argument("--lr", type=float, default=LR, help="peak Adam learning rate (default: %(default)s)")
     p.add_argument("--batch", type=int, default=BATCH, help="tiles per step (default: %(default)s)")

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from . import cpu, weights
 from .errors import AnimestreamError
 from .model import Generator
+from .narrow import narrowed
 from .quality import baselines, half, psnr
 
 CROP_PX = 128
@@ -289,7 +290,15 @@ def _init_weights(spec: str) -> tuple[int, dict, bool]:
 def _load_init(model: Generator, state: dict, init_skip: bool) -> None:
     """Start ``model`` from ``--init`` weights. A ``--skip`` model started from a plain one keeps its
     features and starts its output at the photo; its ``photo_grade`` starts as the identity where the
-    weights have none. Anything else that does not fit raises RuntimeError."""
+    weights have none. Weights of a wider generator of the same depth start it from their most
+    important channels (:func:`stream.narrow.narrowed`). Anything else that does not fit raises
+    RuntimeError."""
+    target = model.state_dict()
+    if any(k in target and v.shape != target[k].shape for k, v in state.items()):
+        try:
+            state = narrowed(state, model)
+        except ValueError as e:
+            raise RuntimeError(str(e)) from None
     missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected or set(missing) - {"photo_grade.weight", "photo_grade.bias"}:
         raise RuntimeError(f"missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]}")
