@@ -38,9 +38,6 @@ from pathlib import Path
 import av
 import numpy as np
 import torch
-from torch.ao.quantization import get_default_qconfig_mapping
-from torch.ao.quantization.backend_config import get_native_backend_config
-from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 from torch.profiler import profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -75,6 +72,12 @@ def frames(width: int, height: int, video: Path = SAMPLE) -> list[torch.Tensor]:
 
 
 def quantize(model: Generator, samples: list[torch.Tensor]) -> torch.jit.ScriptModule:
+    """PyTorch's own FX flow (for comparison). Imported here, after the style is scripted: with
+    ``torch.ao.quantization.quantize_fx`` imported first, ``torch.jit.script`` of the generator failed in
+    about 1 run in 12 ("builtin cannot be used as a value" at ``F.pad`` in ``Conv2d._conv_forward``)."""
+    from torch.ao.quantization import get_default_qconfig_mapping
+    from torch.ao.quantization.backend_config import get_native_backend_config
+    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
     torch.backends.quantized.engine = "onednn"
     prepared = prepare_fx(model, get_default_qconfig_mapping("onednn"), example_inputs=(samples[0],),
                           backend_config=get_native_backend_config())
