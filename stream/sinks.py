@@ -319,6 +319,7 @@ class VideoFileSink:
         if self._closed:
             return
         self._closed = True
+        failed: Exception | None = None
         try:
             if keep:
                 flushed = [] if self._copy_video else [self._video]
@@ -326,16 +327,21 @@ class VideoFileSink:
                 for stream in flushed:
                     for packet in stream.encode(None):
                         self._container.mux(packet)
+        except (av.error.FFmpegError, OSError) as e:
+            failed = e
+        try:  # closed even where flushing failed: an open container holds a deleted file's space and descriptor
             self._container.close()
-            if keep:
+            if keep and failed is None:
                 os.replace(self.tmp, self.target)
         except (av.error.FFmpegError, OSError) as e:
-            raise SinkError(f"{self.target}: cannot finish the file ({_reason(e)})") from None
+            failed = failed or e
         finally:
             try:
                 self.tmp.unlink(missing_ok=True)
             except OSError:
                 pass
+        if failed is not None:
+            raise SinkError(f"{self.target}: cannot finish the file ({_reason(failed)})") from None
 
     def __enter__(self) -> VideoFileSink:
         return self

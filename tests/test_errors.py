@@ -341,6 +341,19 @@ def _run_or_skip(*cmd: str) -> None:
         pytest.skip(f"{' '.join(cmd)}: not permitted here ({done.stderr.strip()[:80]})")
 
 
+def _open_files_under(folder: Path) -> list[str]:
+    """What this process's open file descriptors point to under ``folder`` (Linux's /proc)."""
+    held = []
+    for fd in Path("/proc/self/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:  # the listing's own descriptor, closed by now
+            continue
+        if target.startswith(f"{folder}/"):
+            held.append(target)
+    return held
+
+
 @pytest.fixture
 def refusing_folder(tmp_path, request):
     """A folder the file system refuses to write into: immutable (EPERM), read-only (EROFS) or nearly full
@@ -360,7 +373,9 @@ def refusing_folder(tmp_path, request):
         options = "ro,size=64k" if kind == "read-only" else "size=64k"
         _run_or_skip("mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder))
         yield folder, "Read-only file system" if kind == "read-only" else "No space left on device"
-        _run_or_skip("umount", str(folder))
+        import subprocess
+        done = subprocess.run(["umount", str(folder)], capture_output=True, text=True)
+        assert done.returncode == 0, f"the folder is still in use: {done.stderr.strip()}"
 
 
 @pytest.mark.parametrize("refusing_folder", ["immutable", "read-only", "full"], indirect=True)
@@ -372,6 +387,7 @@ def test_a_folder_the_file_system_refuses_is_one_line_and_leaves_nothing(refusin
     rc, _, err = cli(src, folder / name, "--style", tiny_style, "--max-side", 64, "-q", "--crf", 0)
     assert_clean_failure(rc, err, names=reason, output=folder / name)
     assert list(folder.iterdir()) == []
+    assert _open_files_under(folder) == []  # none of the failed job's files left open (a deleted one keeps its space)
 
 
 def test_a_torchscript_file_that_is_not_a_generator_is_refused_at_load(tmp_path, clip, cli):
