@@ -115,7 +115,8 @@ def run_animestream(src: str, dst: str, style: str, max_side: int | None, frames
     stats = convert_video(clip, dst, engine, progress=False)
     return {"frames": stats.frames_out, "wall_s": stats.wall_s, "fps": stats.fps,
             "s_per_frame": round(stats.wall_s / stats.frames_out, 3), "peak_rss_mb": stats.peak_rss_mb,
-            "latency_ms_p50": stats.latency_ms_p50, "precision": engine.precision}
+            "latency_ms_p50": stats.latency_ms_p50, "precision": engine.precision,
+            "network": getattr(getattr(engine, "net", None), "name", style)}  # a narrower variant, where one runs
 
 
 def _cut(src: str, dst: str, frames: int) -> None:
@@ -271,6 +272,7 @@ def run_teacher(src: str, dst: str, style: str, max_side: int | None, frames: in
     s_ms, t_ms = statistics.median(student_ms), statistics.median(teacher_ms)
     return {"teacher": teacher_name, "student_ms": round(s_ms, 1), "teacher_ms": round(t_ms, 1),
             "faster": round(t_ms / s_ms, 2), "precision": engine.precision,
+            "network": getattr(getattr(engine, "net", None), "name", spec.name),
             "backend": getattr(getattr(engine, "backend", None), "name", "-"),  # a baseline may predate backends
             "threads": engine.threads}
 

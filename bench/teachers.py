@@ -9,7 +9,8 @@ one JSON line with:
 - ``psnr``/``ssim``: the student's output against the teacher's on the held-back photos the sidecar
   lists (never trained on), both run at the sidecar's resolution (the longest side, 512 for full styles,
   the cap for lites); ``psnr_fp32`` is the float model (what the sidecar records), ``psnr`` the style at
-  ``--precision`` (default: the one ``auto`` picks on this CPU), ``psnr_photo`` the untouched photo;
+  ``--precision`` (default: the one ``auto`` picks on this CPU, which may be a narrower variant's:
+  ``network`` names the one that ran), ``psnr_photo`` the untouched photo;
 - ``psnr_int8``/``ssim_int8`` (calibrated styles): the INT8 path itself (``precision="int8"``), whatever
   ``auto`` picks on this CPU class; ``--record`` stores them in the style's calibration
   (:func:`stream.weights.record_int8_quality`), which is what lets ``auto`` choose INT8 for it;
@@ -68,7 +69,8 @@ def bench_style(style: weights.Style, entry: dict, teachers: Path, photos_root: 
     fp32 = Engine(style, max_side=side, precision="fp32", device="cpu", threads=threads)
     int8 = None
     if style.calibrated:  # the INT8 path explicitly, whatever auto picks on this CPU class
-        int8 = student if student.precision == "int8" else Engine(style, max_side=side, precision="int8",
+        own = student.precision == "int8" and student.net.name == style.name  # not a narrower variant's INT8
+        int8 = student if own else Engine(style, max_side=side, precision="int8",
                                                                    device="cpu", threads=threads)
     names = q["val_photos"][:limit] if limit else q["val_photos"]
     rows, int8_rows = [], []
@@ -91,7 +93,8 @@ def bench_style(style: weights.Style, entry: dict, teachers: Path, photos_root: 
         student_ms += _time(lambda: fast(frame), 1)
         teacher_ms += _time(lambda: teacher(x), 1)
     s_ms, t_ms = statistics.median(student_ms), statistics.median(teacher_ms)
-    row = {"style": style.name, "teacher": entry["name"], "precision": fast.precision, "cpu": cpu_class(),
+    row = {"style": style.name, "teacher": entry["name"], "precision": fast.precision, "network": fast.net.name,
+           "cpu": cpu_class(),
            "resolution": side, "photos": len(rows), "psnr": round(psnr_default, 2), "psnr_fp32": round(psnr_fp32, 2),
            "ssim": round(ssim_default, 4), "psnr_photo": round(psnr_photo, 2),
            "sidecar_psnr": q["psnr_vs_teacher"], "student_ms": round(s_ms, 1), "teacher_ms": round(t_ms, 1),

@@ -225,6 +225,8 @@ def _print_styles() -> int:
         score = weights.int8_psnr(s) if s.calibrated else None
         int8 = f"{score:.1f} dB" if score is not None else "calibrated" if s.calibrated else "-"
         mark = {weights.DEFAULT_STYLE: " (default)", weights.DEFAULT_LIVE_STYLE: " (live default)"}.get(s.name, "")
+        if s.meta.get("variant_of"):
+            mark = f" (narrower {s.meta['variant_of']})"
         rows.append((s.name + mark,
                      s.origin, quality, int8, s.meta.get("license", "-")))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]

@@ -337,6 +337,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="the guided filter's regularisation, in the [-1, 1] range squared (default: %(default)s)")
     p.add_argument("--init", metavar="STYLE", help="start from this style's or run checkpoint's weights (a wider "
                    "one of the same depth: from its most important channels, stream.narrow)")
+    p.add_argument("--variant-of", metavar="STYLE",
+                   help="a narrower student of STYLE's teacher: --precision auto runs it in STYLE's place on CPU "
+                        "classes whose policy row asks for narrower variants, where it keeps STYLE's quality bar "
+                        "(stream.policy)")
     p.add_argument("--steps", type=int, default=STEPS, help="total optimiser steps (default: %(default)s)")
     p.add_argument("--lr", type=float, default=LR, help="peak Adam learning rate (default: %(default)s)")
     p.add_argument("--batch", type=int, default=BATCH, help="tiles per step (default: %(default)s)")
@@ -442,6 +446,7 @@ def _export(args: argparse.Namespace, run: Run, teacher: Teacher, val_pairs: lis
                                 source=f"distilled from {teacher.name}" + (f" ({teacher.credit})" if teacher.credit else ""),
                                 license=teacher.license or "as the teacher's", training_steps=run.init_steps + run.step,
                                 quality=quality, recipe=recipe, recommended_max_side=args.eval_side,
+                                extra={"variant_of": args.variant_of} if args.variant_of else None,
                                 probe=[to_tensor(x).unsqueeze(0) for x, _ in val_pairs[:VAL_DURING_TRAINING]])
     return {"exported": str(path), "steps": run.step,
             **{k: v for k, v in quality.items() if k not in ("val_photos", "psnr_per_photo")}}

@@ -28,10 +28,10 @@ def report(styles: list[weights.Style], device: torch.device) -> dict:
         try:
             choice = policy.choose(style, device, "auto", here, style.recommended_max_side or DEFAULT_MAX_SIDE)
         except AnimestreamError as e:  # a style that cannot run here at all, said as its reason
-            rows.append({"style": style.name, "backend": None, "precision": None, "why": [str(e)]})
+            rows.append({"style": style.name, "backend": None, "precision": None, "network": None, "why": [str(e)]})
             continue
         rows.append({"style": style.name, "backend": choice.backend, "precision": choice.precision,
-                     "why": list(choice.why)})
+                     "network": choice.variant.name if choice.variant else style.name, "why": list(choice.why)})
     return {
         "cpu": {"class": here.name, "hardware": here.hardware, "limits": list(here.limits), "model": here.model,
                 "emulated": here.emulated, "torch_capability": torch.backends.cpu.get_cpu_capability(),
@@ -55,7 +55,8 @@ def _print(rep: dict) -> None:
     width = max([len(r["style"]) for r in rep["styles"]] + [5])
     for r in rep["styles"]:
         mark = {weights.DEFAULT_STYLE: " *", weights.DEFAULT_LIVE_STYLE: " +"}.get(r["style"], "")
-        path = f"{r['precision']} ({r['backend']})" if r["backend"] else "cannot run"
+        runs = "" if r["network"] == r["style"] else f", {r['network']}"
+        path = f"{r['precision']} ({r['backend']}{runs})" if r["backend"] else "cannot run"
         print(f"  {(r['style'] + mark).ljust(width + 2)} {path.ljust(22)} {'; '.join(r['why'])}")
     print("  (* the default style, + the live default; --precision auto picks the path shown)")
 

@@ -280,7 +280,9 @@ class Engine:
     :func:`stream.weights.resolve`); ``options`` an :class:`EngineOptions`, whose fields may also be
     given as keywords (``Engine("hayao", max_side=256)``). ``threads`` is PyTorch's process-wide
     setting, re-applied on each call. ``choice`` says which backend and precision run the style and
-    why (:func:`stream.policy.choose`); a ``.onnx`` style runs through onnxruntime in fp32.
+    why (:func:`stream.policy.choose`); ``net`` is the style whose weights run: the style itself, or the
+    narrower variant the policy put in its place on this CPU class. A ``.onnx`` style runs through
+    onnxruntime in fp32.
     """
 
     # --compile on a GPU (stream.compiled): the compiled module shared by every engine of this style, the
@@ -304,8 +306,10 @@ class Engine:
             keep_activation_memory()
         self.cpu = cpu.current()
         self.choice = self._choose(spec, options)
+        # the network that runs: the style's own, or the narrower variant the policy put in its place
+        self.net = weights.resolve(self.choice.variant) if self.choice.variant else spec
         self.backend = backends.create(self.choice.backend, backends.BackendRequest(
-            spec, self.choice.precision, self.device, self.threads, options.compile,
+            self.net, self.choice.precision, self.device, self.threads, options.compile,
             policy.POLICY[self.cpu.name].channels_last))
         self.precision = self.backend.precision
         self.dtype = backends.DTYPES.get(self.precision, torch.float32)
@@ -327,9 +331,9 @@ class Engine:
 
     def _check_memory(self, w: int, h: int, frames: int = 1) -> None:
         """Refuse a resolution whose activations would not fit, before allocating anything for it."""
-        if self.spec.format == "onnx":
+        if self.net.format == "onnx":
             return  # onnxruntime's own arena; it reports its own failures
-        per_pixel = ACTIVATION_BYTES_PER_PIXEL[self.precision] * self.spec.architecture["width"]
+        per_pixel = ACTIVATION_BYTES_PER_PIXEL[self.precision] * self.net.architecture["width"]
         need, free = w * h * per_pixel * frames, available_memory_bytes(self.device)
         if free is not None and need > free * MEMORY_HEADROOM:
             fits = int((free * MEMORY_HEADROOM / per_pixel * max(w, h) / min(w, h)) ** 0.5) // SIDE_MULTIPLE
@@ -352,7 +356,7 @@ class Engine:
         intermediate passes torch's 32-bit index limit (:mod:`stream.batching`)."""
         if not self.resizes_on_device:
             return 1
-        arch = self.spec.architecture
+        arch = self.net.architecture
         if not width:  # at construction: a guess that never refuses, until fit_batch knows the size
             if not self.max_side or batching.index_limited_batch(arch, self.max_side, self.max_side) < 1:
                 return 1
@@ -411,7 +415,7 @@ class Engine:
 
         orig = getattr(self.module, "_orig_mod", None)  # torch.compile's wrapper: the backend compiled it
         if orig is not None:  # keep the plain module for short jobs; share one compiled module per style
-            key = (str(self.spec.path), self.precision, str(self.device))
+            key = (str(self.net.path), self.precision, str(self.device))
             self._compiled_module = compiled.compiled_module(key, orig, compile_fn=lambda _m: self.module)
             self.module, self._compile_key = orig, key
         if self._compiled_module is None:
@@ -465,7 +469,7 @@ class Engine:
     def _slot(self, n: int, height: int, width: int) -> _DeviceSlot:
         key = (n, height, width)
         if self._slot_key != key:
-            if n > batching.index_limited_batch(self.spec.architecture, *inference_size(width, height, self.max_side)):
+            if n > batching.index_limited_batch(self.net.architecture, *inference_size(width, height, self.max_side)):
                 self._auto_batch(width, height)  # refuses a frame that cannot run even alone
                 raise OutOfMemoryError(f"a batch of {n} frames of {width}x{height} passes torch's 32-bit GPU "
                                        f"indexing: use --batch {self._auto_batch(width, height)} or less")

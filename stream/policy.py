@@ -7,9 +7,15 @@ CPU class is one more row. Every row's order comes from ``bench/bench.py --isa``
 rows), except where ``measured`` says it is unmeasured.
 
 A style's quality bar is its sidecar's PSNR against its teacher: INT8 is taken only where its
-calibration records a PSNR against the same teacher within :data:`INT8_MAX_LOSS_DB` of that (the
+calibration records a PSNR against the same teacher within :data:`MAX_LOSS_DB` of that (the
 INT8 numbers are the same on every x86 class: :mod:`stream.quant` uses 7-bit weights everywhere).
 A calibration made by a user for a style without a teacher is taken as asked for.
+
+Where a row says ``narrower``, a style's narrower variants (:func:`stream.weights.variants`: students of
+the same teacher with fewer channels, whose sidecar names the style in ``variant_of``) come first, the
+narrowest first: one runs in the style's place where its own best path here scores within
+:data:`MAX_LOSS_DB` of the style's float model against their common teacher. Those are the classes where
+the full network misses its speed goals (``bench/bench.py --isa``: the ``hayao`` file job on avx2).
 """
 from __future__ import annotations
 
@@ -23,7 +29,8 @@ from .errors import AnimestreamError
 from .weights import Style
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
-INT8_MAX_LOSS_DB = 0.3  # INT8 may cost at most this much PSNR against the teacher, from the float model's
+MAX_LOSS_DB = 0.3  # INT8, or a narrower variant, may cost at most this much PSNR against the teacher, from the
+# style's float model's
 
 
 @dataclass(frozen=True)
@@ -32,12 +39,13 @@ class Row:
     smallest cap (longest side, pixels) at which INT8 is faster than the next precision (0: at every
     size; a cap of 0, no cap, counts as large); ``channels_last`` is the float path's memory layout
     (oneDNN's blocked kernels want it on x86); ``measured`` names the run the row comes from, or says
-    it is unmeasured."""
+    it is unmeasured; ``narrower``: ``auto`` tries a style's narrower variants first."""
 
     auto: tuple[str, ...]
     int8_min_side: int = 0
     channels_last: bool = True
     measured: str = "bench/bench.py --isa"
+    narrower: bool = False
 
 
 # With native bf16, INT8's fixed costs per layer outweigh its faster convolutions on small frames: on AMX
@@ -47,12 +55,13 @@ POLICY: dict[str, Row] = {
     "amx": Row(("int8", "bf16", "fp32"), int8_min_side=256),
     "avx512-bf16": Row(("int8", "bf16", "fp32"), int8_min_side=256),
     "avx512-vnni": Row(("int8", "fp32")),
-    "avx512": Row(("int8", "fp32"), measured="unmeasured: no such CPU here; INT8 as on avx2 (no VNNI)"),
-    "avx2-vnni": Row(("int8", "fp32"), measured="unmeasured: no such CPU here; between avx2 and avx512-vnni"),
-    "avx2": Row(("int8", "fp32")),
-    "baseline": Row(("fp32",), measured="unmeasured: no such CPU here"),
-    "arm64-bf16": Row(("bf16", "fp32"), channels_last=False, measured="unmeasured: no Arm CPU here"),
-    "arm64": Row(("fp32",), channels_last=False, measured="unmeasured: no Arm CPU here"),
+    "avx512": Row(("int8", "fp32"), measured="unmeasured: no such CPU here; INT8 as on avx2 (no VNNI)", narrower=True),
+    "avx2-vnni": Row(("int8", "fp32"), measured="unmeasured: no such CPU here; between avx2 and avx512-vnni",
+                     narrower=True),
+    "avx2": Row(("int8", "fp32"), narrower=True),
+    "baseline": Row(("fp32",), measured="unmeasured: no such CPU here", narrower=True),
+    "arm64-bf16": Row(("bf16", "fp32"), channels_last=False, measured="unmeasured: no Arm CPU here", narrower=True),
+    "arm64": Row(("fp32",), channels_last=False, measured="unmeasured: no Arm CPU here", narrower=True),
 }
 assert set(POLICY) == set(CLASSES), "every CPU class has one row"
 
@@ -60,39 +69,40 @@ assert set(POLICY) == set(CLASSES), "every CPU class has one row"
 @dataclass(frozen=True)
 class Choice:
     """A path: the ``backend`` name (a key of :data:`stream.backends.BACKENDS`), the ``precision`` it runs
-    in, the CPU class it was chosen for, and ``why`` (one line per precision considered)."""
+    in, the CPU class it was chosen for, ``why`` (one line per path considered) and the ``variant`` that
+    runs in the style's place (None: the style's own weights)."""
 
     backend: str
     precision: str
     cpu: str
     why: tuple[str, ...] = field(default=())
+    variant: Style | None = None
 
 
 def _int8_verdict(style: Style) -> str | None:
     """None where ``style``'s INT8 path keeps its quality bar, else why not (one phrase)."""
     if not style.calibrated:
         return "no INT8 calibration"
-    quality = style.meta.get("quality") if isinstance(style.meta.get("quality"), dict) else {}
-    float_psnr = quality.get("psnr_vs_teacher")
+    float_psnr = _quality(style).get("psnr_vs_teacher")
     if not isinstance(float_psnr, (int, float)):
         return None  # a user's own calibration of a style without a teacher: taken as asked for
     int8_psnr = weights.int8_psnr(style)
     if int8_psnr is None:
         return "its INT8 calibration was never scored against the teacher"
-    if int8_psnr < float_psnr - INT8_MAX_LOSS_DB:
+    if int8_psnr < float_psnr - MAX_LOSS_DB:
         return (f"INT8 scores {int8_psnr:.2f} dB against the teacher, float {float_psnr:.2f}: more than "
-                f"{INT8_MAX_LOSS_DB} dB lower")
+                f"{MAX_LOSS_DB} dB lower")
     return None
 
 
 def _int8_reason(style: Style, cpu: CpuClass) -> str:
-    quality = style.meta.get("quality") if isinstance(style.meta.get("quality"), dict) else {}
+    quality = _quality(style)
     score = weights.int8_psnr(style)
     kernels = "VNNI dot products" if cpu.has_vnni else "no VNNI: 7-bit weights keep oneDNN's 16-bit sums exact"
     if score is None:
         return f"int8: calibrated by its owner ({kernels})"
     return (f"int8: {score:.2f} dB against the teacher, float {quality['psnr_vs_teacher']:.2f} "
-            f"(within {INT8_MAX_LOSS_DB} dB); {kernels}")
+            f"(within {MAX_LOSS_DB} dB); {kernels}")
 
 
 def choose(style: Style, device: torch.device, precision: str, cpu: CpuClass, max_side: int = 0) -> Choice:
@@ -101,7 +111,8 @@ def choose(style: Style, device: torch.device, precision: str, cpu: CpuClass, ma
 
     ``auto`` is fp16 on CUDA, onnxruntime's fp32 for an ONNX style, and on the CPU the first precision of
     ``cpu``'s row that the style can run within its quality bar (INT8 only from the row's
-    ``int8_min_side`` up). An explicit precision is taken as asked, or refused with one line
+    ``int8_min_side`` up), where the row says ``narrower`` first for its narrower variants (the
+    returned ``variant`` then runs in its place). An explicit precision is taken as asked, or refused with one line
     (:class:`~stream.errors.AnimestreamError`) where it cannot run.
     """
     if precision not in PRECISIONS:
@@ -125,8 +136,24 @@ def choose(style: Style, device: torch.device, precision: str, cpu: CpuClass, ma
         return Choice("int8", "int8", where, ("int8: asked for",))
     if precision != "auto":
         return Choice("torch", precision, where, (f"{precision}: asked for",))
-    why = []
     row = POLICY[cpu.name]
+    why: list[str] = []
+    if row.narrower:
+        for variant in weights.variants(style):
+            picked = _auto(variant, row, cpu, max_side)
+            verdict = _variant_verdict(style, variant, picked)
+            if verdict is None:
+                return Choice(picked.backend, picked.precision, where,
+                              (*why, f"{variant.name}, a narrower student: {_variant_reason(style, variant, picked)}",
+                               *picked.why), variant)
+            why.append(f"not {variant.name}: {verdict}")
+    own = _auto(style, row, cpu, max_side)
+    return Choice(own.backend, own.precision, where, (*why, *own.why))
+
+
+def _auto(style: Style, row: Row, cpu: CpuClass, max_side: int) -> Choice:
+    """The first precision of ``cpu``'s ``row`` that ``style`` runs within its quality bar."""
+    where, why = cpu.name, []
     for candidate in row.auto:
         if candidate == "int8":
             small = 0 < max_side < row.int8_min_side
@@ -137,4 +164,39 @@ def choose(style: Style, device: torch.device, precision: str, cpu: CpuClass, ma
         else:
             note = "native bf16" if candidate == "bf16" else "every CPU runs it"
             return Choice("torch", candidate, where, (*why, f"{candidate}: {note}"))
-    raise AssertionError(f"the {cpu.name} row has no precision every style runs")
+    raise AssertionError(f"the {where} row has no precision every style runs")
+
+
+def _score(style: Style, choice: Choice) -> float | None:
+    """``style``'s PSNR against its teacher on the path ``choice``, dB (None: not measured)."""
+    if choice.precision == "int8":
+        return weights.int8_psnr(style)
+    value = _quality(style).get("psnr_vs_teacher")
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def _variant_verdict(style: Style, variant: Style, picked: Choice) -> str | None:
+    """None where ``variant`` on its path ``picked`` keeps ``style``'s quality bar, else why not."""
+    bar, theirs = _quality(style), _quality(variant)
+    if not isinstance(bar.get("psnr_vs_teacher"), (int, float)):
+        return f"{style.name} has no PSNR against a teacher to keep"
+    if not bar.get("teacher_sha256") or theirs.get("teacher_sha256") != bar.get("teacher_sha256"):
+        return f"not distilled from {style.name}'s teacher"
+    score = _score(variant, picked)
+    if score is None:
+        return f"its {picked.precision} path was never scored against the teacher"
+    if score < bar["psnr_vs_teacher"] - MAX_LOSS_DB:
+        return (f"{picked.precision} scores {score:.2f} dB against the teacher, {style.name}'s float "
+                f"{bar['psnr_vs_teacher']:.2f}: more than {MAX_LOSS_DB} dB lower")
+    return None
+
+
+def _variant_reason(style: Style, variant: Style, picked: Choice) -> str:
+    width = variant.architecture["width"] / style.architecture["width"]
+    return (f"{picked.precision} scores {_score(variant, picked):.2f} dB against the teacher, {style.name}'s float "
+            f"{_quality(style)['psnr_vs_teacher']:.2f} (within {MAX_LOSS_DB} dB), with {width:.2g}x the channels")
+
+
+def _quality(style: Style) -> dict:
+    quality = style.meta.get("quality")
+    return quality if isinstance(quality, dict) else {}

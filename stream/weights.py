@@ -201,6 +201,13 @@ def list_styles() -> list[Style]:
     return list(seen.values())
 
 
+def variants(style: Style) -> list[Style]:
+    """The registered styles whose sidecar names ``style`` in ``variant_of`` (students of its teacher with
+    fewer channels, :mod:`stream.policy`), narrowest first (sidecars read, files not hashed yet)."""
+    found = [s for s in list_styles() if s.meta.get("variant_of") == style.name and s.name != style.name]
+    return sorted(found, key=lambda s: (s.architecture["width"], s.name))
+
+
 def find_style(name: str) -> Style:
     """The registered style called ``name`` (sidecar read, file not hashed yet)."""
     for style in list_styles():

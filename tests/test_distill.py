@@ -83,10 +83,11 @@ def test_distill_a_lite_style_from_one_of_ours_with_tf_upsampling_and_a_guided_f
     args = ["--teacher", str(tiny_style), "--photos", str(photos), "--name", "toy-lite", "--val", "2",
             "--val-faces", "0", "--eval-side", "48", "--steps", "1", "--width", "0.25", "--blocks", "1",
             "--upsample", "asymmetric", "--skip", "--guided", "1", "--guided-eps", "0.01", "--tile", "32",
-            "--sides", "32", "--tiles", "1",
+            "--sides", "32", "--tiles", "1", "--variant-of", "tiny",
             "--batch", "2", "--threads", "1", "--cache", str(tmp_path / "c"), "--out", str(tmp_path / "w")]
     assert distill.main(args) == 0
     meta = json.loads((tmp_path / "w" / "toy-lite.json").read_text())
+    assert meta["variant_of"] == "tiny"  # what stream.policy reads
     assert meta["quality"]["teacher"] == "tiny" and meta["quality"]["teacher_sha256"] == weights.sha256_of(tiny_style)
     assert meta["architecture"]["upsample"] == "asymmetric" and meta["architecture"]["skip"]
     assert meta["architecture"]["guided_filter"] == {"radius": 1, "eps": 0.01}

@@ -194,3 +194,46 @@ def test_with_native_bf16_small_caps_skip_int8_and_without_it_they_keep_it(score
     for side in (256, 512, 0):  # 0: no cap, the frame's own size
         assert policy.choose(scored_style, CPU_DEVICE, "auto", amx, max_side=side).precision == "int8"
     assert policy.choose(scored_style, CPU_DEVICE, "auto", avx2, max_side=160).precision == "int8"
+
+
+def test_a_narrower_variant_runs_in_its_styles_place_where_the_row_asks_and_it_keeps_the_bar(
+        tmp_path, monkeypatch, tiny_model):
+    from stream import doctor
+    from stream.model import Generator
+    monkeypatch.setenv("ANIMESTREAM_HOME", str(tmp_path))
+    folder = weights.user_styles_dir()
+    quality = {"teacher": "t", "teacher_sha256": "ab" * 32, "psnr_vs_teacher": 28.0}
+    weights.save_style(tiny_model, folder, "full", {"quality": quality})
+    torch.manual_seed(1)
+    narrow_model = Generator(width=0.125, blocks=1).eval()
+    narrow = weights.save_style(narrow_model, folder, "full-fast",
+                                {"quality": {**quality, "psnr_vs_teacher": 27.9}, "variant_of": "full"})
+    image = torch.from_numpy(frame_image(1, 48, 32)).permute(2, 0, 1)[None].float() / 127.5 - 1
+    weights.save_ranges(narrow, narrow_model, calibration.calibrate(narrow_model, [image]), images=1)
+    weights.record_int8_quality(narrow, 27.75, 0.9)  # 0.25 dB under full's float: within the bar
+    full = weights.resolve("full")
+    avx2, amx = CpuClass("avx2", "avx2"), CpuClass("amx", "amx")
+
+    taken = policy.choose(full, CPU_DEVICE, "auto", avx2)
+    assert (taken.variant.name, taken.backend, taken.precision) == ("full-fast", "int8", "int8")
+    assert "full-fast, a narrower student: int8 scores 27.75 dB" in taken.why[0]
+    assert policy.choose(full, CPU_DEVICE, "auto", amx).variant is None  # a row without `narrower`
+    assert policy.choose(full, CPU_DEVICE, "fp32", avx2).variant is None  # a precision asked for: its own weights
+    assert policy.choose(narrow, CPU_DEVICE, "auto", avx2).variant is None  # the variant itself has none
+
+    monkeypatch.setattr(cpu, "current", lambda: avx2)
+    engine = Engine("full", max_side=64, device="cpu")
+    assert (engine.style, engine.net.name, engine.precision) == ("full", "full-fast", "int8")
+    frame = frame_image(2, 48, 32)
+    assert np.array_equal(engine(frame).copy(), Engine("full-fast", max_side=64, device="cpu", precision="int8")(frame))
+    assert doctor.report([full], CPU_DEVICE)["styles"][0]["network"] == "full-fast"
+
+    weights.record_int8_quality(narrow, 27.6, 0.9)  # 0.4 dB under: the bar is missed, full runs itself
+    missed = policy.choose(full, CPU_DEVICE, "auto", avx2)
+    assert missed.variant is None and missed.why[0].startswith("not full-fast: int8 scores 27.60 dB")
+    assert "more than 0.3 dB lower" in missed.why[0]
+    other = json.loads(narrow.path.with_suffix(".json").read_text())
+    other["quality"]["teacher_sha256"] = "cd" * 32
+    narrow.path.with_suffix(".json").write_text(json.dumps(other))
+    weights.record_int8_quality(weights.resolve("full-fast"), 27.9, 0.9)
+    assert "not distilled from full's teacher" in policy.choose(full, CPU_DEVICE, "auto", avx2).why[0]

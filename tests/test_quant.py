@@ -179,7 +179,7 @@ def test_shipped_int8_styles_record_a_score_within_their_bar(name):
     style = weights.resolve(name)
     score = weights.int8_psnr(style)
     assert score is not None, f"{name}: run bench/teachers.py --styles {name} --record"
-    assert score >= style.meta["quality"]["psnr_vs_teacher"] - policy.INT8_MAX_LOSS_DB
+    assert score >= style.meta["quality"]["psnr_vs_teacher"] - policy.MAX_LOSS_DB
 
 
 def test_calibration_round_trip_and_refusals(tmp_path, tiny_model):
