@@ -21,7 +21,8 @@ TEACHERS = SHARED / "teachers"
 SHIPS_AT = {"hayao": (30.0, "animeganv2_hayao"), "shinkai": (27.5, "animeganv3_shinkai_37"),
             "cartoon": (27.0, "whitebox_cartoon"), "hayao-lite": (25.0, None), "shinkai-lite": (25.0, None),
             "hayao-v3": (27.0, "animeganv3_hayao_36"), "hosoda": (27.0, "cartoongan_hosoda"),
-            "cute": (27.0, "animeganv3_tiny_cute")}
+            "cute": (27.0, "animeganv3_tiny_cute"),
+            "hayao-fast": (29.9, "animeganv2_hayao")}  # and within 0.3 dB of hayao's, as its variant (below)
 LITE_TEACHERS = {"hayao-lite": ("animeganv2_hayao", "hayao"), "shinkai-lite": ("animeganv3_shinkai_37", "shinkai")}
 DISTILLED = sorted(p.stem for p in WEIGHTS.glob("*.json") if "teacher" in json.loads(p.read_text()).get("quality", {}))
 
@@ -35,6 +36,24 @@ def test_every_built_in_style_is_distilled_from_a_teacher_and_the_default_is_a_f
     assert built_in == set(DISTILLED)  # the pair-trained styles (paprika, paprika-lite) are retired
     assert {"hayao", "shinkai", "shinkai-lite", "hayao-lite"} <= built_in
     assert weights.DEFAULT_STYLE in built_in and not weights.resolve(weights.DEFAULT_STYLE).lite
+
+
+VARIANTS = sorted(name for name in DISTILLED if _meta(name).get("variant_of"))
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_a_narrower_variant_keeps_its_styles_bar_in_float_and_int8(name):
+    """What lets stream.policy run it in its style's place (policy.MAX_LOSS_DB), as recorded."""
+    from stream import policy
+    meta = _meta(name)
+    parent = _meta(meta["variant_of"])
+    assert meta["quality"]["teacher_sha256"] == parent["quality"]["teacher_sha256"]
+    assert meta["architecture"]["width"] < parent["architecture"]["width"]
+    assert meta["architecture"]["blocks"] == parent["architecture"]["blocks"]
+    bar = parent["quality"]["psnr_vs_teacher"] - policy.MAX_LOSS_DB
+    assert meta["quality"]["psnr_vs_teacher"] >= bar
+    int8 = weights.int8_psnr(weights.resolve(name))
+    assert int8 is not None and int8 >= bar, f"{name}: INT8 {int8} dB, {meta['variant_of']}'s bar {bar:.2f}"
 
 
 @pytest.mark.parametrize("name", DISTILLED)
