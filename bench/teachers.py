@@ -70,8 +70,7 @@ def bench_style(style: weights.Style, entry: dict, teachers: Path, photos_root: 
     int8 = None
     if style.calibrated:  # the INT8 path explicitly, whatever auto picks on this CPU class
         own = student.precision == "int8" and student.net.name == style.name  # not a narrower variant's INT8
-        int8 = student if own else Engine(style, max_side=side, precision="int8",
-                                                                   device="cpu", threads=threads)
+        int8 = student if own else Engine(style, max_side=side, precision="int8", device="cpu", threads=threads)
     names = q["val_photos"][:limit] if limit else q["val_photos"]
     rows, int8_rows = [], []
     for name in names:
@@ -94,8 +93,8 @@ def bench_style(style: weights.Style, entry: dict, teachers: Path, photos_root: 
         teacher_ms += _time(lambda: teacher(x), 1)
     s_ms, t_ms = statistics.median(student_ms), statistics.median(teacher_ms)
     row = {"style": style.name, "teacher": entry["name"], "precision": fast.precision, "network": fast.net.name,
-           "cpu": cpu_class(),
-           "resolution": side, "photos": len(rows), "psnr": round(psnr_default, 2), "psnr_fp32": round(psnr_fp32, 2),
+           "cpu": cpu_class(), "resolution": side, "photos": len(rows), "psnr": round(psnr_default, 2),
+           "psnr_fp32": round(psnr_fp32, 2),
            "ssim": round(ssim_default, 4), "psnr_photo": round(psnr_photo, 2),
            "sidecar_psnr": q["psnr_vs_teacher"], "student_ms": round(s_ms, 1), "teacher_ms": round(t_ms, 1),
            "faster": round(t_ms / s_ms, 2), "threads": threads}

@@ -38,7 +38,8 @@ def _engine_stats(engine: FrameEngine) -> dict:
     stats = {"device": str(engine.device), "precision": engine.precision, "max_side": engine.max_side,
              "style": engine.style}
     if isinstance(engine, Engine):
-        stats.update(network=engine.net.name, batch=engine.batch_size, compile_s=round(engine.compile_s, 2), warm_s=round(engine.warm_s, 2))
+        stats.update(network=engine.net.name, batch=engine.batch_size, compile_s=round(engine.compile_s, 2),
+                     warm_s=round(engine.warm_s, 2))
         if engine.compile_note:
             stats.update(compile=engine.compile_note)  # --compile skipped: the job is too short to earn it back
     return stats

@@ -81,5 +81,6 @@ def narrowed(state: dict, model: Generator) -> dict:
                 out[f"{norm}.{p}"] = state[f"{norm}.{p}"][keep[dst]].clone()
     bad = [k for k, v in target.items() if k in out and out[k].shape != v.shape]
     if bad:
-        raise ValueError(f"narrowed {bad[0]} is {tuple(out[bad[0]].shape)}, the model wants {tuple(target[bad[0]].shape)}")
+        raise ValueError(f"narrowed {bad[0]} is {tuple(out[bad[0]].shape)}, "
+                         f"the model wants {tuple(target[bad[0]].shape)}")
     return out

@@ -141,11 +141,12 @@ def choose(style: Style, device: torch.device, precision: str, cpu: CpuClass, ma
     if row.narrower:
         for variant in weights.variants(style):
             picked = _auto(variant, row, cpu, max_side)
-            verdict = _variant_verdict(style, variant, picked)
+            score = _score(variant, picked)
+            verdict = _variant_verdict(style, variant, picked.precision, score)
             if verdict is None:
+                reason = _variant_reason(style, variant, picked.precision, score)
                 return Choice(picked.backend, picked.precision, where,
-                              (*why, f"{variant.name}, a narrower student: {_variant_reason(style, variant, picked)}",
-                               *picked.why), variant)
+                              (*why, f"{variant.name}, a narrower student: {reason}", *picked.why), variant)
             why.append(f"not {variant.name}: {verdict}")
     own = _auto(style, row, cpu, max_side)
     return Choice(own.backend, own.precision, where, (*why, *own.why))
@@ -175,25 +176,25 @@ def _score(style: Style, choice: Choice) -> float | None:
     return float(value) if isinstance(value, (int, float)) else None
 
 
-def _variant_verdict(style: Style, variant: Style, picked: Choice) -> str | None:
-    """None where ``variant`` on its path ``picked`` keeps ``style``'s quality bar, else why not."""
+def _variant_verdict(style: Style, variant: Style, precision: str, score: float | None) -> str | None:
+    """None where ``variant``, scoring ``score`` dB against the teacher in ``precision`` (its path here),
+    keeps ``style``'s quality bar, else why not."""
     bar, theirs = _quality(style), _quality(variant)
     if not isinstance(bar.get("psnr_vs_teacher"), (int, float)):
         return f"{style.name} has no PSNR against a teacher to keep"
     if not bar.get("teacher_sha256") or theirs.get("teacher_sha256") != bar.get("teacher_sha256"):
         return f"not distilled from {style.name}'s teacher"
-    score = _score(variant, picked)
     if score is None:
-        return f"its {picked.precision} path was never scored against the teacher"
+        return f"its {precision} path was never scored against the teacher"
     if score < bar["psnr_vs_teacher"] - MAX_LOSS_DB:
-        return (f"{picked.precision} scores {score:.2f} dB against the teacher, {style.name}'s float "
+        return (f"{precision} scores {score:.2f} dB against the teacher, {style.name}'s float "
                 f"{bar['psnr_vs_teacher']:.2f}: more than {MAX_LOSS_DB} dB lower")
     return None
 
 
-def _variant_reason(style: Style, variant: Style, picked: Choice) -> str:
+def _variant_reason(style: Style, variant: Style, precision: str, score: float) -> str:
     width = variant.architecture["width"] / style.architecture["width"]
-    return (f"{picked.precision} scores {_score(variant, picked):.2f} dB against the teacher, {style.name}'s float "
+    return (f"{precision} scores {score:.2f} dB against the teacher, {style.name}'s float "
             f"{_quality(style)['psnr_vs_teacher']:.2f} (within {MAX_LOSS_DB} dB), with {width:.2g}x the channels")
 
 
