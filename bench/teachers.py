@@ -12,8 +12,9 @@ one JSON line with:
   ``--precision`` (default: the one ``auto`` picks on this CPU, which may be a narrower variant's:
   ``network`` names the one that ran), ``psnr_photo`` the untouched photo;
 - ``psnr_int8``/``ssim_int8`` (calibrated styles): the INT8 path itself (``precision="int8"``), whatever
-  ``auto`` picks on this CPU class; ``--record`` stores them in the style's calibration
-  (:func:`stream.weights.record_int8_quality`), which is what lets ``auto`` choose INT8 for it;
+  ``auto`` picks on this CPU class; ``psnr_faces``/``psnr_faces_int8``: the same on the held-back
+  faces alone, where the sidecar lists them (``quality.face_photos``); ``--record`` stores the INT8
+  figures in the style's calibration (:func:`stream.weights.record_int8_quality`), which is what lets ``auto`` choose INT8 for it;
 - ``cpu``: the CPU class torch's kernels run as (``ONEDNN_MAX_CPU_ISA``/``ATEN_CPU_CAPABILITY`` limit it);
 - ``student_ms``/``teacher_ms``: model time per 512x512 frame, the student at ``--precision`` in
   the engine's own path, the teacher in onnxruntime (``session.run`` only) with as many threads; the two
@@ -100,6 +101,12 @@ def bench_style(style: weights.Style, entry: dict, teachers: Path, photos_root: 
            "faster": round(t_ms / s_ms, 2), "threads": threads}
     if int8_rows:
         row["psnr_int8"], row["ssim_int8"] = (float(np.mean(c)) for c in zip(*int8_rows))
+    faces = [i for i, name in enumerate(names) if name in set(q.get("face_photos", ()))]
+    if faces:  # a portrait style is judged on these
+        row["faces"] = len(faces)
+        row["psnr_faces"] = round(float(np.mean([rows[i][0] for i in faces])), 2)
+        if int8_rows:
+            row["psnr_faces_int8"] = round(float(np.mean([int8_rows[i][0] for i in faces])), 2)
     return row
 
 

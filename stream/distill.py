@@ -436,6 +436,10 @@ def _export(args: argparse.Namespace, run: Run, teacher: Teacher, val_pairs: lis
                "psnr_per_photo": {ph.name: round(v, 2) for ph, v in zip(val_photos, each)},
                "val_faces": sum(ph.category == "face" for ph in val_photos),
                "resolution": f"longest side {args.eval_side} px"}
+    faces = [(ph.name, v) for ph, v in zip(val_photos, each) if ph.category == "face"]
+    if faces:  # what a portrait style is judged on
+        quality["face_photos"] = [name for name, _ in faces]
+        quality["psnr_faces_vs_teacher"] = round(float(np.mean([v for _, v in faces])), 2)
     recipe = {"tile": args.tile, "sides": args.sides, "tiles_per_side": args.tiles, "labels": args.labels,
               "batch": args.batch, "lr": args.lr, "pixel": args.pixel, "edge": args.edge, "ema_decay": EMA_DECAY,
               "init": _init_name(args.init), "init_steps": run.init_steps, "train_photos": train_photos,
@@ -449,7 +453,7 @@ def _export(args: argparse.Namespace, run: Run, teacher: Teacher, val_pairs: lis
                                 extra={"variant_of": args.variant_of} if args.variant_of else None,
                                 probe=[to_tensor(x).unsqueeze(0) for x, _ in val_pairs[:VAL_DURING_TRAINING]])
     return {"exported": str(path), "steps": run.step,
-            **{k: v for k, v in quality.items() if k not in ("val_photos", "psnr_per_photo")}}
+            **{k: v for k, v in quality.items() if k not in ("val_photos", "psnr_per_photo", "face_photos")}}
 
 
 if __name__ == "__main__":

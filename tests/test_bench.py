@@ -259,6 +259,17 @@ def test_model_bench_counts_flops_and_says_where_the_engines_time_goes():
         assert "mkldnn_convolution" in profile["ops_ms"]
 
 
+def test_model_bench_times_the_compiled_generator_and_its_compile_time():
+    done = subprocess.run([sys.executable, "bench/model.py", "--sizes", "32", "--repeats", "2", "--compiled"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    timed = {r["variant"]: r for r in map(json.loads, done.stdout.splitlines()) if "ms_per_frame" in r}
+    (compiled,) = [r for name, r in timed.items() if name.startswith("compiled-")]
+    assert compiled["ms_per_frame"] > 0 and compiled["compile_s"] > compiled["ms_per_frame"] / 1000
+    assert compiled["gflop_per_frame"] == timed["eager-fp32"]["gflop_per_frame"]
+    assert "compile_s" not in timed["eager-fp32"]
+
+
 def test_serve_bench_times_both_services_and_reads_their_peak_rss():
     done = subprocess.run([sys.executable, "bench/serve.py", "--cap", "64", "--requests", "4", "--clients", "2"],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
@@ -285,7 +296,7 @@ def test_teachers_bench_sets_each_style_beside_its_teacher(onnx_teachers, tiny_m
     for i in range(2):
         cv2.imwrite(str(photos / f"p{i}.png"), frame_image(i, 80, 60))
     quality = {"teacher": "tiny_teacher", "resolution": "longest side 64 px", "psnr_vs_teacher": 10.0,
-               "val_photos": ["photos/p0.png", "photos/p1.png"]}
+               "val_photos": ["photos/p0.png", "photos/p1.png"], "face_photos": ["photos/p1.png"]}
     weights.export_style(tiny_model, home / "styles", "student", source="test", license="MIT", training_steps=1,
                          quality=quality)
     done = subprocess.run([sys.executable, "bench/teachers.py", "--teachers", str(folder), "--photos-root",
@@ -297,6 +308,7 @@ def test_teachers_bench_sets_each_style_beside_its_teacher(onnx_teachers, tiny_m
     assert (row["style"], row["teacher"], row["photos"], row["resolution"]) == ("student", "tiny_teacher", 2, 64)
     assert row["psnr"] > 0 and 0 < row["ssim"] <= 1 and row["student_ms"] > 0 and row["teacher_ms"] > 0
     assert row["faster"] == pytest.approx(row["teacher_ms"] / row["student_ms"], rel=0.02)
+    assert row["faces"] == 1 and row["psnr_faces"] > 0 and row["psnr_faces"] != row["psnr"]  # p1 alone
     assert summary == {"summary": {"student": {"psnr": row["psnr"], "faster": row["faster"]}}}
 
 

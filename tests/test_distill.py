@@ -60,6 +60,8 @@ def test_distill_from_an_onnx_teacher_exports_a_style_that_matches_it(onnx_teach
     assert q["teacher"] == "tiny_teacher" and q["teacher_sha256"] == weights.sha256_of(folder / "tiny.onnx")
     assert q["psnr_vs_teacher"] == printed["psnr_vs_teacher"] > 5 and 0 < q["ssim_vs_teacher"] <= 1
     assert len(q["val_photos"]) == 3 and q["val_faces"] == 1 and q["resolution"] == "longest side 64 px"
+    (face,) = q["face_photos"]  # what a portrait style is judged on: the held-back faces alone
+    assert face in q["val_photos"] and q["psnr_faces_vs_teacher"] == q["psnr_per_photo"][face]
     assert meta["license"] == "test-only" and "tiny_teacher" in meta["source"]
     assert meta["recipe"]["train_photos"] == 9 and meta["recommended_max_side"] == 64
     assert meta["storage_change"]["mean_levels"] < 0.5
