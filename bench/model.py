@@ -14,6 +14,10 @@ multiply-add counted as two) and its share of the matching matmul peak. Variants
                 shipped ``--style`` in INT8, uint8 frames in (its FLOPs counted as the float model's,
                 so its GFLOP/s is the float work done per second, and its share of the bf16 peak can
                 pass 100%)
+  compiled-bf16 with ``--compiled`` (compiled-fp32 on CPUs without bf16): the engine's float
+                generator through ``torch.compile`` (inductor: its own fused C++ kernels for the
+                normalisation, padding and activations, oneDNN for the convolutions; needs a C++
+                compiler), one graph per size; ``compile_s``: what each size's first call took
 After each engine timing, where its time goes (torch.profiler, self time per aten op, ms per frame)
 and the GFLOP/s of its convolutions alone: with those at the bf16 matmul peak, only the rest of the
 time (normalisation, padding, upsampling, activations) is left to win back at this precision.
@@ -82,6 +86,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--style", default="shinkai", help="the style whose generator is timed; calibrated, for "
                    "engine-int8 (default: %(default)s)")
+    p.add_argument("--compiled", action="store_true", help="also time compiled-bf16 (~20 s to compile per size)")
     args = p.parse_args()
     peaks = {"fp32": matmul_peak(torch.float32, args.repeats)}
     if cpu.current().has_bf16:
@@ -95,6 +100,11 @@ def main() -> None:
         variants["engine"] = (engine, torch.bfloat16, torch.channels_last)
     if weights.resolve(args.style).calibrated:  # INT8 runs on every x86 class (7-bit weights without VNNI)
         variants["engine-int8"] = (None, torch.uint8, torch.channels_last)  # built when its turn comes (below)
+    if args.compiled:  # in the engine's float precision: bf16 where the CPU has it
+        dtype = torch.bfloat16 if cpu.current().has_bf16 else torch.float32
+        compiled = copy.deepcopy(model).to(dtype).to(memory_format=torch.channels_last)
+        variants[f"compiled-{'bf16' if dtype == torch.bfloat16 else 'fp32'}"] = (
+            torch.compile(compiled, dynamic=False), dtype, torch.channels_last)
     sizes = {text: parse_size(text) for text in args.sizes.split(",")}
     flops = {size: model_flops(model, *wh) for size, wh in sizes.items()}
     label = {size: int(size) if size.isdigit() else size for size in sizes}  # JSON: 512, or "512x288"
@@ -108,13 +118,20 @@ def main() -> None:
                 x = torch.randint(0, 256, (1, 3, h, w), dtype=torch.uint8).contiguous(memory_format=fmt)
             else:
                 x = torch.rand(1, 3, h, w).mul(2).sub(1).to(dtype).contiguous(memory_format=fmt)
+            compile_s = None
+            if name.startswith("compiled"):  # the first call of a new shape compiles it
+                t0 = time.perf_counter()
+                with torch.inference_mode():
+                    module(x)
+                compile_s = round(time.perf_counter() - t0, 1)
             with torch.inference_mode():
                 seconds = _best_time(lambda: module(x), args.repeats)
             gflops = flops[size] / seconds / 1e9
             peak = peaks["fp32" if dtype == torch.float32 else "bf16"] if "bf16" in peaks else peaks["fp32"]
             print(json.dumps({"size": label[size], "variant": name, "gflop_per_frame": round(flops[size] / 1e9, 1),
                               "ms_per_frame": round(seconds * 1000, 1), "gflops": round(gflops, 1),
-                              "share_of_matmul_peak": round(gflops / peak, 3)}), flush=True)
+                              "share_of_matmul_peak": round(gflops / peak, 3),
+                              **({"compile_s": compile_s} if compile_s is not None else {})}), flush=True)
             if name == "engine":
                 ms = op_breakdown(module, x, args.repeats)
                 conv_ms = ms.get("mkldnn_convolution", 0.0)
