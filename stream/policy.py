@@ -39,10 +39,14 @@ class Row:
     smallest cap (longest side, pixels) at which INT8 is faster than the next precision (0: at every
     size; a cap of 0, no cap, counts as large); ``channels_last`` is the float path's memory layout
     (oneDNN's blocked kernels want it on x86); ``measured`` names the run the row comes from, or says
-    it is unmeasured; ``narrower``: ``auto`` tries a style's narrower variants first."""
+    it is unmeasured; ``narrower``: ``auto`` tries a style's narrower variants first; ``int8_min_width``
+    is the narrowest generator (its channel width multiplier) that INT8 runs clearly faster than the
+    next precision (0: every width): below it INT8 saves nothing and only adds its frame-to-frame
+    quantization noise, which doubles the warping error of an almost still video (``bench/temporal.py``)."""
 
     auto: tuple[str, ...]
     int8_min_side: int = 0
+    int8_min_width: float = 0.0
     channels_last: bool = True
     measured: str = "bench/bench.py --isa"
     narrower: bool = False
@@ -50,9 +54,12 @@ class Row:
 
 # With native bf16, INT8's fixed costs per layer outweigh its faster convolutions on small frames: on AMX
 # a 160x120 frame took 11.8 ms in INT8 against 9.3 in bf16 (shinkai), 512x288 83 against 98 ms; on
-# AVX512-BF16 the lites ran 38 fps in INT8 against 37 in bf16 at 160 px, 22 against 15 at 256.
+# AVX512-BF16 the lites ran 38 fps in INT8 against 37 in bf16 at 160 px, 22 against 15 at 256. On AMX a
+# half-width network is no faster in INT8 (shinkai: 91.0 against 94.1 ms at 512x512 in bf16, 56.4 against
+# 48.1 at 512x288), a 0.75-width one is (hayao-fast: 138.4 against 189.6, 81.8 against 91.4), full width twice
+# as fast (hayao: 159.0 against 315.6): bench/model.py, engine-int8 against engine.
 POLICY: dict[str, Row] = {
-    "amx": Row(("int8", "bf16", "fp32"), int8_min_side=256),
+    "amx": Row(("int8", "bf16", "fp32"), int8_min_side=256, int8_min_width=0.75),
     "avx512-bf16": Row(("int8", "bf16", "fp32"), int8_min_side=256),
     "avx512-vnni": Row(("int8", "fp32")),
     "avx512": Row(("int8", "fp32"), measured="unmeasured: no such CPU here; INT8 as on avx2 (no VNNI)", narrower=True),
@@ -111,7 +118,7 @@ def choose(style: Style, device: torch.device, precision: str, cpu: CpuClass, ma
 
     ``auto`` is fp16 on CUDA, onnxruntime's fp32 for an ONNX style, and on the CPU the first precision of
     ``cpu``'s row that the style can run within its quality bar (INT8 only from the row's
-    ``int8_min_side`` up), where the row says ``narrower`` first for its narrower variants (the
+    ``int8_min_side`` and ``int8_min_width`` up), where the row says ``narrower`` first for its narrower variants (the
     returned ``variant`` then runs in its place). An explicit precision is taken as asked, or refused with one line
     (:class:`~stream.errors.AnimestreamError`) where it cannot run.
     """
@@ -158,7 +165,13 @@ def _auto(style: Style, row: Row, cpu: CpuClass, max_side: int) -> Choice:
     for candidate in row.auto:
         if candidate == "int8":
             small = 0 < max_side < row.int8_min_side
-            verdict = f"at a {max_side} px cap the next path is faster here" if small else _int8_verdict(style)
+            width = style.architecture["width"]
+            if small:
+                verdict = f"at a {max_side} px cap the next path is faster here"
+            elif width < row.int8_min_width:
+                verdict = f"at {width:g}x width the next path is as fast here, and steadier in motion"
+            else:
+                verdict = _int8_verdict(style)
             if verdict is None:
                 return Choice("int8", "int8", where, (*why, _int8_reason(style, cpu)))
             why.append(f"not int8: {verdict}")

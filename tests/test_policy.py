@@ -78,16 +78,26 @@ def test_this_process_honours_the_variables_it_was_started_with():
         assert name == hardware
 
 
-@pytest.fixture
-def scored_style(tmp_path, tiny_model):
-    """A calibrated tiny style whose sidecar says 28.0 dB against a teacher; the test records INT8's score."""
-    meta = {"quality": {"teacher": "t", "psnr_vs_teacher": 28.0}}
-    path = tmp_path / "scored.safetensors"
-    style = weights.save_style(tiny_model, tmp_path, "scored", meta)
+def _scored(folder: Path, name: str, model) -> weights.Style:
+    """``model`` as a calibrated style whose sidecar says 28.0 dB against a teacher (INT8's score unrecorded)."""
+    style = weights.save_style(model, folder, name, {"quality": {"teacher": "t", "psnr_vs_teacher": 28.0}})
     image = torch.from_numpy(frame_image(1, 48, 32)).permute(2, 0, 1)[None].float() / 127.5 - 1
-    weights.save_ranges(style, tiny_model, calibration.calibrate(tiny_model, [image]), images=1)
-    assert style.path == path
+    weights.save_ranges(style, model, calibration.calibrate(model, [image]), images=1)
+    assert style.path == folder / f"{name}.safetensors"
     return style
+
+
+@pytest.fixture(scope="module")
+def wide_model():
+    from stream.model import Generator
+    torch.manual_seed(0)
+    return Generator(width=0.75, blocks=1).eval()  # as wide as INT8 pays for on every class
+
+
+@pytest.fixture
+def scored_style(tmp_path, wide_model):
+    """A calibrated style of 0.75x the channels; the test records INT8's score."""
+    return _scored(tmp_path, "scored", wide_model)
 
 
 @pytest.mark.parametrize("name", cpu.X86_CLASSES)
@@ -194,6 +204,22 @@ def test_with_native_bf16_small_caps_skip_int8_and_without_it_they_keep_it(score
     for side in (256, 512, 0):  # 0: no cap, the frame's own size
         assert policy.choose(scored_style, CPU_DEVICE, "auto", amx, max_side=side).precision == "int8"
     assert policy.choose(scored_style, CPU_DEVICE, "auto", avx2, max_side=160).precision == "int8"
+
+
+def test_with_native_bf16_a_narrow_network_skips_int8_which_would_only_add_flicker(tmp_path, tiny_model,
+                                                                                     scored_style):
+    narrow = _scored(tmp_path, "narrow", tiny_model)  # 0.25x the channels
+    for style in (narrow, scored_style):
+        weights.record_int8_quality(style, 28.0, 0.9)
+    amx = CpuClass("amx", "amx")
+    assert policy.POLICY["amx"].int8_min_width == 0.75
+    kept = policy.choose(narrow, CPU_DEVICE, "auto", amx, max_side=512)
+    assert kept.precision == "bf16" and "at 0.25x width the next path is as fast here" in kept.why[0]
+    assert policy.choose(scored_style, CPU_DEVICE, "auto", amx, max_side=512).precision == "int8"
+    assert policy.choose(narrow, CPU_DEVICE, "int8", amx).precision == "int8"  # asked for: taken
+    for name in ("avx2", "avx512-vnni"):  # without native bf16 INT8 pays at every width
+        assert policy.POLICY[name].int8_min_width == 0
+        assert policy.choose(narrow, CPU_DEVICE, "auto", CpuClass(name, name)).precision == "int8"
 
 
 def test_a_narrower_variant_runs_in_its_styles_place_where_the_row_asks_and_it_keeps_the_bar(
