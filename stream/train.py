@@ -279,12 +279,14 @@ class Run:
 
 def _init_weights(spec: str) -> tuple[int, dict, bool]:
     """(steps already trained, state_dict, skip) of ``--init``: a run's ``last.ckpt`` (its EMA, and its
-    steps plus those of the runs it started from) or a style."""
+    steps plus those of the runs it started from) or a style (the steps its sidecar records)."""
     if spec.endswith(".ckpt"):
         state = read_checkpoint(spec)
         return state["step"] + state.get("init_steps", 0), state["ema"], bool(state.get("skip", False))
-    model = weights.eager_generator(weights.resolve(spec))
-    return 0, model.state_dict(), model.skip
+    style = weights.resolve(spec)
+    model = weights.eager_generator(style)
+    steps = style.meta.get("training_steps")
+    return (steps if isinstance(steps, int) and steps > 0 else 0), model.state_dict(), model.skip
 
 
 def _load_init(model: Generator, state: dict, init_skip: bool) -> None:

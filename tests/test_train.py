@@ -62,6 +62,11 @@ def test_train_can_start_from_an_existing_style(pairs_dir, tiny_style, tiny_mode
     for key, value in tiny_model.state_dict().items():
         assert torch.allclose(started[key], value, atol=1e-4, rtol=1e-3), key  # fp16 storage
     assert json.loads((tmp_path / "w" / "toy.json").read_text())["recipe"]["init"] == tiny_style.name
+    trained = weights.export_style(tiny_model, tmp_path / "styles", "trained", source="test", license="MIT",
+                                   training_steps=7, quality={})
+    assert train.main([*common, "--cache", str(tmp_path / "c4"), "--init", str(trained), "--steps", "1"]) == 0
+    meta = json.loads((tmp_path / "w" / "toy.json").read_text())  # a style's steps count in its successor's
+    assert (meta["training_steps"], meta["recipe"]["init_steps"], meta["recipe"]["init"]) == (8, 7, "trained.safetensors")
     with pytest.raises(SystemExit) as exc:
         train.main([*common[:-10], "--cache", str(tmp_path / "c2"), "--init", str(tiny_style), "--steps", "1"])
     assert exc.value.code == 2
