@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from media import ROOT
+from stream import weights
 
 
 def test_module_help_exits_0_and_documents_max_side():
@@ -29,8 +30,10 @@ def test_weights_list_shows_the_defaults_and_the_lites(cli):
     assert next(line for line in lines if line.startswith("hayao-lite ")).split()[1:3] == ["(live", "default)"]
     row = next(line for line in lines if line.startswith("shinkai "))
     assert "default" not in row and "built-in" in row and "dB vs animeganv3_shinkai_37" in row
-    # the INT8 column: its score against the teacher where the calibration records one (shinkai's, 28.26 dB)
-    assert lines[0].split()[3] == "INT8" and "28.3 dB vs animeganv3_shinkai_37  28.3 dB" in row
+    # the INT8 column: its score against the teacher where the calibration records one
+    shinkai = weights.resolve("shinkai")
+    float_db, int8_db = shinkai.meta["quality"]["psnr_vs_teacher"], weights.int8_psnr(shinkai)
+    assert lines[0].split()[3] == "INT8" and f"{float_db:.1f} dB vs animeganv3_shinkai_37  {int8_db:.1f} dB" in row
     lite = next(line for line in lines if line.startswith("shinkai-lite "))
     assert "built-in" in lite and "27.2 dB vs animeganv3_shinkai_37  27.2 dB" in lite
     assert default.split()[-3:-1] == ["30.1", "dB"]  # hayao's INT8, within 0.3 dB of its float 30.3
