@@ -101,7 +101,8 @@ def bench_style(style: weights.Style, entry: dict, teachers: Path, photos_root: 
            "faster": round(t_ms / s_ms, 2), "threads": threads}
     if int8_rows:
         row["psnr_int8"], row["ssim_int8"] = (float(np.mean(c)) for c in zip(*int8_rows))
-    faces = [i for i, name in enumerate(names) if name in set(q.get("face_photos", ()))]
+    face_photos = set(q.get("face_photos", ()))
+    faces = [i for i, name in enumerate(names) if name in face_photos]
     if faces:  # a portrait style is judged on these
         row["faces"] = len(faces)
         row["psnr_faces"] = round(float(np.mean([rows[i][0] for i in faces])), 2)

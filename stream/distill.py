@@ -429,14 +429,14 @@ def _export(args: argparse.Namespace, run: Run, teacher: Teacher, val_pairs: lis
             t.copy_(t.to(weights.STORAGE_DTYPE).float())
     val_psnr, val_ssim, each = score(shipped, val_pairs)
     photo_psnr = float(np.mean([psnr(x, y) for x, y in val_pairs]))
+    faces = [(ph.name, v) for ph, v in zip(val_photos, each) if ph.category == "face"]
     quality = {"teacher": teacher.name, "teacher_sha256": teacher.sha256,
                "psnr_vs_teacher": round(val_psnr, 2), "ssim_vs_teacher": round(val_ssim, 4),
                "psnr_photo_vs_teacher": round(photo_psnr, 2),
                "val_photos": [ph.name for ph in val_photos],
                "psnr_per_photo": {ph.name: round(v, 2) for ph, v in zip(val_photos, each)},
-               "val_faces": sum(ph.category == "face" for ph in val_photos),
+               "val_faces": len(faces),
                "resolution": f"longest side {args.eval_side} px"}
-    faces = [(ph.name, v) for ph, v in zip(val_photos, each) if ph.category == "face"]
     if faces:  # what a portrait style is judged on
         quality["face_photos"] = [name for name, _ in faces]
         quality["psnr_faces_vs_teacher"] = round(float(np.mean([v for _, v in faces])), 2)
