@@ -8,8 +8,11 @@ blocks, skip, upsampling) and achieved GFLOP/s (FLOPs counted by torch.utils.flo
 multiply-add counted as two) and its share of the matching matmul peak. Variants:
   eager-fp32    the generator as a plain nn.Module, fp32
   script-fp32   TorchScript, fp32 (the seed recipe's model path)
+  engine-plain-norm  the engine's bf16 generator with torch's own GroupNorm in every layer (the
+                baseline of PackedGroupNorm)
   engine        what animestream runs: TorchScript, bf16 weights and activations, channels_last,
-                activation memory kept between frames (measured last: that malloc setting is global)
+                few-channel norms packed (stream.model.PackedGroupNorm), activation memory kept
+                between frames (measured last: that malloc setting is global)
   engine-int8   what animestream runs for a calibrated style whose INT8 keeps its quality bar: the
                 shipped ``--style`` in INT8, uint8 frames in (its FLOPs counted as the float model's,
                 so its GFLOP/s is the float work done per second, and its share of the bf16 peak can
@@ -95,11 +98,11 @@ def main() -> None:
     model = weights.eager_generator(weights.resolve(args.style)).eval()
     variants = {"eager-fp32": (model, torch.float32, torch.contiguous_format),
                 "script-fp32": (torch.jit.script(copy.deepcopy(model)), torch.float32, torch.contiguous_format)}
-    if cpu.current().has_bf16:
-        engine = torch.jit.script(copy.deepcopy(model)).to(torch.bfloat16).to(memory_format=torch.channels_last)
-        variants["engine"] = (engine, torch.bfloat16, torch.channels_last)
+    if cpu.current().has_bf16:  # the engines are built when their turn comes (below)
+        variants["engine-plain-norm"] = (None, torch.bfloat16, torch.channels_last)
+        variants["engine"] = (None, torch.bfloat16, torch.channels_last)
     if weights.resolve(args.style).calibrated:  # INT8 runs on every x86 class (7-bit weights without VNNI)
-        variants["engine-int8"] = (None, torch.uint8, torch.channels_last)  # built when its turn comes (below)
+        variants["engine-int8"] = (None, torch.uint8, torch.channels_last)
     if args.compiled:  # in the engine's float precision: bf16 where the CPU has it
         dtype = torch.bfloat16 if cpu.current().has_bf16 else torch.float32
         compiled = copy.deepcopy(model).to(dtype).to(memory_format=torch.channels_last)
@@ -111,7 +114,11 @@ def main() -> None:
     for name, (module, dtype, fmt) in variants.items():  # the engines last: their malloc setting is process-wide
         if name.startswith("engine"):
             keep_activation_memory()
-        if module is None:
+        if name == "engine-plain-norm":  # the engine's bf16 generator with torch's own GroupNorm throughout
+            module = torch.jit.script(copy.deepcopy(model)).to(torch.bfloat16).to(memory_format=torch.channels_last)
+        elif name == "engine":
+            module = Engine(args.style, precision="bf16", device="cpu").backend.module
+        elif module is None:
             module = Engine(args.style, precision="int8", device="cpu").backend
         for size, (w, h) in sizes.items():
             if dtype == torch.uint8:

@@ -27,7 +27,7 @@ from typing import Protocol, runtime_checkable
 import torch
 
 from . import quant, weights
-from .model import with_parallel_group_norm
+from .model import with_packed_group_norm, with_parallel_group_norm
 from .weights import Style
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -74,13 +74,18 @@ class _FloatInput:
 
 
 class TorchBackend:
-    """A float generator in TorchScript on the CPU (fp32 or bf16)."""
+    """A float generator in TorchScript on the CPU (fp32 or bf16; in bf16 channels-last, our generators
+    with :class:`~stream.model.PackedGroupNorm` for their few-channel norms)."""
 
     name = "torch"
 
     def __init__(self, req: BackendRequest):
         self.precision, self.device = req.precision, req.device
-        module = weights.load_model(req.style)
+        if req.precision == "bf16" and req.channels_last and req.style.format in ("safetensors", "state_dict"):
+            # our generator, its few-channel norms packed (3x faster each on a quarter-width network)
+            module = torch.jit.script(with_packed_group_norm(weights.eager_generator(req.style)))
+        else:
+            module = weights.load_model(req.style)
         if req.style.format == "torchscript":  # any TorchScript file loads: check it is a generator at all
             weights.check_generator(module, req.style.path)
         memory = torch.channels_last if req.channels_last else torch.contiguous_format

@@ -234,14 +234,27 @@ def build_tiles(photos: list[Photo], teacher: Teacher, cache: Path, *, tile: int
 
 
 class TileSampler:
-    """Random batches of (photo, teacher) tiles as float tensors in [-1, 1]."""
+    """Random batches of (photo, teacher) tiles as float tensors in [-1, 1]. Where ``favoured`` (tile
+    indices) is given, ``round(share * n)`` tiles of every batch of ``n`` are drawn from those alone (a
+    portrait style's faces), the rest from all tiles."""
 
-    def __init__(self, xs: torch.Tensor, ys: torch.Tensor, rng: random.Random):
+    def __init__(self, xs: torch.Tensor, ys: torch.Tensor, rng: random.Random,
+                 favoured: list[int] | None = None, share: float = 0.0):
         self.xs, self.ys, self.rng = xs, ys, rng
+        self.favoured, self.share = (favoured or []), (share if favoured else 0.0)
 
     def batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        idx = torch.tensor([self.rng.randrange(len(self.xs)) for _ in range(n)])
+        k = round(self.share * n)
+        picks = [self.rng.choice(self.favoured) for _ in range(k)]
+        picks += [self.rng.randrange(len(self.xs)) for _ in range(n - k)]
+        idx = torch.tensor(picks)
         return self.xs[idx].float().div(127.5).sub(1.0), self.ys[idx].float().div(127.5).sub(1.0)
+
+
+def tiles_of(photos: list[Photo], category: str, per_photo: int) -> list[int]:
+    """Indices, in :func:`build_tiles`' order (``per_photo`` tiles a photo), of the tiles of ``photos``
+    in ``category``."""
+    return [i * per_photo + j for i, ph in enumerate(photos) if ph.category == category for j in range(per_photo)]
 
 
 def random_warps(n: int, height: int, width: int, rng: random.Random) -> torch.Tensor:
@@ -314,6 +327,20 @@ def _temporal_term(weight: float, rng: random.Random) -> Callable | None:
     return term
 
 
+def _sampler(args: argparse.Namespace, xs: torch.Tensor, ys: torch.Tensor, rng: random.Random,
+             train_photos: list[Photo], val_photos: list[Photo], val_pairs: list) -> tuple[TileSampler, list]:
+    """(the tile sampler, the held-back pairs scored during training) of a run: with ``--faces``, that share
+    of each batch comes from face photos and the held-back faces are watched; else the first
+    :data:`VAL_DURING_TRAINING` held-back photos."""
+    if not args.faces:
+        return TileSampler(xs, ys, rng), val_pairs[:VAL_DURING_TRAINING]
+    favoured = tiles_of(train_photos, "face", len(args.sides) * args.tiles)
+    if not favoured:
+        raise AnimestreamError("--faces: no training photo is in a 'face' category (SOURCES.tsv)")
+    faces = [pair for ph, pair in zip(val_photos, val_pairs) if ph.category == "face"]
+    return TileSampler(xs, ys, rng, favoured, args.faces), (faces or val_pairs)[:VAL_DURING_TRAINING]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m stream.distill", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -357,6 +384,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="weight of a temporal term: the student's output of a tile moved by a small random "
                         f"warp (+-{WARP_SHIFT_PX:g} px, +-{WARP_ROTATE_DEG:g} deg, +-{100 * WARP_SCALE:g}%% zoom) "
                         "should be its output of the tile, moved the same way (0: off, the default)")
+    p.add_argument("--faces", type=float, default=0.0, metavar="SHARE",
+                   help="share of every batch drawn from the tiles of face photos, for a portrait style; "
+                        "validation during training then scores the held-back faces (0: no preference, the default)")
     p.add_argument("--val", type=int, default=VAL_PHOTOS, help="photos held back (default: %(default)s)")
     p.add_argument("--val-faces", type=int, default=VAL_FACES, help="of them, faces (default: %(default)s)")
     p.add_argument("--eval-side", type=int, default=EVAL_SIDE,
@@ -369,6 +399,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.guided < 0 or args.guided_eps <= 0:
         p.error("--guided must be >= 0 and --guided-eps > 0")
+    if not 0 <= args.faces <= 1:
+        p.error(f"--faces must be between 0 and 1, not {args.faces}")
     if not args.temporal >= 0:
         p.error(f"--temporal must be >= 0, not {args.temporal}")
     for flag, value in (("--steps", args.steps), ("--batch", args.batch), ("--tile", args.tile),
@@ -406,9 +438,10 @@ def main(argv: list[str] | None = None) -> int:
                                  labels=args.labels)
             log(f"{len(xs)} tiles of {args.tile}px from {len(train_photos)} photos; "
                 f"{len(val_photos)} held back")
-            run.fit(TileSampler(xs, ys, run.rng), steps=args.steps, lr=args.lr, batch=args.batch,
+            sampler, watched = _sampler(args, xs, ys, run.rng, train_photos, val_photos, val_pairs)
+            run.fit(sampler, steps=args.steps, lr=args.lr, batch=args.batch,
                     amp_dtype=amp_dtype, loss_fn=lambda out, y: style_loss(out, y, args.edge, 0.0, args.pixel),
-                    validate_fn=lambda m: score(m, val_pairs[:VAL_DURING_TRAINING])[0],
+                    validate_fn=lambda m: score(m, watched)[0],
                     extra_loss=_temporal_term(args.temporal, run.rng))
     except AnimestreamError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -443,7 +476,7 @@ def _export(args: argparse.Namespace, run: Run, teacher: Teacher, val_pairs: lis
     recipe = {"tile": args.tile, "sides": args.sides, "tiles_per_side": args.tiles, "labels": args.labels,
               "batch": args.batch, "lr": args.lr, "pixel": args.pixel, "edge": args.edge, "ema_decay": EMA_DECAY,
               "init": _init_name(args.init), "init_steps": run.init_steps, "train_photos": train_photos,
-              "temporal": args.temporal}
+              "temporal": args.temporal, "faces_share": args.faces}
     if args.temporal:
         recipe["temporal_warp"] = {"shift_px": WARP_SHIFT_PX, "rotate_deg": WARP_ROTATE_DEG, "scale": WARP_SCALE}
     path = weights.export_style(ema, args.out, args.name,

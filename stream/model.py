@@ -97,6 +97,48 @@ def with_parallel_group_norm(model: nn.Module) -> nn.Module:
     return model
 
 
+class PackedGroupNorm(nn.Module):
+    """``nn.GroupNorm(1, C)`` of a channels-last tensor with few channels, computed on the same memory seen
+    as ``pack`` times the channels at ``1 / pack`` of the width (``N x C*pack x H x W/pack``: ``pack``
+    neighbouring pixels side by side), with the affine repeated to match. A single group's statistics are
+    over all of (C, H, W) either way, so the result is the same within float rounding; the same parameters
+    and state_dict keys as the norm it replaces.
+
+    For the CPU in bf16: PyTorch's channels-last GroupNorm vectorises over the channels, and with fewer
+    than a vector of them (8 channels, the first and last layers of a quarter-width generator) it took
+    8.6 ms for a 512x512 map on the ``amx`` machine, against 0.49 ms seen as 32 channels (also under the
+    AVX2 limit). Any other input (contiguous memory, a width not a multiple of ``pack``) takes the plain norm.
+    """
+
+    def __init__(self, norm: nn.GroupNorm, pack: int):
+        super().__init__()
+        if norm.num_groups != 1 or not norm.affine or pack < 1:
+            raise ValueError("PackedGroupNorm replaces affine single-group GroupNorm layers only, pack >= 1")
+        self.weight, self.bias, self.eps, self.pack = norm.weight, norm.bias, float(norm.eps), int(pack)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        k = self.pack
+        if k == 1 or w % k != 0 or not x.is_contiguous(memory_format=torch.channels_last):
+            return F.group_norm(x, 1, self.weight, self.bias, self.eps)
+        packed = x.permute(0, 2, 3, 1).reshape(n, h, w // k, c * k).permute(0, 3, 1, 2)
+        out = F.group_norm(packed, 1, self.weight.repeat(k), self.bias.repeat(k), self.eps)
+        return out.permute(0, 2, 3, 1).reshape(n, h, w, c).permute(0, 3, 1, 2)
+
+
+def with_packed_group_norm(model: nn.Module, lanes: int = 32) -> nn.Module:
+    """Replace (in place) every single-group ``nn.GroupNorm`` over fewer than ``lanes`` channels, where
+    ``lanes`` is a multiple of them, with a :class:`PackedGroupNorm` that sees ``lanes`` channels."""
+    for name, child in list(model.named_children()):
+        if isinstance(child, nn.GroupNorm) and child.num_groups == 1 and child.affine:
+            c = child.num_channels
+            if c < lanes and lanes % c == 0:
+                setattr(model, name, PackedGroupNorm(child, lanes // c))
+        else:
+            with_packed_group_norm(child, lanes)
+    return model
+
+
 class ConvNormLReLU(nn.Sequential):
     """pad -> conv -> GroupNorm(1 group) -> LeakyReLU(0.2): keys ``1.weight``, ``2.weight``, ``2.bias``."""
 

@@ -251,6 +251,8 @@ def test_model_bench_counts_flops_and_says_where_the_engines_time_goes():
     timed = [r for r in rows if "ms_per_frame" in r]
     assert {r["variant"] for r in timed} >= {"eager-fp32", "script-fp32"}
     assert {r["variant"] for r in timed} >= {"engine-int8"}  # shinkai's INT8 path, on every x86 class
+    if any("ops_ms" in r for r in rows):  # a CPU with bf16: the engine beside its own baseline
+        assert {r["variant"] for r in timed} >= {"engine", "engine-plain-norm"}
     square, wide = ([r for r in timed if r["size"] == size] for size in (32, "64x32"))
     assert all(r["gflop_per_frame"] == square[0]["gflop_per_frame"] > 0 for r in square)
     assert wide[0]["gflop_per_frame"] == 2 * square[0]["gflop_per_frame"]  # twice the pixels

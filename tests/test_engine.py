@@ -242,6 +242,51 @@ def test_parallel_group_norm_computes_what_group_norm_does():
         torch.testing.assert_close(torch.jit.script(fast)(x), model(x), atol=2e-5, rtol=1e-4)
 
 
+def test_packed_group_norm_computes_what_group_norm_does():
+    """The CPU's few-channel GroupNorm(1), computed on the same memory seen as 32 channels: the same
+    function in fp32 and within bf16 rounding in bf16, in channels-last or not, whatever the width."""
+    import copy
+
+    import torch
+
+    from stream.model import Generator, PackedGroupNorm, with_packed_group_norm
+
+    torch.manual_seed(4)
+    model = Generator(width=0.25, blocks=2).eval()  # 8, 16, 32 and 64 channels
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.ndim == 1:
+                p.uniform_(0.5, 1.5) if name.endswith("weight") else p.uniform_(-0.3, 0.3)
+    packed = with_packed_group_norm(copy.deepcopy(model))
+    packs = sorted(m.pack for m in packed.modules() if isinstance(m, PackedGroupNorm))
+    assert packs == [2] * 4 + [4] * 2  # the four 16-channel norms twice, the two 8-channel ones four times
+    assert sorted(packed.state_dict()) == sorted(model.state_dict())
+    scripted = torch.jit.script(packed)
+    for height, width in ((52, 68), (40, 36)):  # 36: its 9-pixel-wide layer cannot be seen as 4 pixels
+        x = torch.rand(2, 3, height, width) * 2 - 1
+        with torch.no_grad():
+            ref = model(x)
+            torch.testing.assert_close(scripted(x), ref, atol=2e-5, rtol=1e-4)
+            last = x.contiguous(memory_format=torch.channels_last)
+            torch.testing.assert_close(scripted(last), ref, atol=2e-5, rtol=1e-4)
+            norm = packed.block_a[0][2]
+            h = torch.randn(2, 8, height, width).contiguous(memory_format=torch.channels_last)
+            assert norm(h).is_contiguous(memory_format=torch.channels_last)
+            low = norm(h.bfloat16()).float()
+            exact = model.block_a[0][2](h)
+            assert (low - exact).abs().max() < 0.1 and (low - exact).abs().mean() < 0.01
+
+
+def test_cpu_bf16_engines_pack_the_few_channel_norms(tiny_style):
+    import torch
+
+    bf16 = Engine(tiny_style, max_side=32, precision="bf16", device="cpu").backend.module
+    fp32 = Engine(tiny_style, max_side=32, precision="fp32", device="cpu").backend.module
+    names = lambda m: {sub.original_name for sub in m.modules()}  # noqa: E731
+    assert "PackedGroupNorm" in names(bf16) and "PackedGroupNorm" not in names(fp32)
+    assert next(bf16.parameters()).dtype == torch.bfloat16
+
+
 @pytest.mark.parametrize("frames, batch", [(7, 3), (5, 8), (1, 2)])
 def test_batched_file_jobs_keep_every_frame_in_order_with_its_timestamp(tmp_path, tiny_style, frames, batch):
     """The GPU path's batching and device-side resize, run on the CPU: a batch size that does not divide the
