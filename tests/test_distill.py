@@ -222,3 +222,52 @@ def test_photo_labels_cut_the_teachers_tiles_from_its_whole_picture(photos, tmp_
             assert np.array_equal(ys_photo[2 * i + j].permute(1, 2, 0).numpy(), whole[top:top + 32, left:left + 32])
             assert np.array_equal(ys_tile[2 * i + j].permute(1, 2, 0).numpy(), centred(tile_x))
     assert not torch.equal(ys_tile, ys_photo)
+
+
+def test_faces_share_draws_that_share_of_every_batch_from_face_tiles(photos):
+    import random
+
+    found = distill.find_photos([photos])
+    tiles = distill.tiles_of(found, "face", 3)  # p00, p03, p06, p09 are faces: 3 tiles each
+    assert tiles == [t for i in (0, 3, 6, 9) for t in (3 * i, 3 * i + 1, 3 * i + 2)]
+    xs = torch.arange(36, dtype=torch.uint8).view(36, 1, 1, 1).expand(36, 3, 2, 2).contiguous()
+    sampler = distill.TileSampler(xs, xs, random.Random(0), tiles, 0.5)
+    drawn = [int(v) for _ in range(200) for v in sampler.batch(4)[0][:, 0, 0, 0].add(1).mul(127.5).round()]
+    firsts = [drawn[i] for i in range(0, len(drawn), 4)] + [drawn[i] for i in range(1, len(drawn), 4)]
+    assert set(firsts) <= set(tiles)  # two of every four from face tiles
+    rest = [drawn[i] for i in range(2, len(drawn), 4)] + [drawn[i] for i in range(3, len(drawn), 4)]
+    assert set(rest) - set(tiles) and 0.2 < sum(t in tiles for t in rest) / len(rest) < 0.5  # the rest: any tile
+    plain = distill.TileSampler(xs, xs, random.Random(0))
+    assert len({int(v) for _ in range(50) for v in plain.batch(4)[0][:, 0, 0, 0].add(1).mul(127.5).round()}) > 20
+
+
+def test_distill_with_faces_watches_the_held_back_faces_and_records_the_share(onnx_teachers, photos, tmp_path,
+                                                                              capsys, monkeypatch):
+    scored = []
+    real = distill.score
+
+    def spy(model, pairs):
+        scored.append(len(pairs))
+        return real(model, pairs)
+
+    monkeypatch.setattr(distill, "score", spy)
+    args = ["--teacher", "tiny_teacher", "--teachers", str(onnx_teachers[0]), "--photos", str(photos), "--name",
+            "portrait", "--val", "4", "--val-faces", "2", "--eval-side", "48", "--steps", "2", "--width", "0.25",
+            "--blocks", "1", "--tile", "32", "--sides", "32", "--tiles", "1", "--batch", "2", "--threads", "1",
+            "--faces", "0.5", "--cache", str(tmp_path / "runs" / "portrait"), "--out", str(tmp_path / "w")]
+    assert distill.main(args) == 0
+    assert scored == [2, 4]  # during training the 2 held-back faces, at export all 4 held back
+    meta = json.loads((tmp_path / "w" / "portrait.json").read_text())
+    assert meta["recipe"]["faces_share"] == 0.5 and meta["quality"]["val_faces"] == 2
+    with pytest.raises(SystemExit) as exc:
+        distill.main(args[:-4] + ["--faces", "1.5"])
+    assert exc.value.code == 2 and "--faces must be between 0 and 1, not 1.5" in capsys.readouterr().err
+    capsys.readouterr()
+    no_faces = tmp_path / "city"
+    no_faces.mkdir()
+    for f in photos.glob("*.jpg"):
+        (no_faces / f.name).write_bytes(f.read_bytes())
+    rc = distill.main(args[:args.index("--photos") + 1] + [str(no_faces)] + args[args.index("--photos") + 2:]
+                      + ["--cache", str(tmp_path / "runs" / "city")])
+    err = capsys.readouterr().err
+    assert rc == 1 and "--faces: no training photo is in a 'face' category" in err
