@@ -26,6 +26,8 @@ the photo itself and the network only has to get flat regions and their colours 
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -104,10 +106,10 @@ class PackedGroupNorm(nn.Module):
     over all of (C, H, W) either way, so the result is the same within float rounding; the same parameters
     and state_dict keys as the norm it replaces.
 
-    For the CPU in bf16: PyTorch's channels-last GroupNorm vectorises over the channels, and with fewer
-    than a vector of them (8 channels, the first and last layers of a quarter-width generator) it took
-    8.6 ms for a 512x512 map on the ``amx`` machine, against 0.49 ms seen as 32 channels (also under the
-    AVX2 limit). Any other input (contiguous memory, a width not a multiple of ``pack``) takes the plain norm.
+    For the CPU in bf16: PyTorch's channels-last GroupNorm vectorises over the channels, and with a
+    count that is not a multiple of its vector (8 channels, the first and last layers of a quarter-width
+    generator) it took 8.6 ms for a 512x512 map on the ``amx`` machine, against 0.49 ms seen as 32
+    channels (also under the AVX2 limit). Any other input (contiguous memory, a width not a multiple of ``pack``) takes the plain norm.
     """
 
     def __init__(self, norm: nn.GroupNorm, pack: int):
@@ -127,13 +129,15 @@ class PackedGroupNorm(nn.Module):
 
 
 def with_packed_group_norm(model: nn.Module, lanes: int = 32) -> nn.Module:
-    """Replace (in place) every single-group ``nn.GroupNorm`` over fewer than ``lanes`` channels, where
-    ``lanes`` is a multiple of them, with a :class:`PackedGroupNorm` that sees ``lanes`` channels."""
+    """Replace (in place) every single-group ``nn.GroupNorm`` whose channels are not a multiple of
+    ``lanes`` with a :class:`PackedGroupNorm` that sees the least multiple of ``lanes`` it can (8 channels
+    as 32, 12 as 96, 24 as 96, 48 as 96). bf16 on the ``amx`` machine, ms for a map of N elements:
+    8 channels 8.6 -> 0.49 (2.1M), 12: 12.0 -> 0.83 (3.1M), 24: 1.8 -> 0.37 (1.6M), 40: 0.51 -> 0.15 (0.7M)."""
     for name, child in list(model.named_children()):
         if isinstance(child, nn.GroupNorm) and child.num_groups == 1 and child.affine:
-            c = child.num_channels
-            if c < lanes and lanes % c == 0:
-                setattr(model, name, PackedGroupNorm(child, lanes // c))
+            pack = lanes // math.gcd(child.num_channels, lanes)
+            if pack > 1:
+                setattr(model, name, PackedGroupNorm(child, pack))
         else:
             with_packed_group_norm(child, lanes)
     return model

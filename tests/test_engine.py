@@ -260,6 +260,8 @@ def test_packed_group_norm_computes_what_group_norm_does():
     packed = with_packed_group_norm(copy.deepcopy(model))
     packs = sorted(m.pack for m in packed.modules() if isinstance(m, PackedGroupNorm))
     assert packs == [2] * 4 + [4] * 2  # the four 16-channel norms twice, the two 8-channel ones four times
+    odd = with_packed_group_norm(Generator(width=0.375, blocks=1))  # 12, 24, 48, 96 channels
+    assert sorted(m.pack for m in odd.modules() if isinstance(m, PackedGroupNorm)) == [2] * 6 + [4] * 4 + [8] * 2
     assert sorted(packed.state_dict()) == sorted(model.state_dict())
     scripted = torch.jit.script(packed)
     for height, width in ((52, 68), (40, 36)):  # 36: its 9-pixel-wide layer cannot be seen as 4 pixels
