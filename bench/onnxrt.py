@@ -46,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     threads = torch.get_num_threads()
     options = ort.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # as stream.onnxgen: else its
+    # threads spin on after each run and slow the torch model timed next (48 -> 75 ms, stream/onnxgen.py)
 
     class Calibration(CalibrationDataReader):
         def __init__(self, name: str):

@@ -17,7 +17,8 @@ one JSON line with:
   figures in the style's calibration (:func:`stream.weights.record_int8_quality`), which is what lets ``auto`` choose INT8 for it;
 - ``cpu``: the CPU class torch's kernels run as (``ONEDNN_MAX_CPU_ISA``/``ATEN_CPU_CAPABILITY`` limit it);
 - ``student_ms``/``teacher_ms``: model time per 512x512 frame, the student at ``--precision`` in
-  the engine's own path, the teacher in onnxruntime (``session.run`` only) with as many threads; the two
+  the engine's own path, the teacher in onnxruntime (``session.run`` only) with as many threads, which
+  do not spin between runs (stream.onnxgen: they did, and slowed the student timed next by ~27 ms); the two
   are timed in alternation, ``--repeat`` rounds after a warm-up, and the medians reported, so that a
   shared machine slows both alike. ``faster`` is teacher_ms / student_ms.
 

@@ -106,6 +106,12 @@ class OnnxGenerator:
 
     ``threads`` is onnxruntime's intra-op thread count (0: its default, one per core); ``cuda``
     asks for the CUDA execution provider, used where onnxruntime has it.
+
+    Its threads do not spin once a run ends (``session.intra_op.allow_spinning`` 0): by default they
+    keep the cores busy for a while after each run, which is when the pipeline's decoder and encoder,
+    or whatever model runs next, need them. On the 2-core ``amx`` machine a torch model run right after
+    each teacher run took 75.0 ms per 512x512 frame instead of 48.0 alone; with spinning off, 50.3
+    (the teacher's own time: 116.4 -> 118.9 ms).
     """
 
     def __init__(self, path: str | os.PathLike, io: OnnxIO | None = None, *, threads: int = 0, cuda: bool = False):
@@ -116,6 +122,7 @@ class OnnxGenerator:
         if threads:
             options.intra_op_num_threads = threads
         options.log_severity_level = 3
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers = ["CPUExecutionProvider"]
         if cuda and "CUDAExecutionProvider" in ort.get_available_providers():
             providers.insert(0, "CUDAExecutionProvider")
