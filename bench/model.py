@@ -13,6 +13,8 @@ multiply-add counted as two) and its share of the matching matmul peak. Variants
   engine        what animestream runs: TorchScript, bf16 weights and activations, channels_last,
                 few-channel norms packed (stream.model.PackedGroupNorm), activation memory kept
                 between frames (measured last: that malloc setting is global)
+  engine-int8-plain-norm  engine-int8 with every quantized norm over the channels as they are (the
+                baseline of stream.quant._batch_norm's packing)
   engine-int8   what animestream runs for a calibrated style whose INT8 keeps its quality bar: the
                 shipped ``--style`` in INT8, uint8 frames in (its FLOPs counted as the float model's,
                 so its GFLOP/s is the float work done per second, and its share of the bf16 peak can
@@ -36,7 +38,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from stream import weights
-from stream import cpu
+from stream import cpu, quant
 from stream.engine import Engine, keep_activation_memory
 
 MATMUL_N = 2048
@@ -102,6 +104,7 @@ def main() -> None:
         variants["engine-plain-norm"] = (None, torch.bfloat16, torch.channels_last)
         variants["engine"] = (None, torch.bfloat16, torch.channels_last)
     if weights.resolve(args.style).calibrated:  # INT8 runs on every x86 class (7-bit weights without VNNI)
+        variants["engine-int8-plain-norm"] = (None, torch.uint8, torch.channels_last)
         variants["engine-int8"] = (None, torch.uint8, torch.channels_last)
     if args.compiled:  # in the engine's float precision: bf16 where the CPU has it
         dtype = torch.bfloat16 if cpu.current().has_bf16 else torch.float32
@@ -111,6 +114,7 @@ def main() -> None:
     sizes = {text: parse_size(text) for text in args.sizes.split(",")}
     flops = {size: model_flops(model, *wh) for size, wh in sizes.items()}
     label = {size: int(size) if size.isdigit() else size for size in sizes}  # JSON: 512, or "512x288"
+    lanes = quant.PACK_LANES
     for name, (module, dtype, fmt) in variants.items():  # the engines last: their malloc setting is process-wide
         if name.startswith("engine"):
             keep_activation_memory()
@@ -120,6 +124,7 @@ def main() -> None:
             module = Engine(args.style, precision="bf16", device="cpu").backend.module
         elif module is None:
             module = Engine(args.style, precision="int8", device="cpu").backend
+        quant.PACK_LANES = 1 if name.endswith("plain-norm") else lanes  # read by the INT8 norms at each call
         for size, (w, h) in sizes.items():
             if dtype == torch.uint8:
                 x = torch.randint(0, 256, (1, 3, h, w), dtype=torch.uint8).contiguous(memory_format=fmt)

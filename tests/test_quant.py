@@ -37,6 +37,22 @@ def test_byte_reflection_pad_equals_torch_reflection_pad(pad):
     assert torch.equal(got.dequantize(), want)
 
 
+@pytest.mark.parametrize("channels, width", [(8, 64), (12, 48), (16, 40), (24, 36), (32, 20), (8, 30)])
+def test_a_few_channel_quantized_norm_packed_gives_the_same_bytes(channels, width):
+    """quantized.batch_norm2d on the same bytes seen as a multiple of 32 channels (fast): byte for byte
+    what it gives on the channels as they are; (8, 30): 30 pixels cannot be seen 4 at a time, unpacked."""
+    torch.manual_seed(channels)
+    y = torch.quantize_per_tensor(torch.randn(2, channels, 6, width).contiguous(memory_format=torch.channels_last),
+                                  0.05, 120, torch.quint8)
+    w, b = torch.rand(channels) + 0.5, torch.randn(channels)
+    mean, var = torch.randn(channels) * 0.1, torch.rand(channels) + 0.5
+    got = quant._batch_norm(y, w, b, mean, var, 0.04, 128)
+    want = torch.ops.quantized.batch_norm2d(y, w, b, mean, var, 0.0, 0.04, 128)
+    assert got.is_contiguous(memory_format=torch.channels_last) and got.q_scale() == 0.04
+    assert torch.equal(got.int_repr(), want.int_repr())
+    assert torch.equal(quant._batch_norm(y.contiguous(), w, b, mean, var, 0.04, 128).int_repr(), want.int_repr())
+
+
 @pytest.mark.parametrize("shape", [(1, 8, 2, 2), (1, 5, 9, 12), (1, 16, 30, 40)])
 def test_doubling_a_quantized_tensor_is_within_half_a_level_of_exact(shape):
     """The generator's 2x asymmetric upsampling on bytes (stream.quant._double): every output within half a
