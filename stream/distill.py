@@ -317,14 +317,27 @@ def score(model: torch.nn.Module, pairs: list[tuple[np.ndarray, np.ndarray]]) ->
     return float(np.mean(each)), float(np.mean([ssim(o, y) for o, (_, y) in zip(outs, pairs)])), each
 
 
-def _temporal_term(weight: float, rng: random.Random) -> Callable | None:
-    """``Run.fit``'s extra loss for ``--temporal weight`` (None when 0): one random warp per tile."""
-    if not weight:
+def change_loss(x: torch.Tensor, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Squared error of ``out`` against the teacher's ``y``, each pixel weighted by how far the teacher
+    moved it from the photo ``x`` (mean |y - x| over the channels, [-1, 1] units): what a style paints of
+    its own (a portrait teacher's eyes and brows) counts more than what it leaves near the photo, which
+    a squared error over the whole tile drowns."""
+    weight = (y.float() - x.float()).abs().mean(dim=1, keepdim=True)
+    return (weight * (out.float() - y.float()) ** 2).mean()
+
+
+def _extra_terms(temporal: float, change: float, rng: random.Random) -> Callable | None:
+    """``Run.fit``'s extra loss: ``--temporal`` (one random warp per tile) plus ``--change-weight`` (None
+    when both are 0)."""
+    if not temporal and not change:
         return None
 
-    def term(model: torch.nn.Module, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-        return weight * temporal_loss(model, x, out, random_warps(len(x), x.shape[2], x.shape[3], rng))
-    return term
+    def terms(model: torch.nn.Module, x: torch.Tensor, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        total = change * change_loss(x, out, y) if change else torch.zeros((), device=out.device)
+        if temporal:
+            total = total + temporal * temporal_loss(model, x, out, random_warps(len(x), x.shape[2], x.shape[3], rng))
+        return total
+    return terms
 
 
 def _sampler(args: argparse.Namespace, xs: torch.Tensor, ys: torch.Tensor, rng: random.Random,
@@ -384,6 +397,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="weight of a temporal term: the student's output of a tile moved by a small random "
                         f"warp (+-{WARP_SHIFT_PX:g} px, +-{WARP_ROTATE_DEG:g} deg, +-{100 * WARP_SCALE:g}%% zoom) "
                         "should be its output of the tile, moved the same way (0: off, the default)")
+    p.add_argument("--change-weight", type=float, default=0.0, metavar="K",
+                   help="add K x the squared error weighted, pixel by pixel, by how far the teacher moved the "
+                        "photo there (what it paints of its own: a portrait teacher's eyes; 0: off, the default)")
     p.add_argument("--faces", type=float, default=0.0, metavar="SHARE",
                    help="share of every batch drawn from the tiles of face photos, for a portrait style; "
                         "validation during training then scores the held-back faces (0: no preference, the default)")
@@ -401,6 +417,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--guided must be >= 0 and --guided-eps > 0")
     if not 0 <= args.faces <= 1:
         p.error(f"--faces must be between 0 and 1, not {args.faces}")
+    if not args.change_weight >= 0:
+        p.error(f"--change-weight must be >= 0, not {args.change_weight}")
     if not args.temporal >= 0:
         p.error(f"--temporal must be >= 0, not {args.temporal}")
     for flag, value in (("--steps", args.steps), ("--batch", args.batch), ("--tile", args.tile),
@@ -442,7 +460,7 @@ def main(argv: list[str] | None = None) -> int:
             run.fit(sampler, steps=args.steps, lr=args.lr, batch=args.batch,
                     amp_dtype=amp_dtype, loss_fn=lambda out, y: style_loss(out, y, args.edge, 0.0, args.pixel),
                     validate_fn=lambda m: score(m, watched)[0],
-                    extra_loss=_temporal_term(args.temporal, run.rng))
+                    extra_loss=_extra_terms(args.temporal, args.change_weight, run.rng))
     except AnimestreamError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -476,7 +494,7 @@ def _export(args: argparse.Namespace, run: Run, teacher: Teacher, val_pairs: lis
     recipe = {"tile": args.tile, "sides": args.sides, "tiles_per_side": args.tiles, "labels": args.labels,
               "batch": args.batch, "lr": args.lr, "pixel": args.pixel, "edge": args.edge, "ema_decay": EMA_DECAY,
               "init": _init_name(args.init), "init_steps": run.init_steps, "train_photos": train_photos,
-              "temporal": args.temporal, "faces_share": args.faces}
+              "temporal": args.temporal, "faces_share": args.faces, "change_weight": args.change_weight}
     if args.temporal:
         recipe["temporal_warp"] = {"shift_px": WARP_SHIFT_PX, "rotate_deg": WARP_ROTATE_DEG, "scale": WARP_SCALE}
     path = weights.export_style(ema, args.out, args.name,

@@ -236,11 +236,12 @@ class Run:
     def fit(self, sampler, *, steps: int, lr: float, batch: int, amp_dtype: torch.dtype,
             loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
             validate_fn: Callable[[torch.nn.Module], float],
-            extra_loss: Callable[[torch.nn.Module, torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+            extra_loss: Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, torch.Tensor],
+                                 torch.Tensor] | None = None
             ) -> None:
         """Train until ``steps`` optimiser steps, checkpointing and logging every
         :data:`CHECKPOINT_EVERY` steps and validating the EMA weights every :data:`VALIDATE_EVERY`.
-        ``extra_loss(model, x, out)``, where given, is added to ``loss_fn(out, y)``; it runs under the same
+        ``extra_loss(model, x, out, y)``, where given, is added to ``loss_fn(out, y)``; it runs under the same
         autocast as the forward pass, so it may run the model again (e.g. on a transformed ``x``)."""
         model, device = self.model, self.device
         model.train()
@@ -253,7 +254,7 @@ class Run:
             y = y.to(device)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype != torch.float32):
                 out = model(x)
-                extra = extra_loss(model, x, out) if extra_loss is not None else None
+                extra = extra_loss(model, x, out, y) if extra_loss is not None else None
             loss = loss_fn(out, y) if extra is None else loss_fn(out, y) + extra
             self.opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -254,11 +254,16 @@ def test_distill_with_faces_watches_the_held_back_faces_and_records_the_share(on
     args = ["--teacher", "tiny_teacher", "--teachers", str(onnx_teachers[0]), "--photos", str(photos), "--name",
             "portrait", "--val", "4", "--val-faces", "2", "--eval-side", "48", "--steps", "2", "--width", "0.25",
             "--blocks", "1", "--tile", "32", "--sides", "32", "--tiles", "1", "--batch", "2", "--threads", "1",
-            "--faces", "0.5", "--cache", str(tmp_path / "runs" / "portrait"), "--out", str(tmp_path / "w")]
+            "--faces", "0.5", "--change-weight", "2", "--cache", str(tmp_path / "runs" / "portrait"), "--out",
+            str(tmp_path / "w")]
     assert distill.main(args) == 0
     assert scored == [2, 4]  # during training the 2 held-back faces, at export all 4 held back
     meta = json.loads((tmp_path / "w" / "portrait.json").read_text())
-    assert meta["recipe"]["faces_share"] == 0.5 and meta["quality"]["val_faces"] == 2
+    assert meta["recipe"]["faces_share"] == 0.5 and meta["recipe"]["change_weight"] == 2
+    assert meta["quality"]["val_faces"] == 2
+    with pytest.raises(SystemExit) as exc:
+        distill.main(args[:-4] + ["--change-weight", "-1"])
+    assert exc.value.code == 2 and "--change-weight must be >= 0, not -1.0" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exc:
         distill.main(args[:-4] + ["--faces", "1.5"])
     assert exc.value.code == 2 and "--faces must be between 0 and 1, not 1.5" in capsys.readouterr().err
@@ -271,3 +276,18 @@ def test_distill_with_faces_watches_the_held_back_faces_and_records_the_share(on
                       + ["--cache", str(tmp_path / "runs" / "city")])
     err = capsys.readouterr().err
     assert rc == 1 and "--faces: no training photo is in a 'face' category" in err
+
+
+def test_change_loss_counts_errors_where_the_teacher_moved_the_photo():
+    x = torch.zeros(1, 3, 4, 4)
+    y = x.clone()
+    y[:, :, 0, 0] = 0.8  # the teacher paints one pixel; the rest stays the photo
+    missed_stroke = x.clone()  # a student that keeps the photo everywhere
+    off_elsewhere = y.clone()
+    off_elsewhere[:, :, 3, 3] = 0.8  # paints the stroke, and an error where the teacher left the photo
+    assert distill.change_loss(x, y, y) == 0
+    assert distill.change_loss(x, off_elsewhere, y) == 0  # the photo's own pixels weigh nothing
+    assert distill.change_loss(x, missed_stroke, y) == pytest.approx(0.8 * 0.8 ** 2 / 16)
+    both = distill._extra_terms(0.0, 10.0, None)
+    assert both(None, x, missed_stroke, y) == pytest.approx(10 * 0.8 ** 3 / 16)
+    assert distill._extra_terms(0.0, 0.0, None) is None
