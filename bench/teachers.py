@@ -15,6 +15,10 @@ one JSON line with:
   ``auto`` picks on this CPU class; ``psnr_faces``/``psnr_faces_int8``: the same on the held-back
   faces alone, where the sidecar lists them (``quality.face_photos``); ``--record`` stores the INT8
   figures in the style's calibration (:func:`stream.weights.record_int8_quality`), which is what lets ``auto`` choose INT8 for it;
+- ``psnr_strokes``: the same PSNR on each photo's *strokes*, the 5% of its pixels the teacher moves
+  furthest from the photo (stream.quality.stroke_mask: a portrait teacher's eyes and brows, which a
+  whole-picture PSNR barely sees), beside ``psnr_strokes_photo``, the untouched photo's there (what
+  painting none of them scores); ``psnr_faces_strokes`` on the faces alone;
 - ``cpu``: the CPU class torch's kernels run as (``ONEDNN_MAX_CPU_ISA``/``ATEN_CPU_CAPABILITY`` limit it);
 - ``student_ms``/``teacher_ms``: model time per 512x512 frame, the student at ``--precision`` in
   the engine's own path, the teacher in onnxruntime (``session.run`` only) with as many threads, which
@@ -41,7 +45,7 @@ from stream import weights
 from stream.distill import fit_side
 from stream.engine import Engine
 from stream.onnxgen import OnnxGenerator, OnnxIO
-from stream.quality import psnr, ssim
+from stream.quality import psnr, psnr_where, ssim, stroke_mask
 from stream.sources import read_image
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -79,11 +83,14 @@ def bench_style(style: weights.Style, entry: dict, teachers: Path, photos_root: 
         x = fit_side(read_image(photos_root / name), side)
         y = teacher.stylise(x)
         out = student(x)
-        rows.append((psnr(out, y), psnr(fp32(x), y), ssim(out, y), psnr(x, y)))
+        strokes = stroke_mask(x, y)
+        rows.append((psnr(out, y), psnr(fp32(x), y), ssim(out, y), psnr(x, y), psnr_where(out, y, strokes),
+                     psnr_where(x, y, strokes)))
         if int8 is not None:
             out = out if int8 is student else int8(x)
             int8_rows.append((psnr(out, y), ssim(out, y)))
-    psnr_default, psnr_fp32, ssim_default, psnr_photo = (float(np.mean(c)) for c in zip(*rows))
+    psnr_default, psnr_fp32, ssim_default, psnr_photo, psnr_strokes, psnr_strokes_photo = (
+        float(np.mean(c)) for c in zip(*rows))
 
     frame = (np.random.default_rng(0).integers(0, 256, (SPEED_SIDE, SPEED_SIDE, 3))).astype(np.uint8)
     x = torch.from_numpy(frame).permute(2, 0, 1)[None].float() / 127.5 - 1
@@ -98,6 +105,7 @@ def bench_style(style: weights.Style, entry: dict, teachers: Path, photos_root: 
            "cpu": cpu_class(), "resolution": side, "photos": len(rows), "psnr": round(psnr_default, 2),
            "psnr_fp32": round(psnr_fp32, 2),
            "ssim": round(ssim_default, 4), "psnr_photo": round(psnr_photo, 2),
+           "psnr_strokes": round(psnr_strokes, 2), "psnr_strokes_photo": round(psnr_strokes_photo, 2),
            "sidecar_psnr": q["psnr_vs_teacher"], "student_ms": round(s_ms, 1), "teacher_ms": round(t_ms, 1),
            "faster": round(t_ms / s_ms, 2), "threads": threads}
     if int8_rows:
@@ -107,6 +115,8 @@ def bench_style(style: weights.Style, entry: dict, teachers: Path, photos_root: 
     if faces:  # a portrait style is judged on these
         row["faces"] = len(faces)
         row["psnr_faces"] = round(float(np.mean([rows[i][0] for i in faces])), 2)
+        row["psnr_faces_strokes"] = round(float(np.mean([rows[i][4] for i in faces])), 2)
+        row["psnr_faces_strokes_photo"] = round(float(np.mean([rows[i][5] for i in faces])), 2)
         if int8_rows:
             row["psnr_faces_int8"] = round(float(np.mean([int8_rows[i][0] for i in faces])), 2)
     return row

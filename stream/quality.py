@@ -19,6 +19,24 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float("inf") if mse == 0 else float(10.0 * np.log10(PEAK * PEAK / mse))
 
 
+STROKE_SHARE = 0.05  # of a picture's pixels: those the teacher moves furthest from the photo
+
+
+def stroke_mask(photo: np.ndarray, target: np.ndarray, share: float = STROKE_SHARE) -> np.ndarray:
+    """H x W bool: the ``share`` of pixels where ``target`` (a teacher's output) is furthest from ``photo``
+    (mean |difference| over the channels): what a style paints of its own (a portrait style's eyes and
+    brows), which a whole-picture PSNR barely sees."""
+    moved = np.abs(target.astype(np.int16) - photo.astype(np.int16)).mean(axis=2)
+    return moved >= np.quantile(moved, 1.0 - share)
+
+
+def psnr_where(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
+    """:func:`psnr` of two H x W x 3 uint8 images on the pixels where the H x W ``mask`` is true."""
+    if a.shape != b.shape or a.shape[:2] != mask.shape:
+        raise ValueError(f"shape mismatch: {a.shape}, {b.shape}, mask {mask.shape}")
+    return psnr(a[mask], b[mask])
+
+
 def best_grade(photo: np.ndarray, target: np.ndarray) -> np.ndarray:
     """The best global colour grade of ``photo`` towards ``target``: a per-channel quadratic
     ``a + b*x + c*x**2`` fitted by least squares to that very target (an upper bound on what a

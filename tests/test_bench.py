@@ -311,6 +311,8 @@ def test_teachers_bench_sets_each_style_beside_its_teacher(onnx_teachers, tiny_m
     assert row["psnr"] > 0 and 0 < row["ssim"] <= 1 and row["student_ms"] > 0 and row["teacher_ms"] > 0
     assert row["faster"] == pytest.approx(row["teacher_ms"] / row["student_ms"], rel=0.02)
     assert row["faces"] == 1 and row["psnr_faces"] > 0 and row["psnr_faces"] != row["psnr"]  # p1 alone
+    assert row["psnr_strokes"] > 0 and row["psnr_strokes_photo"] > 0 and row["psnr_faces_strokes"] > 0
+    assert row["psnr_strokes_photo"] < row["psnr_photo"]  # where the teacher moved the photo most
     assert summary == {"summary": {"student": {"psnr": row["psnr"], "faster": row["faster"]}}}
 
 

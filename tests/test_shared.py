@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from media import SHARED, needs_shared
-from stream.quality import best_grade, half, psnr
+from stream.quality import best_grade, half, psnr, psnr_where, stroke_mask
 
 PAIRS = SHARED / "media" / "pairs" / "paprika"
 
@@ -19,6 +19,21 @@ def _pair(stem: str, folder: Path = PAIRS) -> tuple[np.ndarray, np.ndarray]:
     if photo is None or target is None:
         pytest.skip(f"pair {stem} not in {folder}")
     return cv2.cvtColor(photo, cv2.COLOR_BGR2RGB), cv2.cvtColor(target, cv2.COLOR_BGR2RGB)
+
+
+def test_strokes_are_where_the_target_moved_the_photo_most():
+    photo = np.full((20, 20, 3), 100, np.uint8)
+    target = photo.copy()
+    target[2:4, 2:12] = 140  # a stroke of 20 pixels: 5% of 400
+    target[10:20] += 3  # and a faint grade elsewhere
+    mask = stroke_mask(photo, target)
+    assert mask.sum() == 20 and mask[2:4, 2:12].all()
+    painted = photo.copy()
+    painted[10:20] += 3  # gets the grade right, misses the stroke
+    assert psnr(painted, target) > 25 and psnr_where(painted, target, mask) == pytest.approx(psnr(photo[2:4, 2:12],
+                                                                                             target[2:4, 2:12]))
+    with pytest.raises(ValueError):
+        psnr_where(photo, target, mask[:10])
 
 
 def test_psnr_basics():
