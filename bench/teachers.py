@@ -24,7 +24,10 @@ one JSON line with:
   the engine's own path, the teacher in onnxruntime (``session.run`` only) with as many threads, which
   do not spin between runs (stream.onnxgen: they did, and slowed the student timed next by ~27 ms); the two
   are timed in alternation, ``--repeat`` rounds after a warm-up, and the medians reported, so that a
-  shared machine slows both alike. ``faster`` is teacher_ms / student_ms.
+  shared machine slows both alike. ``faster`` is teacher_ms / student_ms. ``ONEDNN_MAX_CPU_ISA`` and
+  ``ATEN_CPU_CAPABILITY`` limit the student only: onnxruntime picks its kernels from what the CPU has and
+  no setting limits them, so on a bigger CPU limited to AVX2 the teacher still runs its AVX-512 kernels
+  and ``faster`` is lower than a real AVX2 CPU would give.
 
 A last line, ``{"summary": ...}``, lists every style's margin. Needs onnxruntime (``animestream[onnx]``).
 """
