@@ -31,14 +31,14 @@ takes the frame's bytes instead. Measured in ``bench/int8.py``.
 """
 from __future__ import annotations
 
-import math
 import warnings
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .model import LEAKY_SLOPE, ConvNormLReLU, Generator, InvertedResBlock, guided_filter
+from .model import (LEAKY_SLOPE, PACK_LANES, ConvNormLReLU, Generator, InvertedResBlock, can_pack, guided_filter,
+                    pack, pack_factor, unpack)
 
 STATS_STRIDE = 5  # rows and columns between the pixels GroupNorm's statistics are taken from: odd, so that
 # the 2- and 4-pixel periodic patterns of strided and upsampled layers are sampled at every phase
@@ -168,9 +168,6 @@ class _QConv:
         return torch.ops.quantized.conv2d(x, self.packed, scale, self.zero_point)
 
 
-PACK_LANES = 32  # channels a quantized norm is computed over at least (see _batch_norm)
-
-
 def _batch_norm(y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, mean: torch.Tensor, var: torch.Tensor,
                 scale: float, zero_point: int) -> torch.Tensor:
     """``quantized.batch_norm2d`` of the channels-last quint8 ``y`` with per-channel ``mean`` and ``var``
@@ -179,13 +176,11 @@ def _batch_norm(y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, mean:
     per-channel vector repeated ``k`` times: the same bytes out, as stream.model.PackedGroupNorm does in
     bf16. 8 channels at 512x512 took 3.5 ms, seen as 32 0.23; 16 at 256x256 0.93 and 0.12 (``amx``
     machine, the same limited to AVX2)."""
-    n, c, h, w = y.shape
-    k = PACK_LANES // math.gcd(c, PACK_LANES)
-    if k > 1 and w % k == 0 and y.is_contiguous(memory_format=torch.channels_last):
-        packed = y.permute(0, 2, 3, 1).reshape(n, h, w // k, c * k).permute(0, 3, 1, 2)
-        out = torch.ops.quantized.batch_norm2d(packed, weight.repeat(k), bias.repeat(k), mean.repeat(k),
+    k = pack_factor(y.shape[1], PACK_LANES)
+    if can_pack(y, k):
+        out = torch.ops.quantized.batch_norm2d(pack(y, k), weight.repeat(k), bias.repeat(k), mean.repeat(k),
                                                var.repeat(k), 0.0, scale, zero_point)
-        return out.permute(0, 2, 3, 1).reshape(n, h, w, c).permute(0, 3, 1, 2)
+        return unpack(out, y.shape[1])
     return torch.ops.quantized.batch_norm2d(y, weight, bias, mean, var, 0.0, scale, zero_point)
 
 
