@@ -22,7 +22,7 @@ one JSON line with:
 - ``cpu``: the CPU class torch's kernels run as (``ONEDNN_MAX_CPU_ISA``/``ATEN_CPU_CAPABILITY`` limit it);
 - ``student_ms``/``teacher_ms``: model time per 512x512 frame, the student at ``--precision`` in
   the engine's own path, the teacher in onnxruntime (``session.run`` only) with as many threads, which
-  do not spin between runs (stream.onnxgen: they did, and slowed the student timed next by ~27 ms); the two
+  do not spin between runs (stream.onnxgen: they did, and slowed the student timed next); the two
   are timed in alternation, ``--repeat`` rounds after a warm-up, and the medians reported, so that a
   shared machine slows both alike. ``faster`` is teacher_ms / student_ms. ``ONEDNN_MAX_CPU_ISA`` and
   ``ATEN_CPU_CAPABILITY`` limit the student only: onnxruntime picks its kernels from what the CPU has and

@@ -135,8 +135,8 @@ class PackedGroupNorm(nn.Module):
 
     For the CPU in bf16: PyTorch's channels-last GroupNorm vectorises over the channels, and with a
     count that is not a multiple of its vector (8 channels, the first and last layers of a quarter-width
-    generator) it took 8.6 ms for a 512x512 map on the ``amx`` machine, against 0.49 ms seen as 32
-    channels (also under the AVX2 limit). Any other input (contiguous memory, a width not a multiple of ``pack``) takes the plain norm.
+    generator) it took 9.29 ms for a 512x512 map on the ``amx`` machine, against 0.69 ms seen as 32
+    channels (8.40 and 0.66 under the AVX2 limit; ``python bench/norms.py``). Any other input (contiguous memory, a width not a multiple of ``pack``) takes the plain norm.
     """
 
     def __init__(self, norm: nn.GroupNorm, pack: int):
@@ -156,8 +156,8 @@ class PackedGroupNorm(nn.Module):
 def with_packed_group_norm(model: nn.Module, lanes: int = PACK_LANES) -> nn.Module:
     """Replace (in place) every single-group ``nn.GroupNorm`` whose channels are not a multiple of
     ``lanes`` with a :class:`PackedGroupNorm` that sees the least multiple of ``lanes`` it can (8 channels
-    as 32, 12 as 96, 24 as 96, 48 as 96). bf16 on the ``amx`` machine, ms for a map of N elements:
-    8 channels 8.6 -> 0.49 (2.1M), 12: 12.0 -> 0.83 (3.1M), 24: 1.8 -> 0.37 (1.6M), 40: 0.51 -> 0.15 (0.7M)."""
+    as 32, 12 as 96, 24 as 96, 48 as 96). bf16 on the ``amx`` machine (``python bench/norms.py``), ms:
+    8 channels at 512x512 9.29 -> 0.69, 12 at 512x512 12.34 -> 0.84, 24 at 256x256 1.90 -> 0.51."""
     for name, child in list(model.named_children()):
         if isinstance(child, nn.GroupNorm) and child.num_groups == 1 and child.affine:
             k = pack_factor(child.num_channels, lanes)

@@ -109,9 +109,8 @@ class OnnxGenerator:
 
     Its threads do not spin once a run ends (``session.intra_op.allow_spinning`` 0): by default they
     keep the cores busy for a while after each run, which is when the pipeline's decoder and encoder,
-    or whatever model runs next, need them. On the 2-core ``amx`` machine a torch model run right after
-    each teacher run took 75.0 ms per 512x512 frame instead of 48.0 alone; with spinning off, 50.3
-    (the teacher's own time: 116.4 -> 118.9 ms).
+    or whatever model runs next, need them (``bench/teachers.py``, which alternates teacher and student,
+    timed ``shinkai`` at 149.5 ms per 512x512 frame with spinning, in an earlier run, and 116.3 without).
     """
 
     def __init__(self, path: str | os.PathLike, io: OnnxIO | None = None, *, threads: int = 0, cuda: bool = False):

@@ -174,8 +174,8 @@ def _batch_norm(y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, mean:
     (eps already in it). A channel count that is not a multiple of :data:`PACK_LANES` is computed on the
     same bytes seen as the least multiple of it, ``k`` neighbouring pixels side by side, with every
     per-channel vector repeated ``k`` times: the same bytes out, as stream.model.PackedGroupNorm does in
-    bf16. 8 channels at 512x512 took 3.5 ms, seen as 32 0.23; 16 at 256x256 0.93 and 0.12 (``amx``
-    machine, the same limited to AVX2)."""
+    bf16. 8 channels at 512x512 took 3.88 ms, seen as 32 0.36; 16 at 256x256 1.02 and 0.17 (``amx``
+    machine, ``python bench/norms.py``; the same limited to AVX2)."""
     k = pack_factor(y.shape[1], PACK_LANES)
     if can_pack(y, k):
         out = torch.ops.quantized.batch_norm2d(pack(y, k), weight.repeat(k), bias.repeat(k), mean.repeat(k),

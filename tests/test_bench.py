@@ -261,6 +261,17 @@ def test_model_bench_counts_flops_and_says_where_the_engines_time_goes():
         assert "mkldnn_convolution" in profile["ops_ms"]
 
 
+def test_norms_bench_times_both_paths_and_the_packed_ones_agree():
+    done = subprocess.run([sys.executable, "bench/norms.py", "--shapes", "8x32,32x16", "--repeats", "2"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    rows = {(r["channels"], r["path"]): r for r in map(json.loads, done.stdout.splitlines())}
+    assert set(rows) == {(8, "bf16"), (8, "int8"), (32, "bf16"), (32, "int8")}
+    assert all(r["plain_ms"] > 0 and r["packed_ms"] > 0 for r in rows.values())
+    assert rows[8, "int8"]["max_diff_steps"] == rows[32, "int8"]["max_diff_steps"] == 0  # the same bytes
+    assert rows[8, "bf16"]["max_diff_rel"] < 0.02 and rows[32, "bf16"]["max_diff_rel"] == 0  # 32: not packed
+
+
 def test_model_bench_times_the_compiled_generator_and_its_compile_time():
     done = subprocess.run([sys.executable, "bench/model.py", "--sizes", "32", "--repeats", "2", "--compiled"],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
