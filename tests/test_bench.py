@@ -327,6 +327,49 @@ def test_teachers_bench_sets_each_style_beside_its_teacher(onnx_teachers, tiny_m
     assert summary == {"summary": {"student": {"psnr": row["psnr"], "faster": row["faster"]}}}
 
 
+def test_bands_bench_splits_a_students_error_and_sees_its_teachers_own_detail(onnx_teachers, tmp_path):
+    import os
+
+    import cv2
+
+    from media import frame_image
+    from stream import weights
+
+    folder, teacher = onnx_teachers
+    home, photos = tmp_path / "home", tmp_path / "media" / "photos"
+    photos.mkdir(parents=True)
+    for i in range(2):
+        cv2.imwrite(str(photos / f"p{i}.png"), frame_image(i, 80, 60))
+    quality = {"teacher": "tiny_teacher", "resolution": "longest side 64 px", "psnr_vs_teacher": 10.0,
+               "val_photos": ["photos/p0.png", "photos/p1.png"]}
+    weights.export_style(teacher.net, home / "styles", "same", source="test", license="MIT", training_steps=1,
+                         quality=quality)  # the teacher's own network: its error is rounding alone
+    done = subprocess.run([sys.executable, "bench/bands.py", "--teachers", str(folder), "--photos-root",
+                           str(tmp_path / "media"), "--styles", "same", "--threads", "1"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, ANIMESTREAM_HOME=str(home)))
+    assert done.returncode == 0, done.stderr
+    (row,) = [json.loads(line) for line in done.stdout.splitlines()]
+    assert (row["style"], row["teacher"], row["photos"], row["resolution"]) == ("same", "tiny_teacher", 2, 64)
+    assert row["psnr"] > 40 and 0 <= row["fine_share"] <= 1
+    assert row["detail_student"] == pytest.approx(row["detail_teacher"], rel=0.02)
+    assert row["detail_teacher"] != pytest.approx(row["detail_photo"], rel=0.1)  # it paints its own
+
+
+def test_bands_fine_part_is_what_a_blur_removes():
+    import numpy as np
+
+    from bench.bands import fine
+
+    flat = np.full((32, 32, 3), 100.0, np.float32)
+    assert np.abs(fine(flat, 2.0)).max() < 1e-3
+    checks = np.indices((32, 32)).sum(0) % 2 * 255.0
+    stripes = np.repeat((np.arange(32) // 16 * 255.0)[None, :, None], 32, 0).repeat(3, 2).astype(np.float32)
+    fine_checks = fine(np.repeat(checks[..., None], 3, 2).astype(np.float32), 2.0)
+    assert np.mean(fine_checks ** 2) > 0.9 * np.var(checks)  # one-pixel detail: nearly all fine
+    assert np.mean(fine(stripes, 2.0) ** 2) < 0.1 * np.var(stripes)  # 16 px bands: mostly broad
+
+
 def test_gpu_bench_runs_its_code_on_the_cpu(tiny_style, tmp_path):
     """bench/gpu.py is run for real only on a GPU; --quick checks every code path of it on the CPU."""
     done = subprocess.run([sys.executable, "bench/gpu.py", "--device", "cpu", "--quick", "--style", str(tiny_style),
