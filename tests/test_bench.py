@@ -295,7 +295,10 @@ def test_serve_bench_times_both_services_and_reads_their_peak_rss():
     assert ratios["speedup_single"] == round(seed["single_s_p50"] / ours["single_s_p50"], 2)
 
 
-def test_teachers_bench_sets_each_style_beside_its_teacher(onnx_teachers, tiny_model, tmp_path):
+def _run_beside_tiny_teacher(script: str, model, name: str, teachers: Path, tmp_path: Path, *args: str,
+                             faces: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    """Run ``bench/SCRIPT`` on ``model``, installed as the user style ``name`` distilled from the tiny ONNX
+    teacher, with two held-back photos (``faces`` of them listed as faces)."""
     import os
 
     import cv2
@@ -303,19 +306,23 @@ def test_teachers_bench_sets_each_style_beside_its_teacher(onnx_teachers, tiny_m
     from media import frame_image
     from stream import weights
 
-    folder, _ = onnx_teachers
     home, photos = tmp_path / "home", tmp_path / "media" / "photos"
     photos.mkdir(parents=True)
     for i in range(2):
         cv2.imwrite(str(photos / f"p{i}.png"), frame_image(i, 80, 60))
     quality = {"teacher": "tiny_teacher", "resolution": "longest side 64 px", "psnr_vs_teacher": 10.0,
-               "val_photos": ["photos/p0.png", "photos/p1.png"], "face_photos": ["photos/p1.png"]}
-    weights.export_style(tiny_model, home / "styles", "student", source="test", license="MIT", training_steps=1,
+               "val_photos": ["photos/p0.png", "photos/p1.png"], "face_photos": list(faces)}
+    weights.export_style(model, home / "styles", name, source="test", license="MIT", training_steps=1,
                          quality=quality)
-    done = subprocess.run([sys.executable, "bench/teachers.py", "--teachers", str(folder), "--photos-root",
-                           str(tmp_path / "media"), "--styles", "student", "--repeat", "2", "--threads", "1"],
+    return subprocess.run([sys.executable, f"bench/{script}", "--teachers", str(teachers), "--photos-root",
+                           str(tmp_path / "media"), "--styles", name, "--threads", "1", *args],
                           cwd=ROOT, capture_output=True, text=True, timeout=300,
                           env=dict(os.environ, ANIMESTREAM_HOME=str(home)))
+
+
+def test_teachers_bench_sets_each_style_beside_its_teacher(onnx_teachers, tiny_model, tmp_path):
+    done = _run_beside_tiny_teacher("teachers.py", tiny_model, "student", onnx_teachers[0], tmp_path,
+                                    "--repeat", "2", faces=("photos/p1.png",))
     assert done.returncode == 0, done.stderr
     row, summary = [json.loads(line) for line in done.stdout.splitlines()]
     assert (row["style"], row["teacher"], row["photos"], row["resolution"]) == ("student", "tiny_teacher", 2, 64)
@@ -328,26 +335,8 @@ def test_teachers_bench_sets_each_style_beside_its_teacher(onnx_teachers, tiny_m
 
 
 def test_bands_bench_splits_a_students_error_and_sees_its_teachers_own_detail(onnx_teachers, tmp_path):
-    import os
-
-    import cv2
-
-    from media import frame_image
-    from stream import weights
-
-    folder, teacher = onnx_teachers
-    home, photos = tmp_path / "home", tmp_path / "media" / "photos"
-    photos.mkdir(parents=True)
-    for i in range(2):
-        cv2.imwrite(str(photos / f"p{i}.png"), frame_image(i, 80, 60))
-    quality = {"teacher": "tiny_teacher", "resolution": "longest side 64 px", "psnr_vs_teacher": 10.0,
-               "val_photos": ["photos/p0.png", "photos/p1.png"]}
-    weights.export_style(teacher.net, home / "styles", "same", source="test", license="MIT", training_steps=1,
-                         quality=quality)  # the teacher's own network: its error is rounding alone
-    done = subprocess.run([sys.executable, "bench/bands.py", "--teachers", str(folder), "--photos-root",
-                           str(tmp_path / "media"), "--styles", "same", "--threads", "1"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300,
-                          env=dict(os.environ, ANIMESTREAM_HOME=str(home)))
+    folder, teacher = onnx_teachers  # the teacher's own network as the student: its error is rounding alone
+    done = _run_beside_tiny_teacher("bands.py", teacher.net, "same", folder, tmp_path)
     assert done.returncode == 0, done.stderr
     (row,) = [json.loads(line) for line in done.stdout.splitlines()]
     assert (row["style"], row["teacher"], row["photos"], row["resolution"]) == ("same", "tiny_teacher", 2, 64)
