@@ -30,6 +30,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from flicker import _teachers  # bench/flicker.py, beside this script
 from stream import weights
 from stream.distill import fit_side
 from stream.engine import Engine
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
                    "(default: %(default)s)")
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
-    entries = {t["name"]: t for t in json.loads((args.teachers / "teachers.json").read_text())["teachers"]}
+    entries = _teachers(args.teachers)
     for name in args.styles.split(","):
         style = weights.resolve(name)
         entry = entries[style.meta["quality"]["teacher"]]

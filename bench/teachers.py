@@ -43,6 +43,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from flicker import _teachers  # bench/flicker.py, beside this script
 from int8 import cpu_class  # bench/int8.py, beside this script
 from stream import weights
 from stream.distill import fit_side
@@ -54,10 +55,6 @@ from stream.sources import read_image
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
 SPEED_SIDE = 512  # pixels: frames are SPEED_SIDE x SPEED_SIDE for the timings
-
-
-def _teacher_entries(folder: Path) -> dict[str, dict]:
-    return {t["name"]: t for t in json.loads((folder / "teachers.json").read_text())["teachers"]}
 
 
 def _time(fn, rounds: int) -> list[float]:
@@ -145,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.teachers / "teachers.json").exists():
         print(f"error: {args.teachers}/teachers.json not found (--teachers)", file=sys.stderr)
         return 1
-    entries = _teacher_entries(args.teachers)
+    entries = _teachers(args.teachers)
     wanted = [s for s in args.styles.split(",") if s]
     rows = []
     for listed in weights.list_styles():

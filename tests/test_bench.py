@@ -347,8 +347,8 @@ def test_bands_bench_splits_a_students_error_and_sees_its_teachers_own_detail(on
 
 def test_bands_fine_part_is_what_a_blur_removes():
     import numpy as np
-
-    from bench.bands import fine
+    sys.path.insert(0, str(ROOT / "bench"))
+    from bands import fine
 
     flat = np.full((32, 32, 3), 100.0, np.float32)
     assert np.abs(fine(flat, 2.0)).max() < 1e-3
