@@ -54,7 +54,7 @@ def bands(style: weights.Style, entry: dict, teachers: Path, photos_root: Path, 
           threads: int) -> dict:
     """The JSON row described in the module docstring for one style."""
     q = style.meta["quality"]
-    side = int(q["resolution"].split()[-2])
+    side = style.eval_side
     teacher = OnnxGenerator(teachers / entry["file"], OnnxIO.from_manifest(entry), threads=threads)
     student = Engine(style, max_side=side, precision="fp32", device="cpu", threads=threads)
     sums = dict.fromkeys(("mse", "fine", "broad", "detail_photo", "detail_teacher", "detail_student", "r2"), 0.0)

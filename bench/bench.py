@@ -244,6 +244,7 @@ def run_teacher(src: str, dst: str, style: str, max_side: int | None, frames: in
     import numpy as np
     import torch
 
+    from flicker import _teachers  # bench/flicker.py, beside this script
     from stream import weights
     from stream.engine import Engine
     from stream.onnxgen import OnnxGenerator, OnnxIO
@@ -251,8 +252,7 @@ def run_teacher(src: str, dst: str, style: str, max_side: int | None, frames: in
     spec = weights.resolve(style)
     teacher_name = spec.meta.get("quality", {}).get("teacher")
     folder = Path(os.environ.get("ANIMESTREAM_BENCH_TEACHERS", ROOT.parent / "shared" / "teachers"))
-    entries = {t["name"]: t for t in json.loads((folder / "teachers.json").read_text())["teachers"]} \
-        if (folder / "teachers.json").exists() else {}
+    entries = _teachers(folder) if (folder / "teachers.json").exists() else {}
     if teacher_name not in entries:
         return {"skipped": f"no teacher {teacher_name!r} in {folder}"}
     entry = entries[teacher_name]

@@ -116,7 +116,7 @@ def held_back_photos(style: weights.Style, root: Path, count: int) -> list[torch
     from stream.sources import read_image
 
     quality = style.meta.get("quality", {})
-    side = int(quality["resolution"].split()[-2])
+    side = style.eval_side
     return [torch.from_numpy(fit_side(read_image(root / name), side)).permute(2, 0, 1)[None]
             for name in quality.get("val_photos", [])[:count]]
 

@@ -69,7 +69,7 @@ def _time(fn, rounds: int) -> list[float]:
 def bench_style(style: weights.Style, entry: dict, teachers: Path, photos_root: Path, *, repeat: int,
                 threads: int, limit: int, precision: str = "auto") -> dict:
     q = style.meta["quality"]
-    side = int(q["resolution"].split()[-2])
+    side = style.eval_side
     teacher = OnnxGenerator(teachers / entry["file"], OnnxIO.from_manifest(entry), threads=threads)
     student = Engine(style, max_side=side, precision=precision, device="cpu", threads=threads)
     fp32 = Engine(style, max_side=side, precision="fp32", device="cpu", threads=threads)

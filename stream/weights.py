@@ -116,6 +116,13 @@ class Style:
         return self.meta.get("recommended_max_side")
 
     @property
+    def eval_side(self) -> int | None:
+        """The longest side, in pixels, at which the sidecar's ``quality`` figures were measured (its
+        ``resolution``, e.g. ``longest side 512 px``); None where the sidecar does not say one."""
+        words = str(self.meta.get("quality", {}).get("resolution", "")).split()
+        return int(words[-2]) if len(words) >= 2 and words[-1] == "px" and words[-2].isdigit() else None
+
+    @property
     def architecture(self) -> dict:
         """Our generator's parameters: ``width``, ``blocks``, ``skip``, ``upsample`` and, where it has one,
         ``guided_filter`` (``radius``, ``eps``): :meth:`stream.model.Generator.architecture`'s form."""

@@ -316,6 +316,15 @@ def test_builtin_lite_styles_are_small_and_capped_below_the_full_ones(name):
     assert Engine(name, device="cpu").max_side == meta["recommended_max_side"]
 
 
+def test_eval_side_is_the_sidecars_measured_resolution_and_none_where_it_does_not_say_one():
+    sides = {s.name: s.eval_side for s in weights.list_styles() if s.origin == "built-in"}
+    assert sides["hayao"] == 512 and all(sides[n] == weights.find_style(n).recommended_max_side for n in LITES)
+    style = weights.find_style("hayao")
+    for resolution, side in [("longest side 384 px", 384), ("half of the pair's resolution", None), ("", None)]:
+        meta = {**style.meta, "quality": {**style.meta["quality"], "resolution": resolution}}
+        assert weights.Style(style.name, style.path, meta).eval_side == side
+
+
 @pytest.mark.parametrize("precision", ["int8", "bf16"])
 def test_a_style_is_resolved_and_hashed_once_from_the_command_line_to_the_model(precision, tmp_path, cli,
                                                                                monkeypatch):

@@ -99,7 +99,7 @@ def test_student_and_teacher_on_two_held_back_photos_score_what_the_sidecar_says
     meta = _meta(name)
     q = meta["quality"]
     entry = manifest(str(TEACHERS)).get(q["teacher"])
-    side = int(q["resolution"].split()[-2])
+    side = weights.find_style(name).eval_side
     if entry is None:  # a lite learned from our own full style
         teacher = Engine(q["teacher"], max_side=0, precision="fp32", device="cpu")
         assert q["teacher_sha256"] == weights.resolve(q["teacher"]).sha256, "re-distil after changing its teacher"
