@@ -487,7 +487,7 @@ def _export(args: argparse.Namespace, run: Run, teacher: Teacher, val_pairs: lis
                "val_photos": [ph.name for ph in val_photos],
                "psnr_per_photo": {ph.name: round(v, 2) for ph, v in zip(val_photos, each)},
                "val_faces": len(faces),
-               "resolution": f"longest side {args.eval_side} px"}
+               "resolution": weights.eval_resolution(args.eval_side)}
     if faces:  # what a portrait style is judged on
         quality["face_photos"] = [name for name, _ in faces]
         quality["psnr_faces_vs_teacher"] = round(float(np.mean([v for _, v in faces])), 2)

@@ -118,7 +118,7 @@ class Style:
     @property
     def eval_side(self) -> int | None:
         """The longest side, in pixels, at which the sidecar's ``quality`` figures were measured (its
-        ``resolution``, e.g. ``longest side 512 px``); None where the sidecar does not say one."""
+        ``resolution``, as :func:`eval_resolution` writes it); None where the sidecar does not say one."""
         words = str(self.meta.get("quality", {}).get("resolution", "")).split()
         return int(words[-2]) if len(words) >= 2 and words[-1] == "px" and words[-2].isdigit() else None
 
@@ -150,6 +150,12 @@ class Style:
     @property
     def calibrated(self) -> bool:
         return self.format != "onnx" and self.ranges_path.exists()
+
+
+def eval_resolution(side: int) -> str:
+    """A sidecar's ``quality.resolution`` for figures measured with the longest side at ``side`` pixels
+    (``longest side 512 px``): the text :attr:`Style.eval_side` reads back."""
+    return f"longest side {side} px"
 
 
 def _sidecar_path(weights_file: Path) -> Path:

@@ -320,7 +320,8 @@ def test_eval_side_is_the_sidecars_measured_resolution_and_none_where_it_does_no
     sides = {s.name: s.eval_side for s in weights.list_styles() if s.origin == "built-in"}
     assert sides["hayao"] == 512 and all(sides[n] == weights.find_style(n).recommended_max_side for n in LITES)
     style = weights.find_style("hayao")
-    for resolution, side in [("longest side 384 px", 384), ("half of the pair's resolution", None), ("", None)]:
+    for resolution, side in [("longest side 384 px", 384), (weights.eval_resolution(300), 300),
+                             ("half of the pair's resolution", None), ("", None)]:
         meta = {**style.meta, "quality": {**style.meta["quality"], "resolution": resolution}}
         assert weights.Style(style.name, style.path, meta).eval_side == side
 

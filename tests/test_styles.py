@@ -96,10 +96,9 @@ def test_student_and_teacher_on_two_held_back_photos_score_what_the_sidecar_says
         from run_teacher import Teacher, manifest
     finally:
         sys.path.remove(str(TEACHERS))
-    meta = _meta(name)
-    q = meta["quality"]
+    style = weights.find_style(name)
+    q, side = style.meta["quality"], style.eval_side
     entry = manifest(str(TEACHERS)).get(q["teacher"])
-    side = weights.find_style(name).eval_side
     if entry is None:  # a lite learned from our own full style
         teacher = Engine(q["teacher"], max_side=0, precision="fp32", device="cpu")
         assert q["teacher_sha256"] == weights.resolve(q["teacher"]).sha256, "re-distil after changing its teacher"
