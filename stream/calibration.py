@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from . import weights
-from .errors import AnimestreamError
+from .errors import AnimestreamError, WeightsError
 from .model import ConvNormLReLU, Generator, InvertedResBlock
 from .quant import Ranges
 
@@ -72,6 +72,9 @@ def calibrate_style(style: str | os.PathLike | weights.Style, photos: Path, max_
     beside the style file. Returns (ranges file, number of images)."""
     style = weights.resolve(style)
     model = weights.eager_generator(style)
+    if model.norm != "layer":
+        raise WeightsError(f"{style.name}: a style with per-channel ({model.norm}) norms has no INT8 path; "
+                              "it runs in float")
     side = max_side or style.recommended_max_side or DEFAULT_CALIBRATION_SIDE
     batches = 0
 

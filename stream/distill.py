@@ -53,7 +53,7 @@ import torch
 from . import weights
 from .engine import SIDE_MULTIPLE, Engine
 from .errors import AnimestreamError
-from .model import UPSAMPLING, Generator
+from .model import NORMS, UPSAMPLING, Generator
 from .onnxgen import OnnxGenerator, OnnxIO
 from .quality import psnr, ssim
 from .train import (DEFAULT_CACHE, EMA_DECAY, Run, _init_name, _init_weights, _load_init, pick_device, style_loss,
@@ -375,6 +375,10 @@ def main(argv: list[str] | None = None) -> int:
                         "Cartoonization's generator ends; 0: none, the default)")
     p.add_argument("--guided-eps", type=float, default=5e-3,
                    help="the guided filter's regularisation, in the [-1, 1] range squared (default: %(default)s)")
+    p.add_argument("--norm", choices=NORMS, default="layer",
+                   help="the student's normalisation: one mean and variance per picture (layer, the default), or "
+                        "per channel (instance: for teachers built with instance norm, such as CartoonGAN; no "
+                        "INT8 path)")
     p.add_argument("--init", metavar="STYLE", help="start from this style's or run checkpoint's weights (a wider "
                    "one of the same depth: from its most important channels, stream.narrow)")
     p.add_argument("--variant-of", metavar="STYLE",
@@ -440,7 +444,7 @@ def main(argv: list[str] | None = None) -> int:
         teacher = load_teacher(args.teacher, args.teachers, args.io, args.threads)
         val_pairs = eval_pairs(val_photos, teacher, cache.parent / "teachers", args.eval_side)
         device, amp_dtype = pick_device()
-        model = Generator(args.width, args.blocks, args.skip, args.upsample, args.guided, args.guided_eps)
+        model = Generator(args.width, args.blocks, args.skip, args.upsample, args.guided, args.guided_eps, args.norm)
         init_steps = 0
         if args.init:
             init_steps, init_state, init_skip = _init_weights(args.init)

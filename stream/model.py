@@ -3,8 +3,12 @@
 Tensor names and shapes match the public PyTorch checkpoints (bryandlee/animegan2-pytorch), so
 ``Generator().load_state_dict(torch.load(path), strict=True)`` works on them.
 
-Input and output are RGB, NCHW, float in [-1, 1]. Every normalisation is a single-group GroupNorm,
-so results do not depend on the batch size. ``width`` and ``blocks`` shrink the network for the
+Input and output are RGB, NCHW, float in [-1, 1]. Every normalisation is a single-group GroupNorm
+(``norm="layer"``: one mean and variance per picture, over all channels and pixels), so results do not
+depend on the batch size. ``norm="instance"`` normalises each channel over the picture instead
+(``GroupNorm(C, C)``, what CartoonGAN's instance norm does), with the same parameters and state_dict keys:
+for students of teachers built that way, whose output hangs on each channel's statistics over the whole
+picture. Only the single-group norm has an INT8 path (:mod:`stream.quant`). ``width`` and ``blocks`` shrink the network for the
 ``-lite`` styles; the defaults are the official architecture (2,143,552 parameters).
 
 ``skip=True`` is for styles that stay close to the photo (AnimeGANv3 Hayao and Shinkai keep most of
@@ -34,6 +38,15 @@ from torch import nn
 
 LEAKY_SLOPE = 0.2
 UPSAMPLING = ("align_corners", "asymmetric")
+NORMS = ("layer", "instance")  # GroupNorm(1, C) or GroupNorm(C, C)
+
+
+def norm_layer(channels: int, norm: str = "layer") -> nn.GroupNorm:
+    """The generator's normalisation of ``channels`` channels: one group (``"layer"``) or one per channel
+    (``"instance"``), with a per-channel affine either way."""
+    if norm not in NORMS:
+        raise ValueError(f"norm must be one of {', '.join(NORMS)}, not {norm!r}")
+    return nn.GroupNorm(1 if norm == "layer" else channels, channels, affine=True)
 
 
 def resize_asymmetric(x: torch.Tensor, size: list[int]) -> torch.Tensor:
@@ -169,14 +182,16 @@ def with_packed_group_norm(model: nn.Module, lanes: int = PACK_LANES) -> nn.Modu
 
 
 class ConvNormLReLU(nn.Sequential):
-    """pad -> conv -> GroupNorm(1 group) -> LeakyReLU(0.2): keys ``1.weight``, ``2.weight``, ``2.bias``."""
+    """pad -> conv -> GroupNorm (:func:`norm_layer`) -> LeakyReLU(0.2): keys ``1.weight``, ``2.weight``,
+    ``2.bias``."""
 
     def __init__(self, in_ch: int, out_ch: int, kernel_size: int = 3, stride: int = 1,
-                 padding: int | tuple[int, int, int, int] = 1, groups: int = 1, bias: bool = False):
+                 padding: int | tuple[int, int, int, int] = 1, groups: int = 1, bias: bool = False,
+                 norm: str = "layer"):
         super().__init__(
             nn.ReflectionPad2d(padding),
             nn.Conv2d(in_ch, out_ch, kernel_size, stride=stride, padding=0, groups=groups, bias=bias),
-            nn.GroupNorm(1, out_ch, affine=True),
+            norm_layer(out_ch, norm),
             nn.LeakyReLU(LEAKY_SLOPE, inplace=True),
         )
 
@@ -184,15 +199,15 @@ class ConvNormLReLU(nn.Sequential):
 class InvertedResBlock(nn.Module):
     """MobileNetV2-style block: 1x1 expand, 3x3 depthwise (with bias), 1x1 project, residual if in == out."""
 
-    def __init__(self, in_ch: int, out_ch: int, expansion: int = 2):
+    def __init__(self, in_ch: int, out_ch: int, expansion: int = 2, norm: str = "layer"):
         super().__init__()
         self.use_residual = in_ch == out_ch
         hidden = in_ch * expansion
         self.layers = nn.Sequential(
-            ConvNormLReLU(in_ch, hidden, kernel_size=1, padding=0),
-            ConvNormLReLU(hidden, hidden, groups=hidden, bias=True),
+            ConvNormLReLU(in_ch, hidden, kernel_size=1, padding=0, norm=norm),
+            ConvNormLReLU(hidden, hidden, groups=hidden, bias=True, norm=norm),
             nn.Conv2d(hidden, out_ch, kernel_size=1, bias=False),
-            nn.GroupNorm(1, out_ch, affine=True),
+            norm_layer(out_ch, norm),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -203,13 +218,17 @@ class InvertedResBlock(nn.Module):
 
 
 class Generator(nn.Module):
-    """AnimeGANv2 generator; ``width`` scales every channel count, ``blocks`` is the inverted-residual count."""
+    """AnimeGANv2 generator; ``width`` scales every channel count, ``blocks`` is the inverted-residual count,
+    ``norm`` the normalisation (:data:`NORMS`)."""
 
     def __init__(self, width: float = 1.0, blocks: int = 4, skip: bool = False, upsample: str = "align_corners",
-                 guided_radius: int = 0, guided_eps: float = 0.0):
+                 guided_radius: int = 0, guided_eps: float = 0.0, norm: str = "layer"):
         super().__init__()
         if upsample not in UPSAMPLING:
             raise ValueError(f"upsample must be one of {', '.join(UPSAMPLING)}, not {upsample!r}")
+        if norm not in NORMS:
+            raise ValueError(f"norm must be one of {', '.join(NORMS)}, not {norm!r}")
+        self.norm = norm
         if guided_radius < 0 or (guided_radius and not guided_eps > 0):
             raise ValueError(f"a guided filter needs radius >= 0 and eps > 0, not {guided_radius}, {guided_eps}")
         self.guided_radius = int(guided_radius)
@@ -220,25 +239,25 @@ class Generator(nn.Module):
         self.skip = skip
         self.upsample = upsample
         self.block_a = nn.Sequential(
-            ConvNormLReLU(3, c32, kernel_size=7, padding=3),
-            ConvNormLReLU(c32, c64, stride=2, padding=(0, 1, 0, 1)),
-            ConvNormLReLU(c64, c64),
+            ConvNormLReLU(3, c32, kernel_size=7, padding=3, norm=norm),
+            ConvNormLReLU(c32, c64, stride=2, padding=(0, 1, 0, 1), norm=norm),
+            ConvNormLReLU(c64, c64, norm=norm),
         )
         self.block_b = nn.Sequential(
-            ConvNormLReLU(c64, c128, stride=2, padding=(0, 1, 0, 1)),
-            ConvNormLReLU(c128, c128),
+            ConvNormLReLU(c64, c128, stride=2, padding=(0, 1, 0, 1), norm=norm),
+            ConvNormLReLU(c128, c128, norm=norm),
         )
-        res = [InvertedResBlock(c128 if i == 0 else c256, c256, 2) for i in range(blocks)]
+        res = [InvertedResBlock(c128 if i == 0 else c256, c256, 2, norm) for i in range(blocks)]
         self.block_c = nn.Sequential(
-            ConvNormLReLU(c128, c128),
+            ConvNormLReLU(c128, c128, norm=norm),
             *res,
-            ConvNormLReLU(c256 if blocks else c128, c128),
+            ConvNormLReLU(c256 if blocks else c128, c128, norm=norm),
         )
-        self.block_d = nn.Sequential(ConvNormLReLU(c128, c128), ConvNormLReLU(c128, c128))
+        self.block_d = nn.Sequential(ConvNormLReLU(c128, c128, norm=norm), ConvNormLReLU(c128, c128, norm=norm))
         self.block_e = nn.Sequential(
-            ConvNormLReLU(c128, c64),
-            ConvNormLReLU(c64, c64),
-            ConvNormLReLU(c64, c32, kernel_size=7, padding=3),
+            ConvNormLReLU(c128, c64, norm=norm),
+            ConvNormLReLU(c64, c64, norm=norm),
+            ConvNormLReLU(c64, c32, kernel_size=7, padding=3, norm=norm),
         )
         self.out_layer = nn.Sequential(nn.Conv2d(c32, 3, kernel_size=1, bias=False), nn.Tanh())
         self.photo_grade: nn.Conv2d | None = nn.Conv2d(6, 3, kernel_size=1, bias=True) if skip else None
@@ -251,13 +270,15 @@ class Generator(nn.Module):
         guided = arch.get("guided_filter") or {}
         return cls(float(arch.get("width", 1.0)), int(arch.get("blocks", 4)), bool(arch.get("skip", False)),
                    str(arch.get("upsample", "align_corners")), int(guided.get("radius", 0)),
-                   float(guided.get("eps", 0.0)))
+                   float(guided.get("eps", 0.0)), str(arch.get("norm", "layer")))
 
     def architecture(self) -> dict:
         """What builds this network again (:meth:`from_architecture`): a sidecar's ``architecture``."""
         arch = {"width": self.width, "blocks": self.blocks, "skip": self.skip, "upsample": self.upsample}
         if self.guided_radius:
             arch["guided_filter"] = {"radius": self.guided_radius, "eps": self.guided_eps}
+        if self.norm != "layer":
+            arch["norm"] = self.norm
         return arch
 
     def start_from_photo(self) -> None:

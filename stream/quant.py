@@ -346,6 +346,8 @@ class Int8Generator(nn.Module):
 
     def __init__(self, model: Generator, ranges: Ranges):
         super().__init__()
+        if model.norm != "layer":
+            raise ValueError(f"the INT8 path needs single-group norms, not {model.norm!r} ones")
         torch.backends.quantized.engine = "onednn"
         # PyTorch 2.13 marks its quantized tensors deprecated (like torch.jit); they still carry this path.
         warnings.filterwarnings("ignore", message=r"torch\.quantize_per_tensor, torch\.quantize_per_channel",

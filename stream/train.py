@@ -186,7 +186,7 @@ def _lr_at(step: int, total: int, peak: float) -> float:
 
 def read_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu") -> dict:
     """A checkpoint written by :class:`Run` (keys ``model``, ``ema``, ``opt``, ``step``, ``rng``, ``width``,
-    ``blocks``, ``skip``, ``init_steps``), tensors on ``device``; anything else raises :class:`AnimestreamError`."""
+    ``blocks``, ``skip``, ``upsample``, ``guided_radius``, ``norm``, ``init_steps``), tensors on ``device``; anything else raises :class:`AnimestreamError`."""
     try:
         state = torch.load(path, map_location=device, weights_only=True)
         if not isinstance(state, dict) or not {"model", "ema", "step"} <= state.keys():
@@ -215,6 +215,9 @@ class Run:
             if int(state.get("guided_radius", 0)) != int(getattr(model, "guided_radius", 0)):
                 raise AnimestreamError(f"{self.ckpt_path}: this run was started with guided filter radius "
                                        f"{state.get('guided_radius', 0)}; resume it the same way")
+            if str(state.get("norm", "layer")) != str(getattr(model, "norm", "layer")):
+                raise AnimestreamError(f"{self.ckpt_path}: this run was started with --norm "
+                                       f"{state.get('norm', 'layer')}; resume it the same way")
             self.model.load_state_dict(state["model"])
             self.ema.load_state_dict(state["ema"])
             self.opt.load_state_dict(state["opt"])
@@ -230,7 +233,7 @@ class Run:
                     "width": getattr(self.model, "width", 1.0), "blocks": getattr(self.model, "blocks", 4),
                     "skip": getattr(self.model, "skip", False), "upsample": getattr(self.model, "upsample", "align_corners"),
                     "guided_radius": getattr(self.model, "guided_radius", 0),
-                    "init_steps": self.init_steps}, tmp)
+                    "norm": getattr(self.model, "norm", "layer"), "init_steps": self.init_steps}, tmp)
         os.replace(tmp, self.ckpt_path)
 
     def fit(self, sampler, *, steps: int, lr: float, batch: int, amp_dtype: torch.dtype,

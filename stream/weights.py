@@ -124,14 +124,17 @@ class Style:
 
     @property
     def architecture(self) -> dict:
-        """Our generator's parameters: ``width``, ``blocks``, ``skip``, ``upsample`` and, where it has one,
-        ``guided_filter`` (``radius``, ``eps``): :meth:`stream.model.Generator.architecture`'s form."""
+        """Our generator's parameters: ``width``, ``blocks``, ``skip``, ``upsample`` and, where it has them,
+        ``guided_filter`` (``radius``, ``eps``) and ``norm`` (other than a single group):
+        :meth:`stream.model.Generator.architecture`'s form."""
         arch = self.meta.get("architecture")
         arch = arch if isinstance(arch, dict) else self.meta  # sidecars before 0.2 kept them at the top level
         out = {"width": float(arch.get("width", 1.0)), "blocks": int(arch.get("blocks", 4)),
                "skip": bool(arch.get("skip", False)), "upsample": arch.get("upsample", "align_corners")}
         if isinstance(arch.get("guided_filter"), dict):
             out["guided_filter"] = dict(arch["guided_filter"])
+        if arch.get("norm", "layer") != "layer":
+            out["norm"] = str(arch["norm"])
         return out
 
     @property
@@ -301,7 +304,7 @@ def eager_generator(style: Style | torch.nn.Module) -> Generator:
         module = style
         model = Generator(getattr(module, "width", 1.0), getattr(module, "blocks", 4), getattr(module, "skip", False),
                           getattr(module, "upsample", "align_corners"), getattr(module, "guided_radius", 0),
-                          getattr(module, "guided_eps", 0.0))
+                          getattr(module, "guided_eps", 0.0), getattr(module, "norm", "layer"))
         return _load_into(model, dict(module.state_dict()), Path("<module>"))
     if style.format == "safetensors":
         return _load_into(generator_for(style), _read_tensors(style), style.path)

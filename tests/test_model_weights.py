@@ -461,3 +461,39 @@ def test_a_guided_generator_scripts_round_trips_its_sidecar_and_its_int8_path_fo
     assert (q - y).abs().mean() < (q - y_plain).abs().mean() / 2  # INT8 filters too
     with pytest.raises(ValueError, match="guided filter"):
         Generator(guided_radius=1, guided_eps=0.0)
+
+
+def test_an_instance_norm_generator_normalises_each_channel_round_trips_and_has_no_int8_path(tmp_path):
+    from stream import calibration, quant
+
+    torch.manual_seed(7)
+    model = Generator(width=0.25, blocks=1, norm="instance").eval()
+    plain = Generator(width=0.25, blocks=1).eval()
+    assert {k: v.shape for k, v in model.state_dict().items()} == {k: v.shape for k, v in plain.state_dict().items()}
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.GroupNorm)]
+    assert norms and all(m.num_groups == m.num_channels for m in norms)
+    x, y, _ = _with_and_without_the_option(model, plain)
+    # Per channel: the first norm's output has each channel at its own bias on average, where a single
+    # group leaves the channels' means apart.
+    first = model.block_a[0]
+    with torch.no_grad():
+        out = first[2](first[1](first[0](x)))
+    torch.testing.assert_close(out.mean(dim=(2, 3))[0], first[2].bias, atol=1e-4, rtol=0)
+    path = weights.export_style(model, tmp_path, "inorm", source="test", license="MIT", training_steps=0, quality={})
+    style = weights.resolve(path)
+    assert style.architecture["norm"] == "instance"
+    assert "norm" not in plain.architecture()  # sidecars of single-group styles stay as they were
+    with torch.no_grad():
+        torch.testing.assert_close(weights.load_model(style)(x), y, atol=0.02, rtol=0)  # fp16 storage
+    assert weights.eager_generator(weights.load_model(style)).norm == "instance"
+    frame = ((x[0].permute(1, 2, 0) + 1) * 127.5).round().byte().numpy()
+    expected = ((y[0].permute(1, 2, 0) + 1) * 127.5).numpy()
+    for precision in ("fp32", "bf16"):
+        got = Engine(path, max_side=64, precision=precision, device="cpu")(frame).astype("float32")
+        assert abs(got - expected).mean() < 2.0, precision
+    with pytest.raises(WeightsError, match="no INT8 path"):
+        calibration.calibrate_style(style, tmp_path)
+    with pytest.raises(ValueError, match="single-group norms"):
+        quant.Int8Generator(model, calibration.calibrate(plain, [x]))
+    with pytest.raises(ValueError, match="norm must be one of"):
+        Generator(norm="batch")
