@@ -106,11 +106,9 @@ def main() -> None:
     if weights.resolve(args.style).calibrated:  # INT8 runs on every x86 class (7-bit weights without VNNI)
         variants["engine-int8-plain-norm"] = (None, torch.uint8, torch.channels_last)
         variants["engine-int8"] = (None, torch.uint8, torch.channels_last)
-    if args.compiled:  # in the engine's float precision: bf16 where the CPU has it
+    if args.compiled:  # in the engine's float precision: bf16 where the CPU has it; compiled when its turn comes
         dtype = torch.bfloat16 if cpu.current().has_bf16 else torch.float32
-        compiled = copy.deepcopy(model).to(dtype).to(memory_format=torch.channels_last)
-        variants[f"compiled-{'bf16' if dtype == torch.bfloat16 else 'fp32'}"] = (
-            torch.compile(compiled, dynamic=False), dtype, torch.channels_last)
+        variants[f"compiled-{'bf16' if dtype == torch.bfloat16 else 'fp32'}"] = (None, dtype, torch.channels_last)
     sizes = {text: parse_size(text) for text in args.sizes.split(",")}
     flops = {size: model_flops(model, *wh) for size, wh in sizes.items()}
     label = {size: int(size) if size.isdigit() else size for size in sizes}  # JSON: 512, or "512x288"
@@ -122,6 +120,9 @@ def main() -> None:
             module = torch.jit.script(copy.deepcopy(model)).to(torch.bfloat16).to(memory_format=torch.channels_last)
         elif name == "engine":
             module = Engine(args.style, precision="bf16", device="cpu").backend.module
+        elif name.startswith("compiled"):  # last, after every torch.jit.script: torch.compile brings in dynamo,
+            # after which scripting F.pad failed now and then ("builtin cannot be used as a value")
+            module = torch.compile(copy.deepcopy(model).to(dtype).to(memory_format=fmt), dynamic=False)
         elif module is None:
             module = Engine(args.style, precision="int8", device="cpu").backend
         quant.PACK_LANES = 1 if name.endswith("plain-norm") else lanes  # read by the INT8 norms at each call
