@@ -74,7 +74,7 @@ def calibrate_style(style: str | os.PathLike | weights.Style, photos: Path, max_
     model = weights.eager_generator(style)
     if model.norm != "layer":
         raise WeightsError(f"{style.name}: a style with per-channel ({model.norm}) norms has no INT8 path; "
-                              "it runs in float")
+                           "it runs in float")
     side = max_side or style.recommended_max_side or DEFAULT_CALIBRATION_SIDE
     batches = 0
 

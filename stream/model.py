@@ -8,8 +8,9 @@ Input and output are RGB, NCHW, float in [-1, 1]. Every normalisation is a singl
 depend on the batch size. ``norm="instance"`` normalises each channel over the picture instead
 (``GroupNorm(C, C)``, what CartoonGAN's instance norm does), with the same parameters and state_dict keys:
 for students of teachers built that way, whose output hangs on each channel's statistics over the whole
-picture. Only the single-group norm has an INT8 path (:mod:`stream.quant`). ``width`` and ``blocks`` shrink the network for the
-``-lite`` styles; the defaults are the official architecture (2,143,552 parameters).
+picture. Only the single-group norm has an INT8 path (:mod:`stream.quant`). ``width`` and ``blocks``
+shrink the network for the ``-lite`` styles; the defaults are the official architecture (2,143,552
+parameters).
 
 ``skip=True`` is for styles that stay close to the photo (AnimeGANv3 Hayao and Shinkai keep most of
 it), which a plain generator has to learn to redraw from scratch before it can learn the style: the
@@ -226,9 +227,7 @@ class Generator(nn.Module):
         super().__init__()
         if upsample not in UPSAMPLING:
             raise ValueError(f"upsample must be one of {', '.join(UPSAMPLING)}, not {upsample!r}")
-        if norm not in NORMS:
-            raise ValueError(f"norm must be one of {', '.join(NORMS)}, not {norm!r}")
-        self.norm = norm
+        self.norm = norm  # checked by norm_layer, which builds every norm below
         if guided_radius < 0 or (guided_radius and not guided_eps > 0):
             raise ValueError(f"a guided filter needs radius >= 0 and eps > 0, not {guided_radius}, {guided_eps}")
         self.guided_radius = int(guided_radius)

@@ -186,7 +186,8 @@ def _lr_at(step: int, total: int, peak: float) -> float:
 
 def read_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu") -> dict:
     """A checkpoint written by :class:`Run` (keys ``model``, ``ema``, ``opt``, ``step``, ``rng``, ``width``,
-    ``blocks``, ``skip``, ``upsample``, ``guided_radius``, ``norm``, ``init_steps``), tensors on ``device``; anything else raises :class:`AnimestreamError`."""
+    ``blocks``, ``skip``, ``upsample``, ``guided_radius``, ``norm``, ``init_steps``), tensors on ``device``;
+    anything else raises :class:`AnimestreamError`."""
     try:
         state = torch.load(path, map_location=device, weights_only=True)
         if not isinstance(state, dict) or not {"model", "ema", "step"} <= state.keys():
