@@ -17,7 +17,7 @@ from torch import nn
 from . import weights
 from .errors import AnimestreamError, WeightsError
 from .model import ConvNormLReLU, Generator, InvertedResBlock
-from .quant import Ranges
+from .quant import Ranges, int8_refusal
 
 DEFAULT_CALIBRATION_SIDE = 512  # pixels, longest side of the calibration photos
 CALIBRATION_SCALES = (1.0, 0.5, 0.25)  # each photo is also seen at these fractions of that side
@@ -72,9 +72,9 @@ def calibrate_style(style: str | os.PathLike | weights.Style, photos: Path, max_
     beside the style file. Returns (ranges file, number of images)."""
     style = weights.resolve(style)
     model = weights.eager_generator(style)
-    if model.norm != "layer":
-        raise WeightsError(f"{style.name}: a style with per-channel ({model.norm}) norms has no INT8 path; "
-                           "it runs in float")
+    refusal = int8_refusal(model)
+    if refusal:
+        raise WeightsError(f"{style.name}: {refusal}; it runs in float")
     side = max_side or style.recommended_max_side or DEFAULT_CALIBRATION_SIDE
     batches = 0
 

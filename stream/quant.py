@@ -340,14 +340,24 @@ def _stream_gain(model: Generator, ranges: Ranges) -> torch.Tensor | None:
     return torch.stack(sizes).amax(dim=0).clamp_min(1e-6)
 
 
+def int8_refusal(model: Generator) -> str | None:
+    """Why ``model`` has no INT8 path, in words, or None when it has one. The path folds each norm into
+    one mean and variance per picture (single-group GroupNorm, ``norm="layer"``); per-channel norms have
+    none. Calibration and :class:`Int8Generator` both ask this."""
+    if model.norm != "layer":
+        return f"a style with per-channel ({model.norm}) norms has no INT8 path (it needs single-group norms)"
+    return None
+
+
 class Int8Generator(nn.Module):
     """A :class:`stream.model.Generator` with INT8 convolutions; see the module docstring. It carries each
     layer's ranges from one frame to the next: call it from one thread at a time."""
 
     def __init__(self, model: Generator, ranges: Ranges):
         super().__init__()
-        if model.norm != "layer":
-            raise ValueError(f"the INT8 path needs single-group norms, not {model.norm!r} ones")
+        refusal = int8_refusal(model)
+        if refusal:
+            raise ValueError(refusal)
         torch.backends.quantized.engine = "onednn"
         # PyTorch 2.13 marks its quantized tensors deprecated (like torch.jit); they still carry this path.
         warnings.filterwarnings("ignore", message=r"torch\.quantize_per_tensor, torch\.quantize_per_channel",

@@ -197,6 +197,15 @@ def read_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu")
         raise AnimestreamError(f"{path}: not a training checkpoint of this command ({e})") from None
 
 
+# What a run must be resumed with, as it was started: the checkpoint's key, its value in checkpoints
+# written before the key existed (and for models without the attribute), and how the start is worded.
+RESUME_AS_STARTED = (
+    ("skip", False, lambda v: "with --skip" if v else "without --skip"),
+    ("guided_radius", 0, lambda v: f"with guided filter radius {v}"),
+    ("norm", "layer", lambda v: f"with --norm {v}"),
+)
+
+
 class Run:
     """A resumable training run: model, EMA copy, Adam and RNG, checkpointed in ``cache``."""
 
@@ -210,15 +219,10 @@ class Run:
         self.init_steps = init_steps  # steps of the runs this one started from (--init), for the record
         if self.ckpt_path.exists():
             state = read_checkpoint(self.ckpt_path, device)
-            if bool(state.get("skip", False)) != bool(getattr(model, "skip", False)):
-                raise AnimestreamError(f"{self.ckpt_path}: this run was started "
-                                       f"{'with' if state.get('skip') else 'without'} --skip; resume it the same way")
-            if int(state.get("guided_radius", 0)) != int(getattr(model, "guided_radius", 0)):
-                raise AnimestreamError(f"{self.ckpt_path}: this run was started with guided filter radius "
-                                       f"{state.get('guided_radius', 0)}; resume it the same way")
-            if str(state.get("norm", "layer")) != str(getattr(model, "norm", "layer")):
-                raise AnimestreamError(f"{self.ckpt_path}: this run was started with --norm "
-                                       f"{state.get('norm', 'layer')}; resume it the same way")
+            for key, default, started in RESUME_AS_STARTED:
+                if type(default)(state.get(key, default)) != type(default)(getattr(model, key, default)):
+                    raise AnimestreamError(f"{self.ckpt_path}: this run was started "
+                                           f"{started(state.get(key, default))}; resume it the same way")
             self.model.load_state_dict(state["model"])
             self.ema.load_state_dict(state["ema"])
             self.opt.load_state_dict(state["opt"])
