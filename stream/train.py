@@ -220,9 +220,10 @@ class Run:
         if self.ckpt_path.exists():
             state = read_checkpoint(self.ckpt_path, device)
             for key, default, started in RESUME_AS_STARTED:
-                if type(default)(state.get(key, default)) != type(default)(getattr(model, key, default)):
-                    raise AnimestreamError(f"{self.ckpt_path}: this run was started "
-                                           f"{started(state.get(key, default))}; resume it the same way")
+                was = state.get(key, default)
+                if type(default)(was) != type(default)(getattr(model, key, default)):
+                    raise AnimestreamError(f"{self.ckpt_path}: this run was started {started(was)}; "
+                                           "resume it the same way")
             self.model.load_state_dict(state["model"])
             self.ema.load_state_dict(state["ema"])
             self.opt.load_state_dict(state["opt"])
