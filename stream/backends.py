@@ -27,7 +27,7 @@ from typing import Protocol, runtime_checkable
 import torch
 
 from . import quant, weights
-from .model import with_packed_group_norm, with_parallel_group_norm
+from .model import with_folded_affines, with_packed_group_norm, with_parallel_group_norm
 from .weights import Style
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -81,9 +81,11 @@ class TorchBackend:
 
     def __init__(self, req: BackendRequest):
         self.precision, self.device = req.precision, req.device
-        if req.precision == "bf16" and req.channels_last and req.style.format in ("safetensors", "state_dict"):
-            # our generator, its few-channel norms packed (3x faster each on a quarter-width network)
-            module = torch.jit.script(with_packed_group_norm(weights.eager_generator(req.style)))
+        if req.style.format in ("safetensors", "state_dict"):
+            eager = with_folded_affines(weights.eager_generator(req.style))  # a norm-free style's affines
+            if req.precision == "bf16" and req.channels_last:  # few-channel norms packed (3x faster each on a
+                eager = with_packed_group_norm(eager)  # quarter-width network)
+            module = torch.jit.script(eager)
         else:
             module = weights.load_model(req.style)
         if req.style.format == "torchscript":  # any TorchScript file loads: check it is a generator at all
@@ -108,7 +110,8 @@ class CudaBackend(TorchBackend):
             return
         self.precision, self.device = req.precision, req.device
         dtype = DTYPES[self.precision]
-        eager = with_parallel_group_norm(weights.eager_generator(req.style)).to(self.device).to(dtype).eval()
+        eager = with_parallel_group_norm(with_folded_affines(weights.eager_generator(req.style)))
+        eager = eager.to(self.device).to(dtype).eval()
         self.module = torch.compile(eager) if req.compile else torch.jit.script(eager)
         self.eager = eager  # what the engine runs on the device (Engine._batch_module)
         self._input = _FloatInput(dtype, self.device, channels_last=False)

@@ -16,7 +16,7 @@ from torch import nn
 
 from . import weights
 from .errors import AnimestreamError, WeightsError
-from .model import ConvNormLReLU, Generator, InvertedResBlock
+from .model import ChannelAffine, ConvNormLReLU, Generator, InvertedResBlock
 from .quant import Ranges, int8_refusal
 
 DEFAULT_CALIBRATION_SIDE = 512  # pixels, longest side of the calibration photos
@@ -27,7 +27,8 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 def calibrate(model: Generator, images: Iterable[torch.Tensor]) -> Ranges:
     """Per-channel (min, max) of every tensor the INT8 model quantizes, over ``images`` (1 x 3 x H x W, [-1, 1])."""
-    watched = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.GroupNorm, ConvNormLReLU, InvertedResBlock))]
+    watched = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.GroupNorm, ChannelAffine, ConvNormLReLU,
+                                                          InvertedResBlock))]
     ranges: Ranges = {}
 
     def hook(module: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:

@@ -53,6 +53,7 @@ import torch
 from . import weights
 from .engine import SIDE_MULTIPLE, Engine
 from .errors import AnimestreamError
+from .fold import FOLDS, folded
 from .model import NORMS, UPSAMPLING, Generator
 from .onnxgen import OnnxGenerator, OnnxIO
 from .quality import psnr, ssim
@@ -69,6 +70,7 @@ EDGE_WEIGHT = 0.25
 VAL_PHOTOS = 32
 VAL_FACES = 8
 EVAL_SIDE = 512  # longest side (pixels) at which student and teacher are compared
+FOLD_PHOTOS = 48  # training photos whose norm statistics start a student of other norms from a single-group style
 VAL_DURING_TRAINING = 8  # of the held-back photos, scored every validation step (all of them at export)
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 # --temporal's random warp of a tile: uniform in +-these (a camera's motion between two frames)
@@ -378,7 +380,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--norm", choices=NORMS, default="layer",
                    help="the student's normalisation: one mean and variance per picture (layer, the default), or "
                         "per channel (instance: for teachers built with instance norm, such as CartoonGAN; no "
-                        "INT8 path)")
+                        "INT8 path), or none, a per-channel scale and shift only (affine: for teachers without "
+                        "normalisation, such as White-box Cartoonization). An --init with single-group norms "
+                        "starts either with their statistics fixed at a training average (stream.fold)")
     p.add_argument("--init", metavar="STYLE", help="start from this style's or run checkpoint's weights (a wider "
                    "one of the same depth: from its most important channels, stream.narrow)")
     p.add_argument("--variant-of", metavar="STYLE",
@@ -447,9 +451,11 @@ def main(argv: list[str] | None = None) -> int:
         model = Generator(args.width, args.blocks, args.skip, args.upsample, args.guided, args.guided_eps, args.norm)
         init_steps = 0
         if args.init:
-            init_steps, init_state, init_skip = _init_weights(args.init)
+            init_steps, init_state, init_skip, init_norm = _init_weights(args.init)
             if not (cache / "last.ckpt").exists():
                 try:
+                    if args.norm in FOLDS and init_norm == "layer":
+                        init_state, init_skip = _folded_init(model, init_state, init_skip, train_photos), model.skip
                     _load_init(model, init_state, init_skip)
                 except RuntimeError as e:
                     p.error(f"--init {args.init}: not the same architecture ({str(e).splitlines()[0]})")
@@ -471,6 +477,17 @@ def main(argv: list[str] | None = None) -> int:
 
     print(json.dumps(_export(args, run, teacher, val_pairs, val_photos, len(train_photos))))
     return 0
+
+
+def _folded_init(model: Generator, state: dict, skip: bool, photos: list[Photo]) -> dict:
+    """``--init`` weights of a single-group style as a start for ``model``, whose norms are another kind
+    (:func:`stream.fold.folded`): loaded into a single-group twin of ``model`` (narrowed, given a photo
+    grade, as :func:`stream.train._load_init` does), then each norm's statistics fixed at their average
+    over :data:`FOLD_PHOTOS` training photos, whole, at :data:`EVAL_SIDE` pixels."""
+    twin = Generator.from_architecture({**model.architecture(), "norm": "layer"})
+    _load_init(twin, state, skip)
+    chosen = random.Random(0).sample(photos, min(FOLD_PHOTOS, len(photos)))
+    return folded(twin, [to_tensor(fit_side(ph.read(), EVAL_SIDE)).unsqueeze(0) for ph in chosen], model.norm)
 
 
 def _export(args: argparse.Namespace, run: Run, teacher: Teacher, val_pairs: list, val_photos: list[Photo],

@@ -11,7 +11,9 @@ convolutions save (``bench/RESULTS.md``). Here the whole layer stays in ``quint8
   16-bit sums of two products saturate at 32767 (255 x 127 x 2 does not fit; 255 x 63 x 2 does);
 * GroupNorm(1 group) is a per-sample mean and variance, so it is computed on every
   :data:`STATS_STRIDE`-th row and column of the convolution's output and applied as a quantized
-  batch norm whose running statistics are those two numbers; LeakyReLU runs on the quantized tensor;
+  batch norm whose running statistics are those two numbers (a norm-free generator's
+  :class:`~stream.model.ChannelAffine` is the same batch norm with the statistics 0 and 1); LeakyReLU
+  runs on the quantized tensor;
 * one scale per tensor fits every channel because each channel is first scaled (and, before a
   GroupNorm, shifted) to its calibrated range: the factors are folded into the weights of the
   convolution before and after, and into the norm's per-channel statistics, so the float result is
@@ -37,8 +39,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .model import (LEAKY_SLOPE, PACK_LANES, ConvNormLReLU, Generator, InvertedResBlock, can_pack, guided_filter,
-                    pack, pack_factor, unpack)
+from .model import (LEAKY_SLOPE, PACK_LANES, ChannelAffine, ConvNormLReLU, Generator, InvertedResBlock, can_pack,
+                    guided_filter, pack, pack_factor, unpack)
 
 STATS_STRIDE = 5  # rows and columns between the pixels GroupNorm's statistics are taken from: odd, so that
 # the 2- and 4-pixel periodic patterns of strided and upsampled layers are sampled at every phase
@@ -185,7 +187,8 @@ def _batch_norm(y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, mean:
 
 
 class _QNorm:
-    """An equalized :class:`_QConv`, then GroupNorm(1 group) + affine, optionally + LeakyReLU.
+    """An equalized :class:`_QConv`, then GroupNorm(1 group) + affine (or the affine alone, for a
+    :class:`~stream.model.ChannelAffine`), optionally + LeakyReLU.
 
     Calibrated ranges hold for pictures like the calibration photos. For one that is not (a flat grey
     sky: dividing by its small deviation amplifies faint texture past every range), this frame's ranges
@@ -195,9 +198,10 @@ class _QNorm:
     few operations on one number per channel.
     """
 
-    def __init__(self, gn: nn.GroupNorm, conv: _QConv, norm_range: tuple[torch.Tensor, torch.Tensor],
+    def __init__(self, gn: nn.GroupNorm | ChannelAffine, conv: _QConv, norm_range: tuple[torch.Tensor, torch.Tensor],
                  lrelu_range: tuple[torch.Tensor, torch.Tensor] | None, out_gain: torch.Tensor | None = None):
         self.conv = conv
+        self.statistics = not isinstance(gn, ChannelAffine)  # else the mean is 0 and the variance 1
         self.center, self.gain = conv.center.view(1, -1, 1, 1), conv.gain
         lo, hi = norm_range
         if lrelu_range is not None:  # divide each channel by its calibrated size; the next conv multiplies back
@@ -220,8 +224,12 @@ class _QNorm:
         """The layer on ``x``, the convolution's (padded) input."""
         y, raw, low, high = self._convolve(x)
         sample = raw / self.gain.view(1, -1, 1, 1) + self.center  # the convolution's own units
-        var, mean = torch.var_mean(sample, unbiased=False)
-        (scale, zero_point), lrelu = self._out_params(sample, low, high, float(mean), float(var))
+        if self.statistics:
+            var_t, mean_t = torch.var_mean(sample, unbiased=False)
+            mean, var = float(mean_t), float(var_t)
+        else:
+            mean, var = 0.0, 1.0 - GN_EPS
+        (scale, zero_point), lrelu = self._out_params(sample, low, high, mean, var)
         out = _batch_norm(y, self.weight, self.bias, self.gain * (mean - self.center.view(-1)),
                           self.gain ** 2 * (var + GN_EPS), scale, zero_point)
         if lrelu is not None:
@@ -342,10 +350,10 @@ def _stream_gain(model: Generator, ranges: Ranges) -> torch.Tensor | None:
 
 def int8_refusal(model: Generator) -> str | None:
     """Why ``model`` has no INT8 path, in words, or None when it has one. The path folds each norm into
-    one mean and variance per picture (single-group GroupNorm, ``norm="layer"``); per-channel norms have
-    none. Calibration and :class:`Int8Generator` both ask this."""
-    if model.norm != "layer":
-        return f"a style with per-channel ({model.norm}) norms has no INT8 path (it needs single-group norms)"
+    one mean and variance per picture (single-group GroupNorm, ``norm="layer"``, or none at all:
+    ``"affine"``); per-channel norms have none. Calibration and :class:`Int8Generator` both ask this."""
+    if model.norm not in ("layer", "affine"):
+        return f"a style with per-channel ({model.norm}) norms has no INT8 path (it needs single-group norms or none)"
     return None
 
 

@@ -287,16 +287,17 @@ class Run:
                 t0, losses = time.perf_counter(), []
 
 
-def _init_weights(spec: str) -> tuple[int, dict, bool]:
-    """(steps already trained, state_dict, skip) of ``--init``: a run's ``last.ckpt`` (its EMA, and its
+def _init_weights(spec: str) -> tuple[int, dict, bool, str]:
+    """(steps already trained, state_dict, skip, norm) of ``--init``: a run's ``last.ckpt`` (its EMA, and its
     steps plus those of the runs it started from) or a style (the steps its sidecar records)."""
     if spec.endswith(".ckpt"):
         state = read_checkpoint(spec)
-        return state["step"] + state.get("init_steps", 0), state["ema"], bool(state.get("skip", False))
+        return (state["step"] + state.get("init_steps", 0), state["ema"], bool(state.get("skip", False)),
+                str(state.get("norm", "layer")))
     style = weights.resolve(spec)
     model = weights.eager_generator(style)
     steps = style.meta.get("training_steps")
-    return (steps if isinstance(steps, int) and steps > 0 else 0), model.state_dict(), model.skip
+    return (steps if isinstance(steps, int) and steps > 0 else 0), model.state_dict(), model.skip, model.norm
 
 
 def _load_init(model: Generator, state: dict, init_skip: bool) -> None:
@@ -392,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
     init_steps = 0
     if args.init:
         try:
-            init_steps, init_state, init_skip = _init_weights(args.init)
+            init_steps, init_state, init_skip, _ = _init_weights(args.init)
             if not (cache / "last.ckpt").exists():
                 _load_init(model, init_state, init_skip)
         except AnimestreamError as e:

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -270,6 +271,26 @@ def test_norms_bench_times_both_paths_and_the_packed_ones_agree():
     assert all(r["plain_ms"] > 0 and r["packed_ms"] > 0 for r in rows.values())
     assert rows[8, "int8"]["max_diff_steps"] == rows[32, "int8"]["max_diff_steps"] == 0  # the same bytes
     assert rows[8, "bf16"]["max_diff_rel"] < 0.02 and rows[32, "bf16"]["max_diff_rel"] == 0  # 32: not packed
+
+
+def test_affine_bench_times_a_norm_free_style_folded_and_not_beside_a_single_group_one(tiny_style, tiny_model,
+                                                                                      tmp_path):
+    from stream import weights
+    from stream.fold import folded
+    from stream.model import Generator
+
+    affine = Generator(width=0.25, blocks=1, norm="affine")
+    affine.load_state_dict(folded(tiny_model, [torch.rand(1, 3, 48, 64) * 2 - 1]))
+    path = weights.export_style(affine, tmp_path, "flat", source="test", license="MIT", training_steps=0, quality={})
+    done = subprocess.run([sys.executable, "bench/affine.py", "--styles", f"{path},{tiny_style}", "--size", "64x48",
+                           "--repeats", "2"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    rows = [json.loads(line) for line in done.stdout.splitlines()]
+    assert {(r["style"], r["precision"]) for r in rows} >= {("flat", "fp32"), ("tiny", "fp32")}
+    for r in rows:
+        assert r["ms"] > 0 and r["size"] == "64x48" and r["cpu_class"]
+        assert (r["unfolded_ms"] > 0) if r["norm"] == "affine" else (r["unfolded_ms"] is None)
+    assert {r["norm"] for r in rows} == {"affine", "layer"}
 
 
 def test_model_bench_times_the_compiled_generator_and_its_compile_time():

@@ -297,3 +297,24 @@ def test_change_loss_counts_errors_where_the_teacher_moved_the_photo():
     both = distill._extra_terms(0.0, 10.0, None)
     assert both(None, x, missed_stroke, y) == pytest.approx(10 * 0.8 ** 3 / 16)
     assert distill._extra_terms(0.0, 0.0, None) is None
+
+
+def test_a_norm_free_student_starts_from_a_single_group_style_with_its_statistics_folded_in(
+        tiny_style, photos, tmp_path, capsys):
+    args = ["--teacher", str(tiny_style), "--photos", str(photos), "--name", "toy-affine", "--val", "3",
+            "--val-faces", "0", "--eval-side", "64", "--steps", "1", "--lr", "1e-12", "--width", "0.25",
+            "--blocks", "1", "--norm", "affine", "--init", str(tiny_style), "--tile", "32", "--sides", "32",
+            "--tiles", "1", "--batch", "2", "--threads", "1", "--cache", str(tmp_path / "c"),
+            "--out", str(tmp_path / "w")]
+    assert distill.main(args) == 0
+    meta = json.loads((tmp_path / "w" / "toy-affine.json").read_text())
+    assert meta["architecture"]["norm"] == "affine"
+    model = weights.load_model(tmp_path / "w" / "toy-affine.safetensors")
+    assert model.norm == "affine" and not any(isinstance(m, torch.nn.GroupNorm) for m in model.modules())
+    # Without folding, the same tensors with the statistics dropped paint something else entirely.
+    naive = distill.Generator(0.25, 1, norm="affine")
+    naive.load_state_dict(weights.load_model(tiny_style).state_dict())
+    val = distill.eval_pairs(distill.hold_out(distill.find_photos([photos]), 3, 0)[1],
+                             distill.load_teacher(str(tiny_style), None, None, 1), tmp_path / "c2", 64)
+    folded_psnr = meta["quality"]["psnr_vs_teacher"]  # the teacher is the single-group style itself
+    assert folded_psnr > 28 and distill.score(naive, val)[0] < folded_psnr - 10

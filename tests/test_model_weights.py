@@ -497,3 +497,36 @@ def test_an_instance_norm_generator_normalises_each_channel_round_trips_and_has_
         quant.Int8Generator(model, calibration.calibrate(plain, [x]))
     with pytest.raises(ValueError, match="norm must be one of"):
         Generator(norm="batch")
+
+
+def test_a_norm_free_style_round_trips_and_runs_on_every_cpu_path(tmp_path):
+    import cv2
+
+    from stream import calibration
+    from stream.fold import folded
+
+    torch.manual_seed(8)
+    plain = Generator(width=0.25, blocks=1, skip=True).eval()
+    with torch.no_grad():
+        plain.out_layer[0].weight.normal_(0.0, 0.2)
+    x = _x(48, 64, seed=5)
+    model = Generator(width=0.25, blocks=1, skip=True, norm="affine").eval()
+    model.load_state_dict(folded(plain, [x]))
+    with torch.no_grad():
+        y = model(x)
+        torch.testing.assert_close(torch.jit.script(model)(x), y, atol=1e-5, rtol=1e-4)
+    path = weights.export_style(model, tmp_path, "nonorm", source="test", license="MIT", training_steps=0, quality={})
+    style = weights.resolve(path)
+    assert style.architecture["norm"] == "affine"
+    assert weights.eager_generator(weights.load_model(style)).norm == "affine"
+    images = tmp_path / "calib"
+    images.mkdir()
+    frame = ((x[0].permute(1, 2, 0) + 1) * 127.5).round().byte().numpy()
+    cv2.imwrite(str(images / "x.png"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    calibration.calibrate_style(style, images, max_side=64)  # an INT8 path, as the single-group styles
+    expected = ((y[0].permute(1, 2, 0) + 1) * 127.5).numpy()
+    for precision in ("fp32", "bf16", "int8"):
+        engine = Engine(path, max_side=64, precision=precision, device="cpu")
+        assert engine.precision == precision
+        got = engine(frame).astype("float32")
+        assert abs(got - expected).mean() < 2.0, precision
