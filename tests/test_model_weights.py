@@ -167,9 +167,10 @@ def test_every_builtin_loads_through_the_public_loader_as_torchscript(name):
     module = weights.load_model(name)
     assert isinstance(module, torch.jit.ScriptModule) and not module.training
     arch = style.meta["architecture"]
-    assert {"width", "blocks", "skip", "upsample"} <= set(arch) <= {"width", "blocks", "skip", "upsample", "guided_filter"}
-    assert (module.width, module.blocks, module.skip, module.upsample) == (
-        arch["width"], arch["blocks"], arch["skip"], arch["upsample"])
+    assert {"width", "blocks", "skip", "upsample"} <= set(arch) <= {"width", "blocks", "skip", "upsample",
+                                                                   "guided_filter", "norm"}
+    assert (module.width, module.blocks, module.skip, module.upsample, module.norm) == (
+        arch["width"], arch["blocks"], arch["skip"], arch["upsample"], arch.get("norm", "layer"))
     guided = arch.get("guided_filter", {"radius": 0, "eps": 0.0})
     assert (module.guided_radius, module.guided_eps) == (guided["radius"], guided["eps"])
     x = _x(32, 32)
