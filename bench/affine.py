@@ -13,24 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 
 import torch
 
+from norms import _ms  # bench/norms.py, beside this script: the median ms of repeated calls after a warm-up
 from stream import backends, cpu, weights
 from stream.model import with_packed_group_norm
-
-
-def _ms(fn, repeats: int) -> float:
-    for _ in range(2):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1000)
-    return statistics.median(times)
 
 
 def main(argv: list[str] | None = None) -> int:
