@@ -83,8 +83,9 @@ def _folded_conv(conv: nn.Conv2d, affine: ChannelAffine) -> nn.Conv2d:
 def with_folded_affines(model: nn.Module) -> nn.Module:
     """Fold every :class:`ChannelAffine` into the convolution before it (in place): the same function
     within float rounding, one pass over each layer's output fewer (the norm-free ``cartoon`` at 512x384
-    on 2 ``avx512-bf16`` cores: bf16 140.9 -> 123.6 ms, fp32 249.8 -> 241.2; ``bench/affine.py``). For
-    inference only: the folded network no longer has a norm's parameters to train or save."""
+    on 2 ``avx512-bf16`` cores, ``bench/affine.py``: bf16 132.8 -> 119.0 ms; in fp32 the difference is
+    within run-to-run noise). For inference only: the folded network no longer has a norm's parameters
+    to train or save."""
     for child in model.children():
         seq = child.layers if isinstance(child, InvertedResBlock) else child
         if isinstance(seq, nn.Sequential):
