@@ -11,8 +11,8 @@ for students of teachers built that way, whose output hangs on each channel's st
 picture. ``norm="affine"`` has no statistics at all, only the per-channel scale and shift (same keys
 again): for teachers without normalisation (White-box Cartoonization's network), whose output at a
 pixel hangs on its neighbourhood alone, so a tile is painted exactly as that region of the whole picture
-(:func:`stream.fold.folded` starts one from a single-group style). Only the single-group norm has an INT8
-path (:mod:`stream.quant`). ``width`` and ``blocks``
+(:func:`stream.fold.folded` starts one from a single-group style). The single-group and the affine
+norms have an INT8 path (:mod:`stream.quant`), the per-channel one has not. ``width`` and ``blocks``
 shrink the network for the ``-lite`` styles; the defaults are the official architecture (2,143,552
 parameters).
 
