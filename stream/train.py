@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from . import cpu, weights
 from .errors import AnimestreamError
 from .model import Generator
+from .deepen import blocks_of, deepened
 from .narrow import narrowed
 from .quality import baselines, half, psnr
 
@@ -304,9 +305,15 @@ def _load_init(model: Generator, state: dict, init_skip: bool) -> None:
     """Start ``model`` from ``--init`` weights. A ``--skip`` model started from a plain one keeps its
     features and starts its output at the photo; its ``photo_grade`` starts as the identity where the
     weights have none. Weights of a wider generator of the same depth start it from their most
-    important channels (:func:`stream.narrow.narrowed`). Anything else that does not fit raises
-    RuntimeError."""
+    important channels (:func:`stream.narrow.narrowed`); those of a shallower one of the same width keep
+    its blocks and add new ones as the identity (:func:`stream.deepen.deepened`). Anything else that
+    does not fit raises RuntimeError."""
     target = model.state_dict()
+    if blocks_of(state) < model.blocks:
+        try:
+            state = deepened(state, model)
+        except ValueError as e:
+            raise RuntimeError(str(e)) from None
     if any(k in target and v.shape != target[k].shape for k, v in state.items()):
         try:
             state = narrowed(state, model)
