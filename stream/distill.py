@@ -367,7 +367,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--photos", type=Path, nargs="+", required=True, help="folders of photos (any content)")
     p.add_argument("--name", required=True, help="style name; exported as weights/NAME.*")
     p.add_argument("--width", type=float, default=1.0, help="student channel width multiplier (default: %(default)s)")
-    p.add_argument("--blocks", type=int, default=4, help="inverted residual blocks (default: %(default)s)")
+    p.add_argument("--blocks", type=int, default=4, help="inverted residual blocks (default: %(default)s; "
+                   "those beyond --init's start as the identity)")
     p.add_argument("--skip", action="store_true", help="the student adds its output to a colour grade of the "
                    "photo and starts as the photo (for teachers that keep most of it)")
     p.add_argument("--upsample", choices=UPSAMPLING, default="align_corners",
