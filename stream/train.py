@@ -37,9 +37,9 @@ import torch
 import torch.nn.functional as F
 
 from . import cpu, weights
+from .deepen import blocks_of, deepened
 from .errors import AnimestreamError
 from .model import Generator
-from .deepen import blocks_of, deepened
 from .narrow import narrowed
 from .quality import baselines, half, psnr
 
