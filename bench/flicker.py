@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 
 from stream import weights
-from stream.deflicker import DEFAULT_STRENGTH, DEFAULT_THRESHOLD, Deflicker, flicker_ratio
+from stream.deflicker import Deflicker, flicker_ratio
 from stream.engine import PRECISIONS, Engine, inference_size
 from stream.onnxgen import OnnxGenerator, OnnxIO
 from stream.sources import Frame, VideoSource
@@ -39,8 +39,10 @@ from stream.sources import Frame, VideoSource
 ROOT = Path(__file__).resolve().parent.parent
 VIDEO = ROOT.parent / "shared" / "media" / "video" / "portrait_540x960_audio.mp4"
 STRIP_FRAMES = 4
-# (strength, threshold) of each filter setting tried, the shipped default first
-SETTINGS = ((DEFAULT_STRENGTH, DEFAULT_THRESHOLD), (0.85, 20.0), (0.9, 30.0), (0.95, 40.0))
+# (name, Deflicker keywords) of each filter setting tried, the shipped default first
+SETTINGS = (("default", {}), ("still", {"motion": False}),
+            ("before", {"motion": False, "strength": 0.7, "threshold": 10.0, "floor": 0.0}),
+            ("stronger", {"strength": 0.95, "threshold": 16.0}))
 MOTION_BANDS = ((10, 30), (30, 256))  # input change per pixel (max over RGB, 0..255) for the lag figures
 CROP_PX = 240  # side of the full-resolution crop, around the most motion, shown per frame in the strip
 
@@ -160,11 +162,12 @@ def _one_video(args: argparse.Namespace, video: Path, teachers: dict[str, dict])
         plain = [engine(f).copy() for f in inputs]
         before = flicker_ratio(inputs, plain)
         settings, filtered_windows = [], []
-        for strength, threshold in SETTINGS:
-            filtered = Deflicker(_replay(plain), strength=strength, threshold=threshold)
+        for name, keywords in SETTINGS:
+            filtered = Deflicker(_replay(plain), **keywords)
             steady = [filtered(f).copy() for f in inputs]
             filtered_windows.append(steady[window])  # the strip needs no more of it
-            settings.append({"strength": strength, "threshold": threshold,
+            settings.append({"name": name, "strength": filtered.strength, "threshold": filtered.threshold,
+                             "floor": filtered.floor, "motion": filtered.motion,
                              "reduction_pct": round(100 * (1 - flicker_ratio(inputs, steady) / before), 1),
                              "lag": _lag(input_change, plain, steady)})
         print(json.dumps({"style": style, "teacher": is_teacher, "precision": engine.precision, "video": video.name,

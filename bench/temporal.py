@@ -22,11 +22,14 @@ longest side is ``--side`` pixels) and every built-in style runs on it at ``min(
 - one line per style, then one for its teacher (``"teacher": true``): ``warp_error``, ``vs_input``
   (style / input), ``vs_teacher`` (style / teacher), and beside them the old figures of bench/flicker.py:
   ``flicker`` (mean|dout| / mean|din|) and ``excess_pct``. With ``--deflicker`` a style line also has the
-  style wrapped in stream/deflicker.py at its default setting: its warping error and its ``lag`` (ghosting,
-  as bench/flicker.py measures it);
+  style wrapped in stream/deflicker.py at its default setting (``deflicker``) and at the earlier filter's
+  (``deflicker_before``: still, 0.7 / 10): the warping error, the ``lag`` of bench/flicker.py (mean
+  |filtered - plain| on pixels whose input moved 10-30 / over 30 levels) and ``ghost``: mean |filtered -
+  plain| on the pixels the occlusion test drops whose input moved 10 levels or more, where no history
+  should show (things appearing from behind others, or entering the frame);
 - a ``{"table": ...}`` line (clip -> input and style / teacher figures) and a ``{"targets": ...}`` line:
-  every style's warping error <= 1.1x the input's and <= 0.7x its teacher's, on every clip, with the misses
-  and the run's wall time.
+  every style's warping error <= 1.1x the input's and <= 0.7x its teacher's, on every clip, with the misses,
+  how many (clip, style) pairs meet it (``pairs_met``, and with each filter) and the run's wall time.
 """
 from __future__ import annotations
 
@@ -39,7 +42,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from flicker import _TeacherEngine, _frames, _lag, _pixel_change, _replay, _teachers, excess_change  # bench/
+from flicker import SETTINGS, _TeacherEngine, _frames, _lag, _pixel_change, _replay, _teachers, excess_change  # bench/
 from stream import weights
 from stream.deflicker import Deflicker, flicker_ratio
 from stream.distill import fit_side
@@ -50,6 +53,8 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
 VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".webm", ".avi"}
 VS_INPUT_MAX, VS_TEACHER_MAX = 1.1, 0.7  # the targets
+FILTERS = (("deflicker", {}), ("deflicker_before", dict(SETTINGS)["before"]))  # row key, Deflicker keywords
+GHOST_CHANGE = 10  # input change (levels, max over RGB) from which a dropped pixel counts for ``ghost``
 OCCLUSION_REL, OCCLUSION_ABS = 0.01, 0.5  # forward-backward test (Sundaram et al. 2010, as ReCoNet and Lai et al.)
 
 
@@ -112,6 +117,18 @@ def _motion(inputs: list[np.ndarray], outputs: list[np.ndarray], flows: list[Pai
             "excess_pct": round(100 * excess_change(inputs, outputs), 1)}
 
 
+def ghost(flows: list[PairFlow], input_change: list[np.ndarray], plain: list[np.ndarray],
+          steady: list[np.ndarray]) -> float:
+    """Mean |steady - plain| (0-255) on the pixels the occlusion test drops where the input changed by
+    :data:`GHOST_CHANGE` levels or more: where a filter has no true history to show."""
+    total = count = 0
+    for flow, d_in, p, s in zip(flows, input_change, plain[1:], steady[1:]):
+        m = ~flow.visible & (d_in >= GHOST_CHANGE)
+        total += float(cv2.absdiff(p, s).astype(np.float32).mean(axis=2)[m].sum())
+        count += int(m.sum())
+    return round(total / count, 3) if count else 0.0
+
+
 def _styles(spec: str, teachers: dict[str, dict], side: int) -> list[tuple[str, int, str | None]]:
     """(style, cap, teacher name or None) for each wanted style."""
     out = []
@@ -142,10 +159,11 @@ def one_clip(args: argparse.Namespace, video: Path, jobs: list, teachers: dict[s
         plain = [engine(f).copy() for f in inputs]
         row = {"clip": video.name, "style": style, "teacher": False, "precision": engine.precision,
                "max_side": cap, **_motion(inputs, plain, flows, in_warp)}
-        if args.deflicker:
-            filtered = Deflicker(_replay(plain))
+        for key, keywords in FILTERS if args.deflicker else ():
+            filtered = Deflicker(_replay(plain), **keywords)
             steady = [filtered(f).copy() for f in inputs]
-            row["deflicker"] = {**_motion(inputs, steady, flows, in_warp), "lag": _lag(input_change, plain, steady)}
+            row[key] = {**_motion(inputs, steady, flows, in_warp), "lag": _lag(input_change, plain, steady),
+                        "ghost": ghost(flows, input_change, plain, steady)}
         t_row = None
         if teacher is not None:
             key = (teacher, cap)
@@ -156,9 +174,8 @@ def one_clip(args: argparse.Namespace, video: Path, jobs: list, teachers: dict[s
                 t_row = done_teachers[key]
             row["teacher_name"] = teacher
             row["vs_teacher"] = _ratio(row["warp_error"], done_teachers[key]["warp_error"])
-            if "deflicker" in row:
-                row["deflicker"]["vs_teacher"] = _ratio(row["deflicker"]["warp_error"],
-                                                        done_teachers[key]["warp_error"])
+            for name, _ in FILTERS if args.deflicker else ():
+                row[name]["vs_teacher"] = _ratio(row[name]["warp_error"], done_teachers[key]["warp_error"])
         print(json.dumps(row), flush=True)
         rows.append(row)
         if t_row is not None:
@@ -167,29 +184,47 @@ def one_clip(args: argparse.Namespace, video: Path, jobs: list, teachers: dict[s
     return rows
 
 
+def _teacher_warp(rows: list[dict], r: dict) -> float | None:
+    """The warping error of style row ``r``'s teacher on the same clip at the same cap, if it ran."""
+    return next((x["warp_error"] for x in rows if x.get("teacher") and x["clip"] == r["clip"]
+                 and x["style"] == r.get("teacher_name") and x["max_side"] == r["max_side"]), None)
+
+
+def _misses(rows: list[dict], key: str | None) -> tuple[int, list[dict]]:
+    """(pairs checked, the pairs that miss the target) of the style rows, plain (``key`` None) or filtered."""
+    checked, misses = 0, []
+    for r in rows:
+        if "input" in r:
+            in_warp = r["input"]["warp_error"]
+        elif not r["teacher"] and (key is None or key in r):
+            got, t = r if key is None else r[key], _teacher_warp(rows, r)
+            checked += 1
+            # a style without a teacher run misses: the target needs both figures
+            if got["warp_error"] > VS_INPUT_MAX * in_warp or t is None or got["warp_error"] > VS_TEACHER_MAX * t:
+                misses.append({"clip": r["clip"], "style": r["style"], "vs_input": got["vs_input"],
+                               "vs_teacher": got.get("vs_teacher")})
+    return checked, misses
+
+
 def summary(rows: list[dict], seconds: float) -> tuple[dict, dict]:
     """The ``table`` and ``targets`` lines from every clip's rows."""
-    table, misses, misses_deflicker, checked = {}, [], [], 0
-    teacher_warp = {(r["clip"], r["style"], r["max_side"]): r["warp_error"] for r in rows if r.get("teacher")}
+    table = {}
     for r in rows:
         if "input" in r:
             table[r["clip"]] = {"input": r["input"]["warp_error"]}
-            in_warp = r["input"]["warp_error"]
         elif not r["teacher"]:
-            t = teacher_warp.get((r["clip"], r.get("teacher_name"), r["max_side"]))
-            table[r["clip"]][r["style"]] = [r["warp_error"], t]
-            checked += 1
-            for got, bad in ((r, misses), (r.get("deflicker"), misses_deflicker)):
-                # a style without a teacher run misses: the target needs both figures
-                if got is not None and (got["warp_error"] > VS_INPUT_MAX * in_warp
-                                        or t is None or got["warp_error"] > VS_TEACHER_MAX * t):
-                    bad.append({"clip": r["clip"], "style": r["style"], "vs_input": got["vs_input"],
-                                "vs_teacher": got.get("vs_teacher")})
+            table[r["clip"]][r["style"]] = [r["warp_error"], _teacher_warp(rows, r)]
+    checked, misses = _misses(rows, None)
     targets = {"targets": {"vs_input_max": VS_INPUT_MAX, "vs_teacher_max": VS_TEACHER_MAX}, "checked": checked,
-               "met": checked > 0 and not misses, "misses": misses, "seconds": round(seconds, 1)}
-    if any("deflicker" in r for r in rows):
-        targets["met_with_deflicker"] = checked > 0 and not misses_deflicker
-        targets["misses_with_deflicker"] = misses_deflicker
+               "met": checked > 0 and not misses, "pairs_met": checked - len(misses), "misses": misses,
+               "seconds": round(seconds, 1)}
+    for key, _ in FILTERS:
+        n, missed = _misses(rows, key)
+        if n:
+            suffix = "" if key == "deflicker" else key.removeprefix("deflicker")
+            targets[f"met_with_deflicker{suffix}"] = not missed
+            targets[f"pairs_met_with_deflicker{suffix}"] = n - len(missed)
+            targets[f"misses_with_deflicker{suffix}"] = missed
     return {"table": table}, targets
 
 

@@ -183,8 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="treat a damaged video as an error and write nothing (default: skip frames that do not "
                         "decode, warn, and keep the rest)")
     p.add_argument("--deflicker", action="store_true",
-                   help="steady static areas: blend each result with the previous one where the input "
-                        "did not change (moving parts are never blended, so no ghosting)")
+                   help="steadier video: carry the previous result along the input's motion (optical flow) "
+                        "and blend it in where that motion explains the input; what appears or changes "
+                        "takes the new result at once (no ghosting)")
     p.add_argument("--stats-json", type=Path, metavar="PATH", help="write run statistics as one JSON object")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.add_argument("--list-styles", action="store_true", help="list styles and exit (same as 'weights list')")

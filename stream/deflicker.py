@@ -1,10 +1,20 @@
-"""A cheap temporal filter against frame-to-frame flicker.
+"""A temporal filter against frame-to-frame flicker, motion-compensated.
 
-Each frame is stylised on its own, so noise and compression in a static background make the style
-shimmer. :class:`Deflicker` blends the new result with the previous one, pixel by pixel, in
-proportion to how little the *input* changed there: static areas settle, while anything that moves
-takes the new result at once (no ghost trails). Flicker is measured as
-mean|out(t) - out(t-1)| / mean|in(t) - in(t-1)| by :func:`flicker_ratio`.
+Each frame is stylised on its own, so noise and compression in the input, and the network's own
+rounding, make the style shimmer from frame to frame, on still backgrounds and on things that move.
+:class:`Deflicker` follows the input's motion: optical flow between the previous and the current *input*
+frame (OpenCV's DIS flow, on a copy at most ``flow_side`` pixels long) carries the previous *result* onto
+the current frame, and the two are blended pixel by pixel in proportion to how well that flow explains
+the input there. Where the warped previous input matches the current one (a residual of at most
+``floor`` levels) the previous result keeps ``strength`` of its weight; from there the weight falls to
+nothing at ``threshold`` levels, so what the flow cannot explain (things appearing, occlusions, cuts,
+light changing) takes the new result at once, without ghost trails. ``motion=False`` assumes no motion
+(the flow is zero), which is cheaper and only steadies still areas.
+
+This is the blind post-processing the video-style-transfer literature measures against (Bonneel et al.,
+"Blind Video Temporal Consistency", SIGGRAPH Asia 2015; Lai et al., ECCV 2018). Flicker is measured as
+mean|out(t) - out(t-1)| / mean|in(t) - in(t-1)| by :func:`flicker_ratio`, and as the warping error by
+``bench/temporal.py``. Every buffer is allocated on the first frame of a size and reused after it.
 """
 from __future__ import annotations
 
@@ -12,62 +22,159 @@ import numpy as np
 
 from .engine import EngineWrapper, FrameEngine
 
-DEFAULT_STRENGTH = 0.7  # share of the previous result kept where the input is unchanged, 0..1
-DEFAULT_THRESHOLD = 10.0  # input change (0..255) above which a pixel counts as moving
-MASK_BLUR_PX = 5  # smooths the motion mask so its edges do not show
+DEFAULT_STRENGTH = 0.9  # share of the (warped) previous result kept where the flow explains the input, 0..1
+DEFAULT_THRESHOLD = 8.0  # input residual (0..255, max over RGB) from which the new result is taken alone
+DEFAULT_FLOOR = 2.0  # residual up to which the previous result keeps the full strength (noise, compression)
+DEFAULT_FLOW_SIDE = 256  # longest side, pixels, of the grey copies the flow is computed on
+MASK_BLUR_PX = 5  # smooths the residual so the blend's edges do not show
+MIN_FLOW_SIDE = 16  # smaller frames are taken as still: DIS needs a few of its 8 px patches
+
+
+def _weights(strength: float, threshold: float, floor: float) -> tuple[np.ndarray, np.ndarray]:
+    """Look-up tables from a blurred residual (uint8) to the previous result's weight and the new one's."""
+    residual = np.arange(256, dtype=np.float32)
+    keep = strength * np.clip((threshold - residual) / (threshold - floor), 0.0, 1.0)
+    return keep.astype(np.float32), (1.0 - keep).astype(np.float32)
 
 
 class Deflicker(EngineWrapper):
     """Wrap an engine (RGB uint8 in, same out) with the temporal filter; itself a
-    :class:`~stream.engine.FrameEngine`. Not thread-safe."""
+    :class:`~stream.engine.FrameEngine`. Not thread-safe; the returned array is reused by the next call.
+
+    ``strength`` (0..1, exclusive of 1): weight of the previous result where the flow explains the input;
+    ``threshold`` and ``floor`` (levels, 0..255, floor < threshold): the input residual after motion
+    compensation at which that weight is gone, and up to which it is whole; ``motion``: follow the input's
+    motion (False: assume none); ``flow_side``: longest side (pixels) the flow is computed at."""
 
     def __init__(self, engine: FrameEngine, *, strength: float = DEFAULT_STRENGTH,
-                 threshold: float = DEFAULT_THRESHOLD):
+                 threshold: float = DEFAULT_THRESHOLD, floor: float = DEFAULT_FLOOR, motion: bool = True,
+                 flow_side: int = DEFAULT_FLOW_SIDE):
         if not 0.0 <= strength < 1.0:
             raise ValueError(f"strength must be in [0, 1), got {strength}")
         if threshold <= 0:
             raise ValueError(f"threshold must be > 0, got {threshold}")
-        self.engine, self.strength, self.threshold = engine, strength, threshold
-        self._prev_in: np.ndarray | None = None
-        self._prev_out: np.ndarray | None = None
-        self._out = self._diff = self._mask = self._scratch = None
+        if not 0.0 <= floor < threshold:
+            raise ValueError(f"floor must be in [0, threshold), got {floor}")
+        if flow_side < MIN_FLOW_SIDE:
+            raise ValueError(f"flow_side must be >= {MIN_FLOW_SIDE}, got {flow_side}")
+        self.engine, self.strength, self.threshold, self.floor = engine, strength, threshold, floor
+        self.motion, self.flow_side = motion, flow_side
+        self._keep, self._take = _weights(strength, threshold, floor)
+        self._shape: tuple[int, ...] | None = None
+        self._dis = None
 
     def wrapped(self) -> FrameEngine:
         return self.engine
 
     def reset(self) -> None:
-        self._prev_in = None
+        self._shape = None
         self.engine.reset()
+
+    def _start(self, image: np.ndarray, result: np.ndarray) -> None:
+        """Allocate every buffer for frames of this size and take ``image`` / ``result`` as the history."""
+        import cv2
+
+        h, w = image.shape[:2]
+        self._shape = image.shape
+        scale = min(1.0, self.flow_side / max(h, w))
+        sw, sh = max(1, round(w * scale)), max(1, round(h * scale))
+        self._small, self._full = (sw, sh), (w, h)
+        self._flows = self.motion and min(sw, sh) >= MIN_FLOW_SIDE
+        self._small_in = self._shrink(image, np.empty((sh, sw, 3), np.uint8))
+        self._prev_small = self._small_in.copy()
+        self._resid = np.empty_like(self._small_in)
+        self._diff = np.empty((sh, sw), np.uint8)
+        self._keep_small, self._take_small = np.empty((sh, sw), np.float32), np.empty((sh, sw), np.float32)
+        self._keep_map, self._take_map = np.empty((h, w), np.float32), np.empty((h, w), np.float32)
+        if self._flows:
+            if self._dis is None:
+                self._dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)
+            self._gray = cv2.cvtColor(self._small_in, cv2.COLOR_RGB2GRAY)
+            self._grid_small = _grid(sw, sh)
+            self._map_small = np.empty((sh, sw, 2), np.float32)
+            self._warp_small = np.empty_like(self._small_in)
+            self._inside = np.full((sh, sw), 255, np.uint8)  # remapped: below 255 where the flow leaves the frame
+            self._outside = np.empty((sh, sw), np.uint8)
+            self._flow_scale = np.array([w / sw, h / sh], np.float32)  # small-flow pixels -> frame pixels
+            self._grid_full, self._map_full = _grid(w, h), np.empty((h, w, 2), np.float32)
+            self._warp_out = np.empty_like(result)
+        self._prev_out = result.copy()
+        self._out = result.copy()
+
+    def _shrink(self, image: np.ndarray, dst: np.ndarray) -> np.ndarray:
+        import cv2
+
+        if self._small == self._full:
+            np.copyto(dst, image)
+            return dst
+        return cv2.resize(image, self._small, dst=dst, interpolation=cv2.INTER_AREA)
+
+    def _warp_history(self) -> tuple[np.ndarray, np.ndarray]:
+        """The previous input (small) and result (full size) carried onto the current frame by the flow
+        between the two inputs; the share of each small pixel whose history lies outside the frame goes
+        into ``self._outside`` (0..255)."""
+        import cv2
+
+        if not self._flows:
+            return self._prev_small, self._prev_out
+        gray = cv2.cvtColor(self._small_in, cv2.COLOR_RGB2GRAY)
+        flow = self._dis.calc(gray, self._gray, None)  # current(x) ~ previous(x + flow(x)), small pixels
+        self._gray = gray
+        cv2.add(self._grid_small, flow, dst=self._map_small)
+        cv2.remap(self._prev_small, self._map_small, None, cv2.INTER_LINEAR, dst=self._warp_small,
+                  borderMode=cv2.BORDER_REPLICATE)
+        cv2.remap(self._inside, self._map_small, None, cv2.INTER_LINEAR, dst=self._outside,
+                  borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        cv2.bitwise_not(self._outside, dst=self._outside)
+        if self._small == self._full:
+            map_full = self._map_small
+        else:
+            flow *= self._flow_scale
+            cv2.resize(flow, self._full, dst=self._map_full, interpolation=cv2.INTER_LINEAR)
+            map_full = cv2.add(self._grid_full, self._map_full, dst=self._map_full)
+        cv2.remap(self._prev_out, map_full, None, cv2.INTER_LINEAR, dst=self._warp_out,
+                  borderMode=cv2.BORDER_REPLICATE)
+        return self._warp_small, self._warp_out
+
+    def _blend_weights(self, warp_small: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per pixel of the frame: the weights of the warped previous result and of the new one, from how
+        far the warped previous input is from the current one (on the small copies)."""
+        import cv2
+
+        cv2.absdiff(self._small_in, warp_small, dst=self._resid)
+        np.maximum(self._resid[..., 0], self._resid[..., 1], out=self._diff)
+        np.maximum(self._diff, self._resid[..., 2], out=self._diff)
+        if self._flows:
+            np.maximum(self._diff, self._outside, out=self._diff)  # no history from outside the frame
+        cv2.blur(self._diff, (MASK_BLUR_PX, MASK_BLUR_PX), dst=self._diff)
+        np.take(self._keep, self._diff, out=self._keep_small)
+        np.take(self._take, self._diff, out=self._take_small)
+        if self._small == self._full:
+            return self._keep_small, self._take_small
+        for src, dst in ((self._keep_small, self._keep_map), (self._take_small, self._take_map)):
+            cv2.resize(src, self._full, dst=dst, interpolation=cv2.INTER_LINEAR)
+        return self._keep_map, self._take_map
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         import cv2  # here, not at the top: file jobs without --deflicker never need OpenCV
 
         result = self.engine(image)
-        if self._prev_in is None or self._prev_in.shape != image.shape:
-            self._prev_in = image.copy()
-            self._prev_out = result.astype(np.float32)
-            self._out = np.empty_like(result)
-            self._diff = np.empty(image.shape[:2], np.float32)
-            self._mask = np.empty(image.shape[:2], np.float32)
-            self._scratch = np.empty(image.shape, np.float32)
-            np.copyto(self._out, result)
+        if self._shape != image.shape or self._prev_out.shape != result.shape:
+            self._start(image, result)
             return self._out
-        cv2.absdiff(image, self._prev_in, dst=self._prev_in)  # reuse: |in(t) - in(t-1)|
-        np.max(self._prev_in, axis=2, out=self._diff)
-        cv2.blur(self._diff, (MASK_BLUR_PX, MASK_BLUR_PX), dst=self._diff)
-        np.multiply(self._diff, -1.0 / self.threshold, out=self._mask)
-        self._mask += 1.0
-        np.clip(self._mask, 0.0, 1.0, out=self._mask)
-        self._mask *= self.strength
-        # prev_out <- result + mask * (prev_out - result)
-        self._prev_out -= result
-        self._prev_out *= self._mask[..., None]
-        self._prev_out += result
-        np.copyto(self._prev_in, image)
-        np.add(self._prev_out, 0.5, out=self._scratch)  # round half up on the way to uint8
-        np.clip(self._scratch, 0, 255, out=self._scratch)
-        self._out[...] = self._scratch
+        self._shrink(image, self._small_in)
+        warp_small, warp_out = self._warp_history()
+        keep, take = self._blend_weights(warp_small)
+        cv2.blendLinear(warp_out, result, keep, take, dst=self._out)
+        self._prev_small, self._small_in = self._small_in, self._prev_small
+        np.copyto(self._prev_out, self._out)
         return self._out
+
+
+def _grid(w: int, h: int) -> np.ndarray:
+    """(h, w, 2) float32: each pixel's own x and y, the identity map of ``cv2.remap``."""
+    gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    return np.dstack([gx, gy])
 
 
 def flicker_ratio(inputs: list[np.ndarray], outputs: list[np.ndarray]) -> float:

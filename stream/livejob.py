@@ -42,7 +42,7 @@ class LiveOptions:
     paced: bool = False  # network streams only: files are always played at their own pace
     crf: int = DEFAULT_CRF
     preset: str = DEFAULT_PRESET
-    deflicker: bool = False  # blend static areas with the previous result (stream.deflicker)
+    deflicker: bool = False  # blend in the previous result, moved with the input (stream.deflicker)
     timeout: float = DEFAULT_STREAM_TIMEOUT_S  # seconds without data after which a network stream has stalled
     mjpeg: tuple[str, int] | None = None  # (host, port) to serve the results as MJPEG (stream.mjpeg)
 
