@@ -8,8 +8,9 @@ the current frame, and the two are blended pixel by pixel in proportion to how w
 the input there. Where the warped previous input matches the current one (a residual of at most
 ``floor`` levels) the previous result keeps ``strength`` of its weight; from there the weight falls to
 nothing at ``threshold`` levels, so what the flow cannot explain (things appearing, occlusions, cuts,
-light changing) takes the new result at once, without ghost trails. ``motion=False`` assumes no motion
-(the flow is zero), which is cheaper and only steadies still areas.
+light changing) takes the new result at once, without ghost trails, and so does the first frame after the
+wrapped engine's ``style`` changes (a live style switch). ``motion=False`` assumes no motion (the flow is
+zero), which is cheaper and only steadies still areas.
 
 This is the blind post-processing the video-style-transfer literature measures against (Bonneel et al.,
 "Blind Video Temporal Consistency", SIGGRAPH Asia 2015; Lai et al., ECCV 2018). Flicker is measured as
@@ -61,6 +62,7 @@ class Deflicker(EngineWrapper):
         self.motion, self.flow_side = motion, flow_side
         self._keep, self._take = _weights(strength, threshold, floor)
         self._shape: tuple[int, ...] | None = None
+        self._style: str | None = None  # the wrapped engine's style when the history was taken
         self._dis = None
 
     def wrapped(self) -> FrameEngine:
@@ -159,7 +161,9 @@ class Deflicker(EngineWrapper):
         import cv2  # here, not at the top: file jobs without --deflicker never need OpenCV
 
         result = self.engine(image)
-        if self._shape != image.shape or self._prev_out.shape != result.shape:
+        style = getattr(self.engine, "style", None)
+        if self._shape != image.shape or self._prev_out.shape != result.shape or style != self._style:
+            self._style = style
             self._start(image, result)
             return self._out
         self._shrink(image, self._small_in)

@@ -88,6 +88,25 @@ def test_a_new_size_starts_afresh_with_the_new_result():
     assert (d(big) == 200).all()
 
 
+def test_a_style_switch_shows_the_new_style_at_once():
+    class Switcher:  # what stream.live.StyleSwitcher looks like to the filter
+        style = "a"
+
+        def __call__(self, x):
+            return np.full_like(x, 10 if self.style == "a" else 240)
+
+        def reset(self):
+            pass
+
+    switcher = Switcher()
+    d = Deflicker(switcher)
+    frame = np.full((32, 48, 3), 128, np.uint8)
+    for _ in range(5):
+        assert (d(frame) == 10).all()
+    switcher.style = "b"
+    assert (d(frame) == 240).all()
+
+
 def test_bad_settings_are_refused():
     with pytest.raises(ValueError):
         Deflicker(lambda x: x, strength=1.0)
