@@ -365,18 +365,13 @@ def serve_main(argv: list[str]) -> int:
         return EXIT_ERROR
     import tempfile
 
-    from .jobs import JobQueue
+    from .jobs import JobQueue, converter
 
     options = _engine_options(args)
 
     def build(style: str, max_side: int | None) -> Engine:
         return Engine(first.spec if style == first.style else style,  # the default may be a file
                       dataclasses.replace(options, max_side=options.max_side if max_side is None else max_side))
-
-    def convert_job(job, progress) -> None:
-        engine = build(job.style, job.max_side)
-        convert_video(job.upload, job.result, engine, progress=False, warn=lambda _m: None, keep_partial=False,
-                      on_progress=progress, cancel=job.cancel)
 
     log = None if args.quiet else (lambda m: print(f"animestream: {m}", file=sys.stderr, flush=True))
     try:
@@ -386,7 +381,7 @@ def serve_main(argv: list[str]) -> int:
         return EXIT_ERROR
     service = StyleService(build, default_style=first.style, queue=args.queue)
     service.adopt(first.style, None, first)
-    jobs = JobQueue(args.jobs_dir or Path(tempfile.mkdtemp(prefix="animestream-jobs-")), convert_job,
+    jobs = JobQueue(args.jobs_dir or Path(tempfile.mkdtemp(prefix="animestream-jobs-")), converter(build),
                     ttl_s=args.jobs_ttl, quota_bytes=int(args.jobs_quota * 2**30))
     try:
         server = WebServer(create_app(service, jobs, log=log), args.host, args.port,

@@ -3,7 +3,8 @@
 A :class:`JobQueue` owns a folder. Each job is a sub-folder holding the upload and, once done, the
 result; :meth:`JobQueue.submit` takes an upload already on disk, and a single worker thread converts
 jobs in order through :func:`stream.filejob.convert_video` (so sound and timestamps are kept, and a
-failed or cancelled job leaves no result: results are written atomically). Limits: at most ``queue``
+failed or cancelled job leaves no result: results are written atomically); :func:`converter` makes that
+function from an engine factory, with the job's ``deflicker`` choice applied. Limits: at most ``queue``
 jobs waiting, ``quota_bytes`` in the folder, and results deleted ``ttl_s`` seconds after they finish.
 """
 from __future__ import annotations
@@ -15,9 +16,13 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import AnimestreamError
 from .sinks import VIDEO_EXTENSIONS
+
+if TYPE_CHECKING:
+    from .engine import FrameEngine
 
 DEFAULT_TTL_S = 3600.0  # a finished job's files are deleted this long after it ended
 DEFAULT_QUEUE = 8  # jobs waiting behind the one running
@@ -41,6 +46,7 @@ class Job:
     result: Path
     style: str
     max_side: int | None
+    deflicker: bool = False  # wrap the engine in stream.deflicker.Deflicker
     state: str = "queued"
     frames_done: int = 0
     frames_total: int | None = None
@@ -55,12 +61,28 @@ class Job:
         eta = None
         if self.state == "running" and self.fps > 0 and self.frames_total:
             eta = round(max(0, self.frames_total - self.frames_done) / self.fps, 1)
-        return {"id": self.id, "state": self.state, "style": self.style, "frames_done": self.frames_done,
+        return {"id": self.id, "state": self.state, "style": self.style, "deflicker": self.deflicker,
+                "frames_done": self.frames_done,
                 "frames_total": self.frames_total, "fps": round(self.fps, 2), "eta_s": eta, "error": self.error,
                 "result": f"/v1/jobs/{self.id}/result" if self.state == "done" else None}
 
 
 Converter = Callable[[Job, Callable[[int, int | None], None]], None]
+
+
+def converter(build: Callable[[str, int | None], FrameEngine]) -> Converter:
+    """The :class:`JobQueue` converter that runs each job through ``build(style, max_side)``'s engine
+    (wrapped in :class:`~stream.deflicker.Deflicker` where the job asks for it) and
+    :func:`stream.filejob.convert_video`, reporting progress and honouring the job's cancel event."""
+    def convert(job: Job, progress: Callable[[int, int | None], None]) -> None:
+        from .deflicker import Deflicker
+        from .filejob import convert_video
+
+        engine = build(job.style, job.max_side)
+        convert_video(job.upload, job.result, Deflicker(engine) if job.deflicker else engine, progress=False,
+                      warn=lambda _m: None, keep_partial=False, on_progress=progress, cancel=job.cancel)
+
+    return convert
 
 
 class JobQueue:
@@ -102,8 +124,9 @@ class JobQueue:
         return job_id, folder / f"upload{suffix.lower()}"
 
     # -- jobs
-    def submit(self, job_id: str, upload: Path, *, style: str, max_side: int | None, out_suffix: str) -> Job:
-        job = Job(job_id, upload.parent, upload, upload.parent / f"result{out_suffix}", style, max_side)
+    def submit(self, job_id: str, upload: Path, *, style: str, max_side: int | None, out_suffix: str,
+               deflicker: bool = False) -> Job:
+        job = Job(job_id, upload.parent, upload, upload.parent / f"result{out_suffix}", style, max_side, deflicker)
         with self._lock:
             self._jobs[job_id] = job
             self._wake.notify()

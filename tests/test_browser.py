@@ -19,7 +19,7 @@ import pytest
 import media
 from stream import weights
 from stream.engine import Engine
-from stream.jobs import JobQueue
+from stream.jobs import JobQueue, converter
 from stream.serve import StyleService
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -51,7 +51,6 @@ def write_y4m(path: Path, frames: int = 20, size: tuple[int, int] = (320, 240), 
 @pytest.fixture(scope="module")
 def site(tiny_style, tmp_path_factory):
     """The web app with the tiny style and video jobs, on a free port."""
-    from stream.filejob import convert_video
     from stream.webapp import WebServer, create_app
 
     def engine(style, side):
@@ -64,12 +63,8 @@ def site(tiny_style, tmp_path_factory):
             return tiny(rgb)
         return slow
 
-    def convert(job, progress):
-        convert_video(job.upload, job.result, engine(job.style, 32), progress=False, warn=lambda _m: None,
-                      keep_partial=False, on_progress=progress, cancel=job.cancel)
-
     service = StyleService(engine, default_style="tiny", queue=2)
-    jobs = JobQueue(tmp_path_factory.mktemp("jobs"), convert)
+    jobs = JobQueue(tmp_path_factory.mktemp("jobs"), converter(lambda style, _side: engine(style, 32)))
     server = WebServer(create_app(service, jobs), "127.0.0.1", 0)
     server.start()
     yield server.url
@@ -120,12 +115,20 @@ def test_an_image_through_the_page(page, tiny_style, tmp_path):
     page.screenshot(path=str(tmp_path / "image.png"))
 
 
-def test_a_video_job_through_the_page(page, clip, tmp_path):
+@pytest.mark.parametrize("steady", [False, True])
+def test_a_video_job_through_the_page(page, clip, tmp_path, steady):
     page.click("nav button[data-tab=video]")
+    assert not page.is_checked("#job-deflicker")  # off unless asked for
+    if steady:
+        page.click("label.check")  # the words tick the box, as a person would
+        assert page.is_checked("#job-deflicker")
+        page.screenshot(path=str(tmp_path / "video-tab.png"))
     page.set_input_files("#video-input", str(clip))
     page.wait_for_selector("#job-result:not([hidden])", timeout=60_000)
     assert page.inner_text("#job-status").startswith("done: 30 / 30 frames")
     src = page.get_attribute("#job-video", "src")
+    job = page.request.get(page.url.rstrip("/") + src.removesuffix("/result")).json()
+    assert job["deflicker"] is steady  # what the box said reached the job
     video = page.request.get(page.url.rstrip("/") + src).body()
     (tmp_path / "job.mp4").write_bytes(video)
     assert media.probe(tmp_path / "job.mp4").times == media.probe(clip).times

@@ -16,7 +16,7 @@ import pytest
 import media
 from stream import weights
 from stream.engine import Engine
-from stream.jobs import JobQueue
+from stream.jobs import JobQueue, converter
 from stream.serve import StyleService
 from test_serve import PHOTO, _slow_factory, request, running
 
@@ -31,14 +31,10 @@ def service(tiny_style):
 
 @pytest.fixture
 def jobs(tmp_path, tiny_style):
-    from stream.filejob import convert_video
+    def build(_style, side):
+        return Engine(tiny_style, max_side=side or 32, precision="fp32", device="cpu")
 
-    def convert(job, progress):
-        engine = Engine(tiny_style, max_side=job.max_side or 32, precision="fp32", device="cpu")
-        convert_video(job.upload, job.result, engine, progress=False, warn=lambda _m: None, keep_partial=False,
-                      on_progress=progress, cancel=job.cancel)
-
-    queue = JobQueue(tmp_path / "jobs", convert, queue=2, quota_bytes=50 << 20, ttl_s=60)
+    queue = JobQueue(tmp_path / "jobs", converter(build), queue=2, quota_bytes=50 << 20, ttl_s=60)
     yield queue
     queue.close()
 
@@ -71,6 +67,32 @@ def test_a_video_job_runs_reports_progress_and_serves_its_result(service, jobs, 
     got, want = media.probe(tmp_path / "got.mp4"), media.probe(clip)
     assert got.times == want.times and got.audio_codec == "aac"
     assert abs(got.audio_duration - want.audio_duration) < 0.05
+
+
+def _frames(path: Path) -> list[np.ndarray]:
+    import av
+
+    with av.open(str(path)) as c:
+        return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+
+
+def test_a_video_job_can_ask_for_deflicker(service, jobs, clip, tmp_path):
+    with running(service, jobs) as port:
+        results = {}
+        for query in ("", "&deflicker=true"):
+            status, _, body = request(port, "POST", f"/v1/jobs?name=clip.mp4&max_side=32{query}", clip.read_bytes())
+            assert status == 202 and json.loads(body)["deflicker"] == bool(query)
+            done = _wait_job(port, json.loads(body)["id"])
+            assert done["state"] == "done" and done["frames_done"] == 30 and done["deflicker"] == bool(query)
+            status, _, video = request(port, "GET", done["result"])
+            results[query] = tmp_path / f"job{len(results)}.mp4"
+            results[query].write_bytes(video)
+    plain, steady = results[""], results["&deflicker=true"]
+    assert media.probe(steady).times == media.probe(plain).times == media.probe(clip).times
+    (a, *rest_a), (b, *rest_b) = _frames(plain), _frames(steady)
+    assert cv2.absdiff(a, b).mean() < 1  # the first frame has no history: the same picture
+    # later ones blend in the previous result where the flow explains the input (the square's walk)
+    assert np.mean([cv2.absdiff(x, y).mean() for x, y in zip(rest_a, rest_b)]) > 0.3
 
 
 def test_a_bad_video_job_fails_with_its_reason_and_serves_nothing(service, jobs):

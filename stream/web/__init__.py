@@ -10,7 +10,7 @@ Endpoints (every answer is JSON unless it is a picture, a video or the page; err
 * ``POST /v1/stylize`` (:mod:`.stylize`): an image as the body; query ``style``, ``max_side`` (1..1024), ``format``;
 * ``GET /v1/styles`` and ``GET /v1/styles/{name}/thumbnail`` (:mod:`.styles`): the styles, and a small
   stylised sample;
-* ``POST /v1/jobs`` (a video as the body; ``style``, ``max_side``, ``format``) -> 202 and the job;
+* ``POST /v1/jobs`` (a video as the body; ``style``, ``max_side``, ``format``, ``deflicker``) -> 202 and the job;
   ``GET /v1/jobs/{id}`` (state, frames, fps, ETA), ``GET /v1/jobs/{id}/result``, ``DELETE /v1/jobs/{id}``
   (:mod:`.jobs`);
 * ``WS /v1/live``: JPEG frames in, the newest stylised and sent back (the rest dropped and counted),

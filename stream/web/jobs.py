@@ -1,5 +1,5 @@
 """Video jobs: ``POST /v1/jobs`` (a video as the body, at most :data:`MAX_UPLOAD_BYTES`; ``style``,
-``max_side``, ``format``, ``name``) -> 202 and the job; ``GET /v1/jobs/{id}`` (state, frames, fps, ETA),
+``max_side``, ``format``, ``name``, ``deflicker``: steadier in motion, as the CLI's) -> 202 and the job; ``GET /v1/jobs/{id}`` (state, frames, fps, ETA),
 ``GET /v1/jobs/{id}/result``, ``DELETE /v1/jobs/{id}``. Included only for an app with a :class:`JobQueue`."""
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ router = APIRouter()
 @router.post("/v1/jobs", status_code=202)
 async def create_job(request: Request, service: Service, jobs: Jobs, style: str | None = None,
                      max_side: str | None = None, format: str = "mp4",  # noqa: A002 (the query parameter's name)
-                     name: str = "upload.mp4") -> dict:
+                     name: str = "upload.mp4", deflicker: bool = False) -> dict:
     style = style or service.default_style
     side = max_side_param(max_side)
     if style != service.default_style and style not in {s.name for s in weights.list_styles()}:
@@ -46,7 +46,8 @@ async def create_job(request: Request, service: Service, jobs: Jobs, style: str 
     except BaseException:
         shutil.rmtree(upload.parent, ignore_errors=True)
         raise
-    return jobs.submit(job_id, upload, style=style, max_side=side, out_suffix=out_suffix).as_dict()
+    return jobs.submit(job_id, upload, style=style, max_side=side, out_suffix=out_suffix,
+                       deflicker=deflicker).as_dict()
 
 
 @router.get("/v1/jobs/{job_id}")
