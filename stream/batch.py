@@ -88,6 +88,7 @@ class BatchOptions:
     crf: int = 18
     preset: str = "veryfast"
     report: Path | None = None
+    deflicker: bool = False  # each file (or piece) through stream.deflicker.Deflicker
 
 
 def _ray():
@@ -196,7 +197,8 @@ def _converter_class(ray):
     """The worker actor: builds the engine once, then converts job after job."""
 
     class Converter:
-        def __init__(self, style: str, options: EngineOptions, out: str, crf: int, preset: str):
+        def __init__(self, style: str, options: EngineOptions, out: str, crf: int, preset: str,
+                     deflicker: bool = False):
             from .engine import Engine
 
             probe = Path(out) / f".animestream-write-test.{os.getpid()}"
@@ -208,7 +210,7 @@ def _converter_class(ray):
                                  f"({e.strerror or e}); outputs must go to a folder every worker can write") from None
             _die_here("init")
             self.engine = Engine(style, options)
-            self.crf, self.preset = crf, preset
+            self.crf, self.preset, self.deflicker = crf, preset, deflicker
             self.name = f"{os.uname().nodename}:{os.getpid()}"
 
         def pid(self) -> int:
@@ -225,8 +227,12 @@ def _converter_class(ray):
             dst.parent.mkdir(parents=True, exist_ok=True)
             remove_stale_temp_files(dst)  # a worker killed earlier left these
             engine = self.engine
+            if self.deflicker:
+                from .deflicker import Deflicker
+
+                engine = Deflicker(engine)  # a fresh history for each file or piece
             if os.environ.get(KILL_PLAN_ENV):  # the hook's mid-job point: halfway through the frames
-                engine = _DiesMidJob(self.engine, name, max(1, _frame_count(Path(job.src), job.piece) // 2))
+                engine = _DiesMidJob(engine, name, max(1, _frame_count(Path(job.src), job.piece) // 2))
             try:
                 if job.piece is not None:
                     piece = segments.Piece(*job.piece)
@@ -373,7 +379,8 @@ def _run_jobs(ray, jobs: list[Job], options: BatchOptions, outcomes: dict[str, O
     engine_options = dataclasses.replace(options.engine, threads=options.engine.threads or max(1, int(cpus)))
 
     def new_worker():
-        return actor.remote(options.style, engine_options, str(options.out), options.crf, options.preset)
+        return actor.remote(options.style, engine_options, str(options.out), options.crf, options.preset,
+                            options.deflicker)
 
     idle = [new_worker() for _ in range(min(len(jobs), _worker_count(ray, options, cpus)))]
     waiting: deque[Job] = deque(jobs)

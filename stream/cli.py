@@ -435,6 +435,8 @@ def batch_main(argv: list[str]) -> int:
     p.add_argument("--device", choices=DEVICES, default="auto")
     p.add_argument("--crf", type=_crf, default=DEFAULT_CRF)
     p.add_argument("--preset", choices=X264_PRESETS, default=DEFAULT_PRESET, metavar="PRESET")
+    p.add_argument("--deflicker", action="store_true", help="steadier video, as the single command's --deflicker "
+                   "(each piece of a cut video starts its own history)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
     cpus = args.cpus_per_worker or float(os.cpu_count() or 1)
@@ -442,7 +444,8 @@ def batch_main(argv: list[str]) -> int:
                            engine=EngineOptions(max_side=args.max_side, precision=args.precision,
                                                 device=args.device, threads=max(1, int(cpus))),
                            cpus_per_worker=cpus, gpus_per_worker=args.gpus_per_worker, segment_s=args.segment,
-                           overwrite=args.overwrite, crf=args.crf, preset=args.preset, report=args.report)
+                           overwrite=args.overwrite, crf=args.crf, preset=args.preset, report=args.report,
+                           deflicker=args.deflicker)
     with stop_on_signals():
         try:
             outcomes = run_batch(args.inputs, options, progress=not args.quiet)
