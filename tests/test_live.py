@@ -18,6 +18,7 @@ import pytest
 import torch
 
 import media
+from stream.deflicker import Deflicker
 from stream.engine import Engine
 from stream.errors import SinkError, SourceError
 from stream import weights
@@ -60,6 +61,12 @@ def magenta_style(tmp_path_factory) -> Path:
 def live_clip(media_dir) -> Path:
     """2 s at 30 fps, 96x64, no audio."""
     return media.write_clip(media_dir / "live.mp4", frames=60, size=(96, 64), fps=LIVE_FPS, audio=None)
+
+
+@pytest.fixture(scope="module")
+def still_clip(media_dir) -> Path:
+    """live_clip's first frame for 2 s: nothing moves, so --deflicker blends every pixel it can."""
+    return media.write_clip(media_dir / "still.mp4", frames=60, size=(96, 64), fps=LIVE_FPS, audio=None, still=True)
 
 
 def _slow(image: np.ndarray) -> np.ndarray:
@@ -192,11 +199,14 @@ def test_unknown_virtual_camera_backend_is_refused():
         VirtualCamera(width=64, height=48, fps=30, backend="nope")
 
 
-def test_style_switch_takes_over_within_about_one_frame(live_clip, cyan_style, magenta_style):
+@pytest.mark.parametrize("deflicker", [False, True])  # the filter must not fade one style into the next
+def test_style_switch_takes_over_within_about_one_frame(live_clip, still_clip, cyan_style, magenta_style, deflicker):
     first = Engine(cyan_style, max_side=64, precision="fp32", device="cpu")
     switcher = StyleSwitcher([str(cyan_style), str(magenta_style)], first, first.options)
     sink = _Collect()
-    pipeline = Pipeline(PacedSource(VideoSource(live_clip)), switcher, sink, drop_stale=True)
+    job = Deflicker(switcher) if deflicker else switcher
+    source = VideoSource(still_clip if deflicker else live_clip)
+    pipeline = Pipeline(PacedSource(source), job, sink, drop_stale=True)
     switched_at: list[float] = []
 
     def switch_midway():
