@@ -45,7 +45,8 @@ class Deflicker(EngineWrapper):
     ``strength`` (0..1, exclusive of 1): weight of the previous result where the flow explains the input;
     ``threshold`` and ``floor`` (levels, 0..255, floor < threshold): the input residual after motion
     compensation at which that weight is gone, and up to which it is whole; ``motion``: follow the input's
-    motion (False: assume none); ``flow_side``: longest side (pixels) the flow is computed at."""
+    motion (False: assume none); ``flow_side``: longest side (pixels) of the copies the flow and the blend
+    weights are computed on (the warp and the blend itself run at full size)."""
 
     def __init__(self, engine: FrameEngine, *, strength: float = DEFAULT_STRENGTH,
                  threshold: float = DEFAULT_THRESHOLD, floor: float = DEFAULT_FLOOR, motion: bool = True,
