@@ -15,7 +15,8 @@ it is met on this machine. Configurations:
               (INT8 for a calibrated style on a CPU with VNNI, else bf16 + channels_last where the
               CPU has it), reused buffers, output at the input's size (more work than the seed does)
   live        the live path on a 640x480 30 fps clip played at camera pace, recorded to a file,
-              for each STYLE[@CAP] of --live (no CAP: the style's recommended cap)
+              for each STYLE[@CAP][/THREADS][+deflicker] of --live (no CAP: the style's recommended
+              cap; +deflicker: with --deflicker, as streamers may run it)
   memory      RSS growth of a file job over 3000 frames, after a 300-frame warm-up
   model       bench/model.py: model-only ms/frame and share of the measured bf16 matmul peak, for the
               bf16 engine and, on CPUs with VNNI, the INT8 one (the target reads the one file jobs use)
@@ -135,8 +136,9 @@ def _cut(src: str, dst: str, frames: int) -> None:
 
 
 def run_live(src: str, dst: str, style: str, max_side: int | None, frames: int, device: str = "auto",
-             threads: int = 0) -> dict:
-    """The live path: a 640x480 30 fps clip played at camera pace, recorded to a file."""
+             threads: int = 0, deflicker: bool = False) -> dict:
+    """The live path: a 640x480 30 fps clip played at camera pace, recorded to a file (``deflicker``: with
+    the temporal filter, as ``--deflicker``)."""
     from stream.engine import Engine
     from stream.live import StyleSwitcher
     from stream.livejob import LiveOptions, run_live as live_job
@@ -146,11 +148,12 @@ def run_live(src: str, dst: str, style: str, max_side: int | None, frames: int, 
         _camera_clip(clip)
     engine = Engine(style, max_side=max_side, device=device, threads=threads)
     switcher = StyleSwitcher([style], engine, engine.options)
-    stats = live_job(str(clip), switcher, LiveOptions(output=Path(dst)), announce=lambda _m: None)
+    stats = live_job(str(clip), switcher, LiveOptions(output=Path(dst), deflicker=deflicker),
+                     announce=lambda _m: None)
     return {"frames_in": stats.frames_in, "frames_out": stats.frames_out, "dropped": stats.dropped,
             "fps": stats.fps, "latency_ms_p50": stats.latency_ms_p50, "latency_ms_p95": stats.latency_ms_p95,
             "peak_rss_mb": stats.peak_rss_mb, "precision": engine.precision, "inference_cap": engine.max_side,
-            "threads": engine.threads}
+            "threads": engine.threads, "deflicker": deflicker}
 
 
 LIVE_SECONDS = 6
@@ -296,7 +299,7 @@ def _env(isa: str, code: Path | None = None) -> dict[str, str]:
 
 
 def _child(args: argparse.Namespace, one: str, cap: int | None, style: str, isa: str = "native",
-           code: Path | None = None, threads: int = 0) -> dict:
+           code: Path | None = None, threads: int = 0, deflicker: bool = False) -> dict:
     """Run one configuration in a fresh interpreter (its own peak RSS) under ``isa``'s limits, with
     ``code``'s stream package where given, and echo its JSON line."""
     os.environ["ANIMESTREAM_BENCH_TEACHERS"] = str(args.teachers)
@@ -306,6 +309,8 @@ def _child(args: argparse.Namespace, one: str, cap: int | None, style: str, isa:
         cmd += ["--cap", str(cap)]
     if threads:
         cmd += ["--threads", str(threads)]
+    if deflicker:
+        cmd += ["--deflicker"]
     line = subprocess.run(cmd, check=True, capture_output=True, text=True,
                           env=_env(isa, code)).stdout.strip().splitlines()[-1]
     row = {"isa": isa, **({"code": str(code)} if code else {}), **json.loads(line)}
@@ -325,11 +330,15 @@ def _model_shares(size: int, style: str, isa: str = "native") -> dict[str, float
             if "share_of_matmul_peak" in r and r["variant"].startswith("engine")}
 
 
-def _live_spec(spec: str) -> tuple[str, int | None, int]:
-    """``STYLE[@CAP][/THREADS]`` -> (style, cap or None, model threads or 0 for the engine's default)."""
+def _live_spec(spec: str) -> tuple[str, int | None, int, bool]:
+    """``STYLE[@CAP][/THREADS][+deflicker]`` -> (style, cap or None, model threads or 0 for the engine's
+    default, whether --deflicker is on)."""
+    spec, plus, flag = spec.partition("+")
+    if plus and flag != "deflicker":
+        raise ValueError(f"--live {spec}+{flag}: the only option after + is deflicker")
     rest, _, threads = spec.partition("/")
     style, _, cap = rest.partition("@")
-    return style, int(cap) if cap else None, int(threads or 0)
+    return style, int(cap) if cap else None, int(threads or 0), bool(plus)
 
 
 def _cpu_class() -> str:
@@ -384,8 +393,8 @@ def _run_class(args: argparse.Namespace, isa: str, caps: list[int]) -> dict:
     """Every configuration under one ISA limit: the JSON lines, then its summary and targets."""
     runs = {(name, cap): _child(args, name, cap, args.style, isa) for cap in caps for name in ("seed", "animestream")}
     for spec in filter(None, args.live.split(",")):
-        style, cap, threads = _live_spec(spec)
-        runs[("live", spec)] = _child(args, "live", cap, style, isa, threads=threads)
+        style, cap, threads, deflicker = _live_spec(spec)
+        runs[("live", spec)] = _child(args, "live", cap, style, isa, threads=threads, deflicker=deflicker)
     if args.teacher:
         runs[("teacher", None)] = _child(args, "teacher", None, args.style, isa)
     if args.memory_cap:
@@ -395,8 +404,8 @@ def _run_class(args: argparse.Namespace, isa: str, caps: list[int]) -> dict:
     if args.baseline:
         code = Path(args.baseline).resolve()
         for key in [k for k in runs if k[0] in ("animestream", "live", "teacher")]:
-            style, cap, threads = _live_spec(key[1]) if key[0] == "live" else (args.style, key[1], 0)
-            before[key] = _child(args, key[0], cap, style, isa, code, threads=threads)
+            style, cap, threads, deflicker = _live_spec(key[1]) if key[0] == "live" else (args.style, key[1], 0, False)
+            before[key] = _child(args, key[0], cap, style, isa, code, threads=threads, deflicker=deflicker)
     summary = {"summary": True, "isa": isa, "cpu_class": runs[next(iter(runs))].get("cpu_class"),
                "machine": machine(), "input": Path(args.input).name}
     for cap in caps:
@@ -423,8 +432,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                    help="animestream's device (the seed recipe always ran on the CPU)")
     p.add_argument("--live", default=f"{weights.DEFAULT_LIVE_STYLE},shinkai-lite",
-                   help="STYLE[@CAP][/THREADS] list for the live-path run; no CAP: the style's recommended cap; "
-                        "no THREADS: the engine's default ('' to skip)")
+                   help="STYLE[@CAP][/THREADS][+deflicker] list for the live-path run; no CAP: the style's "
+                        "recommended cap; no THREADS: the engine's default; +deflicker: with --deflicker ('' to skip)")
     p.add_argument("--memory-cap", type=int, default=128,
                    help=f"cap for the {MEMORY_FRAMES - MEMORY_WARMUP}-frame RSS-growth run (0 to skip)")
     p.add_argument("--model-size", type=int, default=512, help="square size for the model-only run (0 to skip)")
@@ -437,13 +446,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--one", choices=sorted(RUNNERS), help=argparse.SUPPRESS)
     p.add_argument("--cap", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--threads", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--deflicker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--out", default="/tmp/animestream-bench", help="scratch folder")
     args = p.parse_args(argv)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     if args.one:
         dst = str(Path(args.out) / f"{args.one}_{Path(args.style).stem}_{args.cap}.mp4")  # style may be a path
         device = "cpu" if args.one == "seed" else args.device
-        extra = {"threads": args.threads} if args.one == "live" else {}
+        extra = {"threads": args.threads, "deflicker": args.deflicker} if args.one == "live" else {}
         result = RUNNERS[args.one](args.input, dst, args.style, args.cap, args.frames, device, **extra)
         print(json.dumps({"config": args.one, "style": args.style, "max_side": args.cap, "cpu_class": _cpu_class(),
                           **result}), flush=True)
@@ -453,6 +463,11 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         p.error(f"--isa {','.join(unknown)}: one of {', '.join(ISA_LIMITS)}")
     caps = [int(c) for c in args.caps.split(",") if c]
+    for spec in filter(None, args.live.split(",")):
+        try:
+            _live_spec(spec)
+        except ValueError as e:
+            p.error(str(e))
     met = True
     for isa in isas:
         met &= all(m for _, _, m in _run_class(args, isa, caps).values())

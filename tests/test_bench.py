@@ -34,9 +34,21 @@ def test_plot_prints_one_json_line_per_style_and_cap(tiny_style, tmp_path):
 def test_live_specs_take_an_optional_cap():
     sys.path.insert(0, str(ROOT))
     from bench.bench import _live_spec
-    assert _live_spec("shinkai@256") == ("shinkai", 256, 0)
-    assert _live_spec("shinkai-lite") == ("shinkai-lite", None, 0)
-    assert _live_spec("hayao-lite@160/2") == ("hayao-lite", 160, 2)
+    assert _live_spec("shinkai@256") == ("shinkai", 256, 0, False)
+    assert _live_spec("shinkai-lite") == ("shinkai-lite", None, 0, False)
+    assert _live_spec("hayao-lite@160/2") == ("hayao-lite", 160, 2, False)
+    assert _live_spec("hayao-lite@160/2+deflicker") == ("hayao-lite", 160, 2, True)
+    with pytest.raises(ValueError, match="deflicker"):
+        _live_spec("hayao-lite+sharpen")
+
+
+def test_the_live_runner_can_run_with_deflicker(tiny_style, tmp_path):
+    done = subprocess.run([sys.executable, "bench/bench.py", "--one", "live", "--style", str(tiny_style), "--cap", "32",
+                           "--deflicker", "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    row = json.loads(done.stdout.splitlines()[-1])
+    assert row["config"] == "live" and row["deflicker"] is True and row["frames_out"] > 0 and row["fps"] > 0
 
 
 def test_quality_scores_a_style_and_a_training_checkpoint(tiny_style, tmp_path):
