@@ -88,7 +88,8 @@ class Deflicker(EngineWrapper):
         self._resid = np.empty_like(self._small_in)
         self._diff = np.empty((sh, sw), np.uint8)
         self._keep_small, self._take_small = np.empty((sh, sw), np.float32), np.empty((sh, sw), np.float32)
-        self._keep_map, self._take_map = np.empty((h, w), np.float32), np.empty((h, w), np.float32)
+        if (sw, sh) != (w, h):  # the weights, scaled up to the frame
+            self._keep_map, self._take_map = np.empty((h, w), np.float32), np.empty((h, w), np.float32)
         if self._flows:
             if self._dis is None:
                 self._dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)
@@ -99,7 +100,8 @@ class Deflicker(EngineWrapper):
             self._inside = np.full((sh, sw), 255, np.uint8)  # remapped: below 255 where the flow leaves the frame
             self._outside = np.empty((sh, sw), np.uint8)
             self._flow_scale = np.array([w / sw, h / sh], np.float32)  # small-flow pixels -> frame pixels
-            self._grid_full, self._map_full = _grid(w, h), np.empty((h, w, 2), np.float32)
+            if (sw, sh) != (w, h):  # the flow, scaled up to the frame
+                self._grid_full, self._map_full = _grid(w, h), np.empty((h, w, 2), np.float32)
             self._warp_out = np.empty_like(result)
         self._prev_out = result.copy()
         self._out = result.copy()
