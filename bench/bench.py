@@ -16,7 +16,8 @@ it is met on this machine. Configurations:
               CPU has it), reused buffers, output at the input's size (more work than the seed does)
   live        the live path on a 640x480 30 fps clip played at camera pace, recorded to a file,
               for each STYLE[@CAP][/THREADS][+deflicker] of --live (no CAP: the style's recommended
-              cap; +deflicker: with --deflicker, as streamers may run it)
+              cap; +deflicker: with --deflicker, as streamers may run it); ``model_ms_p50`` is the
+              model's own time per frame, against the camera's 33 ms
   memory      RSS growth of a file job over 3000 frames, after a 300-frame warm-up
   model       bench/model.py: model-only ms/frame and share of the measured bf16 matmul peak, for the
               bf16 engine and, on CPUs with VNNI, the INT8 one (the target reads the one file jobs use)
@@ -143,17 +144,31 @@ def run_live(src: str, dst: str, style: str, max_side: int | None, frames: int, 
     from stream.live import StyleSwitcher
     from stream.livejob import LiveOptions, run_live as live_job
 
+    import numpy as np
+
+    class TimedSwitcher(StyleSwitcher):  # what the model takes of each frame's time, the filter aside
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.ms: list[float] = []
+
+        def __call__(self, image):
+            t0 = time.perf_counter()
+            out = super().__call__(image)
+            self.ms.append(1000 * (time.perf_counter() - t0))
+            return out
+
     clip = Path(dst).with_name("live_640x480_30fps.mp4")
     if not clip.exists():
         _camera_clip(clip)
     engine = Engine(style, max_side=max_side, device=device, threads=threads)
-    switcher = StyleSwitcher([style], engine, engine.options)
+    switcher = TimedSwitcher([style], engine, engine.options)
     stats = live_job(str(clip), switcher, LiveOptions(output=Path(dst), deflicker=deflicker),
                      announce=lambda _m: None)
     return {"frames_in": stats.frames_in, "frames_out": stats.frames_out, "dropped": stats.dropped,
             "fps": stats.fps, "latency_ms_p50": stats.latency_ms_p50, "latency_ms_p95": stats.latency_ms_p95,
-            "peak_rss_mb": stats.peak_rss_mb, "precision": engine.precision, "inference_cap": engine.max_side,
-            "threads": engine.threads, "deflicker": deflicker}
+            "model_ms_p50": round(float(np.median(switcher.ms)), 1), "peak_rss_mb": stats.peak_rss_mb,
+            "precision": engine.precision, "inference_cap": engine.max_side, "threads": engine.threads,
+            "deflicker": deflicker}
 
 
 LIVE_SECONDS = 6

@@ -49,6 +49,7 @@ def test_the_live_runner_can_run_with_deflicker(tiny_style, tmp_path):
     assert done.returncode == 0, done.stderr
     row = json.loads(done.stdout.splitlines()[-1])
     assert row["config"] == "live" and row["deflicker"] is True and row["frames_out"] > 0 and row["fps"] > 0
+    assert 0 < row["model_ms_p50"] < row["latency_ms_p50"]  # the model's share of a frame's latency
 
 
 def test_quality_scores_a_style_and_a_training_checkpoint(tiny_style, tmp_path):
