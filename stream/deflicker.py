@@ -29,6 +29,7 @@ DEFAULT_FLOOR = 2.0  # residual up to which the previous result keeps the full s
 DEFAULT_FLOW_SIDE = 256  # longest side, pixels, of the grey copies the flow is computed on
 MASK_BLUR_PX = 5  # smooths the residual so the blend's edges do not show
 MIN_FLOW_SIDE = 16  # smaller frames are taken as still: DIS needs a few of its 8 px patches
+_SWITCHING = object()  # the history's style while a switch was under way: equal to no style
 
 
 def _weights(strength: float, threshold: float, floor: float) -> tuple[np.ndarray, np.ndarray]:
@@ -63,7 +64,7 @@ class Deflicker(EngineWrapper):
         self.motion, self.flow_side = motion, flow_side
         self._keep, self._take = _weights(strength, threshold, floor)
         self._shape: tuple[int, ...] | None = None
-        self._style: str | None = None  # the wrapped engine's style when the history was taken
+        self._style: object = None  # the wrapped engine's style when the history was taken
         self._dis = None
 
     def wrapped(self) -> FrameEngine:
@@ -163,10 +164,13 @@ class Deflicker(EngineWrapper):
     def __call__(self, image: np.ndarray) -> np.ndarray:
         import cv2  # here, not at the top: file jobs without --deflicker never need OpenCV
 
+        before = getattr(self.engine, "style", None)  # a live switch may come from another thread, mid-call
         result = self.engine(image)
         style = getattr(self.engine, "style", None)
-        if self._shape != image.shape or self._prev_out.shape != result.shape or style != self._style:
-            self._style = style
+        if (self._shape != image.shape or self._prev_out.shape != result.shape or style != self._style
+                or style != before):
+            # switched during the call: ``result`` may be either style's, so the next frame starts afresh too
+            self._style = style if style == before else _SWITCHING
             self._start(image, result)
             return self._out
         self._shrink(image, self._small_in)

@@ -107,6 +107,26 @@ def test_a_style_switch_shows_the_new_style_at_once():
     assert (d(frame) == 240).all()
 
 
+def test_a_switch_during_the_engine_call_never_blends_the_two_styles():
+    class SwitchesMidCall:  # the other thread switches while this frame is being stylised
+        style, calls = "a", 0
+
+        def __call__(self, x):
+            self.calls += 1
+            out = np.full_like(x, 10 if self.style == "a" else 240)
+            if self.calls == 4:
+                self.style = "b"  # after this call's result was made in "a"
+            return out
+
+        def reset(self):
+            pass
+
+    d = Deflicker(SwitchesMidCall())
+    frame = np.full((32, 48, 3), 128, np.uint8)
+    outs = [int(d(frame)[0, 0, 0]) for _ in range(8)]
+    assert outs[:4] == [10] * 4 and outs[4:] == [240] * 4  # the last "a" frame is not history for "b"
+
+
 def test_bad_settings_are_refused():
     with pytest.raises(ValueError):
         Deflicker(lambda x: x, strength=1.0)
