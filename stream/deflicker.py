@@ -83,7 +83,6 @@ class Deflicker(EngineWrapper):
         scale = min(1.0, self.flow_side / max(h, w))
         sw, sh = max(1, round(w * scale)), max(1, round(h * scale))
         self._small, self._full = (sw, sh), (w, h)
-        self._flows = self.motion and min(sw, sh) >= MIN_FLOW_SIDE
         self._small_in = self._shrink(image, np.empty((sh, sw, 3), np.uint8))
         self._prev_small = self._small_in.copy()
         self._resid = np.empty_like(self._small_in)
@@ -91,19 +90,11 @@ class Deflicker(EngineWrapper):
         self._keep_small, self._take_small = np.empty((sh, sw), np.float32), np.empty((sh, sw), np.float32)
         if (sw, sh) != (w, h):  # the weights, scaled up to the frame
             self._keep_map, self._take_map = np.empty((h, w), np.float32), np.empty((h, w), np.float32)
-        if self._flows:
+        self._motion = None
+        if self.motion and min(sw, sh) >= MIN_FLOW_SIDE:
             if self._dis is None:
                 self._dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)
-            self._gray = cv2.cvtColor(self._small_in, cv2.COLOR_RGB2GRAY)
-            self._grid_small = _grid(sw, sh)
-            self._map_small = np.empty((sh, sw, 2), np.float32)
-            self._warp_small = np.empty_like(self._small_in)
-            self._inside = np.full((sh, sw), 255, np.uint8)  # remapped: below 255 where the flow leaves the frame
-            self._outside = np.empty((sh, sw), np.uint8)
-            self._flow_scale = np.array([w / sw, h / sh], np.float32)  # small-flow pixels -> frame pixels
-            if (sw, sh) != (w, h):  # the flow, scaled up to the frame
-                self._grid_full, self._map_full = _grid(w, h), np.empty((h, w, 2), np.float32)
-            self._warp_out = np.empty_like(result)
+            self._motion = _Motion(self._dis, self._small_in, result)
         self._prev_out = result.copy()
         self._out = result.copy()
 
@@ -115,33 +106,6 @@ class Deflicker(EngineWrapper):
             return dst
         return cv2.resize(image, self._small, dst=dst, interpolation=cv2.INTER_AREA)
 
-    def _warp_history(self) -> tuple[np.ndarray, np.ndarray]:
-        """The previous input (small) and result (full size) carried onto the current frame by the flow
-        between the two inputs; the share of each small pixel whose history lies outside the frame goes
-        into ``self._outside`` (0..255)."""
-        import cv2
-
-        if not self._flows:
-            return self._prev_small, self._prev_out
-        gray = cv2.cvtColor(self._small_in, cv2.COLOR_RGB2GRAY)
-        flow = self._dis.calc(gray, self._gray, None)  # current(x) ~ previous(x + flow(x)), small pixels
-        self._gray = gray
-        cv2.add(self._grid_small, flow, dst=self._map_small)
-        cv2.remap(self._prev_small, self._map_small, None, cv2.INTER_LINEAR, dst=self._warp_small,
-                  borderMode=cv2.BORDER_REPLICATE)
-        cv2.remap(self._inside, self._map_small, None, cv2.INTER_LINEAR, dst=self._outside,
-                  borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-        cv2.bitwise_not(self._outside, dst=self._outside)
-        if self._small == self._full:
-            map_full = self._map_small
-        else:
-            flow *= self._flow_scale
-            cv2.resize(flow, self._full, dst=self._map_full, interpolation=cv2.INTER_LINEAR)
-            map_full = cv2.add(self._grid_full, self._map_full, dst=self._map_full)
-        cv2.remap(self._prev_out, map_full, None, cv2.INTER_LINEAR, dst=self._warp_out,
-                  borderMode=cv2.BORDER_REPLICATE)
-        return self._warp_small, self._warp_out
-
     def _blend_weights(self, warp_small: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per pixel of the frame: the weights of the warped previous result and of the new one, from how
         far the warped previous input is from the current one (on the small copies)."""
@@ -150,8 +114,8 @@ class Deflicker(EngineWrapper):
         cv2.absdiff(self._small_in, warp_small, dst=self._resid)
         np.maximum(self._resid[..., 0], self._resid[..., 1], out=self._diff)
         np.maximum(self._diff, self._resid[..., 2], out=self._diff)
-        if self._flows:
-            np.maximum(self._diff, self._outside, out=self._diff)  # no history from outside the frame
+        if self._motion is not None:
+            np.maximum(self._diff, self._motion.outside, out=self._diff)  # no history from outside the frame
         cv2.blur(self._diff, (MASK_BLUR_PX, MASK_BLUR_PX), dst=self._diff)
         np.take(self._keep, self._diff, out=self._keep_small)
         np.take(self._take, self._diff, out=self._take_small)
@@ -174,12 +138,61 @@ class Deflicker(EngineWrapper):
             self._start(image, result)
             return self._out
         self._shrink(image, self._small_in)
-        warp_small, warp_out = self._warp_history()
+        if self._motion is None:
+            warp_small, warp_out = self._prev_small, self._prev_out
+        else:
+            warp_small, warp_out = self._motion.warp(self._small_in, self._prev_small, self._prev_out)
         keep, take = self._blend_weights(warp_small)
         cv2.blendLinear(warp_out, result, keep, take, dst=self._out)
         self._prev_small, self._small_in = self._small_in, self._prev_small
         np.copyto(self._prev_out, self._out)
         return self._out
+
+
+class _Motion:
+    """The input's motion between two frames and the history it carries: DIS flow between the small grey
+    copies of the previous and the current input, which warps the previous small input and the previous
+    full-size result onto the current frame. Every buffer is for one size (that of ``small_in`` and
+    ``result``); ``outside`` (0..255, per small pixel) says how much of its history came from outside the
+    frame after each :meth:`warp`."""
+
+    def __init__(self, dis, small_in: np.ndarray, result: np.ndarray):
+        import cv2
+
+        (sh, sw), (h, w) = small_in.shape[:2], result.shape[:2]
+        self.dis, self.small, self.full = dis, (sw, sh), (w, h)
+        self.gray = cv2.cvtColor(small_in, cv2.COLOR_RGB2GRAY)
+        self.grid_small, self.map_small = _grid(sw, sh), np.empty((sh, sw, 2), np.float32)
+        self.warp_small, self.warp_out = np.empty_like(small_in), np.empty_like(result)
+        self.inside = np.full((sh, sw), 255, np.uint8)  # remapped: below 255 where the flow leaves the frame
+        self.outside = np.empty((sh, sw), np.uint8)
+        self.flow_scale = np.array([w / sw, h / sh], np.float32)  # small-flow pixels -> frame pixels
+        if self.small != self.full:  # the flow, scaled up to the frame
+            self.grid_full, self.map_full = _grid(w, h), np.empty((h, w, 2), np.float32)
+
+    def warp(self, small_in: np.ndarray, prev_small: np.ndarray,
+             prev_out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``prev_small`` and ``prev_out`` carried onto the frame whose small copy is ``small_in``
+        (both returned arrays are reused by the next call)."""
+        import cv2
+
+        gray = cv2.cvtColor(small_in, cv2.COLOR_RGB2GRAY)
+        flow = self.dis.calc(gray, self.gray, None)  # current(x) ~ previous(x + flow(x)), small pixels
+        self.gray = gray
+        cv2.add(self.grid_small, flow, dst=self.map_small)
+        cv2.remap(prev_small, self.map_small, None, cv2.INTER_LINEAR, dst=self.warp_small,
+                  borderMode=cv2.BORDER_REPLICATE)
+        cv2.remap(self.inside, self.map_small, None, cv2.INTER_LINEAR, dst=self.outside,
+                  borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        cv2.bitwise_not(self.outside, dst=self.outside)
+        if self.small == self.full:
+            map_full = self.map_small
+        else:
+            flow *= self.flow_scale
+            cv2.resize(flow, self.full, dst=self.map_full, interpolation=cv2.INTER_LINEAR)
+            map_full = cv2.add(self.grid_full, self.map_full, dst=self.map_full)
+        cv2.remap(prev_out, map_full, None, cv2.INTER_LINEAR, dst=self.warp_out, borderMode=cv2.BORDER_REPLICATE)
+        return self.warp_small, self.warp_out
 
 
 def _grid(w: int, h: int) -> np.ndarray:
