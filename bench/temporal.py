@@ -184,20 +184,20 @@ def one_clip(args: argparse.Namespace, video: Path, jobs: list, teachers: dict[s
     return rows
 
 
-def _teacher_warp(rows: list[dict], r: dict) -> float | None:
-    """The warping error of style row ``r``'s teacher on the same clip at the same cap, if it ran."""
-    return next((x["warp_error"] for x in rows if x.get("teacher") and x["clip"] == r["clip"]
-                 and x["style"] == r.get("teacher_name") and x["max_side"] == r["max_side"]), None)
+def _teacher_warps(rows: list[dict]) -> dict[tuple[str, str, int], float]:
+    """(clip, teacher, cap) -> the teacher's warping error, for every teacher row."""
+    return {(r["clip"], r["style"], r["max_side"]): r["warp_error"] for r in rows if r.get("teacher")}
 
 
-def _misses(rows: list[dict], key: str | None) -> tuple[int, list[dict]]:
-    """(pairs checked, the pairs that miss the target) of the style rows, plain (``key`` None) or filtered."""
+def _misses(rows: list[dict], teacher_warp: dict, key: str | None) -> tuple[int, list[dict]]:
+    """(pairs checked, the pairs that miss the target) of the style rows, plain (``key`` None) or filtered;
+    ``teacher_warp`` from :func:`_teacher_warps`."""
     checked, misses = 0, []
     for r in rows:
         if "input" in r:
             in_warp = r["input"]["warp_error"]
         elif not r["teacher"] and (key is None or key in r):
-            got, t = r if key is None else r[key], _teacher_warp(rows, r)
+            got, t = r if key is None else r[key], teacher_warp.get((r["clip"], r.get("teacher_name"), r["max_side"]))
             checked += 1
             # a style without a teacher run misses: the target needs both figures
             if got["warp_error"] > VS_INPUT_MAX * in_warp or t is None or got["warp_error"] > VS_TEACHER_MAX * t:
@@ -208,18 +208,19 @@ def _misses(rows: list[dict], key: str | None) -> tuple[int, list[dict]]:
 
 def summary(rows: list[dict], seconds: float) -> tuple[dict, dict]:
     """The ``table`` and ``targets`` lines from every clip's rows."""
-    table = {}
+    table, teacher_warp = {}, _teacher_warps(rows)
     for r in rows:
         if "input" in r:
             table[r["clip"]] = {"input": r["input"]["warp_error"]}
         elif not r["teacher"]:
-            table[r["clip"]][r["style"]] = [r["warp_error"], _teacher_warp(rows, r)]
-    checked, misses = _misses(rows, None)
+            table[r["clip"]][r["style"]] = [r["warp_error"],
+                                            teacher_warp.get((r["clip"], r.get("teacher_name"), r["max_side"]))]
+    checked, misses = _misses(rows, teacher_warp, None)
     targets = {"targets": {"vs_input_max": VS_INPUT_MAX, "vs_teacher_max": VS_TEACHER_MAX}, "checked": checked,
                "met": checked > 0 and not misses, "pairs_met": checked - len(misses), "misses": misses,
                "seconds": round(seconds, 1)}
     for key, _ in FILTERS:
-        n, missed = _misses(rows, key)
+        n, missed = _misses(rows, teacher_warp, key)
         if n:
             suffix = "" if key == "deflicker" else key.removeprefix("deflicker")
             targets[f"met_with_deflicker{suffix}"] = not missed

@@ -183,6 +183,12 @@ def probe(path: Path, *, audio: bool = True) -> Probe:
     return p
 
 
+def decoded_frames(path: Path) -> list[np.ndarray]:
+    """Every video frame of a file, decoded with PyAV, as RGB uint8 (H x W x 3)."""
+    with av.open(str(path)) as c:
+        return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+
+
 # -- small helpers shared by the tests
 def sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()

@@ -94,20 +94,15 @@ def test_a_long_clip_in_three_pieces_equals_the_single_process_output(tmp_path, 
     assert sorted(p.name for p in out.iterdir()) == ["film.mkv"]  # the pieces are gone
 
 
-def _frames(path: Path) -> list:
-    with av.open(str(path)) as c:
-        return [f.to_ndarray(format="rgb24").astype(int) for f in c.decode(video=0)]
-
-
 def test_deflicker_in_a_batch_is_the_single_commands(tmp_path, clip, tiny_style, no_ray_left):
     out = tmp_path / "out"
-    done = _batch(clip, "--out", out, "--style", tiny_style, "--workers", 1, "--deflicker", *COMMON)
+    done = _batch(clip, "--out", out, "--style", tiny_style, "--workers", 1, "--deflicker", "--device", "cpu", *COMMON)
     assert done.returncode == 0, done.stderr
     engine = Engine(tiny_style, max_side=32, device="cpu", threads=1)
     steady, plain = tmp_path / "steady.mp4", tmp_path / "plain.mp4"
     convert_video(clip, steady, Deflicker(engine), progress=False)
     convert_video(clip, plain, engine, progress=False)
-    got, want, unfiltered = _frames(out / clip.name), _frames(steady), _frames(plain)
+    got, want, unfiltered = ([f.astype(int) for f in media.decoded_frames(p)] for p in (out / clip.name, steady, plain))
     assert len(got) == len(want) == 30
     near = np.mean([np.abs(a - b).mean() for a, b in zip(got, want)])
     far = np.mean([np.abs(a - b).mean() for a, b in zip(got, unfiltered)])

@@ -183,8 +183,7 @@ def _seam(style, **options) -> Engine:
 
 
 def _frames(path) -> list[np.ndarray]:
-    with av.open(str(path)) as f:
-        return [frame.to_ndarray(format="rgb24").astype(int) for frame in f.decode(video=0)]
+    return [frame.astype(int) for frame in media.decoded_frames(path)]
 
 
 @pytest.mark.parametrize("batch", [1, 3])

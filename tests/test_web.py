@@ -69,13 +69,6 @@ def test_a_video_job_runs_reports_progress_and_serves_its_result(service, jobs, 
     assert abs(got.audio_duration - want.audio_duration) < 0.05
 
 
-def _frames(path: Path) -> list[np.ndarray]:
-    import av
-
-    with av.open(str(path)) as c:
-        return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
-
-
 def test_a_video_job_can_ask_for_deflicker(service, jobs, clip, tmp_path):
     with running(service, jobs) as port:
         results = {}
@@ -89,7 +82,7 @@ def test_a_video_job_can_ask_for_deflicker(service, jobs, clip, tmp_path):
             results[query].write_bytes(video)
     plain, steady = results[""], results["&deflicker=true"]
     assert media.probe(steady).times == media.probe(plain).times == media.probe(clip).times
-    (a, *rest_a), (b, *rest_b) = _frames(plain), _frames(steady)
+    (a, *rest_a), (b, *rest_b) = media.decoded_frames(plain), media.decoded_frames(steady)
     assert cv2.absdiff(a, b).mean() < 1  # the first frame has no history: the same picture
     # later ones blend in the previous result where the flow explains the input (the square's walk)
     assert np.mean([cv2.absdiff(x, y).mean() for x, y in zip(rest_a, rest_b)]) > 0.3
