@@ -314,7 +314,7 @@ def file_job(job: dict) -> dict:
     the call to the first batch's last frame at the encoder; ``warm_s`` the warm-up inside the call;
     ``engine_s`` building the engine (model load, CUDA context), before the call. A job may name one
     variant of the defaults (:data:`VARIANTS`): ``batch``, ``cudnn_benchmark``, ``x264_threads``,
-    ``decode_threads``, ``preset``."""
+    ``decode_threads``, ``preset``, ``deflicker`` (the engine inside ``--deflicker``'s filter)."""
     with _variant(job):
         return _file_job(job)
 
@@ -386,7 +386,12 @@ def _file_job(job: dict) -> dict:
     clock = _WriteClock()
     sampler = _RssSampler()
     t1 = time.perf_counter()
-    stats = convert_video(job["src"], job["dst"], engine, progress=False, duration=job.get("duration"),
+    job_engine = engine
+    if job.get("deflicker"):
+        from stream.deflicker import Deflicker
+
+        job_engine = Deflicker(engine)
+    stats = convert_video(job["src"], job["dst"], job_engine, progress=False, duration=job.get("duration"),
                           preset=job.get("preset", DEFAULT_PRESET))
     seconds, n = time.perf_counter() - t1, engine.batch_size
     at_peak = sampler.stop()
@@ -585,7 +590,8 @@ def file_rows(args, out: Path, clips: dict, rows: dict, short: int) -> None:
 # One change to the defaults at a time (and two together), each job in its own process like file_rows':
 # (clip, cap 512?, whole clip?, label, the change). Full resolution: one frame a call instead of the
 # automatic two, cuDNN's algorithm search. Memory: fewer x264 frame threads and decoder threads (each
-# holds frames of its own). 4K: x264's next faster preset.
+# holds frames of its own). 4K: x264's next faster preset. --deflicker: its filter on the device, beside the
+# same job on the RGB path, where the filter runs on the host a frame at a time (as before it ran on the device).
 VARIANTS = [("1080p", False, False, "full b1", {"batch": 1}),
             ("1080p", False, False, "full cudnn", {"cudnn_benchmark": True}),
             ("1080p", False, False, "full b1 cudnn", {"batch": 1, "cudnn_benchmark": True}),
@@ -596,7 +602,10 @@ VARIANTS = [("1080p", False, False, "full b1", {"batch": 1}),
             ("1080p", True, True, "cap512 cudnn", {"cudnn_benchmark": True}),
             ("4k", True, False, "4k superfast", {"preset": "superfast"}),
             ("4k", True, False, "4k x264=12 decode=8", {"x264_threads": 12, "decode_threads": 8}),
-            ("4k", True, False, "4k superfast decode=8", {"preset": "superfast", "decode_threads": 8})]
+            ("4k", True, False, "4k superfast decode=8", {"preset": "superfast", "decode_threads": 8}),
+            ("1080p", True, False, "cap512 deflicker", {"deflicker": True}),
+            ("1080p", True, False, "cap512 deflicker rgb", {"deflicker": True, "path": "today"}),
+            ("1080p", False, False, "full deflicker", {"deflicker": True})]
 
 
 def variant_rows(args, out: Path, clips: dict, rows: dict, short: int) -> None:
@@ -607,7 +616,7 @@ def variant_rows(args, out: Path, clips: dict, rows: dict, short: int) -> None:
         if wanted is not None and label not in wanted:
             continue
         row = _run_job(args, clips[clip], out / f"variant_{label.replace(' ', '_')}.mp4", capped,
-                       None if whole else (short - 0.5) / 30, path="planes", **change)
+                       None if whole else (short - 0.5) / 30, **{"path": "planes", **change})
         rows[("variant", label)] = row
         print(json.dumps({"variant": label, "file": clip, "change": change, **row}), flush=True)
 

@@ -2,13 +2,15 @@
 
     decode thread    packet -> decoder planes (``VideoFrame.to_ndarray()``: one copy, no swscale)
     device thread    upload planes -> RGB -> resize -> stylise -> resize back -> yuv420p (:mod:`stream.yuv`),
-                     a batch at a time, downloads overlapping the next batch
+                     a batch at a time, downloads overlapping the next batch; with ``--deflicker`` the
+                     flow from the luma planes first, and the filter after the model
+                     (:mod:`stream.devicedeflicker`)
     encode thread    planes -> ``av.VideoFrame`` -> x264 (frame-threaded, every host core)
 
 These are :class:`~stream.pipeline.Pipeline`'s three threads and bounded queues; this module supplies
 its source (:class:`PlaneSource`), its batch engine (:class:`PlaneEngine`) and its sink
 (:class:`PlaneSink`). :func:`plane_path` says whether a job can take this path: an engine that
-resizes on its device, a stream in one of :data:`stream.yuv.FORMATS` with even sides and no display
+resizes on its device (or :class:`~stream.deflicker.Deflicker` around one), a stream in one of :data:`stream.yuv.FORMATS` with even sides and no display
 turn, and an output that takes yuv420p. Anything else runs today's RGB path.
 An engine on the CPU can run this path too (tests do: ``engine.resizes_on_device = True``); setting
 ``engine.planes_on_device = False`` keeps such an engine on the RGB path.
@@ -29,6 +31,8 @@ import numpy as np
 import torch
 
 from . import yuv
+from .deflicker import Deflicker
+from .devicedeflicker import DeviceDeflicker
 from .engine import Engine, FrameEngine
 from .errors import SinkError
 from .sinks import DEFAULT_CRF, VideoFileSink
@@ -44,10 +48,27 @@ PLANE_OUTPUTS = frozenset({".mp4", ".mkv", ".mov", ".m4v", ".webm", ".avi"})  # 
 HOST_THREADS = os.cpu_count() or 1
 
 
+def _plane_parts(engine: FrameEngine) -> tuple[Engine, Deflicker | None] | None:
+    """The :class:`Engine` that would run a plane job of ``engine``, and the ``--deflicker`` filter wrapped
+    around it (None: no filter), or None when ``engine`` cannot run the plane path."""
+    steady = engine if isinstance(engine, Deflicker) else None
+    core = steady.engine if steady is not None else engine
+    if (isinstance(core, Engine) and core.resizes_on_device and core.module is not None
+            and getattr(core, "planes_on_device", True)):
+        return core, steady
+    return None
+
+
 def wants_planes(engine: FrameEngine, dst: str | Path) -> bool:
-    """Whether a job of ``engine`` into ``dst`` should decode to planes (the stream decides the rest)."""
-    return (isinstance(engine, Engine) and engine.resizes_on_device and engine.module is not None
-            and getattr(engine, "planes_on_device", True) and Path(dst).suffix.lower() in PLANE_OUTPUTS)
+    """Whether a job of ``engine`` (an engine that resizes on its device, or :class:`Deflicker` around one)
+    into ``dst`` should decode to planes (the stream decides the rest)."""
+    return _plane_parts(engine) is not None and Path(dst).suffix.lower() in PLANE_OUTPUTS
+
+
+def plane_core(engine: FrameEngine) -> Engine | None:
+    """The :class:`Engine` whose model a plane job of ``engine`` runs (inside a :class:`Deflicker`), or None."""
+    parts = _plane_parts(engine)
+    return parts[0] if parts is not None else None
 
 
 class PlaneSource(VideoSource):
@@ -164,6 +185,8 @@ class _Slot:
     dev_in: torch.Tensor
     dev_out: torch.Tensor  # N x (H * 3/2) x W uint8
     host_out: torch.Tensor  # the same, pinned
+    host_flow: torch.Tensor | None  # --deflicker: N x sh x sw x 2 float32, pinned (DeviceDeflicker.flows)
+    dev_flow: torch.Tensor | None
     uploaded: torch.cuda.Event | None
     done: torch.cuda.Event | None
 
@@ -175,12 +198,17 @@ class _Slot:
 class PlaneEngine:
     """Stylise batches of packed decoder planes into packed yuv420p with ``engine``'s model, all on its
     device (:class:`~stream.pipeline.BatchEngine`; also callable on one frame). Frames are ``height`` x
-    ``width`` pixels in ``fmt``. Not thread-safe: the pipeline's device thread calls it."""
+    ``width`` pixels in ``fmt``, of one video from its first frame on; ``deflicker``: the temporal filter's
+    settings, run on the device (:class:`~stream.devicedeflicker.DeviceDeflicker`). Not thread-safe: the
+    pipeline's device thread calls it."""
 
-    def __init__(self, engine: Engine, fmt: PlaneFormat, width: int, height: int):
+    def __init__(self, engine: Engine, fmt: PlaneFormat, width: int, height: int,
+                 deflicker: Deflicker | None = None):
         self.engine, self.fmt, self.width, self.height = engine, fmt, width, height
         self.batch_size = engine.batch_size
         self.device = engine.device
+        self.steady = (DeviceDeflicker(deflicker, width, height, self.device, fmt.full_range)
+                       if deflicker is not None else None)
         self._slots: list[_Slot] = []
         self._key: int | None = None
         self._next = 0
@@ -192,11 +220,14 @@ class PlaneEngine:
             dtype = torch.int16 if self.fmt.bits > 8 else torch.uint8
             shape_in = (n, *self.fmt.packed_shape(self.width, self.height))
             shape_out = (n, self.height * 3 // 2, self.width)
+            shape_flow = (n, *self.steady.small[::-1], 2) if self.steady is not None else None
             self._slots = [_Slot(
                 host_in=torch.zeros(shape_in, dtype=dtype, pin_memory=cuda),  # a padded first batch reads zeros
                 dev_in=torch.empty(shape_in, dtype=dtype, device=self.device),
                 dev_out=torch.empty(shape_out, dtype=torch.uint8, device=self.device),
                 host_out=torch.empty(shape_out, dtype=torch.uint8, pin_memory=cuda),
+                host_flow=torch.zeros(shape_flow, pin_memory=cuda) if shape_flow else None,
+                dev_flow=torch.empty(shape_flow, device=self.device) if shape_flow else None,
                 uploaded=torch.cuda.Event() if cuda else None, done=torch.cuda.Event() if cuda else None)
                 for _ in range(2)]
             self._key, self._next = n, 0
@@ -213,22 +244,31 @@ class PlaneEngine:
         algorithm search or compilation at the end of a job."""
         slot = self._slot(max(len(frames), self.batch_size))
         slot.wait()  # its previous results have been collected and copied out
-        host = slot.host_in.numpy()
+        host, n = slot.host_in.numpy(), len(frames)
         for i, planes in enumerate(frames):
             np.copyto(host[i], planes)
+        if self.steady is not None:  # the flow on the host, while the device runs the batch before
+            self.steady.flows([self._luma(planes) for planes in frames], slot.host_flow.numpy())
+        pairs = [(slot.dev_in, slot.host_in)] + ([(slot.dev_flow, slot.host_flow)] if self.steady else [])
         if self._copy_stream is not None:  # upload on its own stream: it overlaps the previous batch's compute
             with torch.cuda.stream(self._copy_stream):
-                slot.dev_in.copy_(slot.host_in, non_blocking=True)
+                for dev, pinned in pairs:
+                    dev.copy_(pinned, non_blocking=True)
                 slot.uploaded.record()
             torch.cuda.current_stream(self.device).wait_event(slot.uploaded)
         else:
-            slot.dev_in.copy_(slot.host_in)
+            for dev, pinned in pairs:
+                dev.copy_(pinned)
         rgb = yuv.to_rgb(slot.dev_in, self.fmt, self.height, self.width)
-        yuv.to_yuv420p(self.engine.stylise_on_device(rgb), out=slot.dev_out)
+        small = self.steady.shrink(rgb[:n]) if self.steady is not None else None  # before the model consumes rgb
+        styled = self.engine.stylise_on_device(rgb)
+        if self.steady is not None:
+            self.steady.apply(small, styled, slot.dev_flow[:n])
+        yuv.to_yuv420p(styled, out=slot.dev_out)
         slot.host_out.copy_(slot.dev_out, non_blocking=slot.done is not None)
         if slot.done is not None:
             slot.done.record(torch.cuda.current_stream(self.device))
-        result, n = slot.host_out.numpy(), len(frames)
+        result = slot.host_out.numpy()
 
         def collect() -> list[np.ndarray]:
             slot.wait()
@@ -239,20 +279,29 @@ class PlaneEngine:
     def __call__(self, planes: np.ndarray) -> np.ndarray:
         return self.submit([planes])()[0]
 
+    def _luma(self, planes: np.ndarray) -> np.ndarray:
+        """The Y plane (H x W) of one packed frame (a view)."""
+        return planes[0] if not self.fmt.subsampled else planes[:self.height]
+
     def warm(self) -> None:
         """One batch of black frames through every step, so that the pinned buffers are allocated and the
-        conversions' kernels loaded before the job's pipeline starts (the engine warmed the model)."""
+        conversions' kernels loaded before the job's pipeline starts (the engine warmed the model). The
+        temporal filter, if any, starts afresh after it: the video's first frame has no history."""
         shape = self.fmt.packed_shape(self.width, self.height)
         black = np.zeros(shape, np.int16 if self.fmt.bits > 8 else np.uint8)
         self.submit([black] * self.batch_size)()
+        if self.steady is not None:
+            self.steady.restart()
 
 
 def plane_path(engine: FrameEngine, source: VideoSource) -> PlaneEngine | None:
-    """The batch engine for a job whose ``source`` delivers planes (a :class:`PlaneSource` that could), else None."""
-    fmt = getattr(source, "plane_format", None)
-    if fmt is None or not isinstance(engine, Engine):
+    """The batch engine for a job whose ``source`` delivers planes (a :class:`PlaneSource` that could), else
+    None; ``engine`` may be a :class:`Deflicker` around the engine, whose filter then runs on the device."""
+    fmt, parts = getattr(source, "plane_format", None), _plane_parts(engine)
+    if fmt is None or parts is None:
         return None
-    planes = PlaneEngine(engine, fmt, source.width, source.height)
+    engine, steady = parts
+    planes = PlaneEngine(engine, fmt, source.width, source.height, steady)
     if engine.device.type == "cuda":
         planes.warm()
     return planes

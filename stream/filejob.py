@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from .devicejob import PlaneSink, PlaneSource, hardware_encoder, plane_path, wants_planes
+from .devicejob import PlaneSink, PlaneSource, hardware_encoder, plane_core, plane_path, wants_planes
 from .engine import Engine, FrameEngine
 from .errors import AnimestreamError, SinkError, SourceError
 from .imageinfo import DEFAULT_MAX_PIXELS
@@ -65,14 +65,16 @@ def convert_video(src: str | Path, dst: str | Path, engine: FrameEngine, *, crf:
         raise SinkError(f"{dst}: a video output needs one of {', '.join(sorted(VIDEO_EXTENSIONS))}")
     engine.reset()  # a temporal filter must not carry one video's last frame into the next
     source = (PlaneSource if wants_planes(engine, dst) else VideoSource)(src, start=start, duration=duration)
+    # the engine whose model runs the frames: on the plane path, the one inside --deflicker's filter too
+    core = plane_core(engine) if getattr(source, "plane_format", None) is not None else engine
     # Decode straight at the model's size (the sink scales back), or, where the engine resizes on its
     # device (a GPU), at the frame's own size.
-    shape = engine.decode_shape if isinstance(engine, Engine) else engine.inference_shape
+    shape = core.decode_shape if isinstance(core, Engine) else core.inference_shape
     source.frame_size = shape(source.width, source.height)
     audio_codec = source.audio.codec_context.name if source.audio is not None else None
     try:
-        if isinstance(engine, Engine):
-            engine.fit_batch(source.width, source.height, source.frame_count)  # sized for this video (a GPU)
+        if isinstance(core, Engine):
+            core.fit_batch(source.width, source.height, source.frame_count)  # sized for this video (a GPU)
         batch = engine if isinstance(engine, Engine) and engine.batch_size > 1 else None
         planes = plane_path(engine, source)  # a GPU's YUV path (stream.devicejob), or None
         sink_options = dict(width=source.width, height=source.height, time_base=source.time_base,
@@ -126,7 +128,7 @@ def convert_video(src: str | Path, dst: str | Path, engine: FrameEngine, *, crf:
     if source.truncated:
         warn(f"warning: {src}: input is damaged after frame {source.frames_read} ({source.truncated}); "
              f"converted the {stats.frames_out} frames that decoded")
-    stats.extra.update(_engine_stats(engine), audio=sink.audio_mode or "none", audio_codec=audio_codec,
+    stats.extra.update(_engine_stats(core), audio=sink.audio_mode or "none", audio_codec=audio_codec,
                        audio_tracks=len(sink.audio_modes), dropped_streams=list(sink.dropped),
                        undecodable=source.undecodable, truncated=bool(source.truncated))
     return stats

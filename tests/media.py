@@ -44,10 +44,11 @@ def _tone(n_samples: int) -> np.ndarray:
 def write_clip(path: Path, *, frames: int = 24, size: tuple[int, int] = (64, 48), fps: int = 24,
                audio: str | None = "aac", pts: list[int] | None = None, time_base: Fraction | None = None,
                faststart: bool = False, preset: str = "ultrafast", rotation: int = 0,
-               pix_fmt: str = "yuv420p", keyint: int = 0, still: bool = False) -> Path:
+               pix_fmt: str = "yuv420p", keyint: int = 0, still: bool = False, pan: int = 0) -> Path:
     """Write an H.264 clip; ``audio`` is None, "aac" or "pcm_s16le"; ``pts`` gives irregular
     timestamps in ``time_base`` units (variable frame rate); ``rotation`` (degrees, counter-clockwise)
-    goes into the display matrix, as phones record portrait video; ``still``: every frame the first."""
+    goes into the display matrix, as phones record portrait video; ``still``: every frame the first;
+    ``pan``: instead, a smooth textured scene seen by a camera panning that many pixels a frame."""
     path = Path(path)
     width, height = size
     if pts is not None:
@@ -68,8 +69,10 @@ def write_clip(path: Path, *, frames: int = 24, size: tuple[int, int] = (64, 48)
         if audio is not None:
             a = out.add_stream(audio, rate=SAMPLE_RATE)
             a.layout = "stereo"
+        scene = noise_image(7, height, width + pan * frames) if pan else None
         for i in range(frames):
-            vf = av.VideoFrame.from_ndarray(frame_image(0 if still else i, width, height), format="rgb24")
+            picture = scene[:, i * pan:i * pan + width] if pan else frame_image(0 if still else i, width, height)
+            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(picture), format="rgb24")
             vf.pts = pts[i] if pts is not None else i
             vf.time_base = tb
             out.mux(video.encode(vf))

@@ -80,6 +80,36 @@ def test_motion_is_followed_so_moving_texture_flickers_less_and_keeps_its_place(
     assert off(steady) < 0.7 * off(raw)
 
 
+@pytest.mark.parametrize("flow_side, batch", [(256, 5), (48, 1), (48, 4)])
+def test_the_device_filter_matches_the_host_filter(flow_side, batch):
+    """The GPU plane path's filter (stream.devicedeflicker), run on the CPU device in batches, gives the host
+    filter's frames within rounding: the same flow, warps, weights and blend."""
+    import cv2
+    import torch
+
+    from stream.devicedeflicker import DeviceDeflicker
+
+    frames = _panning(24, 2)
+    raw = [_flickery_style(5)(x) for x in frames]
+    results = iter(raw)
+    host = Deflicker(lambda _: next(results).copy(), flow_side=flow_side)
+    want = [host(x).astype(int) for x in frames]
+    h, w = frames[0].shape[:2]
+    dev = DeviceDeflicker(host, w, h, "cpu", full_range=True)
+    got = []
+    for start in range(0, len(frames), batch):
+        chunk = frames[start:start + batch]
+        flows = np.empty((len(chunk), dev.small[1], dev.small[0], 2), np.float32)
+        dev.flows([cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in chunk], flows)
+        small = dev.shrink(torch.from_numpy(np.stack(chunk)).permute(0, 3, 1, 2).float())
+        styled = torch.from_numpy(np.stack(raw[start:start + batch])).permute(0, 3, 1, 2).float()
+        dev.apply(small, styled, torch.from_numpy(flows))
+        got += [f.permute(1, 2, 0).round().numpy().astype(int) for f in styled]
+    assert (got[0] == raw[0]).all()  # the first frame has no history
+    assert max(np.abs(a - b).mean() for a, b in zip(want, got)) <= 1.0
+    assert _pan_error(got, 2) < 1.1 * _pan_error(want, 2)
+
+
 def test_a_new_size_starts_afresh_with_the_new_result():
     d = Deflicker(lambda x: x.copy())
     d(np.zeros((32, 48, 3), np.uint8))

@@ -213,6 +213,37 @@ def test_the_plane_path_matches_the_rgb_path_frame_for_frame(tmp_path, tiny_styl
         assert np.abs(old - new).mean() <= 2.0, i  # float colours in, no truncation: within rounding
 
 
+def _pan_error(frames: list[np.ndarray], shift: int) -> float:
+    """Mean |frame(t) - frame(t-1) moved with the camera's pan|, away from the borders."""
+    m = 8
+    return float(np.mean([np.abs(b[m:-m, m:-m - shift] - a[m:-m, m + shift:-m]).mean() for a, b in zip(frames, frames[1:])]))
+
+
+@pytest.mark.parametrize("batch", [1, 4])
+def test_deflicker_runs_on_the_plane_path_as_on_the_host(tmp_path, tiny_style, batch, monkeypatch):
+    """--deflicker keeps a GPU job on its batched plane path (the filter runs on the device, the flow on the
+    host): its frames are the host filter's run over the unfiltered job's, within rounding, and steadier."""
+    from stream import devicejob
+    from stream.deflicker import Deflicker
+    from stream.filejob import convert_video
+
+    src = media.write_clip(tmp_path / "in.mp4", frames=10, size=(96, 72), pan=2, audio=None)
+    used = []
+    monkeypatch.setattr(devicejob.PlaneEngine, "submit", _spy(devicejob.PlaneEngine.submit, used))
+    stats = convert_video(src, tmp_path / "dev.mp4", Deflicker(_seam(tiny_style, max_side=48, batch=batch)),
+                          progress=False, crf=0)
+    assert len(used) == 10 and stats.frames_out == 10 and stats.extra["batch"] == batch  # batched planes
+    convert_video(src, tmp_path / "raw.mp4", _seam(tiny_style, max_side=48, batch=batch), progress=False, crf=0)
+    raw = iter(media.decoded_frames(tmp_path / "raw.mp4"))
+    host = Deflicker(lambda _: next(raw))  # the host filter, over the unfiltered job's frames
+    want = [host(frame).astype(int) for frame in media.decoded_frames(src)]
+    dev, raw = _frames(tmp_path / "dev.mp4"), _frames(tmp_path / "raw.mp4")
+    for i, (a, b) in enumerate(zip(want, dev)):
+        assert np.abs(a - b).mean() <= 2.0, i  # 1.5 at most when written, rounding adding up over frames
+    assert np.abs(dev[-1] - raw[-1]).mean() > 1.0  # the filter ran
+    assert _pan_error(dev, 2) < 0.8 * _pan_error(raw, 2)
+
+
 def test_a_short_last_batch_runs_padded_to_the_jobs_one_shape(tmp_path, tiny_style, monkeypatch):
     from stream.filejob import convert_video
 
