@@ -86,11 +86,14 @@ def run_live(spec: str, switcher: StyleSwitcher, options: LiveOptions, *, announ
         raise SinkError("a live run needs somewhere to go: an OUTPUT file, --preview, --vcam or --mjpeg")
     if options.output is not None:
         check_output_path(options.output, spec)
-    job: FrameEngine = Deflicker(switcher) if options.deflicker else switcher
+    # the filter prepares each blend on its own thread while the model runs: live frames wait ~1 ms for it
+    job: FrameEngine = Deflicker(switcher, overlap=True) if options.deflicker else switcher
     stats: Stats | None = None
     camera = None
     pipeline: Pipeline | None = None
     with ExitStack() as closing:
+        if isinstance(job, Deflicker):
+            closing.callback(job.close)
         source = open_live_source(spec, width=options.camera_width, height=options.camera_height,
                                   fps=options.camera_fps, paced=options.paced, timeout=options.timeout)
 

@@ -110,6 +110,25 @@ def test_the_device_filter_matches_the_host_filter(flow_side, batch):
     assert _pan_error(got, 2) < 1.1 * _pan_error(want, 2)
 
 
+def test_overlap_prepares_on_its_helper_thread_and_changes_no_frame():
+    """Live runs prepare each blend on a helper thread while the model runs: the frames are the same, a
+    size change or style switch still starts afresh, and the thread ends with close()."""
+    import threading
+
+    frames = _panning(8, 2) + _panning(3, 2, size=(64, 80))
+    plain = Deflicker(_flickery_style(5))
+    want = [plain(x).copy() for x in frames]
+    where = []
+    with Deflicker(_flickery_style(5), overlap=True) as d:
+        prepare = d._prepare
+        d._prepare = lambda image: where.append(threading.current_thread().name) or prepare(image)
+        got = [d(x).copy() for x in frames]
+        assert any(name.startswith("animestream-deflicker") for name in media.animestream_threads())
+    assert len(where) == 9 and all(name.startswith("animestream-deflicker") for name in where)  # not frames 0, 8
+    assert all((a == b).all() for a, b in zip(want, got))
+    assert media.animestream_threads() == []
+
+
 def test_a_new_size_starts_afresh_with_the_new_result():
     d = Deflicker(lambda x: x.copy())
     d(np.zeros((32, 48, 3), np.uint8))

@@ -119,10 +119,12 @@ def test_file_pipeline_never_drops_with_the_same_slow_engine(live_clip):
     assert stats.dropped == 0 and stats.frames_out == 60
 
 
-def test_recording_keeps_capture_timestamps(tmp_path, live_clip, tiny_engine):
+@pytest.mark.parametrize("deflicker", [False, True])
+def test_recording_keeps_capture_timestamps(tmp_path, live_clip, tiny_engine, deflicker):
     out = tmp_path / "rec.mp4"
     switcher = StyleSwitcher([tiny_engine.spec], tiny_engine, tiny_engine.options)
-    stats = run_live(str(live_clip), switcher, LiveOptions(output=out), announce=lambda m: None)
+    stats = run_live(str(live_clip), switcher, LiveOptions(output=out, deflicker=deflicker), announce=lambda m: None)
+    assert media.animestream_threads() == []  # the pipeline's, and the filter's helper, all ended
     with av.open(str(out)) as c:
         times = [f.time for f in c.decode(video=0)]
     assert len(times) == stats.frames_out > 10
@@ -204,7 +206,7 @@ def test_style_switch_takes_over_within_about_one_frame(live_clip, still_clip, c
     first = Engine(cyan_style, max_side=64, precision="fp32", device="cpu")
     switcher = StyleSwitcher([str(cyan_style), str(magenta_style)], first, first.options)
     sink = _Collect()
-    job = Deflicker(switcher) if deflicker else switcher
+    job = Deflicker(switcher, overlap=True) if deflicker else switcher  # as run_live wraps it
     source = VideoSource(still_clip if deflicker else live_clip)
     pipeline = Pipeline(PacedSource(source), job, sink, drop_stale=True)
     switched_at: list[float] = []
@@ -216,8 +218,12 @@ def test_style_switch_takes_over_within_about_one_frame(live_clip, still_clip, c
 
     t = threading.Thread(target=switch_midway)
     t.start()
-    pipeline.run()
-    t.join()
+    try:
+        pipeline.run()
+    finally:
+        t.join()
+        if deflicker:
+            job.close()
     colours = [tuple(int(v) for v in img[0, 0]) for _, img, _ in sink.frames]
     assert colours[0] == (0, 255, 255) and colours[-1] == (255, 0, 255)
     first_magenta = next(when for (_, img, when) in sink.frames if tuple(img[0, 0]) == (255, 0, 255))
