@@ -37,6 +37,18 @@ MIN_FLOW_SIDE = 16  # smaller frames are taken as still: DIS needs a few of its 
 _SWITCHING = object()  # the history's style while a switch was under way: equal to no style
 
 
+def _check_settings(strength: float, threshold: float, floor: float, flow_side: int) -> None:
+    """A one-line ValueError for settings outside their ranges (see :class:`Deflicker`)."""
+    if not 0.0 <= strength < 1.0:
+        raise ValueError(f"strength must be in [0, 1), got {strength}")
+    if threshold <= 0:
+        raise ValueError(f"threshold must be > 0, got {threshold}")
+    if not 0.0 <= floor < threshold:
+        raise ValueError(f"floor must be in [0, threshold), got {floor}")
+    if flow_side < MIN_FLOW_SIDE:
+        raise ValueError(f"flow_side must be >= {MIN_FLOW_SIDE}, got {flow_side}")
+
+
 def _weights(strength: float, threshold: float, floor: float) -> tuple[np.ndarray, np.ndarray]:
     """Look-up tables from a blurred residual (uint8) to the previous result's weight and the new one's."""
     residual = np.arange(256, dtype=np.float32)
@@ -58,14 +70,7 @@ class Deflicker(EngineWrapper):
     def __init__(self, engine: FrameEngine, *, strength: float = DEFAULT_STRENGTH,
                  threshold: float = DEFAULT_THRESHOLD, floor: float = DEFAULT_FLOOR, motion: bool = True,
                  flow_side: int = DEFAULT_FLOW_SIDE, overlap: bool = False):
-        if not 0.0 <= strength < 1.0:
-            raise ValueError(f"strength must be in [0, 1), got {strength}")
-        if threshold <= 0:
-            raise ValueError(f"threshold must be > 0, got {threshold}")
-        if not 0.0 <= floor < threshold:
-            raise ValueError(f"floor must be in [0, threshold), got {floor}")
-        if flow_side < MIN_FLOW_SIDE:
-            raise ValueError(f"flow_side must be >= {MIN_FLOW_SIDE}, got {flow_side}")
+        _check_settings(strength, threshold, floor, flow_side)
         self.engine, self.strength, self.threshold, self.floor = engine, strength, threshold, floor
         self.motion, self.flow_side = motion, flow_side
         self._keep, self._take = _weights(strength, threshold, floor)
