@@ -9,13 +9,14 @@ much as the input; above 1 the style adds shimmer of its own. Per style it print
 - ``excess_pct``: the share of the output's change, pixel by pixel, beyond the input's change at the
   same pixel, mean(max(0, |dout| - |din|)) / mean|dout|. This is the shimmer a filter may remove
   without holding back real change; the rest follows the input.
-- one ``deflicker`` entry per filter setting (the default first, then stronger ones): the reduction
+- one ``deflicker`` entry per filter setting (the default first, then a fixed floor, still areas only,
+  the earlier filter and a stronger one): the reduction
   of the flicker ratio, and ``lag`` = mean |filtered - unfiltered output| over pixels whose input
   moved by 10-30 and by > 30 levels, which is what shows as ghosting on moving things.
 
 Each style is run once; the settings replay its outputs. It writes OUT/deflicker_<style>.png:
-consecutive frames of the most moving part (input, plain, default filter, strongest setting) to
-look at. It goes to a scratch folder, not docs/: the clip is not ours.
+consecutive frames of the most moving part (input, plain, default filter, the same with a fixed
+floor: ``adaptive=False``) to look at. It goes to a scratch folder, not docs/: the clip is not ours.
 
 With ``--teachers DIR`` (a teachers.json folder), a distilled style's teacher runs on the same frames at
 the same cap, resized as the engine resizes, and its line follows the style's (``"teacher": true``):
@@ -40,7 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 VIDEO = ROOT.parent / "shared" / "media" / "video" / "portrait_540x960_audio.mp4"
 STRIP_FRAMES = 4
 # (name, Deflicker keywords) of each filter setting tried, the shipped default first
-SETTINGS = (("default", {}), ("still", {"motion": False}),
+SETTINGS = (("default", {}), ("fixed", {"adaptive": False}), ("still", {"motion": False}),
             ("before", {"motion": False, "strength": 0.7, "threshold": 10.0, "floor": 0.0}),
             ("stronger", {"strength": 0.95, "threshold": 16.0}))
 MOTION_BANDS = ((10, 30), (30, 256))  # input change per pixel (max over RGB, 0..255) for the lag figures
@@ -167,14 +168,14 @@ def _one_video(args: argparse.Namespace, video: Path, teachers: dict[str, dict])
             steady = [filtered(f).copy() for f in inputs]
             filtered_windows.append(steady[window])  # the strip needs no more of it
             settings.append({"name": name, "strength": filtered.strength, "threshold": filtered.threshold,
-                             "floor": filtered.floor, "motion": filtered.motion,
+                             "floor": filtered.floor, "adaptive": filtered.adaptive, "motion": filtered.motion,
                              "reduction_pct": round(100 * (1 - flicker_ratio(inputs, steady) / before), 1),
                              "lag": _lag(input_change, plain, steady)})
         print(json.dumps({"style": style, "teacher": is_teacher, "precision": engine.precision, "video": video.name,
                           "frames": len(inputs), "max_side": engine.max_side, "flicker": round(before, 3),
                           "excess_pct": round(100 * _excess(input_change, plain), 1),
                           "deflicker": settings}), flush=True)
-        strip = _strip([inputs[window], plain[window], filtered_windows[0], filtered_windows[-1]])
+        strip = _strip([inputs[window], plain[window], filtered_windows[0], filtered_windows[1]])
         png = args.out / f"deflicker_{Path(style).stem}_{engine.precision}_{engine.max_side}_{video.stem}.png"
         if not cv2.imwrite(str(png), cv2.cvtColor(strip, cv2.COLOR_RGB2BGR)):
             raise SystemExit(f"could not write {png}")

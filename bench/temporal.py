@@ -22,8 +22,9 @@ longest side is ``--side`` pixels) and every built-in style runs on it at ``min(
 - one line per style, then one for its teacher (``"teacher": true``): ``warp_error``, ``vs_input``
   (style / input), ``vs_teacher`` (style / teacher), and beside them the old figures of bench/flicker.py:
   ``flicker`` (mean|dout| / mean|din|) and ``excess_pct``. With ``--deflicker`` a style line also has the
-  style wrapped in stream/deflicker.py at its default setting (``deflicker``) and at the earlier filter's
-  (``deflicker_before``: still, 0.7 / 10): the warping error, the ``lag`` of bench/flicker.py (mean
+  style wrapped in stream/deflicker.py at its default setting (``deflicker``), with a fixed floor
+  (``deflicker_fixed``: ``adaptive=False``) and at the earlier still-area filter's (``deflicker_before``:
+  still, 0.7 / 10): the warping error, the ``lag`` of bench/flicker.py (mean
   |filtered - plain| on pixels whose input moved 10-30 / over 30 levels) and ``ghost``: mean |filtered -
   plain| on the pixels the occlusion test drops whose input moved 10 levels or more, where no history
   should show (things appearing from behind others, or entering the frame);
@@ -53,7 +54,8 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
 VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".webm", ".avi"}
 VS_INPUT_MAX, VS_TEACHER_MAX = 1.1, 0.7  # the targets
-FILTERS = (("deflicker", {}), ("deflicker_before", dict(SETTINGS)["before"]))  # row key, Deflicker keywords
+FILTERS = (("deflicker", {}), ("deflicker_fixed", dict(SETTINGS)["fixed"]),  # row key, Deflicker keywords
+           ("deflicker_before", dict(SETTINGS)["before"]))
 GHOST_CHANGE = 10  # input change (levels, max over RGB) from which a dropped pixel counts for ``ghost``
 OCCLUSION_REL, OCCLUSION_ABS = 0.01, 0.5  # forward-backward test (Sundaram et al. 2010, as ReCoNet and Lai et al.)
 

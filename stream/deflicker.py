@@ -10,7 +10,11 @@ the input there. Where the warped previous input matches the current one (a resi
 nothing at ``threshold`` levels, so what the flow cannot explain (things appearing, occlusions, cuts,
 light changing) takes the new result at once, without ghost trails, and so does the first frame after the
 wrapped engine's ``style`` changes (a live style switch). ``motion=False`` assumes no motion (the flow is
-zero), which is cheaper and only steadies still areas. With ``overlap`` (live runs) everything but the
+zero), which is cheaper and only steadies still areas. With ``adaptive`` (the default) the floor follows
+the input's own noise: most of a frame is explained by the flow, so what remains there (the frame's median
+residual) is sensor noise and compression, and the floor is :data:`NOISE_FACTOR` times that, never below
+``floor`` and at least :data:`MIN_RAMP` under ``threshold``; a clean input keeps ``floor``, a noisy
+handheld one stops taking its noise for change. With ``overlap`` (live runs) everything but the
 final blend (the shrunk input, the flow, the warps and the weights: none of it needs the new result) runs
 on a helper thread while the wrapped engine stylises, so the filter adds ~1 ms to a frame's path instead of
 its whole cost; :meth:`Deflicker.close` ends that thread.
@@ -33,6 +37,8 @@ DEFAULT_THRESHOLD = 8.0  # input residual (0..255, max over RGB) from which the 
 DEFAULT_FLOOR = 2.0  # residual up to which the previous result keeps the full strength (noise, compression)
 DEFAULT_FLOW_SIDE = 256  # longest side, pixels, of the grey copies the flow is computed on
 MASK_BLUR_PX = 5  # smooths the residual so the blend's edges do not show
+NOISE_FACTOR = 1.5  # adaptive floor: this many times the frame's median (blurred) residual
+MIN_RAMP = 2.0  # levels the adaptive floor stays under the threshold
 MIN_FLOW_SIDE = 16  # smaller frames are taken as still: DIS needs a few of its 8 px patches
 _SWITCHING = object()  # the history's style while a switch was under way: equal to no style
 
@@ -49,6 +55,17 @@ def _check_settings(strength: float, threshold: float, floor: float, flow_side: 
         raise ValueError(f"flow_side must be >= {MIN_FLOW_SIDE}, got {flow_side}")
 
 
+def noise_floor(median: float, floor: float, threshold: float) -> float:
+    """The adaptive floor (levels) for a frame whose blurred residual has this ``median``."""
+    return max(floor, min(NOISE_FACTOR * median, threshold - MIN_RAMP))
+
+
+def median_level(levels: np.ndarray) -> int:
+    """The lower median of a uint8 array (the middle value, or the smaller of the two middle ones)."""
+    counts = np.cumsum(np.bincount(levels.ravel(), minlength=256))
+    return int(np.searchsorted(counts, (levels.size - 1) // 2 + 1))
+
+
 def _weights(strength: float, threshold: float, floor: float) -> tuple[np.ndarray, np.ndarray]:
     """Look-up tables from a blurred residual (uint8) to the previous result's weight and the new one's."""
     residual = np.arange(256, dtype=np.float32)
@@ -62,18 +79,20 @@ class Deflicker(EngineWrapper):
 
     ``strength`` (0..1, exclusive of 1): weight of the previous result where the flow explains the input;
     ``threshold`` and ``floor`` (levels, 0..255, floor < threshold): the input residual after motion
-    compensation at which that weight is gone, and up to which it is whole; ``motion``: follow the input's
+    compensation at which that weight is gone, and up to which it is whole (``adaptive``: at least; see
+    the module's docstring); ``motion``: follow the input's
     motion (False: assume none); ``flow_side``: longest side (pixels) of the copies the flow and the blend
     weights are computed on (the warp and the blend itself run at full size); ``overlap``: prepare each
     frame's blend on a helper thread while the engine runs (then :meth:`close` it, or use ``with``)."""
 
     def __init__(self, engine: FrameEngine, *, strength: float = DEFAULT_STRENGTH,
                  threshold: float = DEFAULT_THRESHOLD, floor: float = DEFAULT_FLOOR, motion: bool = True,
-                 flow_side: int = DEFAULT_FLOW_SIDE, overlap: bool = False):
+                 flow_side: int = DEFAULT_FLOW_SIDE, adaptive: bool = True, overlap: bool = False):
         _check_settings(strength, threshold, floor, flow_side)
         self.engine, self.strength, self.threshold, self.floor = engine, strength, threshold, floor
-        self.motion, self.flow_side = motion, flow_side
+        self.motion, self.flow_side, self.adaptive = motion, flow_side, adaptive
         self._keep, self._take = _weights(strength, threshold, floor)
+        self.last_floor = floor  # the floor the latest frame was blended with (levels)
         self._shape: tuple[int, ...] | None = None
         self._style: object = None  # the wrapped engine's style when the history was taken
         self._dis = None
@@ -140,8 +159,11 @@ class Deflicker(EngineWrapper):
         if self._motion is not None:
             np.maximum(self._diff, self._motion.outside, out=self._diff)  # no history from outside the frame
         cv2.blur(self._diff, (MASK_BLUR_PX, MASK_BLUR_PX), dst=self._diff)
-        np.take(self._keep, self._diff, out=self._keep_small)
-        np.take(self._take, self._diff, out=self._take_small)
+        floor = noise_floor(median_level(self._diff), self.floor, self.threshold) if self.adaptive else self.floor
+        keep, take = (self._keep, self._take) if floor == self.floor else _weights(self.strength, self.threshold, floor)
+        self.last_floor = floor
+        np.take(keep, self._diff, out=self._keep_small)
+        np.take(take, self._diff, out=self._take_small)
         if self._small == self._full:
             return self._keep_small, self._take_small
         for src, dst in ((self._keep_small, self._keep_map), (self._take_small, self._take_map)):

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .deflicker import MASK_BLUR_PX, MIN_FLOW_SIDE, Deflicker
+from .deflicker import MASK_BLUR_PX, MIN_FLOW_SIDE, MIN_RAMP, NOISE_FACTOR, Deflicker
 
 
 def small_size(width: int, height: int, flow_side: int) -> tuple[int, int]:
@@ -49,6 +49,7 @@ class DeviceDeflicker:
     def __init__(self, settings: Deflicker, width: int, height: int, device: torch.device | str,
                  full_range: bool = False):
         self.strength, self.threshold, self.floor = settings.strength, settings.threshold, settings.floor
+        self.adaptive = settings.adaptive
         self.width, self.height, self.device = width, height, torch.device(device)
         self.small = small_size(width, height, settings.flow_side)
         sw, sh = self.small
@@ -125,8 +126,12 @@ class DeviceDeflicker:
             residual = F.avg_pool2d(residual, MASK_BLUR_PX, stride=1)
         else:
             residual = F.avg_pool2d(residual, MASK_BLUR_PX, stride=1, padding=pad, count_include_pad=False)
-        ramp = (self.threshold - residual.round()) / (self.threshold - self.floor)
-        keep = self.strength * ramp.clamp_(0.0, 1.0)
+        residual = residual.round_()
+        floor = torch.full((n, 1, 1, 1), self.floor, device=residual.device)
+        if self.adaptive:  # Deflicker's noise_floor, per frame: from its median (the lower one) residual
+            median = residual.flatten(1).median(dim=1).values.view(n, 1, 1, 1)
+            floor = (NOISE_FACTOR * median).clamp_(max=self.threshold - MIN_RAMP).clamp_(min=self.floor)
+        keep = self.strength * ((self.threshold - residual) / (self.threshold - floor)).clamp_(0.0, 1.0)
         if not self._started:
             keep[0] = 0.0  # the video's first frame: no history
         return keep

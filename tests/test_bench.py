@@ -159,9 +159,10 @@ def test_flicker_bench_reports_excess_change_and_the_lag_of_each_filter_setting(
     (row,) = [json.loads(line) for line in done.stdout.splitlines()]
     assert row["frames"] == 12 and row["flicker"] > 0 and 0 <= row["excess_pct"] <= 100
     settings = row["deflicker"]
-    assert [s["name"] for s in settings] == ["default", "still", "before", "stronger"]
+    assert [s["name"] for s in settings] == ["default", "fixed", "still", "before", "stronger"]
     assert (settings[0]["strength"], settings[0]["threshold"], settings[0]["motion"]) == (0.9, 8.0, True)
-    assert (settings[2]["strength"], settings[2]["threshold"], settings[2]["motion"]) == (0.7, 10.0, False)
+    assert settings[0]["adaptive"] and not settings[1]["adaptive"]
+    assert (settings[3]["strength"], settings[3]["threshold"], settings[3]["motion"]) == (0.7, 10.0, False)
     assert [set(s["lag"]) for s in settings] == [{"10-30", "30-255"}] * len(settings)
     assert row["max_side"] == 32
     assert (tmp_path / f"deflicker_{tiny_style.stem}_{row['precision']}_32_{clip.stem}.png").stat().st_size > 1000
@@ -229,7 +230,7 @@ def test_temporal_bench_warping_error_is_zero_when_still_and_flow_explains_a_tra
     assert m_style["vs_teacher"] == pytest.approx(m_style["warp_error"] / m_teacher["warp_error"], abs=2e-3)
     assert m_style["flicker"] > 0 and 0 <= m_style["excess_pct"] <= 100
     assert s_style["flicker"] is None and s_style["vs_input"] is None  # 0 / 0: no ratio, and valid JSON
-    for name in ("deflicker", "deflicker_before"):
+    for name in ("deflicker", "deflicker_fixed", "deflicker_before"):
         assert set(m_style[name]["lag"]) == {"10-30", "30-255"} and m_style[name]["warp_error"] > 0
         assert m_style[name]["ghost"] >= 0 and s_style[name]["ghost"] == 0  # a still clip drops no pixel
     assert table["table"]["moving.mp4"] == {"input": m_in["input"]["warp_error"],
@@ -239,6 +240,7 @@ def test_temporal_bench_warping_error_is_zero_when_still_and_flow_explains_a_tra
         "moving.mp4"]
     assert targets["pairs_met"] == 1 and 1 <= targets["pairs_met_with_deflicker"] <= 2
     assert 1 <= targets["pairs_met_with_deflicker_before"] <= 2
+    assert 1 <= targets["pairs_met_with_deflicker_fixed"] <= 2
 
 
 def test_temporal_bench_refuses_a_missing_clip_in_one_line(onnx_teachers, tmp_path, capsys):

@@ -129,6 +129,44 @@ def test_overlap_prepares_on_its_helper_thread_and_changes_no_frame():
     assert media.animestream_threads() == []
 
 
+def test_median_level_is_the_lower_median():
+    from stream.deflicker import median_level
+
+    rng = np.random.default_rng(0)
+    for size in (1, 2, 7, 100, 4097):
+        levels = rng.integers(0, 256, size, dtype=np.uint8)
+        assert median_level(levels) == np.sort(levels)[(size - 1) // 2]
+
+
+def _noisy(frames: list[np.ndarray], amplitude: int, seed: int = 9) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [np.clip(f.astype(int) + rng.integers(-amplitude, amplitude + 1, f.shape), 0, 255).astype(np.uint8)
+            for f in frames]
+
+
+def test_the_floor_follows_the_inputs_noise_but_not_what_changes():
+    """A noisy handheld input: its noise is not taken for change (steadier than the fixed floor); a clean
+    one keeps the fixed floor, frame for frame; and what appears still takes the new result at once."""
+    clean = _panning(16, 2)
+    noisy = _noisy(clean, 6)
+    runs = {}
+    for name, frames in (("clean", clean), ("noisy", noisy)):
+        for adaptive in (True, False):
+            d = Deflicker(_flickery_style(5), adaptive=adaptive)
+            runs[name, adaptive] = [d(x).copy() for x in frames], d.last_floor
+    assert all((a == b).all() for a, b in zip(runs["clean", True][0], runs["clean", False][0]))
+    assert runs["clean", True][1] == 2.0 and 2.0 < runs["noisy", True][1] <= 6.0
+    assert _pan_error(runs["noisy", True][0], 2) < 0.8 * _pan_error(runs["noisy", False][0], 2)
+    d = Deflicker(lambda x: x.copy())
+    still = _noisy([np.full((48, 64, 3), 100, np.uint8)] * 9, 6)
+    for x in still[:-1]:
+        d(x)
+    appeared = still[-1]
+    appeared[10:30, 10:30] = 250
+    out = d(appeared)
+    assert d.last_floor > 2.0 and (out[15:25, 15:25] == 250).all()  # no ghost of the square's absence
+
+
 def test_a_new_size_starts_afresh_with_the_new_result():
     d = Deflicker(lambda x: x.copy())
     d(np.zeros((32, 48, 3), np.uint8))
