@@ -184,8 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "decode, warn, and keep the rest)")
     p.add_argument("--deflicker", action="store_true",
                    help="steadier video: carry the previous result along the input's motion (optical flow) "
-                        "and blend it in where that motion explains the input; what appears or changes "
-                        "takes the new result at once (no ghosting)")
+                        "and blend it in where that motion explains the input, up to the input's own noise; "
+                        "what appears or changes takes the new result at once (no ghosting)")
     p.add_argument("--stats-json", type=Path, metavar="PATH", help="write run statistics as one JSON object")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.add_argument("--list-styles", action="store_true", help="list styles and exit (same as 'weights list')")

@@ -80,16 +80,22 @@ def test_motion_is_followed_so_moving_texture_flickers_less_and_keeps_its_place(
     assert off(steady) < 0.7 * off(raw)
 
 
-@pytest.mark.parametrize("flow_side, batch", [(256, 5), (48, 1), (48, 4)])
-def test_the_device_filter_matches_the_host_filter(flow_side, batch):
+def _noisy(frames: list[np.ndarray], amplitude: int, seed: int = 9) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [np.clip(f.astype(int) + rng.integers(-amplitude, amplitude + 1, f.shape), 0, 255).astype(np.uint8)
+            for f in frames]
+
+
+@pytest.mark.parametrize("flow_side, batch, noise", [(256, 5, 0), (48, 1, 0), (48, 4, 0), (256, 4, 6)])
+def test_the_device_filter_matches_the_host_filter(flow_side, batch, noise):
     """The GPU plane path's filter (stream.devicedeflicker), run on the CPU device in batches, gives the host
-    filter's frames within rounding: the same flow, warps, weights and blend."""
+    filter's frames within rounding: the same flow, warps, weights (and noise floor) and blend."""
     import cv2
     import torch
 
     from stream.devicedeflicker import DeviceDeflicker
 
-    frames = _panning(24, 2)
+    frames = _noisy(_panning(24, 2), noise) if noise else _panning(24, 2)
     raw = [_flickery_style(5)(x) for x in frames]
     results = iter(raw)
     host = Deflicker(lambda _: next(results).copy(), flow_side=flow_side)
@@ -136,12 +142,6 @@ def test_median_level_is_the_lower_median():
     for size in (1, 2, 7, 100, 4097):
         levels = rng.integers(0, 256, size, dtype=np.uint8)
         assert median_level(levels) == np.sort(levels)[(size - 1) // 2]
-
-
-def _noisy(frames: list[np.ndarray], amplitude: int, seed: int = 9) -> list[np.ndarray]:
-    rng = np.random.default_rng(seed)
-    return [np.clip(f.astype(int) + rng.integers(-amplitude, amplitude + 1, f.shape), 0, 255).astype(np.uint8)
-            for f in frames]
 
 
 def test_the_floor_follows_the_inputs_noise_but_not_what_changes():
