@@ -7,7 +7,8 @@ The filter alone (stream/deflicker.py; the "style" is the frame itself, so no mo
 frames scaled to each size. One JSON line per size and mode: ``ms_per_frame`` (mean over the frames after
 the first, which allocates the buffers), ``ms_p95``, and ``moves`` (the mean |out - in|, a check that the
 filter ran). ``motion`` is the default (DIS flow on a copy at most 256 px long, the previous result warped
-by it); ``still`` is ``motion=False``. A last line gives the wall time. OpenCV's threads are set to
+by it, the floor following the input's noise); ``fixed`` the same with ``adaptive=False``; ``still`` is
+``motion=False``. A last line gives the wall time. OpenCV's threads are set to
 ``--threads`` (the filter runs beside the model, which has the rest).
 """
 from __future__ import annotations
@@ -33,9 +34,13 @@ def _size(text: str) -> tuple[int, int]:
     return int(w), int(h)
 
 
-def time_filter(frames: list[np.ndarray], motion: bool) -> dict:
-    """Run the filter over ``frames`` (an identity style) and time each call after the first."""
-    d = Deflicker(lambda x: x, motion=motion)
+MODES = (("motion", {}), ("fixed", {"adaptive": False}), ("still", {"motion": False}))  # Deflicker keywords
+
+
+def time_filter(frames: list[np.ndarray], **keywords) -> dict:
+    """Run the filter (``keywords``: Deflicker's) over ``frames`` (an identity style) and time each call
+    after the first."""
+    d = Deflicker(lambda x: x, **keywords)
     times, moved = [], []
     for i, f in enumerate(frames):
         t0 = time.perf_counter()
@@ -64,9 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     clip = _frames(args.video, args.frames)
     for size in map(_size, args.sizes.split(",")):
         frames = [cv2.resize(f, size, interpolation=cv2.INTER_AREA) for f in clip]
-        for mode, motion in (("motion", True), ("still", False)):
+        for mode, keywords in MODES:
             print(json.dumps({"size": f"{size[0]}x{size[1]}", "mode": mode, "frames": len(frames),
-                              **time_filter(frames, motion)}), flush=True)
+                              **time_filter(frames, **keywords)}), flush=True)
     print(json.dumps({"seconds": round(time.perf_counter() - t0, 1), "threads": args.threads}))
     return 0
 

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
+import media
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -486,3 +488,16 @@ def test_bench_compares_each_row_with_the_baseline_checkouts():
     assert _against_baseline(now, before) == {"animestream_512_fps": [2.0, 3.0, 1.5],
                                               "live_hayao-lite_fps": [10.0, 25.0, 2.5],
                                               "teacher_ms": [300.0, 200.0, 1.5]}
+
+
+def test_deflicker_bench_times_each_mode_at_each_size(tmp_path):
+    clip = media.write_clip(tmp_path / "pan.mp4", frames=6, size=(96, 64), pan=2, audio=None)
+    done = subprocess.run([sys.executable, "bench/deflicker.py", "--video", str(clip), "--frames", "5",
+                           "--sizes", "96x64,48x32"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    rows = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [(r["size"], r["mode"]) for r in rows[:-1]] == [
+        (size, mode) for size in ("96x64", "48x32") for mode in ("motion", "fixed", "still")]
+    assert all(r["frames"] == 5 and r["ms_per_frame"] > 0 and r["moves"] >= 0 for r in rows[:-1])
+    assert rows[0]["moves"] > 0  # panning: the filter blends in some of the previous frame
+    assert set(rows[-1]) == {"seconds", "threads"}
