@@ -4,7 +4,8 @@ filter for batches of frames that live on a torch device, so a job that asks for
 The filter is the same: DIS flow between the previous and the current input (on copies at most
 ``flow_side`` pixels long) carries the previous result onto the current frame, and the two are blended
 where the flow explains the input (``strength`` of the previous result up to a residual of ``floor``
-levels, nothing from ``threshold`` on). The work is split where the data is:
+levels, or with ``adaptive`` up to the frame's noise floor, nothing from ``threshold`` on). The work is
+split where the data is:
 
     host (device thread)  each frame's luma plane, shrunk, and the flow from the previous one (DIS is
                           OpenCV's, on the CPU; a few ms a frame, while the device runs the batch before)
