@@ -73,6 +73,16 @@ def _weights(strength: float, threshold: float, floor: float) -> tuple[np.ndarra
     return keep.astype(np.float32), (1.0 - keep).astype(np.float32)
 
 
+def _shrink(image: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """``image`` scaled to ``dst``'s size (area averaging), into ``dst``; copied when the sizes agree."""
+    import cv2
+
+    if dst.shape == image.shape:
+        np.copyto(dst, image)
+        return dst
+    return cv2.resize(image, (dst.shape[1], dst.shape[0]), dst=dst, interpolation=cv2.INTER_AREA)
+
+
 class Deflicker(EngineWrapper):
     """Wrap an engine (RGB uint8 in, same out) with the temporal filter; itself a
     :class:`~stream.engine.FrameEngine`. Not thread-safe; the returned array is reused by the next call.
@@ -125,7 +135,7 @@ class Deflicker(EngineWrapper):
         scale = min(1.0, self.flow_side / max(h, w))
         sw, sh = max(1, round(w * scale)), max(1, round(h * scale))
         self._small, self._full = (sw, sh), (w, h)
-        self._small_in = self._shrink(image, np.empty((sh, sw, 3), np.uint8))
+        self._small_in = _shrink(image, np.empty((sh, sw, 3), np.uint8))
         self._prev_small = self._small_in.copy()
         self._resid = np.empty_like(self._small_in)
         self._diff = np.empty((sh, sw), np.uint8)
@@ -139,14 +149,6 @@ class Deflicker(EngineWrapper):
             self._motion = _Motion(self._dis, self._small_in, result)
         self._prev_out = result.copy()
         self._out = result.copy()
-
-    def _shrink(self, image: np.ndarray, dst: np.ndarray) -> np.ndarray:
-        import cv2
-
-        if self._small == self._full:
-            np.copyto(dst, image)
-            return dst
-        return cv2.resize(image, self._small, dst=dst, interpolation=cv2.INTER_AREA)
 
     def _blend_weights(self, warp_small: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per pixel of the frame: the weights of the warped previous result and of the new one, from how
@@ -197,7 +199,7 @@ class Deflicker(EngineWrapper):
     def _prepare(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Everything of a frame's filtering that does not need its new result: its small copy, the
         previous result warped onto it, and the two blend weights (arrays reused by the next call)."""
-        self._shrink(image, self._small_in)
+        _shrink(image, self._small_in)
         if self._motion is None:
             warp_small, warp_out = self._prev_small, self._prev_out
         else:
