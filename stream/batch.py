@@ -54,7 +54,7 @@ class Job:
 
     src: str
     dst: str
-    piece: tuple[int, int, int | None] | None = None  # (index, first pts, end pts)
+    piece: tuple[int, int, int | None, int | None] | None = None  # (index, first, end, warm pts): a Piece
 
 
 @dataclass
@@ -230,14 +230,15 @@ def _converter_class(ray):
             if self.deflicker:
                 from .deflicker import Deflicker
 
-                engine = Deflicker(engine)  # a fresh history for each file or piece
+                engine = Deflicker(engine)  # a fresh history for each file or piece (warmed up: convert_piece)
             if os.environ.get(KILL_PLAN_ENV):  # the hook's mid-job point: halfway through the frames
                 engine = _DiesMidJob(engine, name, max(1, _frame_count(Path(job.src), job.piece) // 2))
             try:
                 if job.piece is not None:
                     piece = segments.Piece(*job.piece)
                     remove_stale_temp_files(piece.name(dst))
-                    stats = segments.convert_piece(job.src, dst, piece, engine, crf=self.crf, preset=self.preset)
+                    stats = segments.convert_piece(job.src, dst, piece, engine, crf=self.crf, preset=self.preset,
+                                                   preroll=segments.PREROLL_FRAMES if self.deflicker else 0)
                 elif is_image_path(job.src):
                     stats = convert_image(job.src, dst, engine, warn=lambda _m: None)
                 else:
@@ -253,7 +254,7 @@ def _converter_class(ray):
     return Converter
 
 
-def _frame_count(src: Path, piece: tuple[int, int, int | None] | None = None) -> int:
+def _frame_count(src: Path, piece: tuple[int, int, int | None, int | None] | None = None) -> int:
     """Frames of ``src`` (1 for an image, 0 if unknown), or of one piece of it (counted by demuxing)."""
     from .sources import VideoSource
 
@@ -262,7 +263,7 @@ def _frame_count(src: Path, piece: tuple[int, int, int | None] | None = None) ->
     if piece is not None:
         import av
 
-        _, first, end = piece
+        _, first, end, _warm = piece
         try:
             with av.open(str(src)) as container:
                 video = container.streams.video[0]
@@ -313,7 +314,7 @@ def run_batch(inputs: list[str], options: BatchOptions, *, progress: bool = True
             if len(plan) > 1:
                 pieces[str(src)] = plan
                 outcome.pieces = len(plan)
-                jobs += [Job(str(src), str(dst), (p.index, p.first, p.end)) for p in plan]
+                jobs += [Job(str(src), str(dst), (p.index, p.first, p.end, p.warm)) for p in plan]
                 continue
         jobs.append(Job(str(src), str(dst)))
     total_frames = sum(_frame_count(Path(j.src)) for j in jobs if j.piece is None) + sum(

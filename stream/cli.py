@@ -436,7 +436,7 @@ def batch_main(argv: list[str]) -> int:
     p.add_argument("--crf", type=_crf, default=DEFAULT_CRF)
     p.add_argument("--preset", choices=X264_PRESETS, default=DEFAULT_PRESET, metavar="PRESET")
     p.add_argument("--deflicker", action="store_true", help="steadier video, as the single command's --deflicker "
-                   "(each piece of a cut video starts its own history)")
+                   "(each piece of a cut video first runs the filter over the pictures before it)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
     cpus = args.cpus_per_worker or float(os.cpu_count() or 1)

@@ -109,6 +109,67 @@ def test_deflicker_in_a_batch_is_the_single_commands(tmp_path, clip, tiny_style,
     assert near < 0.3 < far  # the worker filtered the frames as the single command does
 
 
+def _noisy_still_film(path: Path, frames: int = 72) -> Path:
+    """A still textured scene under fresh sensor noise each frame, a key frame every second (24 fps)."""
+    rng = np.random.default_rng(1)
+    scene = media.noise_image(3, 64, 96)
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("libx264", rate=24)
+        video.width, video.height, video.pix_fmt = 96, 64, "yuv420p"
+        video.options = {"crf": "18", "g": "24", "keyint_min": "24", "sc_threshold": "0", "preset": "veryfast"}
+        for i in range(frames):
+            noisy = np.clip(scene.astype(int) + rng.integers(-5, 6, scene.shape), 0, 255).astype(np.uint8)
+            frame = av.VideoFrame.from_ndarray(noisy, format="rgb24")
+            frame.pts = i
+            out.mux(video.encode(frame))
+        out.mux(video.encode(None))
+    return path
+
+
+def test_deflicker_pieces_warm_up_on_the_pictures_before_them(tmp_path, tiny_style):
+    """A piece after the first runs the filter on the pictures before it (written by the piece before) and
+    writes none of them: the cut no longer shows as a jump where the filtered picture holds still."""
+    src = _noisy_still_film(tmp_path / "film.mkv")
+    plan = segments.plan(src, 1.0)
+    assert [(p.first, p.warm) for p in plan] == [(0, None), (1000, 0), (2000, 1000)]  # ticks of 1/1000 s
+    engine = Engine(tiny_style, max_side=64, device="cpu", threads=1)
+    convert_video(src, tmp_path / "single.mkv", Deflicker(engine), progress=False, crf=0)
+    single = [f.astype(int) for f in media.decoded_frames(tmp_path / "single.mkv")]
+    jumps = {}
+    for preroll in (0, segments.PREROLL_FRAMES):
+        parts = []
+        for piece in plan:
+            stats = segments.convert_piece(src, tmp_path / "out.mkv", piece, Deflicker(engine), crf=0,
+                                           preroll=preroll)
+            assert stats.frames_out == 24 and stats.extra["preroll_frames"] == (24 if preroll and piece.index else 0)
+            parts.append(piece.name(tmp_path / "out.mkv"))
+        joined = tmp_path / f"joined{preroll}.mkv"
+        assert segments.join(src, parts, joined) == 72
+        assert media.probe(joined).times == media.probe(tmp_path / "single.mkv").times
+        got = [f.astype(int) for f in media.decoded_frames(joined)]
+        jumps[preroll] = [np.abs(got[i] - got[i - 1]).mean() for i in (24, 48)]
+        if preroll:  # the second piece warmed up from the very first picture: the single command's frames
+            assert all((a == b).all() for a, b in zip(got[24:48], single[24:48]))
+    held = np.median([np.abs(b - a).mean() for a, b in zip(single, single[1:])])
+    assert held < 0.1 and min(jumps[0]) > 1.5  # the filtered picture holds still; a cold cut jumps
+    assert jumps[segments.PREROLL_FRAMES][0] < 0.3 * jumps[0][0]
+    assert jumps[segments.PREROLL_FRAMES][1] < 0.9 * jumps[0][1]
+
+
+def test_a_deflickered_film_in_pieces_is_warmed_up_across_each_cut(tmp_path, tiny_style, no_ray_left):
+    src = _noisy_still_film(tmp_path / "film.mkv")
+    out = tmp_path / "out"
+    done = _batch(src, "--out", out, "--style", tiny_style, "--max-side", 64, "--workers", 2, "--segment", 1.0,
+                  "--deflicker", "--device", "cpu", "--crf", 0, "--cpus-per-worker", 1, "-q")
+    assert done.returncode == 0, done.stderr
+    single = tmp_path / "single.mkv"
+    convert_video(src, single, Deflicker(Engine(tiny_style, max_side=64, device="cpu", threads=1)), progress=False,
+                  crf=0)
+    got, want = ([f.astype(int) for f in media.decoded_frames(p)] for p in (out / "film.mkv", single))
+    assert len(got) == len(want) == 72
+    assert all((a == b).all() for a, b in zip(got[:48], want[:48]))  # the second piece warmed up from frame 0
+
+
 def test_a_worker_killed_mid_file_is_retried_and_every_output_is_right(tmp_path, tiny_style, no_ray_left):
     src = tmp_path / "in"
     src.mkdir()
