@@ -73,6 +73,12 @@ def _weights(strength: float, threshold: float, floor: float) -> tuple[np.ndarra
     return keep.astype(np.float32), (1.0 - keep).astype(np.float32)
 
 
+def small_size(width: int, height: int, flow_side: int) -> tuple[int, int]:
+    """(w, h) of the copies the flow and the blend weights are computed on: at most ``flow_side`` long."""
+    scale = min(1.0, flow_side / max(width, height))
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
 def _shrink(image: np.ndarray, dst: np.ndarray) -> np.ndarray:
     """``image`` scaled to ``dst``'s size (area averaging), into ``dst``; copied when the sizes agree."""
     import cv2
@@ -132,8 +138,7 @@ class Deflicker(EngineWrapper):
 
         h, w = image.shape[:2]
         self._shape = image.shape
-        scale = min(1.0, self.flow_side / max(h, w))
-        sw, sh = max(1, round(w * scale)), max(1, round(h * scale))
+        sw, sh = small_size(w, h, self.flow_side)
         self._small, self._full = (sw, sh), (w, h)
         self._small_in = _shrink(image, np.empty((sh, sw, 3), np.uint8))
         self._prev_small = self._small_in.copy()

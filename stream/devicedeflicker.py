@@ -24,13 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .deflicker import MASK_BLUR_PX, MIN_FLOW_SIDE, MIN_RAMP, NOISE_FACTOR, Deflicker
-
-
-def small_size(width: int, height: int, flow_side: int) -> tuple[int, int]:
-    """(w, h) of the copies the flow and the blend weights are computed on, as :class:`Deflicker` sizes them."""
-    scale = min(1.0, flow_side / max(width, height))
-    return max(1, round(width * scale)), max(1, round(height * scale))
+from .deflicker import MASK_BLUR_PX, MIN_FLOW_SIDE, MIN_RAMP, NOISE_FACTOR, Deflicker, small_size
 
 
 def _identity_grid(w: int, h: int, device: torch.device) -> torch.Tensor:
@@ -61,8 +55,8 @@ class DeviceDeflicker:
 
             self._dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)
         levels = np.arange(256, dtype=np.float32)
-        self._lut = levels if full_range else (levels - 16) * (255 / 219)
-        self._lut = np.clip(np.rint(self._lut), 0, 255).astype(np.uint8)  # limited-range luma -> grey
+        grey = levels if full_range else (levels - 16) * (255 / 219)  # limited-range luma -> grey
+        self._lut = np.clip(np.rint(grey), 0, 255).astype(np.uint8)
         self._grey: np.ndarray | None = None  # host: the previous frame's small grey copy
         self._small_prev: torch.Tensor | None = None  # device: 1 x 3 x sh x sw, the previous small input
         self._out_prev: torch.Tensor | None = None  # device: 1 x 3 x H x W, the previous result
@@ -70,8 +64,7 @@ class DeviceDeflicker:
         self._grid_small = _identity_grid(sw, sh, self.device)
         self._grid_full = _identity_grid(width, height, self.device) if self.motion else None
         # small-flow pixels -> grid_sample units, on the small copy and at full size
-        unit = torch.tensor([2 / max(1, sw - 1), 2 / max(1, sh - 1)], device=self.device)
-        self._to_small = unit
+        self._to_small = torch.tensor([2 / max(1, sw - 1), 2 / max(1, sh - 1)], device=self.device)
         self._to_full = torch.tensor([2 * width / sw / max(1, width - 1), 2 * height / sh / max(1, height - 1)],
                                      device=self.device)
 
