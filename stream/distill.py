@@ -385,8 +385,9 @@ def main(argv: list[str] | None = None) -> int:
                         "normalisation, such as White-box Cartoonization). An --init with single-group norms "
                         "starts either with their statistics fixed at a training average (stream.fold)")
     p.add_argument("--init", metavar="STYLE", help="start from this style's or run checkpoint's weights (a wider "
-                   "one of the same depth: from its most important channels, stream.narrow; a shallower one of the "
-                   "same width: its blocks kept and new ones started as the identity, stream.deepen)")
+                   "one of the same depth: from its most important channels, stream.narrow; a narrower one: its "
+                   "channels copied, stream.widen; a shallower one of the same width: its blocks kept and new "
+                   "ones started as the identity, stream.deepen)")
     p.add_argument("--variant-of", metavar="STYLE",
                    help="a narrower student of STYLE's teacher: --precision auto runs it in STYLE's place on CPU "
                         "classes whose policy row asks for narrower variants, where it keeps STYLE's quality bar "

@@ -41,6 +41,7 @@ from .deepen import blocks_of, deepened
 from .errors import AnimestreamError
 from .model import Generator
 from .narrow import narrowed
+from .widen import widened
 from .quality import baselines, half, psnr
 
 CROP_PX = 128
@@ -305,7 +306,8 @@ def _load_init(model: Generator, state: dict, init_skip: bool) -> None:
     """Start ``model`` from ``--init`` weights. A ``--skip`` model started from a plain one keeps its
     features and starts its output at the photo; its ``photo_grade`` starts as the identity where the
     weights have none. Weights of a wider generator of the same depth start it from their most
-    important channels (:func:`stream.narrow.narrowed`); those of a shallower one of the same width keep
+    important channels (:func:`stream.narrow.narrowed`), those of a narrower one with its channels copied
+    (:func:`stream.widen.widened`); those of a shallower one of the same width keep
     its blocks and add new ones as the identity (:func:`stream.deepen.deepened`). Anything else that
     does not fit raises RuntimeError."""
     target = model.state_dict()
@@ -316,7 +318,8 @@ def _load_init(model: Generator, state: dict, init_skip: bool) -> None:
             raise RuntimeError(str(e)) from None
     if any(k in target and v.shape != target[k].shape for k, v in state.items()):
         try:
-            state = narrowed(state, model)
+            narrower = state["block_a.0.1.weight"].shape[0] < target["block_a.0.1.weight"].shape[0]
+            state = (widened if narrower else narrowed)(state, model)
         except ValueError as e:
             raise RuntimeError(str(e)) from None
     missing, unexpected = model.load_state_dict(state, strict=False)
