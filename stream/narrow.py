@@ -12,6 +12,8 @@ a style.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 
 from .model import Generator
@@ -39,14 +41,33 @@ def _layers(blocks: int) -> list[tuple[str, str | None, str, str]]:
     return rows
 
 
-def _kept(state: dict, rows: list[tuple[str, str | None, str, str]], sizes: dict[str, int]) -> dict[str, torch.Tensor]:
-    """Group -> the sorted indices of the ``sizes[group]`` channels with the largest summed relative gains."""
-    importance: dict[str, torch.Tensor] = {}
+def importance(state: dict, rows: list[tuple[str, str | None, str, str]]) -> dict[str, torch.Tensor]:
+    """Group -> each channel's importance: its GroupNorm gains (``|weight|``), each divided by its norm's
+    mean gain, summed over the norms that scale the group."""
+    out: dict[str, torch.Tensor] = {}
     for _, norm, _, group in rows:
         if norm is not None:
             gain = state[f"{norm}.weight"].abs().float()
-            importance[group] = importance.get(group, 0) + gain / gain.mean().clamp_min(1e-12)
-    return {g: torch.sort(torch.topk(imp, sizes[g]).indices).values for g, imp in importance.items()}
+            out[group] = out.get(group, 0) + gain / gain.mean().clamp_min(1e-12)
+    return out
+
+
+def group_sizes(state: dict, model: Generator) -> tuple[list[tuple[str, str | None, str, str]], dict[str, int],
+                                                         dict[str, int]]:
+    """(the layer rows of ``model``, each group's channel count in ``state``, the same in ``model``).
+    Raises ValueError when ``state`` is not a Generator with ``model``'s blocks."""
+    rows = _layers(model.blocks)
+    target = model.state_dict()
+    try:
+        theirs = {out: state[f"{conv}.weight"].shape[0] for conv, _, _, out in rows if out != RGB}
+    except KeyError as e:
+        raise ValueError(f"not a generator with {model.blocks} blocks: no {e.args[0]}") from None
+    return rows, theirs, {out: target[f"{conv}.weight"].shape[0] for conv, _, _, out in rows if out != RGB}
+
+
+def _kept(state: dict, rows: list[tuple[str, str | None, str, str]], sizes: dict[str, int]) -> dict[str, torch.Tensor]:
+    """Group -> the sorted indices of the ``sizes[group]`` channels with the largest summed relative gains."""
+    return {g: torch.sort(torch.topk(imp, sizes[g]).indices).values for g, imp in importance(state, rows).items()}
 
 
 def narrowed(state: dict, model: Generator) -> dict:
@@ -55,32 +76,37 @@ def narrowed(state: dict, model: Generator) -> dict:
     Raises ValueError when ``state`` is not a Generator of the same depth at least as wide in every
     layer. Keys outside the convolutions and norms (``photo_grade``) pass through unchanged.
     """
-    target = model.state_dict()
-    rows = _layers(model.blocks)
-    try:
-        sizes = {out: target[f"{conv}.weight"].shape[0] for conv, _, _, out in rows if out != RGB}
-        wide = {out: state[f"{conv}.weight"].shape[0] for conv, _, _, out in rows if out != RGB}
-    except KeyError as e:
-        raise ValueError(f"not a generator with {model.blocks} blocks: no {e.args[0]}") from None
+    rows, wide, sizes = group_sizes(state, model)
     if any(wide[g] < n for g, n in sizes.items()):
         raise ValueError("the weights are narrower than the model in some layer; only narrowing is possible")
-    keep = _kept(state, rows, sizes)
+    return remapped(state, model, rows, _kept(state, rows, sizes), lambda w, cols: w[:, cols], "narrowed")
+
+
+def remapped(state: dict, model: Generator, rows: list[tuple[str, str | None, str, str]],
+             index: dict[str, torch.Tensor], read: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+             verb: str) -> dict:
+    """``state`` with each group's channels taken from ``index[group]`` (indices into its channels): every
+    convolution's output rows, bias and norm picked by its group's index, and its input columns by
+    ``read(weight, index of its input group)`` (not for a depthwise convolution, whose input is its
+    output). Raises ValueError (naming the tensor, ``verb`` saying how it was made) when a result does not
+    fit ``model``."""
+    target = model.state_dict()
     out = dict(state)
     for conv, norm, src, dst in rows:
         w = state[f"{conv}.weight"]
-        depthwise = src == dst
         if dst != RGB:
-            w = w[keep[dst]]
-        if src != RGB and not depthwise:
-            w = w[:, keep[src]]
-        out[f"{conv}.weight"] = w.clone()
+            w = w[index[dst]]
+        if src != RGB and src != dst:
+            w = read(w, index[src])
+        out[f"{conv}.weight"] = w.to(state[f"{conv}.weight"].dtype).contiguous()
         if f"{conv}.bias" in state:
-            out[f"{conv}.bias"] = state[f"{conv}.bias"][keep[dst]].clone()
+            bias = state[f"{conv}.bias"]
+            out[f"{conv}.bias"] = (bias[index[dst]] if dst != RGB else bias).clone()
         if norm is not None:
             for p in ("weight", "bias"):
-                out[f"{norm}.{p}"] = state[f"{norm}.{p}"][keep[dst]].clone()
+                out[f"{norm}.{p}"] = state[f"{norm}.{p}"][index[dst]].clone()
     bad = [k for k, v in target.items() if k in out and out[k].shape != v.shape]
     if bad:
-        raise ValueError(f"narrowed {bad[0]} is {tuple(out[bad[0]].shape)}, "
+        raise ValueError(f"{verb} {bad[0]} is {tuple(out[bad[0]].shape)}, "
                          f"the model wants {tuple(target[bad[0]].shape)}")
     return out

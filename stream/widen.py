@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 
 from .model import Generator
-from .narrow import RGB, _layers
+from .narrow import group_sizes, importance, remapped
 
 SPLIT_NOISE = 0.05  # standard deviation of the uneven split, relative to the reading layer's weight std
 
@@ -30,14 +30,10 @@ def _copies(state: dict, rows: list[tuple[str, str | None, str, str]], old: dict
             new: dict[str, int]) -> dict[str, torch.Tensor]:
     """Group -> for each of its ``new[group]`` channels, the index of the narrow channel it copies: all of
     them in order, then the most important ones again, as often as it takes."""
-    importance: dict[str, torch.Tensor] = {}
-    for _, norm, _, group in rows:
-        if norm is not None:
-            gain = state[f"{norm}.weight"].abs().float()
-            importance[group] = importance.get(group, 0) + gain / gain.mean().clamp_min(1e-12)
+    gains = importance(state, rows)
     out = {}
     for group, n in old.items():
-        ranked = torch.argsort(importance[group], descending=True) if group in importance else torch.arange(n)
+        ranked = torch.argsort(gains[group], descending=True) if group in gains else torch.arange(n)
         extra = ranked.repeat((new[group] - n) // n + 1)[: new[group] - n]
         out[group] = torch.cat([torch.arange(n), extra])
     return out
@@ -60,34 +56,9 @@ def widened(state: dict, model: Generator, seed: int = 0) -> dict:
     Raises ValueError when ``state`` is not a Generator of the same depth at most as wide in every
     layer. Keys outside the convolutions and norms (``photo_grade``) pass through unchanged.
     """
-    target = model.state_dict()
-    rows = _layers(model.blocks)
-    try:
-        new = {out: target[f"{conv}.weight"].shape[0] for conv, _, _, out in rows if out != RGB}
-        old = {out: state[f"{conv}.weight"].shape[0] for conv, _, _, out in rows if out != RGB}
-    except KeyError as e:
-        raise ValueError(f"not a generator with {model.blocks} blocks: no {e.args[0]}") from None
+    rows, old, new = group_sizes(state, model)
     if any(old[g] > n for g, n in new.items()):
         raise ValueError("the weights are wider than the model in some layer; only widening is possible here")
-    copies = _copies(state, rows, old, new)
     gen = torch.Generator().manual_seed(seed)
-    out = dict(state)
-    for conv, norm, src, dst in rows:
-        w = state[f"{conv}.weight"].float()
-        depthwise = src == dst
-        if dst != RGB:
-            w = w[copies[dst]]
-        if src != RGB and not depthwise:
-            w = _split(w, copies[src], gen)
-        out[f"{conv}.weight"] = w.to(state[f"{conv}.weight"].dtype).contiguous()
-        if f"{conv}.bias" in state:
-            bias = state[f"{conv}.bias"]
-            out[f"{conv}.bias"] = (bias[copies[dst]] if dst != RGB else bias).clone()
-        if norm is not None:
-            for p in ("weight", "bias"):
-                out[f"{norm}.{p}"] = state[f"{norm}.{p}"][copies[dst]].clone()
-    bad = [k for k, v in target.items() if k in out and out[k].shape != v.shape]
-    if bad:
-        raise ValueError(f"widened {bad[0]} is {tuple(out[bad[0]].shape)}, "
-                         f"the model wants {tuple(target[bad[0]].shape)}")
-    return out
+    return remapped(state, model, rows, _copies(state, rows, old, new), lambda w, cols: _split(w.float(), cols, gen),
+                    "widened")
