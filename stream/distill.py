@@ -424,18 +424,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=0, help="torch and teacher CPU threads (0: one per core)")
     p.add_argument("--export", action="store_true", help="only export the latest checkpoint")
     args = p.parse_args(argv)
-    if args.guided < 0 or args.guided_eps <= 0:
-        p.error("--guided must be >= 0 and --guided-eps > 0")
-    if not 0 <= args.faces <= 1:
-        p.error(f"--faces must be between 0 and 1, not {args.faces}")
-    if not args.change_weight >= 0:
-        p.error(f"--change-weight must be >= 0, not {args.change_weight}")
-    if not args.temporal >= 0:
-        p.error(f"--temporal must be >= 0, not {args.temporal}")
-    for flag, value in (("--steps", args.steps), ("--batch", args.batch), ("--tile", args.tile),
-                        ("--tiles", args.tiles), ("--eval-side", args.eval_side), ("--val", args.val)):
-        if value < 1:
-            p.error(f"{flag} must be >= 1, not {value}")
+    _check_args(p, args)
     if args.threads:
         torch.set_num_threads(args.threads)
     cache = args.cache or DEFAULT_CACHE / args.name
@@ -480,6 +469,22 @@ def main(argv: list[str] | None = None) -> int:
 
     print(json.dumps(_export(args, run, teacher, val_pairs, val_photos, len(train_photos))))
     return 0
+
+
+def _check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Exit through ``p.error`` (one line, status 2) on a setting out of its range."""
+    if args.guided < 0 or args.guided_eps <= 0:
+        p.error("--guided must be >= 0 and --guided-eps > 0")
+    if not 0 <= args.faces <= 1:
+        p.error(f"--faces must be between 0 and 1, not {args.faces}")
+    if not args.change_weight >= 0:
+        p.error(f"--change-weight must be >= 0, not {args.change_weight}")
+    if not args.temporal >= 0:
+        p.error(f"--temporal must be >= 0, not {args.temporal}")
+    for flag, value in (("--steps", args.steps), ("--batch", args.batch), ("--tile", args.tile),
+                        ("--tiles", args.tiles), ("--eval-side", args.eval_side), ("--val", args.val)):
+        if value < 1:
+            p.error(f"{flag} must be >= 1, not {value}")
 
 
 def _folded_init(model: Generator, state: dict, skip: bool, photos: list[Photo]) -> dict:
