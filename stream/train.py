@@ -318,7 +318,8 @@ def _load_init(model: Generator, state: dict, init_skip: bool) -> None:
             raise RuntimeError(str(e)) from None
     if any(k in target and v.shape != target[k].shape for k, v in state.items()):
         try:
-            narrower = state["block_a.0.1.weight"].shape[0] < target["block_a.0.1.weight"].shape[0]
+            first = "block_a.0.1.weight"  # the first convolution's output channels say which way
+            narrower = first in state and state[first].shape[0] < target[first].shape[0]
             state = (widened if narrower else narrowed)(state, model)
         except ValueError as e:
             raise RuntimeError(str(e)) from None

@@ -65,6 +65,9 @@ def test_load_init_widens_a_narrower_style_and_refuses_a_mixed_one():
     mixed["block_d.0.1.weight"] = torch.zeros(128, 64, 3, 3)  # one layer wider than a 0.75 model's 96
     with pytest.raises(RuntimeError, match="wider than the model"):
         _load_init(Generator(0.75, 2, True, "asymmetric"), mixed, True)
+    partial = {k: v for k, v in _narrow().state_dict().items() if not k.startswith("block_a.0.")}
+    with pytest.raises(RuntimeError, match="not a generator"):  # one error line, whichever way it would go
+        _load_init(Generator(0.75, 2, True, "asymmetric"), partial, True)
 
 
 def test_a_shipped_half_width_style_widened_to_three_quarters_paints_almost_as_before():
