@@ -33,7 +33,7 @@ def _copies(state: dict, rows: list[tuple[str, str | None, str, str]], old: dict
     gains = importance(state, rows)
     out = {}
     for group, n in old.items():
-        ranked = torch.argsort(gains[group], descending=True) if group in gains else torch.arange(n)
+        ranked = torch.argsort(gains[group], descending=True)  # every group but the picture's has a norm
         extra = ranked.repeat((new[group] - n) // n + 1)[: new[group] - n]
         out[group] = torch.cat([torch.arange(n), extra])
     return out

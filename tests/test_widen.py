@@ -2,14 +2,14 @@
 from pathlib import Path
 
 import cv2
-import numpy as np
 import pytest
 import torch
 
 from stream import weights
 from stream.model import Generator
 from stream.quality import psnr
-from stream.train import _load_init
+from stream.sources import read_image
+from stream.train import _load_init, to_image, to_tensor
 from stream.widen import widened
 
 SAMPLE = Path(__file__).resolve().parents[1] / "samples"
@@ -75,9 +75,7 @@ def test_a_shipped_half_width_style_widened_to_three_quarters_paints_almost_as_b
     narrow = weights.eager_generator(style).float().eval()
     wide = Generator(0.75, narrow.blocks, narrow.skip, narrow.upsample).eval()
     _load_init(wide, narrow.state_dict(), narrow.skip)
-    rgb = cv2.cvtColor(cv2.imread(str(next(SAMPLE.glob("*.jpg")))), cv2.COLOR_BGR2RGB)
-    rgb = cv2.resize(rgb, (256, 256 * rgb.shape[0] // rgb.shape[1] // 4 * 4), interpolation=cv2.INTER_AREA)
-    x = torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 127.5 - 1
+    rgb = cv2.resize(read_image(SAMPLE / "astronaut.jpg"), (256, 256), interpolation=cv2.INTER_AREA)
     with torch.no_grad():
-        a, b = (((m(x)[0].permute(1, 2, 0).numpy() + 1) * 127.5).clip(0, 255).astype(np.uint8) for m in (narrow, wide))
+        a, b = (to_image(m(to_tensor(rgb).unsqueeze(0))[0]) for m in (narrow, wide))
     assert psnr(a, b) > 35  # the copied channels weigh more in each norm's statistics: close, not equal
