@@ -140,3 +140,33 @@ def test_l2_pixel_loss_scores_squared_error_and_is_recorded(pairs_dir, tmp_path,
                        "--out", str(tmp_path / "w"), *TINY, "--steps", "1", "--pixel", "l2"]) == 0
     capsys.readouterr()
     assert json.loads((tmp_path / "w" / "toy.json").read_text())["recipe"]["pixel"] == "l2"
+
+
+def test_micro_batches_fit_the_cpu_budget_and_divide_the_batch():
+    cpu = torch.device("cpu")
+    assert train.micro_batch(4, 384, 384, 32, cpu) == 1  # 9.4 MB a tile: one at a time
+    assert train.micro_batch(4, 192, 192, 32, cpu) == 2  # 2.4 MB a tile
+    assert train.micro_batch(4, 192, 192, 24, cpu) == 4  # the whole batch fits
+    assert train.micro_batch(6, 192, 192, 24, cpu) == 3  # a divisor of the batch, never a ragged last one
+    assert train.micro_batch(4, 2048, 2048, 32, cpu) == 1
+    assert train.micro_batch(4, 384, 384, 32, torch.device("cuda")) == 4  # only the CPU splits a step
+
+
+def test_a_step_in_micro_batches_has_the_whole_batchs_gradient(tmp_path):
+    """Four tiles one at a time give the gradient and the logged loss of the four at once."""
+    torch.manual_seed(0)
+    x, y = torch.rand(4, 3, 40, 40) * 2 - 1, torch.rand(4, 3, 40, 40) * 2 - 1
+    loss_fn = lambda out, target: train.style_loss(out, target, 0.5, 0.0, "l2")  # noqa: E731
+    extra = lambda model, xs, out, ys: (out - xs).abs().mean() * 0.1  # noqa: E731
+    grads, totals = [], []
+    for micro in (4, 1):
+        torch.manual_seed(1)
+        run = train.Run(train.Generator(0.25, 1), tmp_path / f"m{micro}", torch.device("cpu"))
+        run.model.train()
+        run.opt.zero_grad(set_to_none=True)
+        totals.append(sum(run._backward(x[i:i + micro], y[i:i + micro], 4, torch.float32, loss_fn, extra)
+                          for i in range(0, 4, micro)))
+        grads.append(torch.cat([p.grad.flatten() for p in run.model.parameters() if p.grad is not None]))
+    assert totals[0] == pytest.approx(totals[1], rel=1e-5)
+    assert torch.allclose(grads[0], grads[1], rtol=1e-4, atol=1e-6)
+    assert grads[0].abs().max() > 0
