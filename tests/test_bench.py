@@ -285,6 +285,19 @@ def test_model_bench_counts_flops_and_says_where_the_engines_time_goes():
         assert "mkldnn_convolution" in profile["ops_ms"]
 
 
+def test_trainstep_bench_times_every_micro_batch_size_and_names_the_picked_one():
+    done = subprocess.run([sys.executable, "bench/trainstep.py", "--widths", "0.25", "--tiles", "32,520",
+                           "--batch", "2", "--steps", "1"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    head, *rows = [json.loads(line) for line in done.stdout.splitlines()]
+    assert head["batch"] == 2 and head["cpu_class"]
+    assert [r["tile"] for r in rows] == [32, 520]
+    for r in rows:
+        assert set(r["s_per_step"]) == {"2", "1"} and all(s > 0 for s in r["s_per_step"].values())
+        assert r["speedup"] == round(r["s_per_step"]["2"] / r["s_per_step"][str(r["picked"])], 2)
+    assert [r["picked"] for r in rows] == [2, 1]  # 32 px tiles fit as a pair, 520 px ones (8 channels) go alone
+
+
 def test_norms_bench_times_both_paths_and_the_packed_ones_agree():
     done = subprocess.run([sys.executable, "bench/norms.py", "--shapes", "8x32,32x16", "--repeats", "2"], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
