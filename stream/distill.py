@@ -9,7 +9,8 @@ folder; the manifest says how the model wants its pictures), an ONNX file with `
 JSON object of that form, or one of our own styles (how a ``-lite`` style learns from its full one).
 A teacher defines the target for any photo, so data is not the limit: every training photo is
 scaled so its short side is each of ``--sides`` pixels, ``--tiles`` square tiles of ``--tile``
-pixels are cut from it at random, and the teacher stylises each tile on its own. The student sees
+pixels are cut from it at random, and the teacher stylises each tile on its own (``--tile 0``: the
+scaled photos whole, one a pass). The student sees
 exactly the teacher's input, so its whole-picture normalisations see the same statistics and
 nothing needs to be approximated. A teacher whose normalisations differ from the student's (instance
 norm: CartoonGAN) paints a tile alone far from how it paints that region of the whole picture (19-24 dB
@@ -235,6 +236,25 @@ def build_tiles(photos: list[Photo], teacher: Teacher, cache: Path, *, tile: int
     return xs, ys
 
 
+def build_wholes(photos: list[Photo], teacher: Teacher, cache: Path, *, sides: tuple[int, ...],
+                 log: Callable[[str], None]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """(photos, teacher outputs) as lists of uint8 3 x H x W tensors, one per photo and side: each photo
+    scaled so its short side is ``side`` pixels, whole, with the teacher's output of it (the same cached
+    labels as ``build_tiles(..., labels="photo")``), so every normalisation the student trains through sees
+    the very picture its label was painted from."""
+    xs, ys = [], []
+    for k, photo in enumerate(photos):
+        rgb, name = photo.read(), photo.name.replace("/", "__")
+        for side in sides:
+            scaled = scale_short(rgb, side)
+            whole = teacher.cached(cache, f"p/{name}_{side}", scaled)
+            xs.append(torch.from_numpy(np.ascontiguousarray(scaled)).permute(2, 0, 1))
+            ys.append(torch.from_numpy(np.ascontiguousarray(whole)).permute(2, 0, 1))
+        if (k + 1) % 50 == 0 or k + 1 == len(photos):
+            log(f"teacher pictures: {k + 1}/{len(photos)} photos")
+    return xs, ys
+
+
 class TileSampler:
     """Random batches of (photo, teacher) tiles as float tensors in [-1, 1]. Where ``favoured`` (tile
     indices) is given, ``round(share * n)`` tiles of every batch of ``n`` are drawn from those alone (a
@@ -245,12 +265,25 @@ class TileSampler:
         self.xs, self.ys, self.rng = xs, ys, rng
         self.favoured, self.share = (favoured or []), (share if favoured else 0.0)
 
-    def batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def picks(self, n: int) -> list[int]:
+        """The indices of a batch of ``n``."""
         k = round(self.share * n)
         picks = [self.rng.choice(self.favoured) for _ in range(k)]
-        picks += [self.rng.randrange(len(self.xs)) for _ in range(n - k)]
-        idx = torch.tensor(picks)
+        return picks + [self.rng.randrange(len(self.xs)) for _ in range(n - k)]
+
+    def batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = torch.tensor(self.picks(n))
         return self.xs[idx].float().div(127.5).sub(1.0), self.ys[idx].float().div(127.5).sub(1.0)
+
+
+class PictureSampler(TileSampler):
+    """:class:`TileSampler` over whole pictures of different sizes (:func:`build_wholes`): a batch is a
+    list of 1 x 3 x H x W float tensors in [-1, 1] per side, which ``Run.fit`` takes one picture a pass."""
+
+    def batch(self, n: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        idx = self.picks(n)
+        return ([self.xs[i][None].float().div(127.5).sub(1.0) for i in idx],
+                [self.ys[i][None].float().div(127.5).sub(1.0) for i in idx])
 
 
 def tiles_of(photos: list[Photo], category: str, per_photo: int) -> list[int]:
@@ -347,13 +380,14 @@ def _sampler(args: argparse.Namespace, xs: torch.Tensor, ys: torch.Tensor, rng: 
     """(the tile sampler, the held-back pairs scored during training) of a run: with ``--faces``, that share
     of each batch comes from face photos and the held-back faces are watched; else the first
     :data:`VAL_DURING_TRAINING` held-back photos."""
+    kind = TileSampler if args.tile else PictureSampler
     if not args.faces:
-        return TileSampler(xs, ys, rng), val_pairs[:VAL_DURING_TRAINING]
-    favoured = tiles_of(train_photos, "face", len(args.sides) * args.tiles)
+        return kind(xs, ys, rng), val_pairs[:VAL_DURING_TRAINING]
+    favoured = tiles_of(train_photos, "face", len(args.sides) * (args.tiles if args.tile else 1))
     if not favoured:
         raise AnimestreamError("--faces: no training photo is in a 'face' category (SOURCES.tsv)")
     faces = [pair for ph, pair in zip(val_photos, val_pairs) if ph.category == "face"]
-    return TileSampler(xs, ys, rng, favoured, args.faces), (faces or val_pairs)[:VAL_DURING_TRAINING]
+    return kind(xs, ys, rng, favoured, args.faces), (faces or val_pairs)[:VAL_DURING_TRAINING]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -395,7 +429,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=STEPS, help="total optimiser steps (default: %(default)s)")
     p.add_argument("--lr", type=float, default=LR, help="peak Adam learning rate (default: %(default)s)")
     p.add_argument("--batch", type=int, default=BATCH, help="tiles per step (default: %(default)s)")
-    p.add_argument("--tile", type=int, default=TILE_PX, help="tile side, pixels (default: %(default)s)")
+    p.add_argument("--tile", type=int, default=TILE_PX,
+                   help="tile side, pixels (default: %(default)s); 0: whole pictures, each photo at each of --sides "
+                        "with the teacher's output of all of it (--labels photo), one picture a pass")
     p.add_argument("--sides", type=int, nargs="+", default=list(SIDES),
                    help="short sides (pixels) the photos are scaled to before tiling (default: %(default)s)")
     p.add_argument("--tiles", type=int, default=TILES_PER_SIDE, help="tiles per photo and side (default: %(default)s)")
@@ -453,11 +489,15 @@ def main(argv: list[str] | None = None) -> int:
                     p.error(f"--init {args.init}: not the same architecture ({str(e).splitlines()[0]})")
         run = Run(model, cache, device, init_steps=init_steps)
         if not args.export:
-            xs, ys = build_tiles(train_photos, teacher, cache.parent / "teachers", tile=args.tile,
-                                 sides=tuple(args.sides), per_side=args.tiles, log=log,
-                                 labels=args.labels)
-            log(f"{len(xs)} tiles of {args.tile}px from {len(train_photos)} photos; "
-                f"{len(val_photos)} held back")
+            if args.tile:
+                xs, ys = build_tiles(train_photos, teacher, cache.parent / "teachers", tile=args.tile,
+                                     sides=tuple(args.sides), per_side=args.tiles, log=log,
+                                     labels=args.labels)
+            else:
+                xs, ys = build_wholes(train_photos, teacher, cache.parent / "teachers", sides=tuple(args.sides),
+                                      log=log)
+            log(f"{len(xs)} {f'tiles of {args.tile}px' if args.tile else 'whole pictures'} from "
+                f"{len(train_photos)} photos; {len(val_photos)} held back")
             sampler, watched = _sampler(args, xs, ys, run.rng, train_photos, val_photos, val_pairs)
             run.fit(sampler, steps=args.steps, lr=args.lr, batch=args.batch,
                     amp_dtype=amp_dtype, loss_fn=lambda out, y: style_loss(out, y, args.edge, 0.0, args.pixel),
@@ -481,10 +521,12 @@ def _check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         p.error(f"--change-weight must be >= 0, not {args.change_weight}")
     if not args.temporal >= 0:
         p.error(f"--temporal must be >= 0, not {args.temporal}")
-    for flag, value in (("--steps", args.steps), ("--batch", args.batch), ("--tile", args.tile),
+    for flag, value in (("--steps", args.steps), ("--batch", args.batch), ("--tile", args.tile + (not args.tile)),
                         ("--tiles", args.tiles), ("--eval-side", args.eval_side), ("--val", args.val)):
         if value < 1:
             p.error(f"{flag} must be >= 1, not {value}")
+    if not args.tile and args.labels != "photo":
+        p.error("--tile 0 trains on whole pictures, labelled whole: it needs --labels photo")
 
 
 def _folded_init(model: Generator, state: dict, skip: bool, photos: list[Photo]) -> dict:

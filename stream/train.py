@@ -289,7 +289,9 @@ class Run:
         :data:`CHECKPOINT_EVERY` steps and validating the EMA weights every :data:`VALIDATE_EVERY`.
         ``extra_loss(model, x, out, y)``, where given, is added to ``loss_fn(out, y)``; it runs under the same
         autocast as the forward pass, so it may run the model again (e.g. on a transformed ``x``). A step's
-        tiles may run in micro-batches (:func:`micro_batch`); its gradient is the whole batch's all the same."""
+        tiles may run in micro-batches (:func:`micro_batch`); its gradient is the whole batch's all the same.
+        A sampler may also give lists of single pictures of different sizes: each is a pass of its own,
+        weighted 1 / their number."""
         model, device = self.model, self.device
         model.train()
         t0, losses = time.perf_counter(), []
@@ -297,11 +299,15 @@ class Run:
             for group in self.opt.param_groups:
                 group["lr"] = _lr_at(self.step, steps, lr)
             x, y = sampler.batch(batch)
-            micro = micro_batch(len(x), x.shape[2], x.shape[3], widest_channels(model), device)
             self.opt.zero_grad(set_to_none=True)
             total = 0.0
-            for i in range(0, len(x), micro):
-                total += self._backward(x[i:i + micro], y[i:i + micro], len(x), amp_dtype, loss_fn, extra_loss)
+            if isinstance(x, list):  # pictures of different sizes, one a pass
+                for xi, yi in zip(x, y):
+                    total += self._backward(xi, yi, len(x), amp_dtype, loss_fn, extra_loss)
+            else:
+                micro = micro_batch(len(x), x.shape[2], x.shape[3], widest_channels(model), device)
+                for i in range(0, len(x), micro):
+                    total += self._backward(x[i:i + micro], y[i:i + micro], len(x), amp_dtype, loss_fn, extra_loss)
             self.opt.step()
             with torch.no_grad():
                 decay = min(EMA_DECAY, (1 + self.step) / (10 + self.step))

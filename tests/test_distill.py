@@ -230,6 +230,60 @@ def test_photo_labels_cut_the_teachers_tiles_from_its_whole_picture(photos, tmp_
     assert not torch.equal(ys_tile, ys_photo)
 
 
+def test_whole_pictures_keep_each_photo_whole_with_the_labels_photo_tiles_are_cut_from(photos, tmp_path):
+    """``build_wholes``: every photo at every side, whole and uncropped, labelled with the teacher's output of
+    all of it, read from the same cache entries as ``labels="photo"``; the sampler gives them as a list."""
+    import random
+
+    import numpy as np
+
+    calls = []
+
+    def centred(rgb):
+        calls.append(rgb.shape)
+        return np.clip(rgb.astype(np.float32) - rgb.mean(axis=(0, 1)) + 128, 0, 255).astype(np.uint8)
+
+    teacher = distill.Teacher("centred", "0" * 64, "", centred)
+    found = distill.find_photos([photos])[:3]
+    distill.build_tiles(found, teacher, tmp_path / "cache", tile=32, sides=(40, 64), per_side=1,
+                        log=lambda _m: None, labels="photo")
+    labelled = len(calls)
+    xs, ys = distill.build_wholes(found, teacher, tmp_path / "cache", sides=(40, 64), log=lambda _m: None)
+    assert len(calls) == labelled == 6  # nothing stylised again: the whole-picture labels are shared
+    assert len(xs) == len(ys) == 6
+    for i, photo in enumerate(found):
+        for j, side in enumerate((40, 64)):
+            scaled = distill.scale_short(photo.read(), side)
+            assert xs[2 * i + j].shape == (3, *scaled.shape[:2]) and min(scaled.shape[:2]) == side
+            assert np.array_equal(xs[2 * i + j].permute(1, 2, 0).numpy(), scaled)
+            assert np.array_equal(ys[2 * i + j].permute(1, 2, 0).numpy(), centred(scaled))
+    assert len({tuple(x.shape) for x in xs}) > 2  # photos of different sizes stay as they are
+    batch_x, batch_y = distill.PictureSampler(xs, ys, random.Random(0)).batch(4)
+    assert isinstance(batch_x, list) and len(batch_x) == len(batch_y) == 4
+    for x, y in zip(batch_x, batch_y):
+        assert x.shape == y.shape and x.shape[0] == 1 and x.dtype == torch.float32
+        assert -1 <= float(x.min()) and float(x.max()) <= 1
+
+
+def test_distill_on_whole_pictures_trains_resumes_and_records_it(onnx_teachers, photos, tmp_path, capsys):
+    folder, _ = onnx_teachers
+    args = ["--teacher", "tiny_teacher", "--teachers", str(folder), "--photos", str(photos), "--name", "toy",
+            "--val", "3", "--eval-side", "48", "--steps", "2", "--width", "0.25", "--blocks", "1",
+            "--tile", "0", "--sides", "40", "--labels", "photo", "--batch", "3", "--threads", "1",
+            "--cache", str(tmp_path / "runs" / "toy"), "--out", str(tmp_path / "w")]
+    assert distill.main(args) == 0
+    assert "8 whole pictures from 8 photos" in capsys.readouterr().err
+    meta = json.loads((tmp_path / "w" / "toy.json").read_text())
+    assert meta["recipe"]["tile"] == 0 and meta["training_steps"] == 2
+    assert len(list((tmp_path / "runs" / "teachers").glob("teacher-*/p/*.png"))) == 8
+    args[args.index("--steps") + 1] = "3"
+    assert distill.main(args) == 0
+    assert "resumed" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        distill.main([*args[:-2], "--labels", "tile"])
+    assert exc.value.code == 2 and "--tile 0 trains on whole pictures" in capsys.readouterr().err
+
+
 def test_faces_share_draws_that_share_of_every_batch_from_face_tiles(photos):
     import random
 
