@@ -12,6 +12,8 @@ import torch
 
 import media
 
+from stream import train
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -286,16 +288,17 @@ def test_model_bench_counts_flops_and_says_where_the_engines_time_goes():
 
 
 def test_trainstep_bench_times_every_micro_batch_size_and_names_the_picked_one():
-    done = subprocess.run([sys.executable, "bench/trainstep.py", "--widths", "0.25", "--tiles", "32,520",
-                           "--batch", "2", "--steps", "1"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, "bench/trainstep.py", "--widths", "0.25,0.5", "--tiles", "24,40",
+                           "--batch", "4", "--steps", "1"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     head, *rows = [json.loads(line) for line in done.stdout.splitlines()]
-    assert head["batch"] == 2 and head["cpu_class"]
-    assert [r["tile"] for r in rows] == [32, 520]
+    assert head["batch"] == 4 and head["cpu_class"]
+    assert [(r["width"], r["tile"]) for r in rows] == [(0.25, 24), (0.25, 40), (0.5, 24), (0.5, 40)]
     for r in rows:
-        assert set(r["s_per_step"]) == {"2", "1"} and all(s > 0 for s in r["s_per_step"].values())
-        assert r["speedup"] == round(r["s_per_step"]["2"] / r["s_per_step"][str(r["picked"])], 2)
-    assert [r["picked"] for r in rows] == [2, 1]  # 32 px tiles fit as a pair, 520 px ones (8 channels) go alone
+        assert set(r["s_per_step"]) == {"4", "2", "1"} and all(s > 0 for s in r["s_per_step"].values())
+        assert r["speedup"] == round(r["s_per_step"]["4"] / r["s_per_step"][str(r["picked"])], 2)
+        channels = max(8, round(32 * r["width"]))  # the full-resolution layers' width
+        assert r["picked"] == train.micro_batch(4, r["tile"], r["tile"], channels, torch.device("cpu"))
 
 
 def test_norms_bench_times_both_paths_and_the_packed_ones_agree():
