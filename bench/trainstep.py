@@ -40,8 +40,8 @@ def time_steps(run: train.Run, x: torch.Tensor, y: torch.Tensor, micros: list[in
         for m in micros:
             t0 = time.perf_counter()
             run.opt.zero_grad(set_to_none=True)
-            for i in range(0, len(x), m):
-                run._backward(x[i:i + m], y[i:i + m], len(x), amp, loss_fn, None)
+            for xi, yi in train.passes(x, y, m):
+                run._backward(xi, yi, len(x), amp, loss_fn, None)
             run.opt.step()
             if k:
                 best[m] = min(best[m], time.perf_counter() - t0)

@@ -210,30 +210,41 @@ def build_tiles(photos: list[Photo], teacher: Teacher, cache: Path, *, tile: int
     ``labels``: "tile" runs the teacher on each tile alone; "photo" runs it once on the whole scaled
     photo and cuts the teacher's tiles from that (what a teacher with per-picture statistics, such as
     instance norm, paints on the whole picture, which is what the student is scored against)."""
+    if min(sides) < tile:
+        raise AnimestreamError(f"--sides {min(sides)} is smaller than --tile {tile}")
     n = len(photos) * len(sides) * per_side
     xs = torch.empty((n, 3, tile, tile), dtype=torch.uint8)
     ys = torch.empty_like(xs)
     i = 0
+    for photo, name, side, scaled in _scaled_photos(photos, sides, log, "teacher tiles"):
+        h, w = scaled.shape[:2]
+        whole = _whole_label(teacher, cache, name, side, scaled) if labels == "photo" else None
+        for j in range(per_side):
+            rng = random.Random(f"{_rank(photo.name)}/{side}/{j}")  # tile j is the same whatever per_side is
+            top, left = rng.randrange(h - tile + 1), rng.randrange(w - tile + 1)
+            x = np.ascontiguousarray(scaled[top:top + tile, left:left + tile])
+            y = (teacher.cached(cache, f"t{tile}/{name}_{side}_{j}", x) if whole is None
+                 else np.ascontiguousarray(whole[top:top + tile, left:left + tile]))
+            xs[i] = torch.from_numpy(x).permute(2, 0, 1)
+            ys[i] = torch.from_numpy(y).permute(2, 0, 1)
+            i += 1
+    return xs, ys
+
+
+def _scaled_photos(photos: list[Photo], sides: tuple[int, ...], log: Callable[[str], None], what: str):
+    """(photo, its cache name, side, the photo scaled so its short side is ``side``) for every photo and side,
+    in that order, logging ``what: k/n photos`` every 50 photos and at the end."""
     for k, photo in enumerate(photos):
         rgb, name = photo.read(), photo.name.replace("/", "__")
         for side in sides:
-            if side < tile:
-                raise AnimestreamError(f"--sides {side} is smaller than --tile {tile}")
-            scaled = scale_short(rgb, side)
-            h, w = scaled.shape[:2]
-            whole = teacher.cached(cache, f"p/{name}_{side}", scaled) if labels == "photo" else None
-            for j in range(per_side):
-                rng = random.Random(f"{_rank(photo.name)}/{side}/{j}")  # tile j is the same whatever per_side is
-                top, left = rng.randrange(h - tile + 1), rng.randrange(w - tile + 1)
-                x = np.ascontiguousarray(scaled[top:top + tile, left:left + tile])
-                y = (teacher.cached(cache, f"t{tile}/{name}_{side}_{j}", x) if whole is None
-                     else np.ascontiguousarray(whole[top:top + tile, left:left + tile]))
-                xs[i] = torch.from_numpy(x).permute(2, 0, 1)
-                ys[i] = torch.from_numpy(y).permute(2, 0, 1)
-                i += 1
+            yield photo, name, side, scale_short(rgb, side)
         if (k + 1) % 50 == 0 or k + 1 == len(photos):
-            log(f"teacher tiles: {k + 1}/{len(photos)} photos")
-    return xs, ys
+            log(f"{what}: {k + 1}/{len(photos)} photos")
+
+
+def _whole_label(teacher: Teacher, cache: Path, name: str, side: int, scaled: np.ndarray) -> np.ndarray:
+    """The teacher's output of the whole scaled photo, cached under one key for tiles and whole pictures."""
+    return teacher.cached(cache, f"p/{name}_{side}", scaled)
 
 
 def build_wholes(photos: list[Photo], teacher: Teacher, cache: Path, *, sides: tuple[int, ...],
@@ -243,15 +254,10 @@ def build_wholes(photos: list[Photo], teacher: Teacher, cache: Path, *, sides: t
     labels as ``build_tiles(..., labels="photo")``), so every normalisation the student trains through sees
     the very picture its label was painted from."""
     xs, ys = [], []
-    for k, photo in enumerate(photos):
-        rgb, name = photo.read(), photo.name.replace("/", "__")
-        for side in sides:
-            scaled = scale_short(rgb, side)
-            whole = teacher.cached(cache, f"p/{name}_{side}", scaled)
-            xs.append(torch.from_numpy(np.ascontiguousarray(scaled)).permute(2, 0, 1))
-            ys.append(torch.from_numpy(np.ascontiguousarray(whole)).permute(2, 0, 1))
-        if (k + 1) % 50 == 0 or k + 1 == len(photos):
-            log(f"teacher pictures: {k + 1}/{len(photos)} photos")
+    for _photo, name, side, scaled in _scaled_photos(photos, sides, log, "teacher pictures"):
+        whole = _whole_label(teacher, cache, name, side, scaled)
+        xs.append(torch.from_numpy(np.ascontiguousarray(scaled)).permute(2, 0, 1))
+        ys.append(torch.from_numpy(np.ascontiguousarray(whole)).permute(2, 0, 1))
     return xs, ys
 
 
@@ -521,10 +527,12 @@ def _check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         p.error(f"--change-weight must be >= 0, not {args.change_weight}")
     if not args.temporal >= 0:
         p.error(f"--temporal must be >= 0, not {args.temporal}")
-    for flag, value in (("--steps", args.steps), ("--batch", args.batch), ("--tile", args.tile + (not args.tile)),
+    for flag, value in (("--steps", args.steps), ("--batch", args.batch),
                         ("--tiles", args.tiles), ("--eval-side", args.eval_side), ("--val", args.val)):
         if value < 1:
             p.error(f"{flag} must be >= 1, not {value}")
+    if args.tile < 0:
+        p.error(f"--tile must be >= 1, or 0 for whole pictures, not {args.tile}")
     if not args.tile and args.labels != "photo":
         p.error("--tile 0 trains on whole pictures, labelled whole: it needs --labels photo")
 

@@ -60,7 +60,7 @@ CHECKPOINT_EVERY = 50  # steps
 VALIDATE_EVERY = 250  # steps
 # On the CPU a step's tiles run forward and backward in micro-batches whose widest activation (the
 # full-resolution one, in bf16) stays under this many bytes, and their gradients add up to the whole batch's:
-# one 384² tile at a time took a full-width step of 4 from 8.05 to 4.99 s on the 2-core avx512-bf16 machine
+# one 384² tile at a time took a full-width step of 4 from 8.34 to 5.15 s on the 2-core avx512-bf16 machine
 # (`python bench/trainstep.py`), as the activations of a pass then stay in the CPU's caches.
 MICRO_BATCH_BYTES = 8 << 20
 DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "animestream" / "train"
@@ -223,6 +223,15 @@ def micro_batch(batch: int, height: int, width: int, channels: int, device: torc
     return max(d for d in range(1, batch + 1) if batch % d == 0 and d <= fits)
 
 
+def passes(x: torch.Tensor | list[torch.Tensor], y: torch.Tensor | list[torch.Tensor],
+           micro: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """A step's (inputs, targets) as the forward and backward passes it takes: a batch tensor in slices of
+    ``micro``, a list of single pictures of different sizes one a pass."""
+    if isinstance(x, list):
+        return list(zip(x, y))
+    return [(x[i:i + micro], y[i:i + micro]) for i in range(0, len(x), micro)]
+
+
 def widest_channels(model: torch.nn.Module) -> int:
     """The output channels of ``model``'s first convolution: the full-resolution layers' width."""
     return next(m.out_channels for m in model.modules() if isinstance(m, torch.nn.Conv2d))
@@ -294,20 +303,15 @@ class Run:
         weighted 1 / their number."""
         model, device = self.model, self.device
         model.train()
-        t0, losses = time.perf_counter(), []
+        t0, losses, channels = time.perf_counter(), [], widest_channels(model)
         while self.step < steps:
             for group in self.opt.param_groups:
                 group["lr"] = _lr_at(self.step, steps, lr)
             x, y = sampler.batch(batch)
             self.opt.zero_grad(set_to_none=True)
-            total = 0.0
-            if isinstance(x, list):  # pictures of different sizes, one a pass
-                for xi, yi in zip(x, y):
-                    total += self._backward(xi, yi, len(x), amp_dtype, loss_fn, extra_loss)
-            else:
-                micro = micro_batch(len(x), x.shape[2], x.shape[3], widest_channels(model), device)
-                for i in range(0, len(x), micro):
-                    total += self._backward(x[i:i + micro], y[i:i + micro], len(x), amp_dtype, loss_fn, extra_loss)
+            micro = 1 if isinstance(x, list) else micro_batch(len(x), x.shape[2], x.shape[3], channels, device)
+            total = sum(self._backward(xi, yi, len(x), amp_dtype, loss_fn, extra_loss)
+                        for xi, yi in passes(x, y, micro))
             self.opt.step()
             with torch.no_grad():
                 decay = min(EMA_DECAY, (1 + self.step) / (10 + self.step))

@@ -297,7 +297,7 @@ def test_trainstep_bench_times_every_micro_batch_size_and_names_the_picked_one()
     for r in rows:
         assert set(r["s_per_step"]) == {"4", "2", "1"} and all(s > 0 for s in r["s_per_step"].values())
         assert r["speedup"] == round(r["s_per_step"]["4"] / r["s_per_step"][str(r["picked"])], 2)
-        channels = max(8, round(32 * r["width"]))  # the full-resolution layers' width
+        channels = train.widest_channels(train.Generator(r["width"]))  # the full-resolution layers' width
         assert r["picked"] == train.micro_batch(4, r["tile"], r["tile"], channels, torch.device("cpu"))
 
 
