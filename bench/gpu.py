@@ -590,13 +590,16 @@ def file_rows(args, out: Path, clips: dict, rows: dict, short: int) -> None:
 # One change to the defaults at a time (and two together), each job in its own process like file_rows':
 # (clip, cap 512?, whole clip?, label, the change). Full resolution: one frame a call instead of the
 # automatic two, cuDNN's algorithm search. Memory: fewer x264 frame threads and decoder threads (each
-# holds frames of its own). 4K: x264's next faster preset. --deflicker: its filter on the device, beside the
-# same job on the RGB path, where the filter runs on the host a frame at a time (as before it ran on the device).
+# holds frames of its own: at 1080p x264 grew 713 MB with 24 threads, its own pick on 16 cores, and 534
+# with 16; `python bench/hostmem.py --x264 24,16` on a 2-core avx512-bf16 machine). 4K: x264's next
+# faster preset. --deflicker: its filter on the device, beside the same job on the RGB path, where the
+# filter runs on the host a frame at a time (as before it ran on the device).
 VARIANTS = [("1080p", False, False, "full b1", {"batch": 1}),
             ("1080p", False, False, "full cudnn", {"cudnn_benchmark": True}),
             ("1080p", False, False, "full b1 cudnn", {"batch": 1, "cudnn_benchmark": True}),
             ("1080p", False, True, "full 600", {}),
             ("1080p", False, True, "full b1 cudnn 600", {"batch": 1, "cudnn_benchmark": True}),
+            ("1080p", True, True, "cap512 x264=16 decode=8", {"x264_threads": 16, "decode_threads": 8}),
             ("1080p", True, True, "cap512 x264=12 decode=8", {"x264_threads": 12, "decode_threads": 8}),
             ("1080p", True, True, "cap512 x264=8 decode=8", {"x264_threads": 8, "decode_threads": 8}),
             ("1080p", True, True, "cap512 cudnn", {"cudnn_benchmark": True}),
