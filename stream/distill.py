@@ -40,6 +40,7 @@ import copy
 import csv
 import hashlib
 import json
+import math
 import os
 import random
 import sys
@@ -135,11 +136,18 @@ def hold_out(photos: list[Photo], count: int, faces: int) -> tuple[list[Photo], 
 
 
 class Teacher:
-    """A generator whose outputs the student learns: ``teacher(rgb) -> rgb`` (H x W x 3 uint8)."""
+    """A generator whose outputs the student learns: ``teacher(rgb) -> rgb`` (H x W x 3 uint8).
+
+    ``period`` (pixels): how its output depends on where a picture starts. A generator that downsamples
+    by 4 paints the same content alike when the picture starts 0, 4 or 8 pixels later, differently at 1, 2
+    or 3 (its strided convolutions sample another phase: AnimeGANv2 Hayao's output of a picture shifted by
+    1-3 px is ~30 dB from its output of the same region unshifted, 53-56 dB at 4 or 8,
+    ``python bench/phase.py``). Tiles cut from its output of a whole picture start at multiples of it."""
 
     def __init__(self, name: str, sha256: str, license: str, fn: Callable[[np.ndarray], np.ndarray],
-                 credit: str = ""):
+                 credit: str = "", period: int = 1):
         self.name, self.sha256, self.license, self._fn, self.credit = name, sha256, license, fn, credit
+        self.period = period
 
     def __call__(self, rgb: np.ndarray) -> np.ndarray:
         return self._fn(rgb)
@@ -183,14 +191,17 @@ def load_teacher(spec: str, teachers: Path | None, io_file: Path | None, threads
         sha = weights.sha256_of(path)
         if entry.get("sha256") and entry["sha256"] != sha:
             raise AnimestreamError(f"{path}: sha256 does not match its manifest entry")
-        gen = OnnxGenerator(path, OnnxIO.from_manifest(entry), threads=threads)
+        io = OnnxIO.from_manifest(entry)
+        gen = OnnxGenerator(path, io, threads=threads)
         lic = entry.get("license", {})
         what = entry.get("what", {})
         return Teacher(entry.get("name", path.stem), sha, lic.get("terms", "") if isinstance(lic, dict) else str(lic),
-                       gen.stylise, credit=f"{what.get('model', '')}; {what.get('style', '')}".strip("; "))
+                       gen.stylise, credit=f"{what.get('model', '')}; {what.get('style', '')}".strip("; "),
+                       period=io.size_multiple)  # the multiple its input is padded to: its downsampling
     style = weights.resolve(spec)
     engine = Engine(style, max_side=0, precision="fp32", device="cpu", threads=threads or 0)
-    return Teacher(style.name, style.sha256, style.meta.get("license", ""), lambda rgb: engine(rgb).copy())
+    return Teacher(style.name, style.sha256, style.meta.get("license", ""), lambda rgb: engine(rgb).copy(),
+                   period=SIDE_MULTIPLE)
 
 
 def scale_short(rgb: np.ndarray, short: int) -> np.ndarray:
@@ -209,7 +220,9 @@ def build_tiles(photos: list[Photo], teacher: Teacher, cache: Path, *, tile: int
 
     ``labels``: "tile" runs the teacher on each tile alone; "photo" runs it once on the whole scaled
     photo and cuts the teacher's tiles from that (what a teacher with per-picture statistics, such as
-    instance norm, paints on the whole picture, which is what the student is scored against)."""
+    instance norm, paints on the whole picture, which is what the student is scored against), at offsets
+    that are multiples of ``teacher.period``, so that every tile's label is painted at the phase the
+    student's own tile starts at (and a whole picture is scored at)."""
     if min(sides) < tile:
         raise AnimestreamError(f"--sides {min(sides)} is smaller than --tile {tile}")
     n = len(photos) * len(sides) * per_side
@@ -219,9 +232,10 @@ def build_tiles(photos: list[Photo], teacher: Teacher, cache: Path, *, tile: int
     for photo, name, side, scaled in _scaled_photos(photos, sides, log, "teacher tiles"):
         h, w = scaled.shape[:2]
         whole = _whole_label(teacher, cache, name, side, scaled) if labels == "photo" else None
+        step = teacher.period if labels == "photo" else 1
         for j in range(per_side):
             rng = random.Random(f"{_rank(photo.name)}/{side}/{j}")  # tile j is the same whatever per_side is
-            top, left = rng.randrange(h - tile + 1), rng.randrange(w - tile + 1)
+            top, left = rng.randrange((h - tile) // step + 1) * step, rng.randrange((w - tile) // step + 1) * step
             x = np.ascontiguousarray(scaled[top:top + tile, left:left + tile])
             y = (teacher.cached(cache, f"t{tile}/{name}_{side}_{j}", x) if whole is None
                  else np.ascontiguousarray(whole[top:top + tile, left:left + tile]))
@@ -252,12 +266,17 @@ def build_wholes(photos: list[Photo], teacher: Teacher, cache: Path, *, sides: t
     """(photos, teacher outputs) as lists of uint8 3 x H x W tensors, one per photo and side: each photo
     scaled so its short side is ``side`` pixels, whole, with the teacher's output of it (the same cached
     labels as ``build_tiles(..., labels="photo")``), so every normalisation the student trains through sees
-    the very picture its label was painted from."""
+    the very picture its label was painted from. Both are cut at the bottom and right to multiples of
+    ``teacher.period`` and of the engine's :data:`SIDE_MULTIPLE`: at any other size the student's
+    downsampled grid no longer lines up with the teacher's (which pads its input to its period), and it
+    would learn a label shifted by up to a pixel."""
     xs, ys = [], []
+    k = math.lcm(teacher.period, SIDE_MULTIPLE)
     for _photo, name, side, scaled in _scaled_photos(photos, sides, log, "teacher pictures"):
         whole = _whole_label(teacher, cache, name, side, scaled)
-        xs.append(torch.from_numpy(np.ascontiguousarray(scaled)).permute(2, 0, 1))
-        ys.append(torch.from_numpy(np.ascontiguousarray(whole)).permute(2, 0, 1))
+        h, w = scaled.shape[0] // k * k, scaled.shape[1] // k * k
+        xs.append(torch.from_numpy(np.ascontiguousarray(scaled[:h, :w])).permute(2, 0, 1))
+        ys.append(torch.from_numpy(np.ascontiguousarray(whole[:h, :w])).permute(2, 0, 1))
     return xs, ys
 
 
@@ -573,7 +592,8 @@ def _export(args: argparse.Namespace, run: Run, teacher: Teacher, val_pairs: lis
     recipe = {"tile": args.tile, "sides": args.sides, "tiles_per_side": args.tiles, "labels": args.labels,
               "batch": args.batch, "lr": args.lr, "pixel": args.pixel, "edge": args.edge, "ema_decay": EMA_DECAY,
               "init": _init_name(args.init), "init_steps": run.init_steps, "train_photos": train_photos,
-              "temporal": args.temporal, "faces_share": args.faces, "change_weight": args.change_weight}
+              "temporal": args.temporal, "faces_share": args.faces, "change_weight": args.change_weight,
+              "tile_offset_multiple": teacher.period if args.labels == "photo" else 1}
     if args.temporal:
         recipe["temporal_warp"] = {"shift_px": WARP_SHIFT_PX, "rotate_deg": WARP_ROTATE_DEG, "scale": WARP_SCALE}
     path = weights.export_style(ema, args.out, args.name,

@@ -230,9 +230,44 @@ def test_photo_labels_cut_the_teachers_tiles_from_its_whole_picture(photos, tmp_
     assert not torch.equal(ys_tile, ys_photo)
 
 
+def test_photo_labels_are_cut_at_the_teachers_phase(photos, tmp_path):
+    """A teacher that downsamples by 8 paints the same content differently when a picture starts 1-7 px later:
+    tiles cut from its whole-picture output start at multiples of 8, those it labels alone anywhere."""
+    import numpy as np
+
+    teacher = distill.Teacher("same", "0" * 64, "", lambda rgb: rgb.copy(), period=8)
+    found = distill.find_photos([photos])[:4]
+    args = {"tile": 24, "sides": (72, 80), "per_side": 3, "log": lambda _m: None}
+    offsets = {"photo": [], "tile": []}
+    for labels in offsets:
+        xs, _ = distill.build_tiles(found, teacher, tmp_path / "cache", labels=labels, **args)
+        i = 0
+        for photo in found:
+            for side in args["sides"]:
+                scaled = distill.scale_short(photo.read(), side)
+                for _j in range(args["per_side"]):
+                    tile = xs[i].permute(1, 2, 0).numpy()
+                    i += 1
+                    offsets[labels] += [(t, l) for t in range(scaled.shape[0] - 23) for l in range(scaled.shape[1] - 23)
+                                        if np.array_equal(scaled[t:t + 24, l:l + 24], tile)][:1]
+    assert len(offsets["photo"]) == len(offsets["tile"]) == 24
+    assert all(t % 8 == 0 and l % 8 == 0 for t, l in offsets["photo"])
+    assert any(t % 8 or l % 8 for t, l in offsets["tile"])  # labelled alone: any offset
+    assert len(set(offsets["photo"])) > 4  # still spread over the picture
+
+
+def test_an_onnx_teachers_phase_is_the_multiple_it_pads_to(onnx_teachers):
+    folder, _ = onnx_teachers
+    manifest = json.loads((folder / "teachers.json").read_text())["teachers"]
+    for entry in manifest:
+        teacher = distill.load_teacher(entry["name"], folder, None, 1)
+        assert teacher.period == entry.get("input", {}).get("size_multiple", 8)
+
+
 def test_whole_pictures_keep_each_photo_whole_with_the_labels_photo_tiles_are_cut_from(photos, tmp_path):
-    """``build_wholes``: every photo at every side, whole and uncropped, labelled with the teacher's output of
-    all of it, read from the same cache entries as ``labels="photo"``; the sampler gives them as a list."""
+    """``build_wholes``: every photo at every side, whole but for the rows and columns beyond a multiple of the
+    teacher's period and the engine's 4, labelled with the teacher's output of all of it, read from the same
+    cache entries as ``labels="photo"``; the sampler gives them as a list."""
     import random
 
     import numpy as np
@@ -251,13 +286,19 @@ def test_whole_pictures_keep_each_photo_whole_with_the_labels_photo_tiles_are_cu
     xs, ys = distill.build_wholes(found, teacher, tmp_path / "cache", sides=(40, 64), log=lambda _m: None)
     assert len(calls) == labelled == 6  # nothing stylised again: the whole-picture labels are shared
     assert len(xs) == len(ys) == 6
+    cut = 0
     for i, photo in enumerate(found):
         for j, side in enumerate((40, 64)):
             scaled = distill.scale_short(photo.read(), side)
-            assert xs[2 * i + j].shape == (3, *scaled.shape[:2]) and min(scaled.shape[:2]) == side
-            assert np.array_equal(xs[2 * i + j].permute(1, 2, 0).numpy(), scaled)
-            assert np.array_equal(ys[2 * i + j].permute(1, 2, 0).numpy(), centred(scaled))
-    assert len({tuple(x.shape) for x in xs}) > 2  # photos of different sizes stay as they are
+            h, w = scaled.shape[0] // 4 * 4, scaled.shape[1] // 4 * 4  # the engine's multiple (the teacher's: 1)
+            cut += (h, w) != scaled.shape[:2]
+            assert xs[2 * i + j].shape == (3, h, w) and min(h, w) > side - 4
+            assert np.array_equal(xs[2 * i + j].permute(1, 2, 0).numpy(), scaled[:h, :w])
+            assert np.array_equal(ys[2 * i + j].permute(1, 2, 0).numpy(), centred(scaled)[:h, :w])
+    assert cut and len({tuple(x.shape) for x in xs}) > 2  # photos of different sizes stay as they are
+    teacher.period = 8
+    xs8, ys8 = distill.build_wholes(found, teacher, tmp_path / "cache", sides=(40, 64), log=lambda _m: None)
+    assert all(x.shape[1] % 8 == 0 and x.shape[2] % 8 == 0 and x.shape == y.shape for x, y in zip(xs8, ys8))
     batch_x, batch_y = distill.PictureSampler(xs, ys, random.Random(0)).batch(4)
     assert isinstance(batch_x, list) and len(batch_x) == len(batch_y) == 4
     for x, y in zip(batch_x, batch_y):
