@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import pytest
 import torch
 
@@ -517,3 +518,22 @@ def test_deflicker_bench_times_each_mode_at_each_size(tmp_path):
     assert all(r["frames"] == 5 and r["ms_per_frame"] > 0 and r["moves"] >= 0 for r in rows[:-1])
     assert rows[0]["moves"] > 0  # panning: the filter blends in some of the previous frame
     assert set(rows[-1]) == {"seconds", "threads"}
+
+
+def test_phase_bench_sees_a_generator_paint_by_its_downsampling_phase():
+    """A picture sampled every 4th pixel and blown back up: shifted by 4 it paints the same, by 1-3 it does not;
+    a pixelwise teacher paints the same at any shift."""
+    import numpy as np
+    sys.path.insert(0, str(ROOT / "bench"))
+    from phase import shifted_psnr
+
+    def strided(rgb):
+        h, w = rgb.shape[:2]
+        return np.ascontiguousarray(np.repeat(np.repeat(rgb[::4, ::4], 4, 0), 4, 1)[:h, :w])
+
+    rgb = np.random.default_rng(0).integers(0, 256, (96, 128, 3), dtype=np.uint8)
+    rgb = cv2.GaussianBlur(rgb, (0, 0), 2.0)  # detail a few pixels across, as in a photo
+    whole = strided(rgb)
+    assert shifted_psnr(strided, rgb, whole, 4, 8) == shifted_psnr(strided, rgb, whole, 8, 8) == float("inf")
+    assert all(shifted_psnr(strided, rgb, whole, k, 8) < 40 for k in (1, 2, 3))
+    assert shifted_psnr(lambda x: 255 - x, rgb, 255 - rgb, 3, 8) == float("inf")
