@@ -537,3 +537,34 @@ def test_phase_bench_sees_a_generator_paint_by_its_downsampling_phase():
     assert shifted_psnr(strided, rgb, whole, 4, 8) == shifted_psnr(strided, rgb, whole, 8, 8) == float("inf")
     assert all(shifted_psnr(strided, rgb, whole, k, 8) < 40 for k in (1, 2, 3))
     assert shifted_psnr(lambda x: 255 - x, rgb, 255 - rgb, 3, 8) == float("inf")
+
+
+def test_phase_bench_splits_a_students_error_into_the_teachers_phase_painting_and_the_rest():
+    """The phase average of a teacher that paints by phase is not its output; of a pixelwise one it is. A
+    student that paints that average has all its error in the phase part; one that paints the teacher's
+    phase-0 output exactly has none."""
+    import numpy as np
+    sys.path.insert(0, str(ROOT / "bench"))
+    from phase import phase_average, split_rows
+
+    def strided(rgb):
+        h, w = rgb.shape[:2]
+        return np.ascontiguousarray(np.repeat(np.repeat(rgb[::4, ::4], 4, 0), 4, 1)[:h, :w])
+
+    class Named:
+        def __init__(self, fn):
+            self.fn, self.name = fn, "t"
+
+        def __call__(self, rgb):
+            return self.fn(rgb)
+
+    rgb = cv2.GaussianBlur(np.random.default_rng(1).integers(0, 256, (96, 128, 3), dtype=np.uint8), (0, 0), 2.0)
+    assert np.array_equal(phase_average(lambda x: 255 - x, rgb, 4), 255.0 - rgb)
+    teacher = Named(strided)
+    average = phase_average(teacher, rgb, 4)
+    runners = {"average": lambda x: np.clip(phase_average(teacher, x, 4).round(), 0, 255).astype(np.uint8),
+               "same": strided}
+    head, like_average, like_teacher = split_rows(teacher, "p", rgb, 4, ["average", "same"], runners, 8)
+    assert head["teacher_vs_average"] < 40 and not np.allclose(average, strided(rgb))
+    assert like_average["vs_average"] > 45 and like_average["phase_share"] > 0.95
+    assert like_teacher["vs_teacher"] == float("inf") and like_teacher["phase_share"] == 0.0
