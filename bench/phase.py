@@ -39,7 +39,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from stream import weights  # noqa: E402
-from stream.distill import fit_side, load_teacher  # noqa: E402
+from stream.distill import Teacher, fit_side, load_teacher  # noqa: E402
 from stream.quality import psnr  # noqa: E402
 
 SHARED = ROOT.parent / "shared"
@@ -102,7 +102,8 @@ def split_rows(teacher, name: str, rgb: np.ndarray, period: int, styles: list[st
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--teachers", type=Path, default=SHARED / "teachers")
-    p.add_argument("--teacher", default="animeganv2_hayao")
+    p.add_argument("--teacher", default="animeganv2_hayao",
+                   help="a teacher of --teachers, or one of our styles (run as --styles are)")
     p.add_argument("--photos", type=int, default=4)
     p.add_argument("--side", type=int, default=512)
     p.add_argument("--shifts", default="1,2,3,4,8")
@@ -115,7 +116,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no teachers at {args.teachers}", file=sys.stderr)
         return 2
     shifts = [int(s) for s in args.shifts.split(",")]
-    teacher = load_teacher(args.teacher, args.teachers, None, 0)
+    listed = {t["name"] for t in json.loads((args.teachers / "teachers.json").read_text())["teachers"]}
+    teacher = (load_teacher(args.teacher, args.teachers, None, 0) if args.teacher in listed
+               else Teacher(args.teacher, "", "", padded_runner(args.teacher), period=4))  # a style of ours
     paths = sorted((SHARED / "media" / "photos").glob("*.jpg"))[:args.photos]
     styles = [s for s in args.styles.split(",") if s]
     runners = {style: padded_runner(style) for style in styles}

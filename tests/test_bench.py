@@ -568,3 +568,19 @@ def test_phase_bench_splits_a_students_error_into_the_teachers_phase_painting_an
     assert head["teacher_vs_average"] < 40 and not np.allclose(average, strided(rgb))
     assert like_average["vs_average"] > 45 and like_average["phase_share"] > 0.95
     assert like_teacher["vs_teacher"] == float("inf") and like_teacher["phase_share"] == 0.0
+
+
+def test_phase_bench_runs_a_style_as_its_teacher_runs_padded_not_resized(tiny_style, tiny_model):
+    import numpy as np
+    sys.path.insert(0, str(ROOT / "bench"))
+    from phase import padded_runner
+
+    run = padded_runner(str(tiny_style))
+    rgb = np.random.default_rng(2).integers(0, 256, (61, 83, 3), dtype=np.uint8)
+    out = run(rgb)
+    assert out.shape == rgb.shape and out.dtype == np.uint8
+    x = torch.from_numpy(rgb).permute(2, 0, 1)[None].float().div(127.5).sub(1.0)
+    with torch.no_grad():
+        want = tiny_model.float().eval()(torch.nn.functional.pad(x, (0, 1, 0, 3), mode="reflect"))[:, :, :61, :83]
+    want = want[0].clamp(-1, 1).add(1).mul(127.5).round().byte().permute(1, 2, 0).numpy()
+    assert np.abs(out.astype(int) - want.astype(int)).max() <= 1  # the stored weights are fp16
