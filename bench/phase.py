@@ -41,6 +41,7 @@ import torch.nn.functional as F  # noqa: E402
 from stream import weights  # noqa: E402
 from stream.distill import Teacher, fit_side, load_teacher  # noqa: E402
 from stream.quality import psnr  # noqa: E402
+from stream.train import to_image, to_tensor  # noqa: E402
 
 SHARED = ROOT.parent / "shared"
 
@@ -73,20 +74,20 @@ def padded_runner(style: str):
     model = weights.eager_generator(weights.resolve(style)).float().eval()
 
     def run(rgb: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float().div(127.5).sub(1.0)
+        x = to_tensor(np.ascontiguousarray(rgb))[None]
         h, w = x.shape[2:]
         with torch.no_grad():
-            y = model(F.pad(x, (0, -w % 4, 0, -h % 4), mode="reflect"))[:, :, :h, :w]
-        return y[0].clamp(-1, 1).add(1).mul(127.5).round().byte().permute(1, 2, 0).numpy()
+            return to_image(model(F.pad(x, (0, -w % 4, 0, -h % 4), mode="reflect"))[0, :, :h, :w])
     return run
 
 
-def split_rows(teacher, name: str, rgb: np.ndarray, period: int, styles: list[str], runners: dict,
-               margin: int) -> list[dict]:
-    """One row for the teacher against its phase average, one per style (see the module's docstring)."""
+def split_rows(teacher, name: str, rgb: np.ndarray, whole: np.ndarray, period: int, styles: list[str],
+               runners: dict, margin: int) -> list[dict]:
+    """One row for the teacher against its phase average, one per style (see the module's docstring);
+    ``whole`` is the teacher's output for ``rgb``."""
     m = max(margin, period)
     inner = (slice(m, -m), slice(m, -m))
-    whole = teacher(rgb)[inner].astype(np.float64)
+    whole = whole[inner].astype(np.float64)
     avg = phase_average(teacher, rgb, period)[inner]
     mse = lambda a, b: float(np.mean((a - b) ** 2))  # noqa: E731
     db = lambda e: round(10 * np.log10(255.0 ** 2 / e), 2) if e else float("inf")  # noqa: E731
@@ -132,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
             per_shift[k].append(db)
             print(json.dumps({"teacher": teacher.name, "photo": path.name, "shift": k, "psnr": db}), flush=True)
         if args.average:
-            for row in split_rows(teacher, path.name, rgb, args.average, styles, runners, args.margin):
+            for row in split_rows(teacher, path.name, rgb, whole, args.average, styles, runners, args.margin):
                 split.append(row)
                 print(json.dumps(row), flush=True)
     for k in shifts:

@@ -204,6 +204,12 @@ def load_teacher(spec: str, teachers: Path | None, io_file: Path | None, threads
                    period=SIDE_MULTIPLE)
 
 
+def tile_offset_multiple(teacher: Teacher, labels: str) -> int:
+    """What a tile's offset in its scaled photo is a multiple of: the teacher's period where its label is cut
+    from the whole picture's output (``labels="photo"``), any offset where the teacher paints the tile alone."""
+    return teacher.period if labels == "photo" else 1
+
+
 def scale_short(rgb: np.ndarray, short: int) -> np.ndarray:
     h, w = rgb.shape[:2]
     scale = short / min(h, w)
@@ -232,7 +238,7 @@ def build_tiles(photos: list[Photo], teacher: Teacher, cache: Path, *, tile: int
     for photo, name, side, scaled in _scaled_photos(photos, sides, log, "teacher tiles"):
         h, w = scaled.shape[:2]
         whole = _whole_label(teacher, cache, name, side, scaled) if labels == "photo" else None
-        step = teacher.period if labels == "photo" else 1
+        step = tile_offset_multiple(teacher, labels)
         for j in range(per_side):
             rng = random.Random(f"{_rank(photo.name)}/{side}/{j}")  # tile j is the same whatever per_side is
             top, left = rng.randrange((h - tile) // step + 1) * step, rng.randrange((w - tile) // step + 1) * step
@@ -593,7 +599,7 @@ def _export(args: argparse.Namespace, run: Run, teacher: Teacher, val_pairs: lis
               "batch": args.batch, "lr": args.lr, "pixel": args.pixel, "edge": args.edge, "ema_decay": EMA_DECAY,
               "init": _init_name(args.init), "init_steps": run.init_steps, "train_photos": train_photos,
               "temporal": args.temporal, "faces_share": args.faces, "change_weight": args.change_weight,
-              "tile_offset_multiple": teacher.period if args.labels == "photo" else 1}
+              "tile_offset_multiple": tile_offset_multiple(teacher, args.labels)}
     if args.temporal:
         recipe["temporal_warp"] = {"shift_px": WARP_SHIFT_PX, "rotate_deg": WARP_ROTATE_DEG, "scale": WARP_SCALE}
     path = weights.export_style(ema, args.out, args.name,

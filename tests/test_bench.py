@@ -564,7 +564,7 @@ def test_phase_bench_splits_a_students_error_into_the_teachers_phase_painting_an
     average = phase_average(teacher, rgb, 4)
     runners = {"average": lambda x: np.clip(phase_average(teacher, x, 4).round(), 0, 255).astype(np.uint8),
                "same": strided}
-    head, like_average, like_teacher = split_rows(teacher, "p", rgb, 4, ["average", "same"], runners, 8)
+    head, like_average, like_teacher = split_rows(teacher, "p", rgb, strided(rgb), 4, ["average", "same"], runners, 8)
     assert head["teacher_vs_average"] < 40 and not np.allclose(average, strided(rgb))
     assert like_average["vs_average"] > 45 and like_average["phase_share"] > 0.95
     assert like_teacher["vs_teacher"] == float("inf") and like_teacher["phase_share"] == 0.0
