@@ -316,6 +316,7 @@ def test_distill_on_whole_pictures_trains_resumes_and_records_it(onnx_teachers, 
     assert "8 whole pictures from 8 photos" in capsys.readouterr().err
     meta = json.loads((tmp_path / "w" / "toy.json").read_text())
     assert meta["recipe"]["tile"] == 0 and meta["training_steps"] == 2
+    assert meta["recipe"]["tiles_per_side"] is None  # no tiles are cut from whole pictures
     assert len(list((tmp_path / "runs" / "teachers").glob("teacher-*/p/*.png"))) == 8
     args[args.index("--steps") + 1] = "3"
     assert distill.main(args) == 0
