@@ -596,10 +596,10 @@ def _export(args: argparse.Namespace, run: Run, teacher: Teacher, val_pairs: lis
         quality["face_photos"] = [name for name, _ in faces]
         quality["psnr_faces_vs_teacher"] = round(float(np.mean([v for _, v in faces])), 2)
     recipe = {"tile": args.tile, "sides": args.sides, "tiles_per_side": args.tiles if args.tile else None,
-              "labels": args.labels,
-              "batch": args.batch, "lr": args.lr, "pixel": args.pixel, "edge": args.edge, "ema_decay": EMA_DECAY,
-              "init": _init_name(args.init), "init_steps": run.init_steps, "train_photos": train_photos,
-              "temporal": args.temporal, "faces_share": args.faces, "change_weight": args.change_weight,
+              "labels": args.labels, "batch": args.batch, "lr": args.lr, "pixel": args.pixel, "edge": args.edge,
+              "ema_decay": EMA_DECAY, "init": _init_name(args.init), "init_steps": run.init_steps,
+              "train_photos": train_photos, "temporal": args.temporal, "faces_share": args.faces,
+              "change_weight": args.change_weight,
               "tile_offset_multiple": tile_offset_multiple(teacher, args.labels)}
     if args.temporal:
         recipe["temporal_warp"] = {"shift_px": WARP_SHIFT_PX, "rotate_deg": WARP_ROTATE_DEG, "scale": WARP_SCALE}
