@@ -11,11 +11,13 @@ calibration records a PSNR against the same teacher within :data:`MAX_LOSS_DB` o
 INT8 numbers are the same on every x86 class: :mod:`stream.quant` uses 7-bit weights everywhere).
 A calibration made by a user for a style without a teacher is taken as asked for.
 
-Where a row says ``narrower``, a style's narrower variants (:func:`stream.weights.variants`: students of
-the same teacher with fewer channels, whose sidecar names the style in ``variant_of``) come first, the
-narrowest first: one runs in the style's place where its own best path here scores within
-:data:`MAX_LOSS_DB` of the style's float model against their common teacher. Those are the classes where
-the full network misses its speed goals (``bench/bench.py --isa``: the ``hayao`` file job on avx2).
+A style's narrower variants (:func:`stream.weights.variants`: students of the same teacher with fewer
+channels, whose sidecar names the style in ``variant_of``) are tried first, the narrowest first. Where a
+row says ``narrower`` (the classes where the full network misses its speed goals, ``bench/bench.py
+--isa``: the ``hayao`` file job on avx2), one runs in the style's place where its own best path here
+scores within :data:`MAX_LOSS_DB` of the style's float model against their common teacher. On every other
+row one does only where it costs nothing in stills: its path here is no slower a precision than the
+style's own and scores at least as well as that path does, so fewer operations buy the same picture.
 """
 from __future__ import annotations
 
@@ -39,7 +41,8 @@ class Row:
     smallest cap (longest side, pixels) at which INT8 is faster than the next precision (0: at every
     size; a cap of 0, no cap, counts as large); ``channels_last`` is the float path's memory layout
     (oneDNN's blocked kernels want it on x86); ``measured`` names the run the row comes from, or says
-    it is unmeasured; ``narrower``: ``auto`` tries a style's narrower variants first; ``int8_min_width``
+    it is unmeasured; ``narrower``: a style's narrower variant may run in its place at up to
+    :data:`MAX_LOSS_DB` of loss (on other rows only at none); ``int8_min_width``
     is the narrowest generator (its channel width multiplier) that INT8 runs clearly faster than the
     next precision (0: every width): below it INT8 saves nothing and only adds its frame-to-frame
     quantization noise, which doubles the warping error of an almost still video (``bench/temporal.py``)."""
@@ -118,8 +121,8 @@ def choose(style: Style, device: torch.device, precision: str, cpu: CpuClass, ma
 
     ``auto`` is fp16 on CUDA, onnxruntime's fp32 for an ONNX style, and on the CPU the first precision of
     ``cpu``'s row that the style can run within its quality bar (INT8 only from the row's
-    ``int8_min_side`` and ``int8_min_width`` up), where the row says ``narrower`` first for its narrower variants (the
-    returned ``variant`` then runs in its place). An explicit precision is taken as asked, or refused with one line
+    ``int8_min_side`` and ``int8_min_width`` up), after its narrower variants by the module's rule (the returned
+    ``variant`` then runs in its place). An explicit precision is taken as asked, or refused with one line
     (:class:`~stream.errors.AnimestreamError`) where it cannot run.
     """
     if precision not in PRECISIONS:
@@ -144,18 +147,19 @@ def choose(style: Style, device: torch.device, precision: str, cpu: CpuClass, ma
     if precision != "auto":
         return Choice("torch", precision, where, (f"{precision}: asked for",))
     row = POLICY[cpu.name]
-    why: list[str] = []
-    if row.narrower:
-        for variant in weights.variants(style):
-            picked = _auto(variant, row, cpu, max_side)
-            score = _score(variant, picked)
-            verdict = _variant_verdict(style, variant, picked.precision, score)
-            if verdict is None:
-                reason = _variant_reason(style, variant, picked.precision, score)
-                return Choice(picked.backend, picked.precision, where,
-                              (*why, f"{variant.name}, a narrower student: {reason}", *picked.why), variant)
-            why.append(f"not {variant.name}: {verdict}")
     own = _auto(style, row, cpu, max_side)
+    why: list[str] = []
+    for variant in weights.variants(style):
+        picked = _auto(variant, row, cpu, max_side)
+        score = _score(variant, picked)
+        verdict = _variant_verdict(style, variant, picked.precision, score)
+        if verdict is None and not row.narrower:
+            verdict = _no_loss_verdict(style, variant, row, own, picked, score)
+        if verdict is None:
+            reason = _variant_reason(style, variant, picked.precision, score, None if row.narrower else own)
+            return Choice(picked.backend, picked.precision, where,
+                          (*why, f"{variant.name}, a narrower student: {reason}", *picked.why), variant)
+        why.append(f"not {variant.name}: {verdict}")
     return Choice(own.backend, own.precision, where, (*why, *own.why))
 
 
@@ -205,10 +209,31 @@ def _variant_verdict(style: Style, variant: Style, precision: str, score: float 
     return None
 
 
-def _variant_reason(style: Style, variant: Style, precision: str, score: float) -> str:
+def _no_loss_verdict(style: Style, variant: Style, row: Row, own: Choice, picked: Choice,
+                     score: float) -> str | None:
+    """On a row without ``narrower``: None where ``variant`` costs nothing here, else why not. It must be
+    narrower than ``style``, run a precision of ``row`` no slower than ``style``'s own path ``own`` (the row
+    lists them fastest first), and score at least as well against the teacher on its path as ``style``
+    does on its own: fewer operations at no loss in stills."""
+    if variant.architecture["width"] >= style.architecture["width"]:
+        return f"not narrower than {style.name}"
+    if row.auto.index(picked.precision) > row.auto.index(own.precision):
+        return f"its {picked.precision} path is slower here than {style.name}'s {own.precision}"
+    theirs = _score(style, own)  # never None: past _variant_verdict the style has a float score (and an INT8
+    # path only with an INT8 score of its own)
+    if score < theirs:
+        return (f"{picked.precision} scores {score:.2f} dB against the teacher, below {style.name}'s own "
+                f"{own.precision} here ({theirs:.2f})")
+    return None
+
+
+def _variant_reason(style: Style, variant: Style, precision: str, score: float, own: Choice | None) -> str:
+    """Why ``variant`` runs in ``style``'s place: within the bar of ``style``'s float model, or (``own``, the
+    style's own path here, given) at least as close to the teacher as that path."""
     width = variant.architecture["width"] / style.architecture["width"]
-    return (f"{precision} scores {score:.2f} dB against the teacher, {style.name}'s float "
-            f"{_quality(style)['psnr_vs_teacher']:.2f} (within {MAX_LOSS_DB} dB), with {width:.2g}x the channels")
+    against = (f"{style.name}'s float {_quality(style)['psnr_vs_teacher']:.2f} (within {MAX_LOSS_DB} dB)" if own is None
+               else f"at least {style.name}'s own {own.precision} here ({_score(style, own):.2f})")
+    return f"{precision} scores {score:.2f} dB against the teacher, {against}, with {width:.2g}x the channels"
 
 
 def _quality(style: Style) -> dict:

@@ -263,3 +263,41 @@ def test_a_narrower_variant_runs_in_its_styles_place_where_the_row_asks_and_it_k
     narrow.path.with_suffix(".json").write_text(json.dumps(other))
     weights.record_int8_quality(weights.resolve("full-fast"), 27.9, 0.9)
     assert "not distilled from full's teacher" in policy.choose(full, CPU_DEVICE, "auto", avx2).why[0]
+
+
+def test_on_the_other_rows_a_narrower_variant_runs_in_its_styles_place_only_where_it_costs_nothing(
+        tmp_path, monkeypatch, wide_model, tiny_model):
+    monkeypatch.setenv("ANIMESTREAM_HOME", str(tmp_path))
+    folder = weights.user_styles_dir()
+    quality = {"teacher": "t", "teacher_sha256": "ab" * 32, "psnr_vs_teacher": 28.0}
+    image = torch.from_numpy(frame_image(1, 48, 32)).permute(2, 0, 1)[None].float() / 127.5 - 1
+    made = {}
+    for name, model, meta in (("full", wide_model, {"quality": quality}),  # 0.75x the channels
+                              ("full-fast", tiny_model, {"quality": {**quality, "psnr_vs_teacher": 27.9},
+                                                         "variant_of": "full"})):  # 0.25x
+        made[name] = weights.save_style(model, folder, name, meta)
+        weights.save_ranges(made[name], model, calibration.calibrate(model, [image]), images=1)
+    weights.record_int8_quality(made["full"], 27.80, 0.9)
+    weights.record_int8_quality(made["full-fast"], 27.85, 0.9)
+    full = weights.resolve("full")
+    wide, amx = CpuClass("avx512-bf16", "avx512-bf16"), CpuClass("amx", "amx")
+    assert not policy.POLICY["avx512-bf16"].narrower and not policy.POLICY["amx"].narrower
+
+    taken = policy.choose(full, CPU_DEVICE, "auto", wide, max_side=512)  # INT8 both: 27.85 against 27.80
+    assert (taken.variant.name, taken.precision) == ("full-fast", "int8")
+    assert taken.why[0] == ("full-fast, a narrower student: int8 scores 27.85 dB against the teacher, at least "
+                            "full's own int8 here (27.80), with 0.33x the channels")
+    small = policy.choose(full, CPU_DEVICE, "auto", wide, max_side=160)  # bf16 both: 27.90 against 28.00
+    assert small.variant is None and small.precision == "bf16"
+    assert small.why[0] == "not full-fast: bf16 scores 27.90 dB against the teacher, below full's own bf16 here (28.00)"
+    # amx runs a 0.25x network in bf16 (int8_min_width), full in INT8: a slower precision is no saving
+    assert "its bf16 path is slower here than full's int8" in policy.choose(full, CPU_DEVICE, "auto", amx).why[0]
+    assert policy.choose(full, CPU_DEVICE, "int8", wide).variant is None  # a precision asked for: its own weights
+
+    weights.record_int8_quality(weights.resolve("full-fast"), 27.79, 0.9)  # 0.01 dB under full's INT8
+    lower = policy.choose(full, CPU_DEVICE, "auto", wide, max_side=512)
+    assert lower.variant is None and lower.precision == "int8" and "below full's own int8 here (27.80)" in lower.why[0]
+    twin = weights.save_style(wide_model, folder, "full-twin", {"quality": {**quality, "psnr_vs_teacher": 28.5},
+                                                               "variant_of": "full"})
+    assert policy.choose(full, CPU_DEVICE, "auto", wide, max_side=160).why[1] == "not full-twin: not narrower than full"
+    assert twin.architecture["width"] == full.architecture["width"]
