@@ -11,6 +11,7 @@ import pytest
 
 from media import SHARED, WEIGHTS, sha256
 from stream import weights
+from stream.cpu import X86_CLASSES, CpuClass
 from stream.distill import fit_side
 from stream.engine import Engine
 from stream.quality import psnr
@@ -55,6 +56,20 @@ def test_a_narrower_variant_keeps_its_styles_bar_in_float_and_int8(name):
     assert meta["quality"]["psnr_vs_teacher"] >= bar
     int8 = weights.int8_psnr(weights.resolve(name))
     assert int8 is not None and int8 >= bar, f"{name}: INT8 {int8} dB, {meta['variant_of']}'s bar {bar:.2f}"
+
+
+@pytest.mark.parametrize("cpu_class", X86_CLASSES)
+def test_the_default_runs_as_its_narrower_student_on_every_x86_class_as_the_readme_says(cpu_class):
+    """``hayao-fast`` scores above ``hayao`` in float and in INT8, so stream.policy runs it in the default's
+    place on every class, at a file job's cap and a live one's."""
+    import torch
+
+    from stream import policy
+
+    hayao = weights.resolve("hayao")
+    for cap in (512, 160):
+        choice = policy.choose(hayao, torch.device("cpu"), "auto", CpuClass(cpu_class, cpu_class), max_side=cap)
+        assert choice.variant is not None and choice.variant.name == "hayao-fast", (cap, choice.why)
 
 
 @pytest.mark.parametrize("name", DISTILLED)
