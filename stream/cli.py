@@ -128,8 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="auto = fp16 on CUDA; on the CPU the fastest path for this CPU class that keeps the "
                         "style's quality: int8 where its calibration scores within 0.3 dB of float, else bf16 "
-                        "on CPUs with AVX512-BF16/AMX, else fp32 ('animestream doctor' shows the choice and why; "
-                        "default: auto)")
+                        "on CPUs with AVX512-BF16/AMX, else fp32, run by the style's narrower student where that "
+                        "keeps the quality (hayao-fast for hayao); any other value runs the style's own network "
+                        "('animestream doctor' shows the choice and why; default: auto)")
     p.add_argument("--device", choices=DEVICES, default="auto", help="default: cuda when present, else cpu")
     p.add_argument("--threads", type=_non_negative_int, default=0, metavar="N",
                    help="CPU threads for inference (default: 0 = one per core, all but one for -lite styles)")
