@@ -78,9 +78,11 @@ def test_this_process_honours_the_variables_it_was_started_with():
         assert name == hardware
 
 
-def _scored(folder: Path, name: str, model) -> weights.Style:
-    """``model`` as a calibrated style whose sidecar says 28.0 dB against a teacher (INT8's score unrecorded)."""
-    style = weights.save_style(model, folder, name, {"quality": {"teacher": "t", "psnr_vs_teacher": 28.0}})
+def _scored(folder: Path, name: str, model, quality: dict | None = None, **meta) -> weights.Style:
+    """``model`` as a calibrated style whose sidecar says ``quality`` (default: 28.0 dB against a teacher) and
+    ``meta``; INT8's score unrecorded."""
+    quality = quality or {"teacher": "t", "psnr_vs_teacher": 28.0}
+    style = weights.save_style(model, folder, name, {"quality": quality, **meta})
     image = torch.from_numpy(frame_image(1, 48, 32)).permute(2, 0, 1)[None].float() / 127.5 - 1
     weights.save_ranges(style, model, calibration.calibrate(model, [image]), images=1)
     assert style.path == folder / f"{name}.safetensors"
@@ -270,15 +272,10 @@ def test_on_the_other_rows_a_narrower_variant_runs_in_its_styles_place_only_wher
     monkeypatch.setenv("ANIMESTREAM_HOME", str(tmp_path))
     folder = weights.user_styles_dir()
     quality = {"teacher": "t", "teacher_sha256": "ab" * 32, "psnr_vs_teacher": 28.0}
-    image = torch.from_numpy(frame_image(1, 48, 32)).permute(2, 0, 1)[None].float() / 127.5 - 1
-    made = {}
-    for name, model, meta in (("full", wide_model, {"quality": quality}),  # 0.75x the channels
-                              ("full-fast", tiny_model, {"quality": {**quality, "psnr_vs_teacher": 27.9},
-                                                         "variant_of": "full"})):  # 0.25x
-        made[name] = weights.save_style(model, folder, name, meta)
-        weights.save_ranges(made[name], model, calibration.calibrate(model, [image]), images=1)
-    weights.record_int8_quality(made["full"], 27.80, 0.9)
-    weights.record_int8_quality(made["full-fast"], 27.85, 0.9)
+    full = _scored(folder, "full", wide_model, quality)  # 0.75x the channels
+    fast = _scored(folder, "full-fast", tiny_model, {**quality, "psnr_vs_teacher": 27.9}, variant_of="full")  # 0.25x
+    weights.record_int8_quality(full, 27.80, 0.9)
+    weights.record_int8_quality(fast, 27.85, 0.9)
     full = weights.resolve("full")
     wide, amx = CpuClass("avx512-bf16", "avx512-bf16"), CpuClass("amx", "amx")
     assert not policy.POLICY["avx512-bf16"].narrower and not policy.POLICY["amx"].narrower
