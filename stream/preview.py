@@ -16,6 +16,8 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
+from ._xcb import display_error
+from .errors import SinkError
 from .sources import AudioItem, Frame
 
 WINDOW = "animestream"
@@ -46,7 +48,8 @@ def draw_overlay(image: np.ndarray, lines: list[str]) -> None:
 
 class PreviewWindow:
     """A live preview window. ``on_quit`` and ``on_style(index | None)`` are called on hotkeys
-    (``None`` means "next style"). ``stats`` returns ``(fps, latency_ms, dropped)`` for the overlay."""
+    (``None`` means "next style"). ``stats`` returns ``(fps, latency_ms, dropped)`` for the overlay.
+    Raises :class:`SinkError` when no window can open here (no X server answers)."""
 
     def __init__(self, *, on_quit: Callable[[], None], on_style: Callable[[int | None], str],
                  stats: Callable[[], tuple[float, float, int]], title: str = WINDOW):
@@ -61,6 +64,9 @@ class PreviewWindow:
         self._fresh = False
         self._closed = False
         self._shown = False  # a picture was shown: from then on, a window that is gone was closed
+        reason = display_error()
+        if reason is not None:  # OpenCV would abort the process
+            raise SinkError(f"--preview: {reason}; record to an OUTPUT, or use --vcam or --mjpeg")
         cv2.namedWindow(self.title, cv2.WINDOW_AUTOSIZE | cv2.WINDOW_GUI_NORMAL)
 
     def write(self, frame: Frame, image: np.ndarray) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -282,17 +283,19 @@ needs_x = pytest.mark.skipif(not (shutil.which("Xvfb") and shutil.which("xdotool
 
 @pytest.fixture
 def xdisplay():
-    for n in range(90, 110):
-        if not Path(f"/tmp/.X11-unix/X{n}").exists() and not Path(f"/tmp/.X{n}-lock").exists():
-            break
-    proc = subprocess.Popen(["Xvfb", f":{n}", "-screen", "0", "800x600x24", "-nolisten", "tcp"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    """A fresh Xvfb. It picks a free display number itself and writes it to a pipe once it accepts
+    connections (``-displayfd``): waiting for its socket file instead once handed a test a display that
+    nothing answered on yet, or another server's abstract socket of the same number."""
+    read, write = os.pipe()
+    proc = subprocess.Popen(["Xvfb", "-displayfd", str(write), "-screen", "0", "800x600x24", "-nolisten", "tcp"],
+                            pass_fds=(write,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    os.close(write)
     try:
-        deadline = time.monotonic() + 10
-        while not Path(f"/tmp/.X11-unix/X{n}").exists():
-            assert time.monotonic() < deadline, "Xvfb did not start"
-            time.sleep(0.05)
-        yield f":{n}"
+        with os.fdopen(read) as pipe:
+            assert select.select([pipe], [], [], 20)[0], "Xvfb did not start in 20 s"
+            number = pipe.readline().strip()
+        assert number.isdigit(), f"Xvfb did not start (exit code {proc.poll()})"
+        yield f":{number}"
     finally:
         proc.terminate()
         proc.wait(10)
@@ -426,6 +429,34 @@ def test_cli_preview_vcam_and_recording_at_once(xdisplay, cyan_style, live_clip,
         assert sum(1 for _ in c.decode(video=0)) == stats["frames_out"]
     report = json.loads(vcam_report.read_text())
     assert report["size"] == [96, 64] and report["sent"] > 10
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="X11 displays are Linux's")
+@pytest.mark.parametrize("display", [None, "dead"])
+def test_preview_without_an_x_server_is_a_one_line_error_not_an_abort(display, cyan_style, live_clip, tmp_path):
+    """OpenCV's Qt plugin aborts the process when no X server answers; --preview must say so in one line,
+    exit 1 and leave no recording behind. "dead" is a display number no server listens on."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    if display == "dead":
+        n = next(n for n in range(4900, 5000) if not Path(f"/tmp/.X11-unix/X{n}").exists())
+        env["DISPLAY"] = f":{n}"
+    rec = tmp_path / "rec.mp4"
+    done = subprocess.run([sys.executable, "-m", "stream", str(live_clip), "--live", "--preview", "--style",
+                           str(cyan_style), "--max-side", "64", "--precision", "fp32", str(rec)], env=env,
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert lines[-1].startswith("animestream: error: --preview: no X "), done.stderr
+    assert "Traceback" not in done.stderr and "qt.qpa" not in done.stderr
+    assert not rec.exists()
+
+
+@needs_x
+def test_the_display_probe_finds_a_live_x_server(xdisplay):
+    from stream._xcb import display_error
+    assert display_error({"DISPLAY": xdisplay}) is None
+    assert display_error({}) == "no X display: DISPLAY is not set"
+    assert display_error({"WAYLAND_DISPLAY": "wayland-0"}) is None  # the toolkit decides there
 
 
 def test_network_stream_source(live_clip, tmp_path):
