@@ -3,8 +3,8 @@
     animestream doctor [--style NAME] [--device auto|cpu|cuda] [--json]
 
 Prints the CPU class (:mod:`stream.cpu`, with any limit that lowers it), PyTorch's own view of the
-CPU, the policy row in force (:mod:`stream.policy`), the device, and per style the backend and
-precision ``--precision auto`` picks and why. ``--json`` prints the same as one JSON object.
+CPU, the policy row in force (:mod:`stream.policy`), the device, whether ``--preview`` can open a
+window here, and per style the backend and precision ``--precision auto`` picks and why. ``--json`` prints the same as one JSON object.
 """
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import sys
 import torch
 
 from . import cpu, policy, weights
+from ._xcb import display_error
 from .engine import DEFAULT_MAX_SIDE, DEVICES, resolve_device
 from .errors import EXIT_ERROR, AnimestreamError
 
@@ -38,6 +39,7 @@ def report(styles: list[weights.Style], device: torch.device) -> dict:
                 "threads": torch.get_num_threads()},
         "policy": {"auto": list(row.auto), "channels_last": row.channels_last, "measured": row.measured},
         "device": str(device), "torch": torch.__version__,
+        "preview": display_error(),  # None: a window can open (or the toolkit decides); else why not
         "styles": rows,
     }
 
@@ -52,6 +54,8 @@ def _print(rep: dict) -> None:
     print(f"Policy   auto tries {' > '.join(p['auto'])} on the CPU, "
           f"{'channels-last' if p['channels_last'] else 'contiguous'} float tensors ({p['measured']})")
     print(f"Device   {rep['device']}")
+    print("Preview  " + ("a window can open here" if rep["preview"] is None
+                         else f"no window: {rep['preview']} (--vcam, --mjpeg and recordings still work)"))
     width = max([len(r["style"]) for r in rep["styles"]] + [5])
     for r in rep["styles"]:
         mark = {weights.DEFAULT_STYLE: " *", weights.DEFAULT_LIVE_STYLE: " +"}.get(r["style"], "")

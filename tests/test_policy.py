@@ -180,6 +180,8 @@ def test_a_registered_backend_runs_every_frame(tiny_style, monkeypatch):
 
 def test_doctor_names_the_class_and_each_styles_path(tmp_path):
     env = dict(os.environ, ONEDNN_MAX_CPU_ISA="AVX2", ATEN_CPU_CAPABILITY="avx2", ANIMESTREAM_HOME=str(tmp_path))
+    for name in ("DISPLAY", "WAYLAND_DISPLAY"):
+        env.pop(name, None)
     run = subprocess.run([sys.executable, "-m", "stream", "doctor", "--json", "--device", "cpu"], env=env, cwd=ROOT,
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
@@ -189,9 +191,12 @@ def test_doctor_names_the_class_and_each_styles_path(tmp_path):
     rows = {r["style"]: r for r in rep["styles"]}
     assert {weights.DEFAULT_STYLE, weights.DEFAULT_LIVE_STYLE} <= set(rows)
     assert all(r["precision"] in ("int8", "fp32") and r["why"] for r in rows.values())  # no bf16 on AVX2
+    if sys.platform.startswith("linux"):
+        assert rep["preview"] == "no X display: DISPLAY is not set"
     text = subprocess.run([sys.executable, "-m", "stream", "doctor", "--style", "shinkai"], env=env, cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
     assert text.returncode == 0 and f"class {expected}" in text.stdout and "shinkai" in text.stdout
+    assert "Preview  no window: no X display" in text.stdout or not sys.platform.startswith("linux")
     bad = subprocess.run([sys.executable, "-m", "stream", "doctor"], env=dict(env, ANIMESTREAM_CPU_CLASS="z80"),
                          cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 1 and bad.stderr.count("\n") == 1 and "not a CPU class" in bad.stderr
