@@ -4,7 +4,8 @@
 
 Prints the CPU class (:mod:`stream.cpu`, with any limit that lowers it), PyTorch's own view of the
 CPU, the policy row in force (:mod:`stream.policy`), the device, whether ``--preview`` can open a
-window here, and per style the backend and precision ``--precision auto`` picks and why. ``--json`` prints the same as one JSON object.
+window here, and per style the backend and precision ``--precision auto`` picks and why. ``--json``
+prints the same as one JSON object.
 """
 from __future__ import annotations
 
