@@ -127,7 +127,8 @@ class Int8Backend:
     def __init__(self, req: BackendRequest):
         self.device = req.device
         model = weights.eager_generator(req.style)
-        self._int8 = quant.Int8Generator(model, weights.load_ranges(req.style, model))
+        self._int8 = quant.Int8Generator(model, weights.load_ranges(req.style, model),
+                                         weights.load_float_layers(req.style, model))
 
     def __call__(self, frame: torch.Tensor) -> torch.Tensor:
         return self._int8.forward_uint8(frame)

@@ -8,7 +8,7 @@ for other weights).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -67,15 +67,18 @@ def photo_batches(folder: Path, max_side: int) -> Iterator[torch.Tensor]:
             yield torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 127.5 - 1
 
 
-def calibrate_style(style: str | os.PathLike | weights.Style, photos: Path, max_side: int | None = None) -> tuple[Path, int]:
+def calibrate_style(style: str | os.PathLike | weights.Style, photos: Path, max_side: int | None = None,
+                    float_layers: Sequence[str] = ()) -> tuple[Path, int]:
     """Calibrate the INT8 ranges of ``style`` (a name or a .pt path) on every image in ``photos``, each
     scaled to ``max_side`` pixels (default: the style's recommended cap, else 512), and save them
-    beside the style file. Returns (ranges file, number of images)."""
+    beside the style file, with ``float_layers`` (names of :func:`stream.weights.int8_layers`) to run
+    in float. Returns (ranges file, number of images)."""
     style = weights.resolve(style)
     model = weights.eager_generator(style)
     refusal = int8_refusal(model)
     if refusal:
         raise WeightsError(f"{style.name}: {refusal}; it runs in float")
+    weights.check_float_layers(style, model, float_layers)  # before the photos' minutes, not after
     side = max_side or style.recommended_max_side or DEFAULT_CALIBRATION_SIDE
     batches = 0
 
@@ -87,4 +90,4 @@ def calibrate_style(style: str | os.PathLike | weights.Style, photos: Path, max_
 
     ranges = calibrate(model, counted())
     count = batches // len(CALIBRATION_SCALES)
-    return weights.save_ranges(style, model, ranges, images=count), count
+    return weights.save_ranges(style, model, ranges, images=count, float_layers=float_layers), count

@@ -274,6 +274,9 @@ def weights_main(argv: list[str]) -> int:
     cal.add_argument("--photos", type=Path, required=True, metavar="FOLDER", help="folder of .jpg/.png photos")
     cal.add_argument("--max-side", type=_non_negative_int, default=None, metavar="PX",
                      help="longest side the photos are scaled to (default: the style's recommended cap)")
+    cal.add_argument("--float", action="append", default=[], metavar="LAYER", dest="float_layers",
+                     help="run this layer of the INT8 path in float (repeatable), e.g. block_c.1, the first "
+                          "residual block, where 8-bit rounding costs the most; slower by that layer's fp32 time")
     args = p.parse_args(argv)
     try:
         if args.command == "export":
@@ -285,7 +288,7 @@ def weights_main(argv: list[str]) -> int:
         if args.command == "calibrate":
             if not args.photos.is_dir():
                 p.error(f"--photos {args.photos}: not a folder")
-            out, count = calibrate_style(args.style, args.photos, args.max_side or None)
+            out, count = calibrate_style(args.style, args.photos, args.max_side or None, args.float_layers)
             print(f"animestream: calibrated on {count} photos: {out}", file=sys.stderr)
             return 0
         if args.command == "pull":

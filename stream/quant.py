@@ -34,13 +34,14 @@ takes the frame's bytes instead. Measured in ``bench/int8.py``.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Collection
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .model import (LEAKY_SLOPE, PACK_LANES, ChannelAffine, ConvNormLReLU, Generator, InvertedResBlock, can_pack,
-                    guided_filter, pack, pack_factor, unpack)
+                    guided_filter, pack, pack_factor, resize_asymmetric, unpack)
 
 STATS_STRIDE = 5  # rows and columns between the pixels GroupNorm's statistics are taken from: odd, so that
 # the 2- and 4-pixel periodic patterns of strided and upsampled layers are sampled at every phase
@@ -122,7 +123,11 @@ def _double(x: torch.Tensor) -> torch.Tensor:
 
 
 def _resize(x: torch.Tensor, size: list[int], asymmetric: bool) -> torch.Tensor:
-    """Bilinear resize of a quint8 tensor, with the generator's mapping (see :mod:`stream.model`)."""
+    """Bilinear resize of a quint8 tensor (or of a float one, between layers run in float), with the
+    generator's mapping (see :mod:`stream.model`)."""
+    if not x.is_quantized:
+        return resize_asymmetric(x, size) if asymmetric else F.interpolate(x, size=size, mode="bilinear",
+                                                                            align_corners=True)
     if not asymmetric:
         return F.interpolate(x, size=size, mode="bilinear", align_corners=True)
     n, c, h, w = x.shape
@@ -338,6 +343,45 @@ class _QResBlock:
         return out
 
 
+class _FloatLayer:
+    """A layer of the float model run in fp32 between INT8 ones (``float_layers`` of
+    :class:`Int8Generator`): a quantized input is dequantized (times the previous layer's gain; the
+    frame's bytes read exactly); the output, unless the next layer runs in float too (or this is the
+    last), is divided by the gain the next layer expects and quantized to its calibrated range, as the
+    INT8 layer it replaces would (a residual block's at the residual stream's gain). Where 8-bit
+    rounding costs the most this buys back a part of INT8's loss for the time of one layer in fp32."""
+
+    norms: tuple[_QNorm, ...] = ()
+
+    def __init__(self, module: nn.Module, ranges: Ranges, in_gain: torch.Tensor | None,
+                 stream_gain: torch.Tensor | None, *, first: bool, float_out: bool):
+        self.module, self.in_gain, self.first, self.float_out = module, in_gain, first, float_out
+        if float_out:  # the next layer (or the head) takes it as it is
+            self.out_gain: torch.Tensor | None = None
+            return
+        if isinstance(module, InvertedResBlock):
+            assert stream_gain is not None
+            self.out_gain = stream_gain
+        else:
+            lo, hi = ranges[module[2]]  # the norm's, as _QNorm divides by it
+            self.out_gain = torch.maximum(hi, -lo).clamp_min(1e-6)
+        lo, hi = ranges[module]
+        self.scale, self.zero_point = _qparams(float((lo / self.out_gain).min()), float((hi / self.out_gain).max()))
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.first:  # the frame's bytes p, read as (p - 128) / 127.5: the model wants (p - 127.5) / 127.5
+            x = x.dequantize().add_(0.5 * INPUT_SCALE)
+        elif x.is_quantized:
+            x = x.dequantize()
+            if self.in_gain is not None:
+                x = x.mul_(self.in_gain.view(1, -1, 1, 1))
+        y = self.module(x)
+        if self.float_out:
+            return y
+        y = (y / self.out_gain.view(1, -1, 1, 1)).contiguous(memory_format=torch.channels_last)
+        return torch.quantize_per_tensor(y, self.scale, self.zero_point, torch.quint8)
+
+
 def _stream_gain(model: Generator, ranges: Ranges) -> torch.Tensor | None:
     """Each channel's calibrated size (max |value|) on the residual stream of ``model``'s inverted
     residual blocks: every block's output and every tensor added to it (None without blocks)."""
@@ -361,11 +405,16 @@ class Int8Generator(nn.Module):
     """A :class:`stream.model.Generator` with INT8 convolutions; see the module docstring. It carries each
     layer's ranges from one frame to the next: call it from one thread at a time."""
 
-    def __init__(self, model: Generator, ranges: Ranges):
+    def __init__(self, model: Generator, ranges: Ranges, float_layers: Collection[nn.Module] = ()):
         super().__init__()
         refusal = int8_refusal(model)
         if refusal:
             raise ValueError(refusal)
+        layers = [m for block in (model.block_a, model.block_b, model.block_c, model.block_d, model.block_e)
+                  for m in block]
+        float_layers = set(float_layers)
+        if not float_layers <= set(layers):
+            raise ValueError("float_layers must be layers of the model's blocks a to e")
         torch.backends.quantized.engine = "onednn"
         # PyTorch 2.13 marks its quantized tensors deprecated (like torch.jit); they still carry this path.
         warnings.filterwarnings("ignore", message=r"torch\.quantize_per_tensor, torch\.quantize_per_channel",
@@ -377,10 +426,15 @@ class Int8Generator(nn.Module):
 
         stream_gain = _stream_gain(model, ranges)
 
-        def build(module: nn.Module, extra_bias: torch.Tensor | None = None) -> _QLayer | _QResBlock:
+        def build(module: nn.Module, extra_bias: torch.Tensor | None = None) -> _QLayer | _QResBlock | _FloatLayer:
             nonlocal gain
-            if isinstance(module, InvertedResBlock):
-                layer: _QLayer | _QResBlock = _QResBlock(module, ranges, gain, stream_gain)
+            if module in float_layers:
+                after = layers.index(module) + 1
+                layer: _QLayer | _QResBlock | _FloatLayer = _FloatLayer(
+                    module, ranges, gain, stream_gain, first=module is first,
+                    float_out=after == len(layers) or layers[after] in float_layers)
+            elif isinstance(module, InvertedResBlock):
+                layer = _QResBlock(module, ranges, gain, stream_gain)
             else:
                 layer = _QLayer(module, ranges, gain, extra_bias)
             gain = layer.out_gain
@@ -426,7 +480,7 @@ class Int8Generator(nn.Module):
         out = _resize(out, [frame.shape[-2], frame.shape[-1]], self.asymmetric)
         for layer in self.block_e:
             out = layer(out)
-        result = torch.tanh(F.conv2d(out.dequantize(), self.out_weight))
+        result = torch.tanh(F.conv2d(out.dequantize() if out.is_quantized else out, self.out_weight))
         photo = frame.float() / 127.5 - 1
         if self.grade is not None:
             result = torch.clamp(result + self.grade(torch.cat([photo, photo * photo], dim=1)), -1.0, 1.0)

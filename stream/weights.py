@@ -31,6 +31,7 @@ import pickle
 import shutil
 import warnings
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -475,17 +476,41 @@ def write_sidecar(weights_file: Path, meta: dict) -> None:
 
 # INT8 calibration files: the ranges of every quantized tensor, keyed by module name, for one sha256.
 
+FLOAT_LAYERS_KEY = "float_layers"  # calibration metadata: comma-separated layers the INT8 path runs in float
+
+
+def int8_layers(model: Generator) -> dict[str, nn.Module]:
+    """The layers of ``model`` the INT8 path runs one by one (blocks a to e, in order), by module name
+    (``block_c.1``): the ones :func:`save_ranges` can mark to run in float."""
+    return {f"{b}.{i}": m for b in ("block_a", "block_b", "block_c", "block_d", "block_e")
+            for i, m in enumerate(getattr(model, b))}
+
+
+def check_float_layers(style: Style, model: Generator, names: Sequence[str]) -> None:
+    """:class:`WeightsError`, naming the choices, unless every name is one of :func:`int8_layers`."""
+    unknown = sorted(set(names) - set(int8_layers(model)))
+    if unknown:
+        raise WeightsError(f"{style.name}: no layer {', '.join(unknown)} to run in float "
+                           f"(one of {', '.join(int8_layers(model))})")
+
+
 def save_ranges(style: Style, model: Generator, ranges: dict[nn.Module, tuple[torch.Tensor, torch.Tensor]],
-                *, images: int) -> Path:
-    """Write ``ranges`` (per module: per-channel min and max) as ``style``'s calibration; atomic."""
+                *, images: int, float_layers: Sequence[str] = ()) -> Path:
+    """Write ``ranges`` (per module: per-channel min and max) as ``style``'s calibration; atomic.
+    ``float_layers``: names of :func:`int8_layers` its INT8 path runs in float (:class:`WeightsError`
+    for any other name)."""
     from safetensors.torch import save_file
 
+    check_float_layers(style, model, float_layers)
     names = {m: n for n, m in model.named_modules()}
     tensors = {names[m]: torch.stack([r[0].float(), r[1].float()]).contiguous() for m, r in ranges.items()}
+    meta = {"style_sha256": style.sha256, "images": str(images)}
+    if float_layers:
+        meta[FLOAT_LAYERS_KEY] = ",".join(float_layers)
     out = style.ranges_path
     part = out.with_name(f".{out.name}.part")
     try:
-        save_file(tensors, str(part), metadata={"style_sha256": style.sha256, "images": str(images)})
+        save_file(tensors, str(part), metadata=meta)
         os.chmod(part, 0o644)
         os.replace(part, out)
     finally:
@@ -558,3 +583,13 @@ def load_ranges(style: Style, model: Generator) -> dict[nn.Module, tuple[torch.T
     except (KeyError, IndexError):
         raise WeightsError(f"{path}: INT8 calibration does not fit this style's architecture") from None
     return ranges
+
+
+def load_float_layers(style: Style, model: Generator) -> list[nn.Module]:
+    """The layers of ``model`` that ``style``'s INT8 calibration runs in float (none for most styles);
+    :class:`WeightsError` if it names one ``model`` does not have."""
+    names = [n for n in ranges_metadata(style).get(FLOAT_LAYERS_KEY, "").split(",") if n]
+    layers = int8_layers(model)
+    if not set(names) <= set(layers):
+        raise WeightsError(f"{style.ranges_path}: INT8 calibration does not fit this style's architecture")
+    return [layers[n] for n in names]

@@ -306,6 +306,11 @@ def test_cli_calibrate_refuses_a_missing_or_empty_photo_folder(tmp_path, tiny_st
     assert e.value.code == 2
     rc, _, err = cli("weights", "calibrate", tiny_style, "--photos", tmp_path)
     assert rc == 1 and "no images" in err and "Traceback" not in err
+    (tmp_path / "p.png").write_bytes(cv2.imencode(".png", cv2.imread(str(ASTRONAUT)))[1].tobytes())
+    rc, _, err = cli("weights", "calibrate", tiny_style, "--photos", tmp_path, "--float", "block_c.7")
+    assert rc == 1 and "no layer block_c.7 to run in float (one of block_a.0, " in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not tiny_style.with_suffix(".ranges").exists()
 
 
 def test_saving_a_style_again_drops_its_stale_calibration(tmp_path, tiny_model):
@@ -315,3 +320,54 @@ def test_saving_a_style_again_drops_its_stale_calibration(tmp_path, tiny_model):
     assert style.ranges_path.exists() and weights.resolve(style.path).calibrated
     weights.save_style(tiny_model, tmp_path, "mine", {"name": "mine"})
     assert not style.ranges_path.exists()
+
+
+def test_layers_marked_float_run_in_float_between_int8_ones():
+    """``float_layers``: every layer in float is the float model itself (the plumbing of gains, the frame's
+    half-level offset, resizes and the head is exact); one layer in float anywhere (the first, a residual
+    block, the last) still runs within INT8's distance of the float model, and differs from all-INT8."""
+    torch.manual_seed(0)
+    model = Generator(width=0.25, blocks=2).eval()
+    ranges = calibration.calibrate(model, [astronaut(64).float() / 127.5 - 1])
+    layers = weights.int8_layers(model)
+    frame = astronaut(64).flip(-1).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        reference = model(frame.float() / 127.5 - 1)
+        every = quant.Int8Generator(model, ranges, layers.values()).forward_uint8(frame)
+        plain = quant.Int8Generator(model, ranges).forward_uint8(frame)
+        assert float((every - reference).abs().max()) < 1e-4
+        for name in ("block_a.0", "block_c.1", "block_c.2", "block_e.2", "block_d.0"):
+            out = quant.Int8Generator(model, ranges, [layers[name]]).forward_uint8(frame)
+            assert psnr(out, reference) >= 35.0, name
+            assert not torch.equal(out, plain), name
+    with pytest.raises(ValueError, match="layers of the model"):
+        quant.Int8Generator(model, ranges, [model.out_layer[0]])
+
+
+def test_float_layers_are_kept_in_the_calibration_and_run_by_the_int8_backend(tmp_path, tiny_style):
+    """``weights calibrate --float LAYER``: the names go into the calibration's metadata (recording the INT8
+    score keeps them) and the INT8 backend runs those layers in float; a name the style lacks is a
+    one-line error before any photo is read."""
+    from stream.backends import BackendRequest, Int8Backend
+
+    for f in tiny_style.parent.glob("tiny.*"):
+        shutil.copy(f, tmp_path)
+    style = weights.resolve(tmp_path / "tiny.safetensors")
+    model = weights.eager_generator(style)
+    ranges = calibration.calibrate(model, [astronaut(32).float() / 127.5 - 1])
+    weights.save_ranges(style, model, ranges, images=1)
+    assert weights.load_float_layers(style, model) == []
+    frame = astronaut(48).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        plain = Int8Backend(BackendRequest(style, "int8", torch.device("cpu")))(frame)
+        weights.save_ranges(style, model, ranges, images=1, float_layers=["block_c.1", "block_e.0"])
+        assert weights.ranges_metadata(style)[weights.FLOAT_LAYERS_KEY] == "block_c.1,block_e.0"
+        weights.record_int8_quality(style, 30.0, 0.9)
+        assert weights.load_float_layers(style, model) == [model.block_c[1], model.block_e[0]]
+        mixed = Int8Backend(BackendRequest(style, "int8", torch.device("cpu")))(frame)
+        want = quant.Int8Generator(model, ranges, [model.block_c[1], model.block_e[0]]).forward_uint8(frame)
+    assert torch.equal(mixed, want) and not torch.equal(mixed, plain)
+    with pytest.raises(WeightsError, match=r"no layer block_c\.9 to run in float \(one of block_a\.0, "):
+        weights.save_ranges(style, model, ranges, images=1, float_layers=["block_c.9"])
+    with pytest.raises(WeightsError, match="no layer block_z.0 to run in float"):
+        calibration.calibrate_style(style, tmp_path / "no such folder", float_layers=["block_z.0"])
