@@ -25,7 +25,11 @@ convolutions save (``bench/RESULTS.md``). Here the whole layer stays in ``quint8
   needed (:class:`_QNorm`): an :class:`Int8Generator` keeps that state, so, as every backend, it is
   called from one thread at a time;
 * the last convolution (1x1, to 3 channels) runs in float on the dequantized features: an 8-bit
-  output before tanh would be visibly coarse.
+  output before tanh would be visibly coarse;
+* a calibration may name whole layers that run in fp32 between the INT8 ones (``float_layers``,
+  ``animestream weights calibrate --float``): where 8-bit rounding costs a style the most, one layer
+  in float buys back a part of INT8's loss (``hayao-fast``'s first residual block: 31.38 -> 31.45 dB
+  against its teacher, its float model 31.71; ``bench/teachers.py``).
 
 Activation ranges come from :mod:`stream.calibration`, which runs the float model on photos. Input
 and output are those of the float model, RGB NCHW in [-1, 1]; :meth:`Int8Generator.forward_uint8`
