@@ -109,6 +109,9 @@ def _int8_reason(style: Style, cpu: CpuClass) -> str:
     quality = _quality(style)
     score = weights.int8_psnr(style)
     kernels = "VNNI dot products" if cpu.has_vnni else "no VNNI: 7-bit weights keep oneDNN's 16-bit sums exact"
+    floats = weights.float_layer_names(style)
+    if floats:
+        kernels += f"; {', '.join(floats)} in float"
     if score is None:
         return f"int8: calibrated by its owner ({kernels})"
     return (f"int8: {score:.2f} dB against the teacher, float {quality['psnr_vs_teacher']:.2f} "

@@ -585,10 +585,16 @@ def load_ranges(style: Style, model: Generator) -> dict[nn.Module, tuple[torch.T
     return ranges
 
 
+def float_layer_names(style: Style) -> list[str]:
+    """The names (:func:`int8_layers`) of the layers ``style``'s INT8 calibration runs in float: none
+    for most styles, and none where it has no calibration."""
+    return [n for n in ranges_metadata(style).get(FLOAT_LAYERS_KEY, "").split(",") if n]
+
+
 def load_float_layers(style: Style, model: Generator) -> list[nn.Module]:
     """The layers of ``model`` that ``style``'s INT8 calibration runs in float (none for most styles);
     :class:`WeightsError` if it names one ``model`` does not have."""
-    names = [n for n in ranges_metadata(style).get(FLOAT_LAYERS_KEY, "").split(",") if n]
+    names = float_layer_names(style)
     layers = int8_layers(model)
     if not set(names) <= set(layers):
         raise WeightsError(f"{style.ranges_path}: INT8 calibration does not fit this style's architecture")

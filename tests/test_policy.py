@@ -114,6 +114,12 @@ def test_int8_is_taken_on_every_x86_class_with_vnni_or_not_only_where_it_keeps_t
         return
     assert (good.backend, good.precision, good.cpu) == ("int8", "int8", name)
     assert ("VNNI dot products" if here.has_vnni else "7-bit weights") in good.why[-1]
+    assert "in float" not in good.why[-1]
+    model = weights.eager_generator(scored_style)  # a calibration that runs a layer in float says so
+    weights.save_ranges(scored_style, model, weights.load_ranges(scored_style, model), images=1,
+                        float_layers=["block_c.1"])
+    weights.record_int8_quality(scored_style, 27.75, 0.9)
+    assert policy.choose(scored_style, CPU_DEVICE, "auto", here).why[-1].endswith("; block_c.1 in float")
     weights.record_int8_quality(scored_style, 27.6, 0.9)  # 0.4 dB under: the bar is missed
     bad = policy.choose(scored_style, CPU_DEVICE, "auto", here)
     assert bad.precision == ("bf16" if here.has_bf16 else "fp32") and "more than 0.3 dB lower" in bad.why[0]
