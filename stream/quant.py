@@ -379,7 +379,8 @@ class _FloatLayer:
             x = x.dequantize()
             if self.in_gain is not None:
                 x = x.mul_(self.in_gain.view(1, -1, 1, 1))
-        y = self.module(x)
+        with torch.no_grad():  # as the quantized layers around it: no graph, whoever calls
+            y = self.module(x)
         if self.float_out:
             return y
         y = (y / self.out_gain.view(1, -1, 1, 1)).contiguous(memory_format=torch.channels_last)
