@@ -71,7 +71,7 @@ def calibrate_style(style: str | os.PathLike | weights.Style, photos: Path, max_
                     float_layers: Sequence[str] = ()) -> tuple[Path, int]:
     """Calibrate the INT8 ranges of ``style`` (a name or a .pt path) on every image in ``photos``, each
     scaled to ``max_side`` pixels (default: the style's recommended cap, else 512), and save them
-    beside the style file, with ``float_layers`` (names of :func:`stream.weights.int8_layers`) to run
+    beside the style file, with ``float_layers`` (names of :func:`stream.quant.int8_layers`) to run
     in float. Returns (ranges file, number of images)."""
     style = weights.resolve(style)
     model = weights.eager_generator(style)

@@ -70,6 +70,23 @@ def _qparams(lo: float, hi: float) -> tuple[float, int]:
     return scale, int(min(255, max(0, round(-lo / scale))))
 
 
+def _gain_qparams(lo: torch.Tensor, hi: torch.Tensor, gain: torch.Tensor) -> tuple[float, int]:
+    """:func:`_qparams` of per-channel ranges [lo, hi] once each channel is divided by its ``gain``."""
+    return _qparams(float((lo / gain).min()), float((hi / gain).max()))
+
+
+def _size(lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+    """Each channel's calibrated size, max |value| of [lo, hi] (never 0): the gain it is divided by."""
+    return torch.maximum(hi, -lo).clamp_min(1e-6)
+
+
+def int8_layers(model: Generator) -> dict[str, nn.Module]:
+    """The layers of ``model`` the INT8 path runs one by one (blocks a to e, in order), by module name
+    (``block_c.1``): the ones a calibration can mark to run in float."""
+    return {f"{b}.{i}": m for b in ("block_a", "block_b", "block_c", "block_d", "block_e")
+            for i, m in enumerate(getattr(model, b))}
+
+
 def _pad_tuple(pad: nn.ReflectionPad2d) -> tuple[int, int, int, int]:
     p = pad.padding
     return (p, p, p, p) if isinstance(p, int) else tuple(p)  # type: ignore[return-value]
@@ -214,15 +231,14 @@ class _QNorm:
         self.center, self.gain = conv.center.view(1, -1, 1, 1), conv.gain
         lo, hi = norm_range
         if lrelu_range is not None:  # divide each channel by its calibrated size; the next conv multiplies back
-            self.out_gain = torch.maximum(hi, -lo).clamp_min(1e-6)
-            self.lrelu: tuple[float, int] | None = _qparams(float((lrelu_range[0] / self.out_gain).min()),
-                                                            float((lrelu_range[1] / self.out_gain).max()))
+            self.out_gain = _size(lo, hi)
+            self.lrelu: tuple[float, int] | None = _gain_qparams(*lrelu_range, self.out_gain)
         else:  # a residual stream's gain, shared by every tensor added to it (see _QResBlock)
             self.out_gain = out_gain if out_gain is not None else torch.ones_like(hi)
             self.lrelu = None
         self.weight = gn.weight.detach().float() / self.out_gain
         self.bias = gn.bias.detach().float() / self.out_gain
-        self.scale, self.zero_point = _qparams(float((lo / self.out_gain).min()), float((hi / self.out_gain).max()))
+        self.scale, self.zero_point = _gain_qparams(lo, hi, self.out_gain)
         # for the check on each channel's extremes: sampled x (conv output units / gain) normalises to
         # x * weight / gain / std + (center - mean) * weight / std + bias
         self._weight_per_gain = self.weight / self.gain
@@ -338,7 +354,7 @@ class _QResBlock:
         self.out_gain = stream_gain
         self.residual = block.use_residual
         lo, hi = ranges[block]
-        self.scale, self.zero_point = _qparams(float((lo / stream_gain).min()), float((hi / stream_gain).max()))
+        self.scale, self.zero_point = _gain_qparams(lo, hi, stream_gain)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         out = self.norm(self.depthwise(self.expand(x)))
@@ -367,10 +383,8 @@ class _FloatLayer:
             assert stream_gain is not None
             self.out_gain = stream_gain
         else:
-            lo, hi = ranges[module[2]]  # the norm's, as _QNorm divides by it
-            self.out_gain = torch.maximum(hi, -lo).clamp_min(1e-6)
-        lo, hi = ranges[module]
-        self.scale, self.zero_point = _qparams(float((lo / self.out_gain).min()), float((hi / self.out_gain).max()))
+            self.out_gain = _size(*ranges[module[2]])  # the norm's, as _QNorm divides by it
+        self.scale, self.zero_point = _gain_qparams(*ranges[module], self.out_gain)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self.first:  # the frame's bytes p, read as (p - 128) / 127.5: the model wants (p - 127.5) / 127.5
@@ -415,8 +429,7 @@ class Int8Generator(nn.Module):
         refusal = int8_refusal(model)
         if refusal:
             raise ValueError(refusal)
-        layers = [m for block in (model.block_a, model.block_b, model.block_c, model.block_d, model.block_e)
-                  for m in block]
+        layers = list(int8_layers(model).values())
         float_layers = set(float_layers)
         if not float_layers <= set(layers):
             raise ValueError("float_layers must be layers of the model's blocks a to e")

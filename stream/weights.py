@@ -40,6 +40,7 @@ from torch import nn
 
 from .errors import StyleNotFoundError, StyleWarning, WeightsError
 from .model import UPSAMPLING, Generator
+from .quant import int8_layers
 
 DEFAULT_STYLE = "hayao"
 DEFAULT_LIVE_STYLE = "hayao-lite"  # a live source with no style named: the default's real-time sibling
@@ -479,15 +480,8 @@ def write_sidecar(weights_file: Path, meta: dict) -> None:
 FLOAT_LAYERS_KEY = "float_layers"  # calibration metadata: comma-separated layers the INT8 path runs in float
 
 
-def int8_layers(model: Generator) -> dict[str, nn.Module]:
-    """The layers of ``model`` the INT8 path runs one by one (blocks a to e, in order), by module name
-    (``block_c.1``): the ones :func:`save_ranges` can mark to run in float."""
-    return {f"{b}.{i}": m for b in ("block_a", "block_b", "block_c", "block_d", "block_e")
-            for i, m in enumerate(getattr(model, b))}
-
-
 def check_float_layers(style: Style, model: Generator, names: Sequence[str]) -> None:
-    """:class:`WeightsError`, naming the choices, unless every name is one of :func:`int8_layers`."""
+    """:class:`WeightsError`, naming the choices, unless every name is one of :func:`~stream.quant.int8_layers`."""
     unknown = sorted(set(names) - set(int8_layers(model)))
     if unknown:
         raise WeightsError(f"{style.name}: no layer {', '.join(unknown)} to run in float "
@@ -497,7 +491,7 @@ def check_float_layers(style: Style, model: Generator, names: Sequence[str]) -> 
 def save_ranges(style: Style, model: Generator, ranges: dict[nn.Module, tuple[torch.Tensor, torch.Tensor]],
                 *, images: int, float_layers: Sequence[str] = ()) -> Path:
     """Write ``ranges`` (per module: per-channel min and max) as ``style``'s calibration; atomic.
-    ``float_layers``: names of :func:`int8_layers` its INT8 path runs in float (:class:`WeightsError`
+    ``float_layers``: names of :func:`~stream.quant.int8_layers` its INT8 path runs in float (:class:`WeightsError`
     for any other name)."""
     from safetensors.torch import save_file
 
@@ -586,7 +580,7 @@ def load_ranges(style: Style, model: Generator) -> dict[nn.Module, tuple[torch.T
 
 
 def float_layer_names(style: Style) -> list[str]:
-    """The names (:func:`int8_layers`) of the layers ``style``'s INT8 calibration runs in float: none
+    """The names (:func:`~stream.quant.int8_layers`) of the layers ``style``'s INT8 calibration runs in float: none
     for most styles, and none where it has no calibration."""
     return [n for n in ranges_metadata(style).get(FLOAT_LAYERS_KEY, "").split(",") if n]
 

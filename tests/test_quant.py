@@ -329,7 +329,7 @@ def test_layers_marked_float_run_in_float_between_int8_ones():
     torch.manual_seed(0)
     model = Generator(width=0.25, blocks=2).eval()
     ranges = calibration.calibrate(model, [astronaut(64).float() / 127.5 - 1])
-    layers = weights.int8_layers(model)
+    layers = quant.int8_layers(model)
     frame = astronaut(64).flip(-1).contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
         reference = model(frame.float() / 127.5 - 1)
