@@ -6,7 +6,8 @@ any offset from the whole picture's output (``distill --labels photo``) is then 
 same content, whatever each phase gave; scored on whole pictures (phase 0), it can only learn their average.
 
     python bench/phase.py [--teachers ../shared/teachers] [--teacher animeganv2_hayao] [--photos 4]
-                          [--side 512] [--shifts 1,2,3,4,8] [--margin 32] [--average 4 [--styles hayao,...]]
+                          [--side 512] [--shifts 1,2,3,4,8] [--margin 32]
+                          [--average 4 [--step 1] [--styles hayao,...]]
 
 Each of the first ``--photos`` photos of ``../shared/media/photos`` (sorted by name) is scaled so its longest
 side is ``--side`` pixels (both sides multiples of 4, as the engine runs it). One JSON line per photo and
@@ -21,6 +22,11 @@ as one can at best paint. Per photo (then their mean): the teacher's PSNR agains
 against the teacher and against the phase average. Squared errors add where the two parts are
 independent, so ``phase_share`` = (the student's squared error against the teacher minus against the
 average) / the former estimates how much of the student's error is the teacher's phase-specific painting.
+
+``--step S`` averages only the shifts that are multiples of S in [0, P)²: with ``--average 8 --step 4``,
+what a network that downsamples by 4 cannot tell apart in a teacher that downsamples by 8 (the shifts
+(0, 0), (0, 4), (4, 0), (4, 4) look alike to it), so the teacher's PSNR against that average is the
+closest such a student can come even trained at the teacher's phase.
 """
 from __future__ import annotations
 
@@ -55,14 +61,14 @@ def shifted_psnr(teacher, rgb: np.ndarray, whole: np.ndarray, k: int, margin: in
     return round(psnr(out[m:-m, m:-m], ref[m:-m, m:-m]), 2)
 
 
-def phase_average(teacher, rgb: np.ndarray, period: int) -> np.ndarray:
+def phase_average(teacher, rgb: np.ndarray, period: int, step: int = 1) -> np.ndarray:
     """The mean (float64, H x W x 3) of the teacher's outputs for ``rgb`` started at every (dy, dx) in
-    [0, ``period``)², each put back where its picture started; the first ``period`` - 1 rows and columns
-    average fewer outputs (leave them out)."""
+    [0, ``period``)² that are multiples of ``step``, each put back where its picture started; the first
+    ``period`` - 1 rows and columns average fewer outputs (leave them out)."""
     h, w = rgb.shape[:2]
     total, count = np.zeros((h, w, 3)), np.zeros((h, w, 1))
-    for dy in range(period):
-        for dx in range(period):
+    for dy in range(0, period, step):
+        for dx in range(0, period, step):
             total[dy:, dx:] += teacher(np.ascontiguousarray(rgb[dy:, dx:]))
             count[dy:, dx:] += 1
     return total / count
@@ -82,16 +88,17 @@ def padded_runner(style: str):
 
 
 def split_rows(teacher, name: str, rgb: np.ndarray, whole: np.ndarray, period: int, styles: list[str],
-               runners: dict, margin: int) -> list[dict]:
-    """One row for the teacher against its phase average, one per style (see the module's docstring);
-    ``whole`` is the teacher's output for ``rgb``."""
+               runners: dict, margin: int, step: int = 1) -> list[dict]:
+    """One row for the teacher against its phase average (over the shifts that are multiples of ``step``),
+    one per style (see the module's docstring); ``whole`` is the teacher's output for ``rgb``."""
     m = max(margin, period)
     inner = (slice(m, -m), slice(m, -m))
     whole = whole[inner].astype(np.float64)
-    avg = phase_average(teacher, rgb, period)[inner]
+    avg = phase_average(teacher, rgb, period, step)[inner]
     mse = lambda a, b: float(np.mean((a - b) ** 2))  # noqa: E731
     db = lambda e: round(10 * np.log10(255.0 ** 2 / e), 2) if e else float("inf")  # noqa: E731
-    rows = [{"teacher": teacher.name, "photo": name, "period": period, "teacher_vs_average": db(mse(whole, avg))}]
+    rows = [{"teacher": teacher.name, "photo": name, "period": period, "step": step,
+             "teacher_vs_average": db(mse(whole, avg))}]
     for style in styles:
         out = runners[style](rgb)[inner].astype(np.float64)
         e_t, e_a = mse(out, whole), mse(out, avg)
@@ -111,8 +118,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--margin", type=int, default=32)
     p.add_argument("--average", type=int, default=0, metavar="P",
                    help="also average the teacher over every shift in [0, P)^2 (its period) and split errors")
+    p.add_argument("--step", type=int, default=1, metavar="S",
+                   help="average only the shifts that are multiples of S (default: %(default)s, every shift)")
     p.add_argument("--styles", default="", help="comma-separated styles to split against that average")
     args = p.parse_args(argv)
+    if args.step < 1 or (args.average and args.average % args.step):
+        p.error(f"--step {args.step}: must be at least 1 and divide --average {args.average}")
     if not (args.teachers / "teachers.json").exists():
         print(f"no teachers at {args.teachers}", file=sys.stderr)
         return 2
@@ -133,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
             per_shift[k].append(db)
             print(json.dumps({"teacher": teacher.name, "photo": path.name, "shift": k, "psnr": db}), flush=True)
         if args.average:
-            for row in split_rows(teacher, path.name, rgb, whole, args.average, styles, runners, args.margin):
+            for row in split_rows(teacher, path.name, rgb, whole, args.average, styles, runners, args.margin,
+                                  args.step):
                 split.append(row)
                 print(json.dumps(row), flush=True)
     for k in shifts:
@@ -144,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
             rows = [r for r in split if r.get("style") == style]
             keys = ["teacher_vs_average"] if style is None else ["vs_teacher", "vs_average", "phase_share"]
             print(json.dumps({"teacher": teacher.name, **({"style": style} if style else {}), "period": args.average,
+                              "step": args.step,
                               "photos": len(rows), **{f"mean_{k}": round(float(np.mean([r[k] for r in rows])), 3)
                                                       for k in keys}}), flush=True)
     return 0

@@ -570,6 +570,28 @@ def test_phase_bench_splits_a_students_error_into_the_teachers_phase_painting_an
     assert like_teacher["vs_teacher"] == float("inf") and like_teacher["phase_share"] == 0.0
 
 
+def test_phase_bench_step_averages_only_the_shifts_a_coarser_student_cannot_tell_apart():
+    """With ``--step 4`` a period-8 average keeps the shifts 0 and 4 alone: a teacher that downsamples by 4
+    paints those alike, so its average is its own output; one that downsamples by 8 does not."""
+    import numpy as np
+    sys.path.insert(0, str(ROOT / "bench"))
+    from phase import main, phase_average
+
+    def strided(k):
+        def run(rgb):
+            h, w = rgb.shape[:2]
+            return np.ascontiguousarray(np.repeat(np.repeat(rgb[::k, ::k], k, 0), k, 1)[:h, :w])
+        return run
+
+    rgb = cv2.GaussianBlur(np.random.default_rng(3).integers(0, 256, (96, 128, 3), dtype=np.uint8), (0, 0), 2.0)
+    assert np.array_equal(phase_average(strided(4), rgb, 8, step=4), strided(4)(rgb).astype(np.float64))
+    by8 = phase_average(strided(8), rgb, 8, step=4)[8:, 8:]
+    assert np.abs(by8 - strided(8)(rgb)[8:, 8:]).mean() > 2  # the shift of 4 paints another phase
+    assert not np.allclose(by8, phase_average(strided(8), rgb, 8)[8:, 8:])  # and it is not every shift's mean
+    with pytest.raises(SystemExit):
+        main(["--average", "8", "--step", "3"])
+
+
 def test_phase_bench_runs_a_style_as_its_teacher_runs_padded_not_resized(tiny_style, tiny_model):
     import numpy as np
     sys.path.insert(0, str(ROOT / "bench"))
