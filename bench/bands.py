@@ -17,6 +17,10 @@ one JSON line:
   more than the photo; a student below its teacher paints fewer of them;
 - ``photo_texture_r2``: the share of the error's fine part that the photo's fine part explains
   (least squares): near 0 means the student is not merely keeping the photo's texture.
+- ``psnr_colour_fit``: what the style would score with each photo's output passed through the one
+  affine colour map (3x3 matrix and offset, least squares over that photo's pixels) that brings it
+  closest to the teacher's: the ceiling of any whole-picture colour correction, such as a branch that
+  sets the output's colour balance from the whole picture.
 
 Needs onnxruntime (``animestream[onnx]``).
 """
@@ -50,6 +54,14 @@ def _db(mse: float) -> float:
     return round(10 * float(np.log10(255.0 ** 2 / mse)), 2)
 
 
+def colour_fit(out: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """``out`` (H x W x 3 float) through the affine colour map that brings it closest to ``target`` in
+    squared error: ``[r g b 1] @ M`` with M (4 x 3) from least squares over all pixels."""
+    a = np.concatenate([out.reshape(-1, 3), np.ones((out.shape[0] * out.shape[1], 1), out.dtype)], 1)
+    m, *_ = np.linalg.lstsq(a.astype(np.float64), target.reshape(-1, 3).astype(np.float64), rcond=None)
+    return (a @ m).reshape(out.shape)
+
+
 def bands(style: weights.Style, entry: dict, teachers: Path, photos_root: Path, sigma: float,
           threads: int) -> dict:
     """The JSON row described in the module docstring for one style."""
@@ -57,7 +69,8 @@ def bands(style: weights.Style, entry: dict, teachers: Path, photos_root: Path, 
     side = style.eval_side
     teacher = OnnxGenerator(teachers / entry["file"], OnnxIO.from_manifest(entry), threads=threads)
     student = Engine(style, max_side=side, precision="fp32", device="cpu", threads=threads)
-    sums = dict.fromkeys(("mse", "fine", "broad", "detail_photo", "detail_teacher", "detail_student", "r2"), 0.0)
+    sums = dict.fromkeys(("mse", "fine", "broad", "detail_photo", "detail_teacher", "detail_student", "r2",
+                          "colour_fit"), 0.0)
     names = q["val_photos"]
     for name in names:
         x = fit_side(read_image(photos_root / name), side)
@@ -73,12 +86,14 @@ def bands(style: weights.Style, entry: dict, teachers: Path, photos_root: Path, 
         sums["detail_student"] += float(np.mean(fine(out, sigma) ** 2))
         e, p = err_fine.ravel().astype(np.float64), photo_fine.ravel().astype(np.float64)
         sums["r2"] += float((e @ p) ** 2 / (p @ p) / (e @ e))
+        sums["colour_fit"] += float(np.mean((colour_fit(out, y) - y) ** 2))
     m = {k: v / len(names) for k, v in sums.items()}
     return {"style": style.name, "teacher": entry["name"], "photos": len(names), "resolution": side, "sigma": sigma,
             "psnr": _db(m["mse"]), "fine_share": round(m["fine"] / m["mse"], 3),
             "psnr_without_fine": _db(m["broad"]), "psnr_without_broad": _db(m["fine"]),
             "detail_photo": round(m["detail_photo"], 1), "detail_teacher": round(m["detail_teacher"], 1),
-            "detail_student": round(m["detail_student"], 1), "photo_texture_r2": round(m["r2"], 3)}
+            "detail_student": round(m["detail_student"], 1), "photo_texture_r2": round(m["r2"], 3),
+            "psnr_colour_fit": _db(m["colour_fit"])}
 
 
 def main(argv: list[str] | None = None) -> int:

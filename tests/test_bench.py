@@ -404,6 +404,22 @@ def test_bands_bench_splits_a_students_error_and_sees_its_teachers_own_detail(on
     assert row["psnr"] > 40 and 0 <= row["fine_share"] <= 1
     assert row["detail_student"] == pytest.approx(row["detail_teacher"], rel=0.02)
     assert row["detail_teacher"] != pytest.approx(row["detail_photo"], rel=0.1)  # it paints its own
+    assert row["psnr_colour_fit"] >= row["psnr"]  # a colour map fitted by least squares can only come closer
+
+
+def test_bands_colour_fit_undoes_a_colour_cast_and_nothing_else():
+    """A picture given a colour cast (a 3x3 mix and an offset) is mapped back exactly; noise is not."""
+    import numpy as np
+    sys.path.insert(0, str(ROOT / "bench"))
+    from bands import colour_fit
+
+    rng = np.random.default_rng(4)
+    target = rng.uniform(0, 255, (24, 32, 3))
+    cast = target @ np.array([[0.8, 0.1, 0.0], [0.05, 0.9, 0.1], [0.0, 0.2, 0.7]]) + np.array([12.0, -5.0, 30.0])
+    assert np.abs(colour_fit(cast, target) - target).max() < 1e-6
+    noisy = target + rng.normal(0, 10, target.shape)
+    left = colour_fit(noisy, target) - target
+    assert 8 < np.sqrt(np.mean(left ** 2)) < 10  # noise is not a colour map: nearly all of it stays
 
 
 def test_bands_fine_part_is_what_a_blur_removes():
