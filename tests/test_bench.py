@@ -536,6 +536,17 @@ def test_deflicker_bench_times_each_mode_at_each_size(tmp_path):
     assert set(rows[-1]) == {"seconds", "threads"}
 
 
+def _strided(k: int):
+    """A stand-in teacher that downsamples by ``k``: the picture sampled every ``k``-th pixel and blown back
+    up to its size, so it paints by its phase modulo ``k``."""
+    import numpy as np
+
+    def run(rgb):
+        h, w = rgb.shape[:2]
+        return np.ascontiguousarray(np.repeat(np.repeat(rgb[::k, ::k], k, 0), k, 1)[:h, :w])
+    return run
+
+
 def test_phase_bench_sees_a_generator_paint_by_its_downsampling_phase():
     """A picture sampled every 4th pixel and blown back up: shifted by 4 it paints the same, by 1-3 it does not;
     a pixelwise teacher paints the same at any shift."""
@@ -543,10 +554,7 @@ def test_phase_bench_sees_a_generator_paint_by_its_downsampling_phase():
     sys.path.insert(0, str(ROOT / "bench"))
     from phase import shifted_psnr
 
-    def strided(rgb):
-        h, w = rgb.shape[:2]
-        return np.ascontiguousarray(np.repeat(np.repeat(rgb[::4, ::4], 4, 0), 4, 1)[:h, :w])
-
+    strided = _strided(4)
     rgb = np.random.default_rng(0).integers(0, 256, (96, 128, 3), dtype=np.uint8)
     rgb = cv2.GaussianBlur(rgb, (0, 0), 2.0)  # detail a few pixels across, as in a photo
     whole = strided(rgb)
@@ -563,9 +571,7 @@ def test_phase_bench_splits_a_students_error_into_the_teachers_phase_painting_an
     sys.path.insert(0, str(ROOT / "bench"))
     from phase import phase_average, split_rows
 
-    def strided(rgb):
-        h, w = rgb.shape[:2]
-        return np.ascontiguousarray(np.repeat(np.repeat(rgb[::4, ::4], 4, 0), 4, 1)[:h, :w])
+    strided = _strided(4)
 
     class Named:
         def __init__(self, fn):
@@ -593,12 +599,7 @@ def test_phase_bench_step_averages_only_the_shifts_a_coarser_student_cannot_tell
     sys.path.insert(0, str(ROOT / "bench"))
     from phase import main, phase_average
 
-    def strided(k):
-        def run(rgb):
-            h, w = rgb.shape[:2]
-            return np.ascontiguousarray(np.repeat(np.repeat(rgb[::k, ::k], k, 0), k, 1)[:h, :w])
-        return run
-
+    strided = _strided
     rgb = cv2.GaussianBlur(np.random.default_rng(3).integers(0, 256, (96, 128, 3), dtype=np.uint8), (0, 0), 2.0)
     assert np.array_equal(phase_average(strided(4), rgb, 8, step=4), strided(4)(rgb).astype(np.float64))
     by8 = phase_average(strided(8), rgb, 8, step=4)[8:, 8:]
