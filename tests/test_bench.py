@@ -623,3 +623,36 @@ def test_phase_bench_runs_a_style_as_its_teacher_runs_padded_not_resized(tiny_st
         want = tiny_model.float().eval()(torch.nn.functional.pad(x, (0, 1, 0, 3), mode="reflect"))[:, :, :61, :83]
     want = want[0].clamp(-1, 1).add(1).mul(127.5).round().byte().permute(1, 2, 0).numpy()
     assert np.abs(out.astype(int) - want.astype(int)).max() <= 1  # the stored weights are fp16
+
+
+def _capacity(teachers: Path, tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    """bench/capacity.py against the tiny ONNX teacher on 4 small photos, one of them held back."""
+    from media import frame_image
+
+    photos = tmp_path / "media" / "photos"
+    photos.mkdir(parents=True, exist_ok=True)
+    for i in range(4):
+        cv2.imwrite(str(photos / f"p{i}.png"), frame_image(i * 5, 48, 40))
+    return subprocess.run([sys.executable, "bench/capacity.py", "--teacher", "tiny_teacher", "--teachers",
+                           str(teachers), "--photos-root", str(tmp_path / "media"), "--val", "1", "--val-faces",
+                           "0", "--side", "32", "--threads", "1", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_capacity_bench_fits_a_student_to_a_teacher_on_the_photos_it_trains_on(onnx_teachers, tmp_path):
+    """A student of the teacher's own architecture, from random weights, comes closer to it step by step;
+    the floor says how far the teacher is from each photo, and from it under its best colour map."""
+    done = _capacity(onnx_teachers[0], tmp_path, "--init", "none", "--width", "0.25", "--blocks", "1",
+                     "--photos", "2", "--steps", "40", "--every", "20", "--lr", "3e-3")
+    assert done.returncode == 0, done.stderr
+    head, *rows = [json.loads(line) for line in done.stdout.splitlines()]
+    assert (head["teacher"], head["photos"], head["blocks"], head["init"]) == ("tiny_teacher", 2, 1, "none")
+    assert head["psnr_photo_colour_fit"] >= head["psnr_photo"]  # least squares can only come closer
+    assert [r["step"] for r in rows] == [0, 20, 40]
+    assert rows[-1]["psnr"] > rows[0]["psnr"] + 3  # it learns what it is scored on
+
+
+def test_capacity_bench_says_in_one_line_when_there_are_too_few_training_photos(onnx_teachers, tmp_path):
+    done = _capacity(onnx_teachers[0], tmp_path, "--photos", "5", "--steps", "1")
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == ["error: 3 training photos, fewer than --photos 5"]

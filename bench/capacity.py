@@ -1,0 +1,158 @@
+"""Can a student architecture fit a teacher at all? Trained on a few training photos and scored on those same
+photos, it measures capacity and optimisation, not generalisation: a student that cannot come close to the
+teacher on four pictures it has seen a hundred times each will not on photos it has never seen.
+
+    python bench/capacity.py --teacher cartoongan_hosoda [--teachers ../shared/teachers]
+        [--photos-root ../shared/media] [--init hayao] [--width 1.0] [--blocks 4] [--norm layer]
+        [--photos 4] [--side 256] [--steps 300] [--lr 5e-4] [--every 50] [--threads 2]
+
+The photos are ``--photos`` of the training photos of ``stream.distill`` (the same held-back split, so none
+of its held-back photos), evenly spaced through the list, each scaled to a short side of ``--side`` pixels
+and cut to multiples of 8, with the teacher's output of all of it as the target. The student (the
+``stream.distill`` generator: ``--width``, ``--blocks``, ``--norm``, started from ``--init``'s weights or at
+random with ``--init none``) takes one photo a step, squared error, Adam with ``--lr`` warmed up over the
+first tenth and decayed along a cosine, bf16 autocast where the CPU has native bf16.
+
+JSON lines: first the floor, how far the teacher's output is from the photo itself and from the photo under
+its best affine colour map (``bench/bands.py``'s ``colour_fit``, per photo), the most a student that only
+grades colour could reach; then every ``--every`` steps the student's mean PSNR (dB, 0-255) against the
+teacher on the photos it trains on, with the seconds so far.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from bands import SHARED, colour_fit  # bench/bands.py, beside this script
+from stream.distill import VAL_FACES, VAL_PHOTOS, _folded_init, find_photos, hold_out, load_teacher, scale_short
+from stream.errors import AnimestreamError
+from stream.model import NORMS, Generator
+from stream.train import _init_weights, _load_init, pick_device
+
+
+def _db(mse: float) -> float:
+    return round(10 * math.log10(255.0 ** 2 / mse), 2)
+
+
+def _tensor(rgb: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 127.5 - 1
+
+
+def fit_pairs(args: argparse.Namespace) -> tuple[list[tuple[np.ndarray, np.ndarray]], list, list]:
+    """(photo, teacher output) pairs of ``--photos`` training photos, and (training, held back) photo lists."""
+    photos = find_photos([d for d in (args.photos_root / "photos", args.photos_root / "photos_extra") if d.is_dir()])
+    if len(photos) <= args.val:
+        raise AnimestreamError(f"{len(photos)} photos under {args.photos_root}, need more than --val {args.val}")
+    train, held = hold_out(photos, args.val, args.val_faces)
+    if len(train) < args.photos:
+        raise AnimestreamError(f"{len(train)} training photos, fewer than --photos {args.photos}")
+    teacher = load_teacher(args.teacher, args.teachers, None, args.threads)
+    pairs = []
+    for i in range(args.photos):
+        x = scale_short(train[i * len(train) // args.photos].read(), args.side)
+        x = np.ascontiguousarray(x[: x.shape[0] // 8 * 8, : x.shape[1] // 8 * 8])
+        pairs.append((x, teacher(x)))
+    return pairs, train, held
+
+
+def floor(pairs: list[tuple[np.ndarray, np.ndarray]]) -> dict:
+    """The teacher's PSNR against each photo, and against the photo under its best colour map (means)."""
+    plain, graded = [], []
+    for x, y in pairs:
+        xf, yf = x.astype(np.float64), y.astype(np.float64)
+        plain.append(_db(float(np.mean((xf - yf) ** 2))))
+        graded.append(_db(float(np.mean((colour_fit(xf, yf) - yf) ** 2))))
+    return {"psnr_photo": round(float(np.mean(plain)), 2), "psnr_photo_colour_fit": round(float(np.mean(graded)), 2)}
+
+
+def student(args: argparse.Namespace, train: list) -> Generator:
+    """The generator ``--width``/``--blocks``/``--norm``, from ``--init``'s weights unless ``none``."""
+    model = Generator(args.width, args.blocks, norm=args.norm)
+    if args.init != "none":
+        _, state, skip, init_norm = _init_weights(args.init)
+        if args.norm != "layer" and init_norm == "layer":
+            state, skip = _folded_init(model, state, skip, train[:64]), model.skip
+        try:
+            _load_init(model, state, skip)
+        except RuntimeError as e:
+            raise AnimestreamError(f"--init {args.init}: not the same architecture ({str(e).splitlines()[0]})")
+    return model
+
+
+@torch.no_grad()
+def psnr(model: Generator, pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
+    """Mean PSNR (dB, 0-255) of ``model``'s float output against the targets."""
+    model.eval()
+    scores = [10 * math.log10(4 / float(F.mse_loss(model(x).clamp(-1, 1), y))) for x, y in pairs]
+    model.train()
+    return round(float(np.mean(scores)), 2)
+
+
+def fit(model: Generator, pairs: list[tuple[torch.Tensor, torch.Tensor]], args: argparse.Namespace):
+    """Train ``model`` on ``pairs`` as the module docstring says; yields (step, PSNR, seconds)."""
+    _, amp = pick_device()
+    rng = random.Random(0)
+    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+    warm = max(1, args.steps // 10)
+    start = time.perf_counter()
+    yield 0, psnr(model, pairs), 0.0
+    for step in range(1, args.steps + 1):
+        for group in opt.param_groups:
+            group["lr"] = args.lr * min(1.0, step / warm) * 0.5 * (1 + math.cos(math.pi * step / args.steps))
+        x, y = pairs[rng.randrange(len(pairs))]
+        with torch.autocast("cpu", dtype=amp, enabled=amp != torch.float32):
+            out = model(x)
+        loss = F.mse_loss(out.float(), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if step % args.every == 0 or step == args.steps:
+            yield step, psnr(model, pairs), round(time.perf_counter() - start, 1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--teacher", required=True, help="a teachers.json name, an .onnx file or one of our styles")
+    p.add_argument("--teachers", type=Path, default=SHARED / "teachers")
+    p.add_argument("--photos-root", type=Path, default=SHARED / "media", help="holds photos/ and, where there is one, photos_extra/")
+    p.add_argument("--val", type=int, default=VAL_PHOTOS, help="held back as distill holds them (default: %(default)s)")
+    p.add_argument("--val-faces", type=int, default=VAL_FACES)
+    p.add_argument("--init", default="hayao", help="a style or run checkpoint to start from, or none")
+    p.add_argument("--width", type=float, default=1.0)
+    p.add_argument("--blocks", type=int, default=4)
+    p.add_argument("--norm", choices=NORMS, default="layer")
+    p.add_argument("--photos", type=int, default=4)
+    p.add_argument("--side", type=int, default=256, help="short side, pixels")
+    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--every", type=int, default=50, help="score every this many steps")
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    try:
+        pairs, train, _ = fit_pairs(args)
+        head = {"teacher": args.teacher, "init": args.init, "width": args.width, "blocks": args.blocks,
+                "norm": args.norm, "photos": args.photos, "side": args.side, **floor(pairs)}
+        print(json.dumps(head), flush=True)
+        model = student(args, train)
+    except AnimestreamError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    tensors = [(_tensor(x), _tensor(y)) for x, y in pairs]
+    for step, score, seconds in fit(model, tensors, args):
+        print(json.dumps({"step": step, "psnr": score, "s": seconds}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
