@@ -5,6 +5,7 @@ teacher on four pictures it has seen a hundred times each will not on photos it 
     python bench/capacity.py --teacher cartoongan_hosoda [--teachers ../shared/teachers]
         [--photos-root ../shared/media] [--init hayao] [--width 1.0] [--blocks 4] [--norm layer]
         [--photos 4] [--side 256] [--steps 300] [--lr 5e-4] [--every 50] [--threads 2]
+        [--held-back-floor [--eval-side 512]]
 
 The photos are ``--photos`` of the training photos of ``stream.distill`` (the same held-back split, so none
 of its held-back photos), evenly spaced through the list, each scaled to a short side of ``--side`` pixels
@@ -17,6 +18,10 @@ JSON lines: first the floor, how far the teacher's output is from the photo itse
 its best affine colour map (``bench/bands.py``'s ``colour_fit``, per photo), the most a student that only
 grades colour could reach; then every ``--every`` steps the student's mean PSNR (dB, 0-255) against the
 teacher on the photos it trains on, with the seconds so far.
+
+``--held-back-floor`` prints, before anything else, the same floor on the held-back photos at
+``--eval-side`` pixels on the longest side, as ``stream.distill`` scores a student on them: what a style
+that only grades colour would score there.
 """
 from __future__ import annotations
 
@@ -33,7 +38,8 @@ import torch
 import torch.nn.functional as F
 
 from bands import SHARED, colour_fit  # bench/bands.py, beside this script
-from stream.distill import VAL_FACES, VAL_PHOTOS, _folded_init, find_photos, hold_out, load_teacher, scale_short
+from stream.distill import (VAL_FACES, VAL_PHOTOS, _folded_init, find_photos, fit_side, hold_out, load_teacher,
+                            scale_short)
 from stream.errors import AnimestreamError
 from stream.model import NORMS, Generator
 from stream.train import _init_weights, _load_init, pick_device
@@ -48,7 +54,8 @@ def _tensor(rgb: np.ndarray) -> torch.Tensor:
 
 
 def fit_pairs(args: argparse.Namespace) -> tuple[list[tuple[np.ndarray, np.ndarray]], list, list]:
-    """(photo, teacher output) pairs of ``--photos`` training photos, and (training, held back) photo lists."""
+    """(photo, teacher output) pairs of ``--photos`` training photos, and (training, held back) photo lists;
+    with ``--held-back-floor``, first prints :func:`floor` of the held-back photos."""
     photos = find_photos([d for d in (args.photos_root / "photos", args.photos_root / "photos_extra") if d.is_dir()])
     if len(photos) <= args.val:
         raise AnimestreamError(f"{len(photos)} photos under {args.photos_root}, need more than --val {args.val}")
@@ -56,6 +63,10 @@ def fit_pairs(args: argparse.Namespace) -> tuple[list[tuple[np.ndarray, np.ndarr
     if len(train) < args.photos:
         raise AnimestreamError(f"{len(train)} training photos, fewer than --photos {args.photos}")
     teacher = load_teacher(args.teacher, args.teachers, None, args.threads)
+    if args.held_back_floor:
+        held_pairs = [(x, teacher(x)) for x in (fit_side(p.read(), args.eval_side) for p in held)]
+        print(json.dumps({"teacher": args.teacher, "held_back": len(held), "resolution": args.eval_side,
+                          **floor(held_pairs)}), flush=True)
     pairs = []
     for i in range(args.photos):
         x = scale_short(train[i * len(train) // args.photos].read(), args.side)
@@ -136,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--every", type=int, default=50, help="score every this many steps")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--held-back-floor", action="store_true", help="first, the floor on the held-back photos")
+    p.add_argument("--eval-side", type=int, default=512, help="their longest side, pixels (default: %(default)s)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)

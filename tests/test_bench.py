@@ -641,11 +641,15 @@ def _capacity(teachers: Path, tmp_path: Path, *args: str) -> subprocess.Complete
 
 def test_capacity_bench_fits_a_student_to_a_teacher_on_the_photos_it_trains_on(onnx_teachers, tmp_path):
     """A student of the teacher's own architecture, from random weights, comes closer to it step by step;
-    the floor says how far the teacher is from each photo, and from it under its best colour map."""
+    the floor says how far the teacher is from each photo, and from it under its best colour map, on the
+    photos it trains on and on the held-back ones."""
     done = _capacity(onnx_teachers[0], tmp_path, "--init", "none", "--width", "0.25", "--blocks", "1",
-                     "--photos", "2", "--steps", "40", "--every", "20", "--lr", "3e-3")
+                     "--photos", "2", "--steps", "40", "--every", "20", "--lr", "3e-3", "--held-back-floor",
+                     "--eval-side", "40")
     assert done.returncode == 0, done.stderr
-    head, *rows = [json.loads(line) for line in done.stdout.splitlines()]
+    held, head, *rows = [json.loads(line) for line in done.stdout.splitlines()]
+    assert (held["held_back"], held["resolution"]) == (1, 40)
+    assert held["psnr_photo_colour_fit"] >= held["psnr_photo"]
     assert (head["teacher"], head["photos"], head["blocks"], head["init"]) == ("tiny_teacher", 2, 1, "none")
     assert head["psnr_photo_colour_fit"] >= head["psnr_photo"]  # least squares can only come closer
     assert [r["step"] for r in rows] == [0, 20, 40]
