@@ -154,6 +154,9 @@ class VideoSource:
         self._scaler = VideoReformatter()
         self.time_base = self.video.time_base or DEFAULT_TIME_BASE
         self.rate = self.video.average_rate or self.video.guessed_rate or Fraction(30)
+        # Read now: a closed container's streams refuse every attribute (PyAV >= 18.1.1), and error
+        # messages want the length after the source is closed.
+        self.length_s: float | None = self._read_length()
         self.segment = segment
         if segment is not None:  # pictures only, pts in [first, end) of the video's own ticks, not moved
             self.audios, self.audio, self.subtitles = [], None, []
@@ -163,8 +166,7 @@ class VideoSource:
                 stream.index: self._window(stream) for stream in (self.video, *self.audios, *self.subtitles)}
         self.description = f"{self.path}: {self.width}x{self.height} @ {float(self.rate):g} fps"
 
-    @property
-    def length_s(self) -> float | None:
+    def _read_length(self) -> float | None:
         """The video's duration in seconds, from its stream or else its container; None when unknown."""
         if self.video.duration:
             return float(self.video.duration * self.time_base)
