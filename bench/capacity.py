@@ -37,20 +37,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bands import SHARED, colour_fit  # bench/bands.py, beside this script
-from stream.distill import (VAL_FACES, VAL_PHOTOS, _folded_init, find_photos, fit_side, hold_out, load_teacher,
-                            scale_short)
+from bands import SHARED, _db, colour_fit  # bench/bands.py, beside this script
+from stream.distill import (VAL_FACES, VAL_PHOTOS, find_photos, fit_side, hold_out, load_teacher, scale_short,
+                            start_from)
 from stream.errors import AnimestreamError
 from stream.model import NORMS, Generator
-from stream.train import _init_weights, _load_init, pick_device
-
-
-def _db(mse: float) -> float:
-    return round(10 * math.log10(255.0 ** 2 / mse), 2)
-
-
-def _tensor(rgb: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 127.5 - 1
+from stream.train import _init_weights, pick_device, to_tensor
 
 
 def fit_pairs(args: argparse.Namespace) -> tuple[list[tuple[np.ndarray, np.ndarray]], list, list]:
@@ -90,10 +82,8 @@ def student(args: argparse.Namespace, train: list) -> Generator:
     model = Generator(args.width, args.blocks, norm=args.norm)
     if args.init != "none":
         _, state, skip, init_norm = _init_weights(args.init)
-        if args.norm != "layer" and init_norm == "layer":
-            state, skip = _folded_init(model, state, skip, train[:64]), model.skip
         try:
-            _load_init(model, state, skip)
+            start_from(model, state, skip, init_norm, train)
         except RuntimeError as e:
             raise AnimestreamError(f"--init {args.init}: not the same architecture ({str(e).splitlines()[0]})")
     return model
@@ -161,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     except AnimestreamError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    tensors = [(_tensor(x), _tensor(y)) for x, y in pairs]
+    tensors = [(to_tensor(x).unsqueeze(0), to_tensor(y).unsqueeze(0)) for x, y in pairs]
     for step, score, seconds in fit(model, tensors, args):
         print(json.dumps({"step": step, "psnr": score, "s": seconds}), flush=True)
     return 0

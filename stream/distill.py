@@ -513,9 +513,7 @@ def main(argv: list[str] | None = None) -> int:
             init_steps, init_state, init_skip, init_norm = _init_weights(args.init)
             if not (cache / "last.ckpt").exists():
                 try:
-                    if args.norm in FOLDS and init_norm == "layer":
-                        init_state, init_skip = _folded_init(model, init_state, init_skip, train_photos), model.skip
-                    _load_init(model, init_state, init_skip)
+                    start_from(model, init_state, init_skip, init_norm, train_photos)
                 except RuntimeError as e:
                     p.error(f"--init {args.init}: not the same architecture ({str(e).splitlines()[0]})")
         run = Run(model, cache, device, init_steps=init_steps)
@@ -560,6 +558,15 @@ def _check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         p.error(f"--tile must be >= 1, or 0 for whole pictures, not {args.tile}")
     if not args.tile and args.labels != "photo":
         p.error("--tile 0 trains on whole pictures, labelled whole: it needs --labels photo")
+
+
+def start_from(model: Generator, state: dict, skip: bool, norm: str, photos: list[Photo]) -> None:
+    """Load ``--init`` weights into ``model`` (``state``, ``skip`` and ``norm`` as
+    :func:`stream.train._init_weights` reads them): those of a single-group style are first folded for a
+    model with other norms (:func:`_folded_init`, over ``photos``). RuntimeError where they do not fit."""
+    if model.norm in FOLDS and norm == "layer":
+        state, skip = _folded_init(model, state, skip, photos), model.skip
+    _load_init(model, state, skip)
 
 
 def _folded_init(model: Generator, state: dict, skip: bool, photos: list[Photo]) -> dict:
