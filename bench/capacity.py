@@ -5,7 +5,7 @@ teacher on four pictures it has seen a hundred times each will not on photos it 
     python bench/capacity.py --teacher cartoongan_hosoda [--teachers ../shared/teachers]
         [--photos-root ../shared/media] [--init hayao] [--width 1.0] [--blocks 4] [--norm layer]
         [--photos 4] [--side 256] [--steps 300] [--lr 5e-4] [--every 50] [--threads 2]
-        [--held-back-floor [--eval-side 512]]
+        [--held-back-floor] [--held-back 0] [--eval-side 512]
 
 The photos are ``--photos`` of the training photos of ``stream.distill`` (the same held-back split, so none
 of its held-back photos), evenly spaced through the list, each scaled to a short side of ``--side`` pixels
@@ -22,6 +22,12 @@ teacher on the photos it trains on, with the seconds so far.
 ``--held-back-floor`` prints, before anything else, the same floor on the held-back photos at
 ``--eval-side`` pixels on the longest side, as ``stream.distill`` scores a student on them: what a style
 that only grades colour would score there.
+
+``--held-back N`` also scores the student, every ``--every`` steps, on the first N held-back photos at
+``--eval-side`` (``held_back_psnr``; their floor goes in the first line): the gap between the two scores is
+generalisation. Run with a few and with many training photos, it tells a network that cannot hold a
+teacher's behaviour for many pictures at once (the score on its own photos falls as they grow) from one
+that memorises pictures without learning the behaviour (its own stay high, the held-back ones do not rise).
 """
 from __future__ import annotations
 
@@ -45,18 +51,25 @@ from stream.model import NORMS, Generator
 from stream.train import _init_weights, pick_device, to_tensor
 
 
-def fit_pairs(args: argparse.Namespace) -> tuple[list[tuple[np.ndarray, np.ndarray]], list, list]:
-    """(photo, teacher output) pairs of ``--photos`` training photos, and (training, held back) photo lists;
-    with ``--held-back-floor``, first prints :func:`floor` of the held-back photos."""
+Pairs = list[tuple[np.ndarray, np.ndarray]]
+
+
+def fit_pairs(args: argparse.Namespace) -> tuple[Pairs, Pairs, list]:
+    """(photo, teacher output) pairs of ``--photos`` training photos and of ``--held-back`` held-back photos at
+    ``--eval-side``, and the training photo list; with ``--held-back-floor``, first prints :func:`floor` of all
+    the held-back photos."""
     photos = find_photos([d for d in (args.photos_root / "photos", args.photos_root / "photos_extra") if d.is_dir()])
     if len(photos) <= args.val:
         raise AnimestreamError(f"{len(photos)} photos under {args.photos_root}, need more than --val {args.val}")
     train, held = hold_out(photos, args.val, args.val_faces)
     if len(train) < args.photos:
         raise AnimestreamError(f"{len(train)} training photos, fewer than --photos {args.photos}")
+    if args.held_back > len(held):
+        raise AnimestreamError(f"--held-back {args.held_back}: only {len(held)} photos are held back")
     teacher = load_teacher(args.teacher, args.teachers, None, args.threads)
+    scored = held if args.held_back_floor else held[: args.held_back]
+    held_pairs = [(x, teacher(x)) for x in (fit_side(p.read(), args.eval_side) for p in scored)]
     if args.held_back_floor:
-        held_pairs = [(x, teacher(x)) for x in (fit_side(p.read(), args.eval_side) for p in held)]
         print(json.dumps({"teacher": args.teacher, "held_back": len(held), "resolution": args.eval_side,
                           **floor(held_pairs)}), flush=True)
     pairs = []
@@ -64,10 +77,10 @@ def fit_pairs(args: argparse.Namespace) -> tuple[list[tuple[np.ndarray, np.ndarr
         x = scale_short(train[i * len(train) // args.photos].read(), args.side)
         x = np.ascontiguousarray(x[: x.shape[0] // 8 * 8, : x.shape[1] // 8 * 8])
         pairs.append((x, teacher(x)))
-    return pairs, train, held
+    return pairs, held_pairs[: args.held_back], train
 
 
-def floor(pairs: list[tuple[np.ndarray, np.ndarray]]) -> dict:
+def floor(pairs: Pairs) -> dict:
     """The teacher's PSNR against each photo, and against the photo under its best colour map (means)."""
     plain, graded = [], []
     for x, y in pairs:
@@ -99,7 +112,8 @@ def psnr(model: Generator, pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> fl
 
 
 def fit(model: Generator, pairs: list[tuple[torch.Tensor, torch.Tensor]], args: argparse.Namespace):
-    """Train ``model`` on ``pairs`` as the module docstring says; yields (step, PSNR, seconds)."""
+    """Train ``model`` on ``pairs`` as the module docstring says; yields (step, PSNR, seconds) at step 0
+    and every ``--every`` steps."""
     _, amp = pick_device()
     rng = random.Random(0)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
@@ -138,22 +152,31 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--every", type=int, default=50, help="score every this many steps")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--held-back-floor", action="store_true", help="first, the floor on the held-back photos")
+    p.add_argument("--held-back", type=int, default=0, metavar="N",
+                   help="also score the student on the first N held-back photos (default: none)")
     p.add_argument("--eval-side", type=int, default=512, help="their longest side, pixels (default: %(default)s)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     try:
-        pairs, train, _ = fit_pairs(args)
+        pairs, held_pairs, train = fit_pairs(args)
         head = {"teacher": args.teacher, "init": args.init, "width": args.width, "blocks": args.blocks,
                 "norm": args.norm, "photos": args.photos, "side": args.side, **floor(pairs)}
+        if held_pairs:
+            head.update({"held_back": len(held_pairs),
+                         **{f"held_back_{k}": v for k, v in floor(held_pairs).items()}})
         print(json.dumps(head), flush=True)
         model = student(args, train)
     except AnimestreamError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     tensors = [(to_tensor(x).unsqueeze(0), to_tensor(y).unsqueeze(0)) for x, y in pairs]
+    held_tensors = [(to_tensor(x).unsqueeze(0), to_tensor(y).unsqueeze(0)) for x, y in held_pairs]
     for step, score, seconds in fit(model, tensors, args):
-        print(json.dumps({"step": step, "psnr": score, "s": seconds}), flush=True)
+        line = {"step": step, "psnr": score, "s": seconds}
+        if held_tensors:
+            line["held_back_psnr"] = psnr(model, held_tensors)
+        print(json.dumps(line), flush=True)
     return 0
 
 

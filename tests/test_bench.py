@@ -642,21 +642,30 @@ def _capacity(teachers: Path, tmp_path: Path, *args: str) -> subprocess.Complete
 def test_capacity_bench_fits_a_student_to_a_teacher_on_the_photos_it_trains_on(onnx_teachers, tmp_path):
     """A student of the teacher's own architecture, from random weights, comes closer to it step by step;
     the floor says how far the teacher is from each photo, and from it under its best colour map, on the
-    photos it trains on and on the held-back ones."""
+    photos it trains on and on the held-back ones; it is scored on a held-back photo too, where it has learnt
+    the teacher's own behaviour (its architecture), so it comes closer there as well."""
     done = _capacity(onnx_teachers[0], tmp_path, "--init", "none", "--width", "0.25", "--blocks", "1",
                      "--photos", "2", "--steps", "40", "--every", "20", "--lr", "3e-3", "--held-back-floor",
-                     "--eval-side", "40")
+                     "--eval-side", "40", "--held-back", "1")
     assert done.returncode == 0, done.stderr
     held, head, *rows = [json.loads(line) for line in done.stdout.splitlines()]
     assert (held["held_back"], held["resolution"]) == (1, 40)
     assert held["psnr_photo_colour_fit"] >= held["psnr_photo"]
     assert (head["teacher"], head["photos"], head["blocks"], head["init"]) == ("tiny_teacher", 2, 1, "none")
     assert head["psnr_photo_colour_fit"] >= head["psnr_photo"]  # least squares can only come closer
+    assert head["held_back"] == 1
+    assert (head["held_back_psnr_photo"], head["held_back_psnr_photo_colour_fit"]) == (
+        held["psnr_photo"], held["psnr_photo_colour_fit"])  # the only held-back photo, at the same size
     assert [r["step"] for r in rows] == [0, 20, 40]
     assert rows[-1]["psnr"] > rows[0]["psnr"] + 3  # it learns what it is scored on
+    assert rows[-1]["held_back_psnr"] > rows[0]["held_back_psnr"] + 2
+    assert rows[-1]["held_back_psnr"] != rows[-1]["psnr"]
 
 
 def test_capacity_bench_says_in_one_line_when_there_are_too_few_training_photos(onnx_teachers, tmp_path):
     done = _capacity(onnx_teachers[0], tmp_path, "--photos", "5", "--steps", "1")
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == ["error: 3 training photos, fewer than --photos 5"]
+    done = _capacity(onnx_teachers[0], tmp_path, "--photos", "2", "--held-back", "2", "--steps", "1")
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == ["error: --held-back 2: only 1 photos are held back"]
