@@ -3,15 +3,15 @@ photos, it measures capacity and optimisation, not generalisation: a student tha
 teacher on four pictures it has seen a hundred times each will not on photos it has never seen.
 
     python bench/capacity.py --teacher cartoongan_hosoda [--teachers ../shared/teachers]
-        [--photos-root ../shared/media] [--init hayao] [--width 1.0] [--blocks 4] [--norm layer]
+        [--photos-root ../shared/media] [--init hayao] [--width 1.0] [--blocks 4] [--norm layer] [--skip]
         [--photos 4] [--side 256] [--steps 300] [--lr 5e-4] [--every 50] [--threads 2]
         [--held-back-floor] [--held-back 0] [--eval-side 512]
 
 The photos are ``--photos`` of the training photos of ``stream.distill`` (the same held-back split, so none
 of its held-back photos), evenly spaced through the list, each scaled to a short side of ``--side`` pixels
 and cut to multiples of 8, with the teacher's output of all of it as the target. The student (the
-``stream.distill`` generator: ``--width``, ``--blocks``, ``--norm``, started from ``--init``'s weights or at
-random with ``--init none``) takes one photo a step, squared error, Adam with ``--lr`` warmed up over the
+``stream.distill`` generator: ``--width``, ``--blocks``, ``--norm``, ``--skip``, started from ``--init``'s
+weights or at random with ``--init none``) takes one photo a step, squared error, Adam with ``--lr`` warmed up over the
 first tenth and decayed along a cosine, bf16 autocast where the CPU has native bf16.
 
 JSON lines: first the floor, how far the teacher's output is from the photo itself and from the photo under
@@ -91,8 +91,8 @@ def floor(pairs: Pairs) -> dict:
 
 
 def student(args: argparse.Namespace, train: list) -> Generator:
-    """The generator ``--width``/``--blocks``/``--norm``, from ``--init``'s weights unless ``none``."""
-    model = Generator(args.width, args.blocks, norm=args.norm)
+    """The generator ``--width``/``--blocks``/``--norm``/``--skip``, from ``--init``'s weights unless ``none``."""
+    model = Generator(args.width, args.blocks, skip=args.skip, norm=args.norm)
     if args.init != "none":
         _, state, skip, init_norm = _init_weights(args.init)
         try:
@@ -145,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--width", type=float, default=1.0)
     p.add_argument("--blocks", type=int, default=4)
     p.add_argument("--norm", choices=NORMS, default="layer")
+    p.add_argument("--skip", action="store_true", help="add its output to a colour grade of the photo (distill's)")
     p.add_argument("--photos", type=int, default=4)
     p.add_argument("--side", type=int, default=256, help="short side, pixels")
     p.add_argument("--steps", type=int, default=300)
@@ -161,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         pairs, held_pairs, train = fit_pairs(args)
         head = {"teacher": args.teacher, "init": args.init, "width": args.width, "blocks": args.blocks,
-                "norm": args.norm, "photos": args.photos, "side": args.side, **floor(pairs)}
+                "norm": args.norm, "skip": args.skip, "photos": args.photos, "side": args.side, **floor(pairs)}
         if held_pairs:
             head.update({"held_back": len(held_pairs),
                          **{f"held_back_{k}": v for k, v in floor(held_pairs).items()}})

@@ -662,6 +662,17 @@ def test_capacity_bench_fits_a_student_to_a_teacher_on_the_photos_it_trains_on(o
     assert rows[-1]["held_back_psnr"] != rows[-1]["psnr"]
 
 
+def test_capacity_bench_starts_a_skip_student_as_the_photo(onnx_teachers, tmp_path):
+    """With ``--skip`` the student's first output is the photo itself, so it starts at the photo's score."""
+    done = _capacity(onnx_teachers[0], tmp_path, "--init", "none", "--width", "0.25", "--blocks", "1",
+                     "--photos", "2", "--steps", "0", "--skip", "--held-back", "1", "--eval-side", "40")
+    assert done.returncode == 0, done.stderr
+    head, start = [json.loads(line) for line in done.stdout.splitlines()]
+    assert head["skip"] is True
+    assert abs(start["psnr"] - head["psnr_photo"]) <= 0.02
+    assert abs(start["held_back_psnr"] - head["held_back_psnr_photo"]) <= 0.02
+
+
 def test_capacity_bench_says_in_one_line_when_there_are_too_few_training_photos(onnx_teachers, tmp_path):
     done = _capacity(onnx_teachers[0], tmp_path, "--photos", "5", "--steps", "1")
     assert done.returncode == 1
