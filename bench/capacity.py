@@ -11,8 +11,8 @@ The photos are ``--photos`` of the training photos of ``stream.distill`` (the sa
 of its held-back photos), evenly spaced through the list, each scaled to a short side of ``--side`` pixels
 and cut to multiples of 8, with the teacher's output of all of it as the target. The student (the
 ``stream.distill`` generator: ``--width``, ``--blocks``, ``--norm``, ``--skip``, started from ``--init``'s
-weights or at random with ``--init none``) takes one photo a step, squared error, Adam with ``--lr`` warmed up over the
-first tenth and decayed along a cosine, bf16 autocast where the CPU has native bf16.
+weights or at random with ``--init none``) takes one photo a step, squared error, Adam with ``--lr`` warmed
+up over the first tenth and decayed along a cosine, bf16 autocast where the CPU has native bf16.
 
 JSON lines: first the floor, how far the teacher's output is from the photo itself and from the photo under
 its best affine colour map (``bench/bands.py``'s ``colour_fit``, per photo), the most a student that only
@@ -78,6 +78,11 @@ def fit_pairs(args: argparse.Namespace) -> tuple[Pairs, Pairs, list]:
         x = np.ascontiguousarray(x[: x.shape[0] // 8 * 8, : x.shape[1] // 8 * 8])
         pairs.append((x, teacher(x)))
     return pairs, held_pairs[: args.held_back], train
+
+
+def as_tensors(pairs: Pairs) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``pairs`` as 1 x 3 x H x W tensors in [-1, 1], what the student takes and is scored against."""
+    return [(to_tensor(x).unsqueeze(0), to_tensor(y).unsqueeze(0)) for x, y in pairs]
 
 
 def floor(pairs: Pairs) -> dict:
@@ -171,9 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     except AnimestreamError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    tensors = [(to_tensor(x).unsqueeze(0), to_tensor(y).unsqueeze(0)) for x, y in pairs]
-    held_tensors = [(to_tensor(x).unsqueeze(0), to_tensor(y).unsqueeze(0)) for x, y in held_pairs]
-    for step, score, seconds in fit(model, tensors, args):
+    held_tensors = as_tensors(held_pairs)
+    for step, score, seconds in fit(model, as_tensors(pairs), args):
         line = {"step": step, "psnr": score, "s": seconds}
         if held_tensors:
             line["held_back_psnr"] = psnr(model, held_tensors)
