@@ -3,7 +3,7 @@ photos, it measures capacity and optimisation, not generalisation: a student tha
 teacher on four pictures it has seen a hundred times each will not on photos it has never seen.
 
     python bench/capacity.py --teacher cartoongan_hosoda [--teachers ../shared/teachers]
-        [--photos-root ../shared/media] [--init hayao] [--width 1.0] [--blocks 4] [--norm layer] [--skip]
+        [--photos-root ../shared/media] [--init hayao] [--width 1.0] [--blocks 4] [--norm layer] [--skip] [--context]
         [--photos 4] [--side 256] [--steps 300] [--lr 5e-4] [--every 50] [--threads 2]
         [--held-back-floor] [--held-back 0] [--eval-side 512]
 
@@ -28,6 +28,11 @@ that only grades colour would score there.
 generalisation. Run with a few and with many training photos, it tells a network that cannot hold a
 teacher's behaviour for many pictures at once (the score on its own photos falls as they grow) from one
 that memorises pictures without learning the behaviour (its own stay high, the held-back ones do not rise).
+
+``--context`` gives the student a whole-picture context branch (:class:`WithContext`): each channel's mean
+and standard deviation over the picture after ``block_b`` set, through a small MLP, a per-channel scale and
+shift of the outputs of ``block_c``, ``block_d`` and ``block_e``, as a teacher with instance norms sets
+each channel from the whole picture. It starts as the identity, so from ``--init``'s function.
 """
 from __future__ import annotations
 
@@ -42,6 +47,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from bands import SHARED, _db, colour_fit  # bench/bands.py, beside this script
 from stream.distill import (VAL_FACES, VAL_PHOTOS, find_photos, fit_side, hold_out, load_teacher, scale_short,
@@ -95,8 +101,44 @@ def floor(pairs: Pairs) -> dict:
     return {"psnr_photo": round(float(np.mean(plain)), 2), "psnr_photo_colour_fit": round(float(np.mean(graded)), 2)}
 
 
-def student(args: argparse.Namespace, train: list) -> Generator:
-    """The generator ``--width``/``--blocks``/``--norm``/``--skip``, from ``--init``'s weights unless ``none``."""
+class WithContext(nn.Module):
+    """``generator`` with a whole-picture context branch: the per-channel mean and standard deviation of
+    ``block_b``'s output (over the picture) through Linear -> LeakyReLU -> Linear give a scale ``1 + s``
+    and a shift ``t`` per channel of the outputs of ``block_c``, ``block_d`` and ``block_e``. The last
+    Linear starts at zero, so the whole starts as ``generator``."""
+
+    def __init__(self, generator: Generator, hidden: int = 64):
+        super().__init__()
+        self.generator = generator
+        into = generator.block_b[-1][1].out_channels
+        self.sizes = [generator.block_c[-1][1].out_channels, generator.block_d[-1][1].out_channels,
+                      generator.block_e[-1][1].out_channels]
+        self.mlp = nn.Sequential(nn.Linear(2 * into, hidden), nn.LeakyReLU(0.2), nn.Linear(hidden, 2 * sum(self.sizes)))
+        nn.init.zeros_(self.mlp[-1].weight)
+        nn.init.zeros_(self.mlp[-1].bias)
+
+    def films(self, features: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """(s, t) for ``block_c``, ``block_d`` and ``block_e`` (N x C x 1 x 1 each) from ``block_b``'s output."""
+        flat = features.float().flatten(2)
+        film = self.mlp(torch.cat([flat.mean(2), flat.std(2)], 1)).to(features.dtype)[:, :, None, None]
+        scale, shift = film.split([sum(self.sizes)] * 2, 1)
+        return list(zip(scale.split(self.sizes, 1), shift.split(self.sizes, 1)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        g = self.generator
+        out = g.block_a(x)
+        half = out.shape[-2:]
+        out = g.block_b(out)
+        films = self.films(out)
+        out = g.block_c(out) * (1 + films[0][0]) + films[0][1]
+        out = g.block_d(g._resize(out, [half[0], half[1]])) * (1 + films[1][0]) + films[1][1]
+        out = g.block_e(g._resize(out, [x.shape[-2], x.shape[-1]])) * (1 + films[2][0]) + films[2][1]
+        return g.head(out, x)
+
+
+def student(args: argparse.Namespace, train: list) -> nn.Module:
+    """The generator ``--width``/``--blocks``/``--norm``/``--skip``, from ``--init``'s weights unless ``none``,
+    inside :class:`WithContext` with ``--context``."""
     model = Generator(args.width, args.blocks, skip=args.skip, norm=args.norm)
     if args.init != "none":
         _, state, skip, init_norm = _init_weights(args.init)
@@ -104,11 +146,11 @@ def student(args: argparse.Namespace, train: list) -> Generator:
             start_from(model, state, skip, init_norm, train)
         except RuntimeError as e:
             raise AnimestreamError(f"--init {args.init}: not the same architecture ({str(e).splitlines()[0]})")
-    return model
+    return WithContext(model) if args.context else model
 
 
 @torch.no_grad()
-def psnr(model: Generator, pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
+def psnr(model: nn.Module, pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
     """Mean PSNR (dB, 0-255) of ``model``'s float output against the targets."""
     model.eval()
     scores = [10 * math.log10(4 / float(F.mse_loss(model(x).clamp(-1, 1), y))) for x, y in pairs]
@@ -116,7 +158,7 @@ def psnr(model: Generator, pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> fl
     return round(float(np.mean(scores)), 2)
 
 
-def fit(model: Generator, pairs: list[tuple[torch.Tensor, torch.Tensor]], args: argparse.Namespace):
+def fit(model: nn.Module, pairs: list[tuple[torch.Tensor, torch.Tensor]], args: argparse.Namespace):
     """Train ``model`` on ``pairs`` as the module docstring says; yields (step, PSNR, seconds) at step 0
     and every ``--every`` steps."""
     _, amp = pick_device()
@@ -151,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--blocks", type=int, default=4)
     p.add_argument("--norm", choices=NORMS, default="layer")
     p.add_argument("--skip", action="store_true", help="add its output to a colour grade of the photo (distill's)")
+    p.add_argument("--context", action="store_true", help="add a whole-picture context branch (WithContext)")
     p.add_argument("--photos", type=int, default=4)
     p.add_argument("--side", type=int, default=256, help="short side, pixels")
     p.add_argument("--steps", type=int, default=300)
@@ -167,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         pairs, held_pairs, train = fit_pairs(args)
         head = {"teacher": args.teacher, "init": args.init, "width": args.width, "blocks": args.blocks,
-                "norm": args.norm, "skip": args.skip, "photos": args.photos, "side": args.side, **floor(pairs)}
+                "norm": args.norm, "skip": args.skip, "context": args.context, "photos": args.photos, "side": args.side, **floor(pairs)}
         if held_pairs:
             head.update({"held_back": len(held_pairs),
                          **{f"held_back_{k}": v for k, v in floor(held_pairs).items()}})

@@ -680,3 +680,32 @@ def test_capacity_bench_says_in_one_line_when_there_are_too_few_training_photos(
     done = _capacity(onnx_teachers[0], tmp_path, "--photos", "2", "--held-back", "2", "--steps", "1")
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == ["error: --held-back 2: only 1 photos are held back"]
+
+
+def test_context_branch_starts_as_its_generator_and_sets_each_channel_from_the_whole_picture(monkeypatch):
+    """``--context``'s student computes its generator's function until trained; trained, its branch scales
+    and shifts each channel by amounts that follow the picture (two pictures get two different ones)."""
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    from capacity import WithContext
+
+    from stream.model import Generator
+
+    torch.manual_seed(0)
+    generator = Generator(0.25, blocks=1)
+    model = WithContext(generator)
+    x, y = torch.rand(1, 3, 32, 48) * 2 - 1, torch.rand(1, 3, 32, 48) - 1
+    with torch.no_grad():
+        assert torch.equal(model(x), generator(x))
+    opt = torch.optim.Adam(model.mlp.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(6):
+        loss = torch.nn.functional.mse_loss(model(torch.cat([x, y])), torch.cat([x.flip(1), y.flip(1)]))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] * 0.97  # only the branch trains, and it brings the output closer
+    with torch.no_grad():
+        (sx, tx), (sy, ty) = (model.films(generator.block_b(generator.block_a(z)))[0] for z in (x, y))
+    assert sx.shape == (1, generator.block_c[-1][1].out_channels, 1, 1)
+    assert (sx - sy).abs().max() > 1e-3 and (tx - ty).abs().max() > 1e-3
