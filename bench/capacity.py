@@ -3,8 +3,8 @@ photos, it measures capacity and optimisation, not generalisation: a student tha
 teacher on four pictures it has seen a hundred times each will not on photos it has never seen.
 
     python bench/capacity.py --teacher cartoongan_hosoda [--teachers ../shared/teachers]
-        [--photos-root ../shared/media] [--init hayao] [--width 1.0] [--blocks 4] [--norm layer] [--skip] [--context]
-        [--photos 4] [--side 256] [--steps 300] [--lr 5e-4] [--every 50] [--threads 2]
+        [--photos-root ../shared/media] [--init hayao] [--width 1.0] [--blocks 4] [--norm layer] [--skip]
+        [--context] [--photos 4] [--side 256] [--steps 300] [--lr 5e-4] [--every 50] [--threads 2]
         [--held-back-floor] [--held-back 0] [--eval-side 512]
 
 The photos are ``--photos`` of the training photos of ``stream.distill`` (the same held-back split, so none
@@ -53,7 +53,7 @@ from bands import SHARED, _db, colour_fit  # bench/bands.py, beside this script
 from stream.distill import (VAL_FACES, VAL_PHOTOS, find_photos, fit_side, hold_out, load_teacher, scale_short,
                             start_from)
 from stream.errors import AnimestreamError
-from stream.model import NORMS, Generator
+from stream.model import LEAKY_SLOPE, NORMS, Generator
 from stream.train import _init_weights, pick_device, to_tensor
 
 
@@ -113,7 +113,8 @@ class WithContext(nn.Module):
         into = generator.block_b[-1][1].out_channels
         self.sizes = [generator.block_c[-1][1].out_channels, generator.block_d[-1][1].out_channels,
                       generator.block_e[-1][1].out_channels]
-        self.mlp = nn.Sequential(nn.Linear(2 * into, hidden), nn.LeakyReLU(0.2), nn.Linear(hidden, 2 * sum(self.sizes)))
+        self.mlp = nn.Sequential(nn.Linear(2 * into, hidden), nn.LeakyReLU(LEAKY_SLOPE),
+                                 nn.Linear(hidden, 2 * sum(self.sizes)))
         nn.init.zeros_(self.mlp[-1].weight)
         nn.init.zeros_(self.mlp[-1].bias)
 
@@ -210,7 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         pairs, held_pairs, train = fit_pairs(args)
         head = {"teacher": args.teacher, "init": args.init, "width": args.width, "blocks": args.blocks,
-                "norm": args.norm, "skip": args.skip, "context": args.context, "photos": args.photos, "side": args.side, **floor(pairs)}
+                "norm": args.norm, "skip": args.skip, "context": args.context, "photos": args.photos,
+                "side": args.side, **floor(pairs)}
         if held_pairs:
             head.update({"held_back": len(held_pairs),
                          **{f"held_back_{k}": v for k, v in floor(held_pairs).items()}})
