@@ -709,3 +709,31 @@ def test_context_branch_starts_as_its_generator_and_sets_each_channel_from_the_w
         (sx, tx), (sy, ty) = (model.films(generator.block_b(generator.block_a(z)))[0] for z in (x, y))
     assert sx.shape == (1, generator.block_c[-1][1].out_channels, 1, 1)
     assert (sx - sy).abs().max() > 1e-3 and (tx - ty).abs().max() > 1e-3
+
+
+def test_unet_skips_start_as_their_generator_and_carry_encoder_features_to_the_decoder(monkeypatch):
+    """``--unet``'s student computes its generator's function until trained; both skips then learn (each
+    gets a gradient) and, trained alone, bring the output closer to a target."""
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    from capacity import WithSkips
+
+    from stream.model import Generator
+
+    torch.manual_seed(0)
+    generator = Generator(0.25, blocks=1)
+    model = WithSkips(generator)
+    x = torch.rand(1, 3, 32, 48) * 2 - 1
+    with torch.no_grad():
+        assert torch.equal(model(x), generator(x))
+    opt = torch.optim.Adam([model.from_full.weight, model.from_half.weight], lr=1e-2)
+    losses = []
+    for _ in range(6):
+        loss = torch.nn.functional.mse_loss(model(x), x.flip(-1))
+        opt.zero_grad()
+        loss.backward()
+        assert model.from_full.weight.grad.abs().max() > 0 and model.from_half.weight.grad.abs().max() > 0
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] * 0.99  # only the skips train, and they bring the output closer
+    with torch.no_grad():
+        assert not torch.equal(model(x), generator(x))
