@@ -34,9 +34,10 @@ and standard deviation over the picture after ``block_b`` set, through a small M
 shift of the outputs of ``block_c``, ``block_d`` and ``block_e``, as a teacher with instance norms sets
 each channel from the whole picture. It starts as the identity, so from ``--init``'s function.
 
-``--unet`` gives it encoder-to-decoder skips instead (:class:`WithSkips`): full- and half-resolution
-features of the encoder added, through 1x1 convolutions that start at zero, into the decoder at the same
-resolution, so that fine detail need not pass through the quarter-resolution blocks.
+``--unet`` gives it encoder-to-decoder skips instead (``Generator(unet=True)``, as ``distill --unet``):
+full- and half-resolution features of the encoder added, through 1x1 convolutions that start at zero, into
+the decoder at the same resolution, so that fine detail need not pass through the quarter-resolution
+blocks.
 """
 from __future__ import annotations
 
@@ -141,46 +142,17 @@ class WithContext(nn.Module):
         return g.head(out, x)
 
 
-class WithSkips(nn.Module):
-    """``generator`` with encoder-to-decoder skips, as a U-Net (and AnimeGANv3's generator) has them: the
-    full-resolution features after ``block_a``'s first layer, through a 1x1 convolution, are added to the
-    input of ``block_e``'s second layer, and ``block_a``'s half-resolution output to that of ``block_d``'s
-    second layer, so the decoder paints fine detail from features that never went down to a quarter of the
-    picture. Both convolutions start at zero, so the whole starts as ``generator``."""
-
-    def __init__(self, generator: Generator):
-        super().__init__()
-        self.generator = generator
-        full, half = generator.block_a[0][1].out_channels, generator.block_a[-1][1].out_channels
-        self.from_full = nn.Conv2d(full, generator.block_e[0][1].out_channels, 1, bias=False)
-        self.from_half = nn.Conv2d(half, generator.block_d[0][1].out_channels, 1, bias=False)
-        nn.init.zeros_(self.from_full.weight)
-        nn.init.zeros_(self.from_half.weight)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        g = self.generator
-        full = g.block_a[0](x)
-        half = g.block_a[1:](full)
-        out = g._resize(g.block_c(g.block_b(half)), [half.shape[-2], half.shape[-1]])
-        out = g.block_d[1](g.block_d[0](out) + self.from_half(half))
-        out = g._resize(out, [x.shape[-2], x.shape[-1]])
-        out = g.block_e[1:](g.block_e[0](out) + self.from_full(full))
-        return g.head(out, x)
-
-
 def student(args: argparse.Namespace, train: list) -> nn.Module:
-    """The generator ``--width``/``--blocks``/``--norm``/``--skip``, from ``--init``'s weights unless ``none``,
-    inside :class:`WithContext` with ``--context``."""
-    model = Generator(args.width, args.blocks, skip=args.skip, norm=args.norm)
+    """The generator ``--width``/``--blocks``/``--norm``/``--skip``/``--unet``, from ``--init``'s weights
+    unless ``none``, inside :class:`WithContext` with ``--context``."""
+    model = Generator(args.width, args.blocks, skip=args.skip, norm=args.norm, unet=args.unet)
     if args.init != "none":
         _, state, skip, init_norm = _init_weights(args.init)
         try:
             start_from(model, state, skip, init_norm, train)
         except RuntimeError as e:
             raise AnimestreamError(f"--init {args.init}: not the same architecture ({str(e).splitlines()[0]})")
-    if args.context:
-        return WithContext(model)
-    return WithSkips(model) if args.unet else model
+    return WithContext(model) if args.context else model
 
 
 @torch.no_grad()
@@ -229,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip", action="store_true", help="add its output to a colour grade of the photo (distill's)")
     branch = p.add_mutually_exclusive_group()
     branch.add_argument("--context", action="store_true", help="add a whole-picture context branch (WithContext)")
-    branch.add_argument("--unet", action="store_true", help="add encoder-to-decoder skips (WithSkips)")
+    branch.add_argument("--unet", action="store_true", help="add encoder-to-decoder skips (Generator(unet=True))")
     p.add_argument("--photos", type=int, default=4)
     p.add_argument("--side", type=int, default=256, help="short side, pixels")
     p.add_argument("--steps", type=int, default=300)

@@ -449,6 +449,9 @@ def main(argv: list[str] | None = None) -> int:
                         "INT8 path), or none, a per-channel scale and shift only (affine: for teachers without "
                         "normalisation, such as White-box Cartoonization). An --init with single-group norms "
                         "starts either with their statistics fixed at a training average (stream.fold)")
+    p.add_argument("--unet", action="store_true",
+                   help="encoder-to-decoder skips at full and half resolution (stream.model), started at zero so "
+                        "that an --init style starts unchanged; no INT8 path yet")
     p.add_argument("--init", metavar="STYLE", help="start from this style's or run checkpoint's weights (a wider "
                    "one of the same depth: from its most important channels, stream.narrow; a narrower one: its "
                    "channels copied, stream.widen; a shallower one of the same width: its blocks kept and new "
@@ -507,7 +510,8 @@ def main(argv: list[str] | None = None) -> int:
         teacher = load_teacher(args.teacher, args.teachers, args.io, args.threads)
         val_pairs = eval_pairs(val_photos, teacher, cache.parent / "teachers", args.eval_side)
         device, amp_dtype = pick_device()
-        model = Generator(args.width, args.blocks, args.skip, args.upsample, args.guided, args.guided_eps, args.norm)
+        model = Generator(args.width, args.blocks, args.skip, args.upsample, args.guided, args.guided_eps, args.norm,
+                          args.unet)
         init_steps = 0
         if args.init:
             init_steps, init_state, init_skip, init_norm = _init_weights(args.init)

@@ -29,6 +29,13 @@ does: the output is redrawn as a local affine function of the photo (per channel
 ``2 * guided_radius + 1`` pixels, regularised by ``guided_eps``), so edges and fine texture come from
 the photo itself and the network only has to get flat regions and their colours right.
 
+``unet=True`` adds encoder-to-decoder skips, as a U-Net (and AnimeGANv3's generator) has them: the
+full-resolution features after ``block_a``'s first layer, through a 1x1 convolution (``from_full``), are
+added to the input of ``block_e``'s second layer, and ``block_a``'s half-resolution output (through
+``from_half``) to that of ``block_d``'s second layer, so the decoder paints fine detail from features
+that never went down to a quarter of the picture. Both convolutions start at zero, so a network started
+from a style's weights starts as that style. No INT8 path yet.
+
 ``upsample`` is how the two 2x upsamplings map output pixels onto the input: ``"align_corners"``
 (the PyTorch ports' ``align_corners=True``) or ``"asymmetric"`` (TensorFlow 1's legacy
 ``resize_bilinear``, source = destination x in/out, what the official AnimeGANv2 graphs use).
@@ -44,6 +51,7 @@ from torch import nn
 LEAKY_SLOPE = 0.2
 UPSAMPLING = ("align_corners", "asymmetric")
 NORMS = ("layer", "instance", "affine")  # GroupNorm(1, C), GroupNorm(C, C), or ChannelAffine(C)
+UNET_KEYS = ("from_full.weight", "from_half.weight")  # a unet=True generator's skips, which start at zero
 
 
 class ChannelAffine(nn.Module):
@@ -266,10 +274,10 @@ class InvertedResBlock(nn.Module):
 
 class Generator(nn.Module):
     """AnimeGANv2 generator; ``width`` scales every channel count, ``blocks`` is the inverted-residual count,
-    ``norm`` the normalisation (:data:`NORMS`)."""
+    ``norm`` the normalisation (:data:`NORMS`), ``unet`` adds the encoder-to-decoder skips."""
 
     def __init__(self, width: float = 1.0, blocks: int = 4, skip: bool = False, upsample: str = "align_corners",
-                 guided_radius: int = 0, guided_eps: float = 0.0, norm: str = "layer"):
+                 guided_radius: int = 0, guided_eps: float = 0.0, norm: str = "layer", unet: bool = False):
         super().__init__()
         if upsample not in UPSAMPLING:
             raise ValueError(f"upsample must be one of {', '.join(UPSAMPLING)}, not {upsample!r}")
@@ -306,6 +314,12 @@ class Generator(nn.Module):
         )
         self.out_layer = nn.Sequential(nn.Conv2d(c32, 3, kernel_size=1, bias=False), nn.Tanh())
         self.photo_grade: nn.Conv2d | None = nn.Conv2d(6, 3, kernel_size=1, bias=True) if skip else None
+        self.unet = unet
+        self.from_full: nn.Conv2d | None = nn.Conv2d(c32, c64, kernel_size=1, bias=False) if unet else None
+        self.from_half: nn.Conv2d | None = nn.Conv2d(c64, c128, kernel_size=1, bias=False) if unet else None
+        for conv in (self.from_full, self.from_half):
+            if conv is not None:
+                nn.init.zeros_(conv.weight)
         if skip:
             self.start_from_photo()
 
@@ -315,7 +329,7 @@ class Generator(nn.Module):
         guided = arch.get("guided_filter") or {}
         return cls(float(arch.get("width", 1.0)), int(arch.get("blocks", 4)), bool(arch.get("skip", False)),
                    str(arch.get("upsample", "align_corners")), int(guided.get("radius", 0)),
-                   float(guided.get("eps", 0.0)), str(arch.get("norm", "layer")))
+                   float(guided.get("eps", 0.0)), str(arch.get("norm", "layer")), bool(arch.get("unet", False)))
 
     def architecture(self) -> dict:
         """What builds this network again (:meth:`from_architecture`): a sidecar's ``architecture``."""
@@ -324,6 +338,8 @@ class Generator(nn.Module):
             arch["guided_filter"] = {"radius": self.guided_radius, "eps": self.guided_eps}
         if self.norm != "layer":
             arch["norm"] = self.norm
+        if self.unet:
+            arch["unet"] = True
         return arch
 
     def start_from_photo(self) -> None:
@@ -344,6 +360,14 @@ class Generator(nn.Module):
                 grade.weight[c, c] = 1.0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.from_full is not None and self.from_half is not None:
+            full = self.block_a[0](x)
+            half = self.block_a[2](self.block_a[1](full))
+            out = self._resize(self.block_c(self.block_b(half)), [half.shape[-2], half.shape[-1]])
+            out = self.block_d[1](self.block_d[0](out) + self.from_half(half))
+            out = self._resize(out, [x.shape[-2], x.shape[-1]])
+            out = self.block_e[0](out) + self.from_full(full)
+            return self.head(self.block_e[2](self.block_e[1](out)), x)
         out = self.block_a(x)
         half_size = out.shape[-2:]
         out = self.block_c(self.block_b(out))

@@ -417,6 +417,8 @@ def int8_refusal(model: Generator) -> str | None:
     ``"affine"``); per-channel norms have none. Calibration and :class:`Int8Generator` both ask this."""
     if model.norm not in ("layer", "affine"):
         return f"a style with per-channel ({model.norm}) norms has no INT8 path (it needs single-group norms or none)"
+    if model.unet:
+        return "a style with encoder-to-decoder skips (unet) has no INT8 path yet"
     return None
 
 

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from . import cpu, weights
 from .deepen import blocks_of, deepened
 from .errors import AnimestreamError
-from .model import Generator
+from .model import UNET_KEYS, Generator
 from .narrow import narrowed
 from .widen import widened
 from .quality import baselines, half, psnr
@@ -210,6 +210,7 @@ RESUME_AS_STARTED = (
     ("skip", False, lambda v: "with --skip" if v else "without --skip"),
     ("guided_radius", 0, lambda v: f"with guided filter radius {v}"),
     ("norm", "layer", lambda v: f"with --norm {v}"),
+    ("unet", False, lambda v: "with --unet" if v else "without --unet"),
 )
 
 
@@ -270,7 +271,8 @@ class Run:
                     "width": getattr(self.model, "width", 1.0), "blocks": getattr(self.model, "blocks", 4),
                     "skip": getattr(self.model, "skip", False), "upsample": getattr(self.model, "upsample", "align_corners"),
                     "guided_radius": getattr(self.model, "guided_radius", 0),
-                    "norm": getattr(self.model, "norm", "layer"), "init_steps": self.init_steps}, tmp)
+                    "norm": getattr(self.model, "norm", "layer"), "unet": getattr(self.model, "unet", False),
+                    "init_steps": self.init_steps}, tmp)
         os.replace(tmp, self.ckpt_path)
 
     def _backward(self, x: torch.Tensor, y: torch.Tensor, batch: int, amp_dtype: torch.dtype,
@@ -351,8 +353,9 @@ def _load_init(model: Generator, state: dict, init_skip: bool) -> None:
     weights have none. Weights of a wider generator of the same depth start it from their most
     important channels (:func:`stream.narrow.narrowed`), those of a narrower one with its channels copied
     (:func:`stream.widen.widened`); those of a shallower one of the same width keep
-    its blocks and add new ones as the identity (:func:`stream.deepen.deepened`). Anything else that
-    does not fit raises RuntimeError."""
+    its blocks and add new ones as the identity (:func:`stream.deepen.deepened`); a ``unet`` model
+    started from weights without skips keeps them at zero, as built. Anything else that does not fit
+    raises RuntimeError."""
     target = model.state_dict()
     if blocks_of(state) < model.blocks:
         try:
@@ -367,11 +370,12 @@ def _load_init(model: Generator, state: dict, init_skip: bool) -> None:
         except ValueError as e:
             raise RuntimeError(str(e)) from None
     missing, unexpected = model.load_state_dict(state, strict=False)
-    if unexpected or set(missing) - {"photo_grade.weight", "photo_grade.bias"}:
+    grade = {"photo_grade.weight", "photo_grade.bias"} & set(missing)
+    if unexpected or set(missing) - grade - set(UNET_KEYS):
         raise RuntimeError(f"missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]}")
     if model.skip and not init_skip:
         model.start_from_photo()
-    elif missing:
+    elif grade:
         model.start_grade_as_identity()
 
 

@@ -127,7 +127,7 @@ class Style:
     @property
     def architecture(self) -> dict:
         """Our generator's parameters: ``width``, ``blocks``, ``skip``, ``upsample`` and, where it has them,
-        ``guided_filter`` (``radius``, ``eps``) and ``norm`` (other than a single group):
+        ``guided_filter`` (``radius``, ``eps``), ``norm`` (other than a single group) and ``unet``:
         :meth:`stream.model.Generator.architecture`'s form."""
         arch = self.meta.get("architecture")
         arch = arch if isinstance(arch, dict) else self.meta  # sidecars before 0.2 kept them at the top level
@@ -137,6 +137,8 @@ class Style:
             out["guided_filter"] = dict(arch["guided_filter"])
         if arch.get("norm", "layer") != "layer":
             out["norm"] = str(arch["norm"])
+        if arch.get("unet"):
+            out["unet"] = True
         return out
 
     @property
@@ -306,7 +308,8 @@ def eager_generator(style: Style | torch.nn.Module) -> Generator:
         module = style
         model = Generator(getattr(module, "width", 1.0), getattr(module, "blocks", 4), getattr(module, "skip", False),
                           getattr(module, "upsample", "align_corners"), getattr(module, "guided_radius", 0),
-                          getattr(module, "guided_eps", 0.0), getattr(module, "norm", "layer"))
+                          getattr(module, "guided_eps", 0.0), getattr(module, "norm", "layer"),
+                          getattr(module, "unet", False))
         return _load_into(model, dict(module.state_dict()), Path("<module>"))
     if style.format == "safetensors":
         return _load_into(generator_for(style), _read_tensors(style), style.path)

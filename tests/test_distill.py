@@ -80,12 +80,12 @@ def test_distill_from_an_onnx_teacher_exports_a_style_that_matches_it(onnx_teach
     assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
 
 
-def test_distill_a_lite_style_from_one_of_ours_with_tf_upsampling_a_guided_filter_and_instance_norms(
+def test_distill_a_lite_style_from_one_of_ours_with_tf_upsampling_a_guided_filter_instance_norms_and_skips(
         tiny_style, photos, tmp_path, capsys):
     args = ["--teacher", str(tiny_style), "--photos", str(photos), "--name", "toy-lite", "--val", "2",
             "--val-faces", "0", "--eval-side", "48", "--steps", "1", "--width", "0.25", "--blocks", "1",
             "--upsample", "asymmetric", "--skip", "--guided", "1", "--guided-eps", "0.01", "--norm", "instance",
-            "--init", str(tiny_style), "--tile", "32",
+            "--unet", "--init", str(tiny_style), "--tile", "32",
             "--sides", "32", "--tiles", "1", "--variant-of", "tiny",
             "--batch", "2", "--threads", "1", "--cache", str(tmp_path / "c"), "--out", str(tmp_path / "w")]
     assert distill.main(args) == 0
@@ -96,7 +96,8 @@ def test_distill_a_lite_style_from_one_of_ours_with_tf_upsampling_a_guided_filte
     assert meta["architecture"]["guided_filter"] == {"radius": 1, "eps": 0.01}
     assert meta["architecture"]["norm"] == "instance"  # started from single-group weights: the same tensors
     model = weights.load_model(tmp_path / "w" / "toy-lite.safetensors")
-    assert model.upsample == "asymmetric" and model.guided_radius == 1 and model.norm == "instance"
+    assert model.upsample == "asymmetric" and model.guided_radius == 1 and model.norm == "instance" and model.unet
+    assert meta["architecture"]["unet"] is True
     # The run cannot be resumed as another network.
     args[args.index("--norm") + 1] = "layer"
     assert distill.main(args) == 1
@@ -105,6 +106,10 @@ def test_distill_a_lite_style_from_one_of_ours_with_tf_upsampling_a_guided_filte
     args[args.index("--guided") + 1] = "0"
     assert distill.main(args) == 1
     assert "guided filter radius 1; resume it the same way" in capsys.readouterr().err
+    args[args.index("--guided") + 1] = "1"
+    args.remove("--unet")
+    assert distill.main(args) == 1
+    assert "started with --unet; resume it the same way" in capsys.readouterr().err
 
 
 def test_distill_needs_more_photos_than_it_holds_back(tiny_style, tmp_path, capsys):

@@ -500,6 +500,59 @@ def test_an_instance_norm_generator_normalises_each_channel_round_trips_and_has_
         Generator(norm="batch")
 
 
+def test_a_unet_generator_starts_as_the_style_it_starts_from_carries_encoder_features_and_has_no_int8_path(
+        tmp_path):
+    """``unet=True``: started from a plain style's weights it computes that style until its skips train;
+    each skip learns (gets a gradient), and trained alone they bring the output closer to a target; it
+    round-trips through a sidecar and runs on the float CPU paths, and says it has no INT8 path."""
+    from stream import calibration
+    from stream.train import _load_init
+
+    torch.manual_seed(9)
+    plain = Generator(width=0.25, blocks=1, skip=True).eval()
+    with torch.no_grad():
+        plain.out_layer[0].weight.normal_(0.0, 0.2)
+        plain.photo_grade.bias.fill_(0.05)  # not the identity grade, so a reset of it would show
+    model = Generator(width=0.25, blocks=1, skip=True, unet=True)
+    _load_init(model, plain.state_dict(), init_skip=True)
+    x = _x(48, 64, seed=5)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), plain(x), atol=0, rtol=0)
+    with pytest.raises(RuntimeError, match="unexpected"):
+        _load_init(Generator(width=0.25, blocks=1, skip=True), model.state_dict(), init_skip=True)
+    skips = [model.from_full.weight, model.from_half.weight]
+    opt = torch.optim.Adam(skips, lr=1e-2)
+    losses = []
+    for _ in range(6):
+        loss = torch.nn.functional.mse_loss(model(x), x.flip(-1))
+        opt.zero_grad()
+        loss.backward()
+        assert all(w.grad.abs().max() > 0 for w in skips)
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] * 0.99  # only the skips train, and they bring the output closer
+    model.eval()
+    with torch.no_grad():
+        for w in skips:
+            w.normal_(0.0, 0.3)  # skips that matter, so that a path that dropped them would show below
+        y = model(x)
+        torch.testing.assert_close(torch.jit.script(model)(x), y, atol=1e-5, rtol=1e-4)
+        assert (y - plain(x)).abs().mean() * 127.5 > 6  # levels (0-255): the skips change what it paints
+    path = weights.export_style(model, tmp_path, "unet", source="test", license="MIT", training_steps=0, quality={})
+    style = weights.resolve(path)
+    assert style.architecture["unet"] is True
+    assert "unet" not in plain.architecture()  # sidecars of styles without skips stay as they were
+    with torch.no_grad():
+        torch.testing.assert_close(weights.load_model(style)(x), y, atol=0.02, rtol=0)  # fp16 storage
+    assert weights.eager_generator(weights.load_model(style)).unet
+    frame = ((x[0].permute(1, 2, 0) + 1) * 127.5).round().byte().numpy()
+    expected = ((y[0].permute(1, 2, 0) + 1) * 127.5).numpy()
+    for precision in ("fp32", "bf16"):
+        got = Engine(path, max_side=64, precision=precision, device="cpu")(frame).astype("float32")
+        assert abs(got - expected).mean() < 2.0, precision
+    with pytest.raises(WeightsError, match="no INT8 path"):
+        calibration.calibrate_style(style, tmp_path)
+
 def test_a_norm_free_style_round_trips_and_runs_on_every_cpu_path(tmp_path):
     import cv2
 
