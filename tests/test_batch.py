@@ -27,9 +27,11 @@ COMMON = ["--max-side", "32", "--cpus-per-worker", "1", "-q"]
 
 
 def _ray_processes() -> list[str]:
-    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout.splitlines()
+    """Ray's processes still running. A zombie (``Z``: exited, not yet reaped, as a killed worker stays
+    until its orphan is reaped, slower on a loaded machine) runs nothing and is left out."""
+    out = subprocess.run(["ps", "-eo", "pid,stat,args"], capture_output=True, text=True).stdout.splitlines()
     return [line for line in out if ("raylet" in line or "gcs_server" in line or "ray::" in line)
-            and "ps -eo" not in line]
+            and "ps -eo" not in line and not line.split()[1].startswith("Z")]
 
 
 @pytest.fixture
