@@ -464,6 +464,22 @@ def test_a_guided_generator_scripts_round_trips_its_sidecar_and_its_int8_path_fo
         Generator(guided_radius=1, guided_eps=0.0)
 
 
+def _exported_runs_on_the_float_paths(model: Generator, x: torch.Tensor, y: torch.Tensor, tmp_path: Path,
+                                      name: str) -> weights.Style:
+    """``model`` exported as style ``name``: its stored weights give ``y`` for ``x`` (within fp16 storage), and
+    the engine's fp32 and bf16 CPU paths paint ``x`` as a frame within 2 levels of ``y``. Returns the style."""
+    path = weights.export_style(model, tmp_path, name, source="test", license="MIT", training_steps=0, quality={})
+    style = weights.resolve(path)
+    with torch.no_grad():
+        torch.testing.assert_close(weights.load_model(style)(x), y, atol=0.02, rtol=0)
+    frame = ((x[0].permute(1, 2, 0) + 1) * 127.5).round().byte().numpy()
+    expected = ((y[0].permute(1, 2, 0) + 1) * 127.5).numpy()
+    for precision in ("fp32", "bf16"):
+        got = Engine(path, max_side=64, precision=precision, device="cpu")(frame).astype("float32")
+        assert abs(got - expected).mean() < 2.0, precision
+    return style
+
+
 def test_an_instance_norm_generator_normalises_each_channel_round_trips_and_has_no_int8_path(tmp_path):
     from stream import calibration, quant
 
@@ -480,18 +496,10 @@ def test_an_instance_norm_generator_normalises_each_channel_round_trips_and_has_
     with torch.no_grad():
         out = first[2](first[1](first[0](x)))
     torch.testing.assert_close(out.mean(dim=(2, 3))[0], first[2].bias, atol=1e-4, rtol=0)
-    path = weights.export_style(model, tmp_path, "inorm", source="test", license="MIT", training_steps=0, quality={})
-    style = weights.resolve(path)
+    style = _exported_runs_on_the_float_paths(model, x, y, tmp_path, "inorm")
     assert style.architecture["norm"] == "instance"
     assert "norm" not in plain.architecture()  # sidecars of single-group styles stay as they were
-    with torch.no_grad():
-        torch.testing.assert_close(weights.load_model(style)(x), y, atol=0.02, rtol=0)  # fp16 storage
     assert weights.eager_generator(weights.load_model(style)).norm == "instance"
-    frame = ((x[0].permute(1, 2, 0) + 1) * 127.5).round().byte().numpy()
-    expected = ((y[0].permute(1, 2, 0) + 1) * 127.5).numpy()
-    for precision in ("fp32", "bf16"):
-        got = Engine(path, max_side=64, precision=precision, device="cpu")(frame).astype("float32")
-        assert abs(got - expected).mean() < 2.0, precision
     with pytest.raises(WeightsError, match="no INT8 path"):
         calibration.calibrate_style(style, tmp_path)
     with pytest.raises(ValueError, match="single-group norms"):
@@ -538,20 +546,13 @@ def test_a_unet_generator_starts_as_the_style_it_starts_from_carries_encoder_fea
         y = model(x)
         torch.testing.assert_close(torch.jit.script(model)(x), y, atol=1e-5, rtol=1e-4)
         assert (y - plain(x)).abs().mean() * 127.5 > 6  # levels (0-255): the skips change what it paints
-    path = weights.export_style(model, tmp_path, "unet", source="test", license="MIT", training_steps=0, quality={})
-    style = weights.resolve(path)
+    style = _exported_runs_on_the_float_paths(model, x, y, tmp_path, "unet")
     assert style.architecture["unet"] is True
     assert "unet" not in plain.architecture()  # sidecars of styles without skips stay as they were
-    with torch.no_grad():
-        torch.testing.assert_close(weights.load_model(style)(x), y, atol=0.02, rtol=0)  # fp16 storage
     assert weights.eager_generator(weights.load_model(style)).unet
-    frame = ((x[0].permute(1, 2, 0) + 1) * 127.5).round().byte().numpy()
-    expected = ((y[0].permute(1, 2, 0) + 1) * 127.5).numpy()
-    for precision in ("fp32", "bf16"):
-        got = Engine(path, max_side=64, precision=precision, device="cpu")(frame).astype("float32")
-        assert abs(got - expected).mean() < 2.0, precision
     with pytest.raises(WeightsError, match="no INT8 path"):
         calibration.calibrate_style(style, tmp_path)
+
 
 def test_a_norm_free_style_round_trips_and_runs_on_every_cpu_path(tmp_path):
     import cv2
