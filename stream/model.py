@@ -360,6 +360,8 @@ class Generator(nn.Module):
                 grade.weight[c, c] = 1.0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Two paths on purpose: only the unet one keeps block_a's full-size features alive through the
+        # decoder (32 channels at full size: ~265 MB for a 1080p frame in fp32), so the plain one stays as lean.
         if self.from_full is not None and self.from_half is not None:
             full = self.block_a[0](x)
             half = self.block_a[2](self.block_a[1](full))
